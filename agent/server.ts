@@ -1,0 +1,151 @@
+/**
+ * The node agent: a WebSocket server that serves many sessions at once. A defect in one
+ * session (a bad frame, an unknown message, a dead client) ends that session only.
+ * `GET /healthz` answers readiness probes; `GET /status` lists live sessions as JSON.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { packageVersion } from '../native/index.js';
+import { MAX_FRAME_BYTES, decodeClientMessage } from '../protocol/codec.js';
+import { TsmError } from '../protocol/errors.js';
+import {
+  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type TargetRef,
+} from '../protocol/messages.js';
+import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
+import { AgentSession, type SessionInfo } from './session.js';
+import { resolveTarget } from './target.js';
+
+export interface AgentOptions {
+  host: string;
+  port: number;
+  heartbeatMs: number;
+  heartbeatTimeoutMs: number;
+  /** A client must send its hello within this time. */
+  helloTimeoutMs: number;
+  log: (line: string) => void;
+}
+
+export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
+  host: '127.0.0.1',
+  port: 7777,
+  heartbeatMs: DEFAULT_PEER_OPTIONS.heartbeatMs,
+  heartbeatTimeoutMs: DEFAULT_PEER_OPTIONS.heartbeatTimeoutMs,
+  helloTimeoutMs: 10000,
+  log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+};
+
+export interface RunningAgent {
+  server: Server;
+  url: string;
+  sessions(): SessionInfo[];
+  close(): Promise<void>;
+}
+
+function parseTargetRef(value: unknown): TargetRef {
+  const t = value as { kind?: unknown; pid?: unknown; id?: unknown };
+  if (t.kind === 'pid' && typeof t.pid === 'number') return { kind: 'pid', pid: t.pid };
+  if (t.kind === 'container' && typeof t.id === 'string') return { kind: 'container', id: t.id };
+  if (t.kind === 'none') return { kind: 'none' };
+  throw new TsmError('TSM_ERR_BAD_FRAME', 'hello has a malformed target');
+}
+
+export async function startAgent(options: Partial<AgentOptions> = {}): Promise<RunningAgent> {
+  const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
+  const sessions = new Map<string, AgentSession>();
+  const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs };
+  const node = process.env.NODE_NAME ?? hostname();
+
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (req.url === '/status') {
+      const body = { version: packageVersion, protocol: PROTOCOL_VERSION, node, sessions: [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })) };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  const wss = new WebSocketServer({ server, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+
+  wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    const peer = new Peer<ClientMessage, AgentMessage>(ws, decodeClientMessage, peerOptions);
+    const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
+    let session: AgentSession | undefined;
+    const helloTimer = setTimeout(() => peer.fail('TSM_ERR_HANDSHAKE', `no hello within ${opts.helloTimeoutMs} ms`), opts.helloTimeoutMs);
+
+    peer.once('closed', (err: TsmError | undefined) => {
+      clearTimeout(helloTimer);
+      if (session) {
+        sessions.delete(session.info.id);
+        session.dispose();
+        opts.log(`session ${session.info.id} closed${err ? `: ${err.code} ${err.message}` : ''}`);
+      } else if (err) {
+        opts.log(`connection from ${remote} failed before its session began: ${err.code} ${err.message}`);
+      }
+    });
+
+    peer.once('message', (first: ClientMessage) => {
+      clearTimeout(helloTimer);
+      void (async () => {
+        if (first.type !== 'hello') {
+          peer.fail('TSM_ERR_HANDSHAKE', `the first message must be hello, got "${first.type}"`);
+          return;
+        }
+        const hello: ClientHello = first;
+        if (hello.protocol !== PROTOCOL_VERSION) {
+          peer.fail('TSM_ERR_VERSION', `the CLI speaks protocol ${hello.protocol} and this agent (tsmirror ${packageVersion}) speaks protocol ${PROTOCOL_VERSION}; install matching versions of the CLI and the agent`);
+          return;
+        }
+        try {
+          const target = await resolveTarget(parseTargetRef(hello.target));
+          const client = hello.client as { user?: unknown; host?: unknown };
+          const id = randomUUID().slice(0, 8);
+          session = new AgentSession(peer, target, {
+            id,
+            user: typeof client.user === 'string' ? client.user.slice(0, 128) : '?',
+            host: typeof client.host === 'string' ? client.host.slice(0, 128) : '?',
+            target: target.description,
+            startedAt: Date.now(),
+          });
+          if (peer.closed) {
+            session.dispose();
+            return;
+          }
+          sessions.set(id, session);
+          const dns = await session.resolvConf();
+          const capabilities = CAPABILITIES.filter((c) => hello.capabilities.includes(c));
+          peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { ...target, nameservers: dns.nameservers, search: dns.search } });
+          opts.log(`session ${id} opened: ${session.info.user}@${session.info.host} → ${target.description}`);
+        } catch (err) {
+          const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', String(err));
+          peer.fail(e.code, e.message);
+        }
+      })();
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : opts.port;
+  const url = `ws://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
+  opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})`);
+
+  return {
+    server,
+    url,
+    sessions: () => [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })),
+    close: async () => {
+      for (const client of wss.clients) client.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

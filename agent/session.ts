@@ -1,0 +1,198 @@
+/**
+ * One developer's session on the agent: everything it asks for happens in the target's
+ * network namespace (or the agent's own, targetless), and everything it opened goes
+ * away with it.
+ */
+import dgram from 'node:dgram';
+import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { loadAddon } from '../native/index.js';
+import { RemoteError, TsmError, isErrorCode } from '../protocol/errors.js';
+import type {
+  AgentMessage, ClientMessage, ClientRequest, Family, Handlers, ResultOf,
+} from '../protocol/messages.js';
+import type { Peer } from '../protocol/peer.js';
+import { PodResolver, ResolveError, type ResolvConf } from './resolver.js';
+import type { ResolvedTarget } from './target.js';
+
+const errnoOf = (code: string | undefined): number | undefined =>
+  code ? (osConstants.errno as Record<string, number>)[code] : undefined;
+
+export interface SessionInfo {
+  id: string;
+  user: string;
+  host: string;
+  target: string;
+  startedAt: number;
+  streams: number;
+}
+
+export class AgentSession {
+  readonly #peer: Peer<ClientMessage, AgentMessage>;
+  readonly #nsFd: number;
+  readonly #pid: number;
+  readonly #resolver: PodResolver;
+  readonly #sockets = new Set<net.Socket | dgram.Socket>();
+  readonly #targetWatch: NodeJS.Timeout | undefined;
+  readonly info: SessionInfo;
+
+  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>) {
+    this.#peer = peer;
+    this.info = { ...info, streams: 0 };
+    this.#pid = target.pid;
+    // Holding the namespace open keeps it usable for this session's lifetime.
+    this.#nsFd = target.pid > 0 ? openSync(`/proc/${target.pid}/ns/net`, 'r') : -1;
+    const root = target.pid > 0 ? `/proc/${target.pid}/root` : '';
+    this.#resolver = new PodResolver((family) => this.#udpSocket(family), (path) => readFile(`${root}${path}`, 'utf8'));
+    if (target.pid > 0) {
+      this.#targetWatch = setInterval(() => {
+        readFile(`/proc/${target.pid}/stat`).catch(() => this.#peer.fail('TSM_ERR_TARGET_GONE', `the target process ${target.pid} exited`));
+      }, 2000);
+      this.#targetWatch.unref();
+    }
+    peer.on('message', (m: ClientMessage) => void this.#dispatch(m));
+  }
+
+  /** The DNS settings the target's processes use. */
+  resolvConf(): Promise<ResolvConf> {
+    return this.#resolver.conf();
+  }
+
+  get streams(): number {
+    return this.#peer.mux.size;
+  }
+
+  /** Releases everything the session holds. Called once, when its peer is closed. */
+  dispose(): void {
+    clearInterval(this.#targetWatch);
+    this.#resolver.close();
+    for (const s of this.#sockets) {
+      if (s instanceof net.Socket) s.destroy();
+      else s.close();
+    }
+    this.#sockets.clear();
+    if (this.#nsFd >= 0) closeSync(this.#nsFd);
+  }
+
+  readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
+    'tcp.connect': (m) => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs),
+    'udp.open': (m) => this.#udpOpen(m.stream, m.host, m.port, m.family),
+    'dns.lookup': async (m) => {
+      try {
+        return await this.#resolver.lookup(m.name, m.family);
+      } catch (err) {
+        if (err instanceof ResolveError) throw new RemoteError('TSM_ERR_DNS', err.message, -err.eai);
+        throw err;
+      }
+    },
+    'dns.reverse': async (m) => {
+      try {
+        return { name: await this.#resolver.reverse(m.address) };
+      } catch (err) {
+        if (err instanceof ResolveError) throw new RemoteError('TSM_ERR_DNS', err.message, -err.eai);
+        throw err;
+      }
+    },
+    'env.get': async () => ({ env: await this.#environment() }),
+  };
+
+  async #dispatch(m: ClientMessage): Promise<void> {
+    if (m.type === 'hello') {
+      this.#peer.fail('TSM_ERR_BAD_FRAME', 'hello sent twice');
+      return;
+    }
+    const handler = this.#handlers[m.type as ClientRequest['type']] as ((r: ClientRequest) => Promise<ResultOf[keyof ResultOf]>) | undefined;
+    if (!handler) {
+      this.#peer.fail('TSM_ERR_UNKNOWN_MESSAGE', `unexpected message "${m.type}"`);
+      return;
+    }
+    const request = m as ClientRequest;
+    try {
+      const value = await handler(request);
+      this.#peer.send({ type: 'result', id: request.id, value });
+    } catch (err) {
+      const code = err instanceof TsmError && isErrorCode(err.code) ? err.code : 'TSM_ERR_INTERNAL';
+      const errno = err instanceof RemoteError ? err.errno : undefined;
+      const message = err instanceof Error ? err.message : String(err);
+      this.#peer.send(errno === undefined ? { type: 'error', id: request.id, code, message } : { type: 'error', id: request.id, code, message, errno });
+    }
+  }
+
+  async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number): Promise<ResultOf['tcp.connect']> {
+    if (net.isIP(host) !== family) throw new TsmError('TSM_ERR_USAGE', `tcp.connect needs a literal IPv${family} address, got "${host}"`);
+    const fd = await loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
+    const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const fail = (err: Error & { code?: string }): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new RemoteError('TSM_ERR_CONNECT', `connect to ${host}:${port} from the pod failed: ${err.code ?? err.message}`, errnoOf(err.code) ?? osConstants.errno.ECONNREFUSED));
+      };
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => fail(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
+      }
+      socket.once('error', fail);
+      socket.connect({ host, port, family }, () => {
+        clearTimeout(timer);
+        socket.off('error', fail);
+        if (this.#peer.closed) {
+          socket.destroy();
+          reject(new TsmError('TSM_ERR_SESSION_CLOSED', 'session ended'));
+          return;
+        }
+        this.#peer.mux.open(stream);
+        this.#peer.mux.bindSocket(stream, socket);
+        resolve({ localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0 });
+      });
+    });
+  }
+
+  async #udpOpen(stream: number, host: string, port: number, family: Family): Promise<ResultOf['udp.open']> {
+    if (net.isIP(host) !== family) throw new TsmError('TSM_ERR_USAGE', `udp.open needs a literal IPv${family} address, got "${host}"`);
+    const socket = await this.#udpSocket(family);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.connect(port, host, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    }).catch((err: Error & { code?: string }) => {
+      socket.close();
+      throw new RemoteError('TSM_ERR_CONNECT', `UDP to ${host}:${port} from the pod failed: ${err.code ?? err.message}`, errnoOf(err.code) ?? osConstants.errno.ENETUNREACH);
+    });
+    this.#peer.mux.open(stream, () => socket.close());
+    const send = this.#peer.mux.bindDatagrams(stream, (data) => socket.send(data));
+    socket.on('message', (msg) => send(msg));
+    socket.on('error', () => undefined); // ICMP errors on a connected UDP socket: drop, as UDP does
+    const address = socket.address();
+    return { localAddress: address.address, localPort: address.port };
+  }
+
+  async #udpSocket(family: Family): Promise<dgram.Socket> {
+    const fd = await loadAddon().netnsSocket(this.#nsFd, family, 'udp');
+    const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    await new Promise<void>((resolve) => socket.bind({ fd }, resolve));
+    return socket;
+  }
+
+  async #environment(): Promise<Record<string, string>> {
+    const pid = this.#pid;
+    if (pid === 0) return {}; // targetless: no pod environment
+    const raw = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => {
+      throw new TsmError('TSM_ERR_PERMISSION', `cannot read the environment of process ${pid}`);
+    });
+    const env: Record<string, string> = {};
+    for (const entry of Buffer.from(raw, 'latin1').toString('utf8').split('\0')) {
+      const eq = entry.indexOf('=');
+      if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    }
+    return env;
+  }
+}

@@ -1,0 +1,28 @@
+{
+  "targets": [
+    {
+      # The preloaded shim: a plain C shared library, no Node symbols.
+      "target_name": "libtsmirror",
+      "type": "shared_library",
+      "product_name": "tsmirror",
+      "product_extension": "so",
+      "sources": [
+        "native/shim/shim.c"
+      ],
+      "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
+      "cflags!": ["-fno-exceptions"],
+      "ldflags": ["-Wl,--no-undefined", "-Wl,-z,now"],
+      "libraries": ["-ldl", "-lpthread"]
+    },
+    {
+      # The node-addon-api addon: what Node cannot do itself.
+      "target_name": "tsmirror_addon",
+      "sources": ["native/addon/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fvisibility=hidden", "-fexceptions"]
+    }
+  ]
+}

@@ -1,0 +1,335 @@
+/**
+ * The session proxy: answers the shim's questions (docs/shim-ipc.md) on a private unix
+ * socket, and relays the program's remote connections through the agent session.
+ *
+ * For a remote TCP connect it opens the connection in the pod first (so the program sees
+ * the pod's error, e.g. ECONNREFUSED), then lets the program's own socket connect to a
+ * loopback listener here and pairs the two by the program's local port. Bytes never pass
+ * through a hook. UDP flows get a relay socket each.
+ */
+import dgram from 'node:dgram';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { RemoteError, TsmError } from '../protocol/errors.js';
+import type { Family } from '../protocol/messages.js';
+import type { AgentConnection } from './agent-client.js';
+import { route, unmapAddress, type RoutingPolicy } from './routing.js';
+
+const MAX_SHIM_FRAME = 1024 * 1024;
+const EAI_AGAIN = -3;
+const EAI_NONAME = -2;
+const PAIR_TIMEOUT_MS = 10000;
+const UDP_IDLE_MS = 120000;
+
+/** The shim reads plain msgpack maps; the same settings as protocol/codec, for another peer. */
+const shimPackr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+export interface ProxyStats {
+  tcpConnects: number;
+  udpFlows: number;
+  lookups: number;
+  localPassThrough: number;
+  failures: number;
+}
+
+export interface SessionProxyOptions {
+  routing: RoutingPolicy;
+  /** Nameservers of this machine: DNS packets sent to them go to the pod's nameserver. */
+  localNameservers: string[];
+  podNameservers: string[];
+  log: (line: string) => void;
+}
+
+type ShimRequest = Record<string, unknown> & { op?: unknown };
+type ShimResponse = Record<string, unknown> & { ok: boolean };
+
+interface PendingPair {
+  stream: number | undefined;
+  socket: net.Socket | undefined;
+  timer: NodeJS.Timeout;
+}
+
+function str(v: unknown, field: string): string {
+  if (typeof v !== 'string' || v.length > 1024) throw new TsmError('TSM_ERR_BAD_FRAME', `shim request has a bad "${field}"`);
+  return v;
+}
+
+function uint(v: unknown, field: string, max = 0xffffffff): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new TsmError('TSM_ERR_BAD_FRAME', `shim request has a bad "${field}"`);
+  return v;
+}
+
+export class SessionProxy {
+  readonly socketPath: string;
+  readonly stats: ProxyStats = { tcpConnects: 0, udpFlows: 0, lookups: 0, localPassThrough: 0, failures: 0 };
+  readonly #dir: string;
+  readonly #agent: AgentConnection;
+  readonly #opts: SessionProxyOptions;
+  readonly #unix: net.Server;
+  readonly #tcp = new Map<Family, { server: net.Server; port: number }>();
+  readonly #pairs = new Map<number, PendingPair>();
+  readonly #udp = new Set<dgram.Socket>();
+  readonly #clients = new Set<net.Socket>();
+
+  private constructor(agent: AgentConnection, opts: SessionProxyOptions) {
+    this.#agent = agent;
+    this.#opts = opts;
+    this.#dir = mkdtempSync(join(tmpdir(), 'tsmirror-'));
+    chmodSync(this.#dir, 0o700);
+    this.socketPath = join(this.#dir, 'proxy.sock');
+    this.#unix = net.createServer((c) => this.#serveShim(c));
+  }
+
+  static async start(agent: AgentConnection, opts: SessionProxyOptions): Promise<SessionProxy> {
+    const proxy = new SessionProxy(agent, opts);
+    await new Promise<void>((resolve, reject) => {
+      proxy.#unix.once('error', reject);
+      proxy.#unix.listen(proxy.socketPath, () => resolve());
+    });
+    for (const [family, host] of [[4, '127.0.0.1'], [6, '::1']] as const) {
+      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => proxy.#accepted(s));
+      const port = await new Promise<number>((resolve) => {
+        server.once('error', () => resolve(0)); // no IPv6 loopback here: IPv6 sockets use ::ffff:127.0.0.1
+        server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port));
+      });
+      if (port > 0) proxy.#tcp.set(family, { server, port });
+    }
+    if (!proxy.#tcp.has(4)) throw new TsmError('TSM_ERR_INTERNAL', 'cannot listen on 127.0.0.1 for the session proxy');
+    return proxy;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.#clients) c.destroy();
+    for (const p of this.#pairs.values()) {
+      clearTimeout(p.timer);
+      p.socket?.destroy();
+    }
+    this.#pairs.clear();
+    for (const u of this.#udp) u.close();
+    this.#udp.clear();
+    const servers = [this.#unix, ...[...this.#tcp.values()].map((t) => t.server)];
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+
+  #serveShim(conn: net.Socket): void {
+    this.#clients.add(conn);
+    conn.on('close', () => this.#clients.delete(conn));
+    conn.on('error', () => undefined);
+    let buffer: Buffer = Buffer.alloc(0);
+    // Requests on one connection are answered in order: the shim waits for each answer.
+    let chain = Promise.resolve();
+    conn.on('data', (chunk: Buffer) => {
+      buffer = buffer.byteLength === 0 ? chunk : Buffer.concat([buffer, chunk]);
+      while (buffer.byteLength >= 4) {
+        const length = buffer.readUInt32BE(0);
+        if (length > MAX_SHIM_FRAME) {
+          this.#opts.log(`shim sent a ${length}-byte frame; dropping its channel`);
+          conn.destroy();
+          return;
+        }
+        if (buffer.byteLength < 4 + length) break;
+        const frame = buffer.subarray(4, 4 + length);
+        buffer = buffer.subarray(4 + length);
+        let request: ShimRequest;
+        try {
+          request = shimPackr.unpack(frame) as ShimRequest;
+          if (typeof request !== 'object' || request === null) throw new Error('not a map');
+        } catch {
+          this.#opts.log('shim sent a malformed frame; dropping its channel');
+          conn.destroy();
+          return;
+        }
+        if (request.op === 'attach') {
+          this.#attach(request);
+          continue;
+        }
+        chain = chain.then(async () => {
+          const response = await this.#answer(request);
+          if (conn.destroyed) return;
+          const body = shimPackr.pack(response);
+          const header = Buffer.alloc(4);
+          header.writeUInt32BE(body.byteLength);
+          conn.write(Buffer.concat([header, body]));
+        });
+      }
+    });
+  }
+
+  async #answer(request: ShimRequest): Promise<ShimResponse> {
+    try {
+      switch (request.op) {
+        case 'connect':
+          return await this.#connect(request);
+        case 'resolve':
+          return await this.#resolve(request);
+        case 'reverse':
+          return await this.#reverse(request);
+        default:
+          return { ok: false, errno: osConstants.errno.EINVAL, message: `unknown op ${String(request.op)}` };
+      }
+    } catch (err) {
+      this.stats.failures++;
+      if (err instanceof TsmError && err.code === 'TSM_ERR_BAD_FRAME') {
+        return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      return { ok: false, errno: osConstants.errno.ENETDOWN, eai: EAI_AGAIN, message };
+    }
+  }
+
+  async #connect(req: ShimRequest): Promise<ShimResponse> {
+    const proto = str(req.proto, 'proto');
+    let { family, address } = unmapAddress(str(req.addr, 'addr'));
+    if (net.isIP(address) === 0) throw new TsmError('TSM_ERR_BAD_FRAME', 'connect needs a literal address');
+    const port = uint(req.port, 'port', 65535);
+    const requestedFamily = uint(req.family, 'family', 6) === 6 ? 6 : 4;
+    if (route(this.#opts.routing, address, port) === 'local') {
+      // A DNS packet to this machine's nameserver is meant for the cluster's.
+      const pod = this.#opts.podNameservers[0];
+      if (port === 53 && pod && this.#opts.localNameservers.includes(address)) {
+        address = pod;
+        family = net.isIP(pod) === 6 ? 6 : 4;
+      } else {
+        this.stats.localPassThrough++;
+        return { ok: true, action: 'local' };
+      }
+    } else if (port === 53 && this.#opts.localNameservers.includes(address) && this.#opts.podNameservers[0]) {
+      address = this.#opts.podNameservers[0];
+      family = net.isIP(address) === 6 ? 6 : 4;
+    }
+    // The program's socket family decides which loopback listener it can reach.
+    const listener = this.#tcp.get(requestedFamily) ?? this.#tcp.get(4);
+    const proxyAddr = requestedFamily === 6 ? (this.#tcp.has(6) ? '::1' : '::ffff:127.0.0.1') : '127.0.0.1';
+    const stream = this.#agent.allocateStream();
+    this.#agent.peer.mux.open(stream);
+    try {
+      if (proto === 'tcp') {
+        this.stats.tcpConnects++;
+        const timeoutMs = uint(req.timeoutMs ?? 0, 'timeoutMs');
+        const r = await this.#agent.request({ type: 'tcp.connect', stream, host: address, port, family, timeoutMs });
+        return { ok: true, action: 'proxy', proxyAddr, proxyPort: listener?.port ?? 0, stream, localAddr: r.localAddress, localPort: r.localPort };
+      }
+      if (proto === 'udp') {
+        this.stats.udpFlows++;
+        const r = await this.#agent.request({ type: 'udp.open', stream, host: address, port, family });
+        const relayPort = await this.#udpRelay(requestedFamily === 6 && this.#tcp.has(6) ? 6 : 4, stream);
+        return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream, localAddr: r.localAddress, localPort: r.localPort };
+      }
+      throw new TsmError('TSM_ERR_BAD_FRAME', `unknown proto "${proto}"`);
+    } catch (err) {
+      this.#agent.peer.mux.close(stream);
+      if (err instanceof RemoteError && err.errno !== undefined) return { ok: false, errno: err.errno, message: err.message };
+      throw err;
+    }
+  }
+
+  async #resolve(req: ShimRequest): Promise<ShimResponse> {
+    const name = str(req.name, 'name');
+    const family = uint(req.family ?? 0, 'family', 6);
+    const lower = name.toLowerCase().replace(/\.$/, '');
+    if (lower === 'localhost' || lower.endsWith('.localhost')) return { ok: true, action: 'local' };
+    this.stats.lookups++;
+    try {
+      const r = await this.#agent.request({ type: 'dns.lookup', name, family: family === 4 ? 4 : family === 6 ? 6 : 0 });
+      return { ok: true, action: 'remote', addrs: r.addresses.map((a) => ({ family: a.family, addr: a.address })), canonname: r.canonname };
+    } catch (err) {
+      if (err instanceof RemoteError && err.code === 'TSM_ERR_DNS') return { ok: false, eai: -(err.errno ?? -EAI_NONAME), message: err.message };
+      throw err;
+    }
+  }
+
+  async #reverse(req: ShimRequest): Promise<ShimResponse> {
+    const addr = str(req.addr, 'addr');
+    if (route(this.#opts.routing, addr, 0) === 'local') return { ok: true, action: 'local' };
+    try {
+      const r = await this.#agent.request({ type: 'dns.reverse', address: unmapAddress(addr).address });
+      return { ok: true, action: 'remote', name: r.name };
+    } catch (err) {
+      if (err instanceof RemoteError && err.code === 'TSM_ERR_DNS') return { ok: false, eai: -(err.errno ?? -EAI_NONAME), message: err.message };
+      throw err;
+    }
+  }
+
+  // ---- pairing the program's loopback connection with its remote stream, by its port.
+  // The attach (on the unix socket) and the accept (on the TCP listener) race; whichever
+  // comes second completes the pair. An unpaired half is dropped after PAIR_TIMEOUT_MS.
+
+  #pair(port: number): PendingPair {
+    let pair = this.#pairs.get(port);
+    if (!pair) {
+      const created: PendingPair = {
+        stream: undefined, socket: undefined,
+        timer: setTimeout(() => {
+          this.#pairs.delete(port);
+          created.socket?.destroy();
+          if (created.stream !== undefined) this.#agent.peer.mux.close(created.stream);
+        }, PAIR_TIMEOUT_MS),
+      };
+      this.#pairs.set(port, created);
+      pair = created;
+    }
+    return pair;
+  }
+
+  #complete(port: number, pair: PendingPair): void {
+    if (pair.stream === undefined || !pair.socket) return;
+    clearTimeout(pair.timer);
+    this.#pairs.delete(port);
+    this.#agent.peer.mux.bindSocket(pair.stream, pair.socket);
+  }
+
+  #attach(req: ShimRequest): void {
+    try {
+      const port = uint(req.port, 'port', 65535);
+      const pair = this.#pair(port);
+      pair.stream = uint(req.stream, 'stream');
+      this.#complete(port, pair);
+    } catch {
+      // a malformed notification has nothing to answer
+    }
+  }
+
+  #accepted(socket: net.Socket): void {
+    const port = socket.remotePort;
+    if (port === undefined) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => undefined);
+    const pair = this.#pair(port);
+    pair.socket = socket;
+    this.#complete(port, pair);
+  }
+
+  async #udpRelay(family: Family, stream: number): Promise<number> {
+    const relay = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    this.#udp.add(relay);
+    await new Promise<void>((resolve) => relay.bind(0, family === 4 ? '127.0.0.1' : '::1', resolve));
+    let program: { address: string; port: number } | undefined;
+    let idle = setTimeout(() => close(), UDP_IDLE_MS);
+    const touch = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(() => close(), UDP_IDLE_MS);
+    };
+    const close = (): void => {
+      clearTimeout(idle);
+      if (this.#udp.delete(relay)) relay.close();
+      this.#agent.peer.mux.close(stream);
+    };
+    const send = this.#agent.peer.mux.bindDatagrams(stream, (data) => {
+      touch();
+      if (program) relay.send(data, program.port, program.address);
+    });
+    relay.on('message', (msg, rinfo) => {
+      touch();
+      program ??= { address: rinfo.address, port: rinfo.port };
+      if (rinfo.port === program.port && rinfo.address === program.address) send(msg);
+    });
+    relay.on('error', () => undefined);
+    return (relay.address() as net.AddressInfo).port;
+  }
+}

@@ -1,0 +1,99 @@
+// tsmirror's native addon: the few things Node cannot do itself.
+//
+// netnsSocket(nsFd, family, kind) creates a socket inside another network namespace.
+// setns(CLONE_NEWNET) only affects the calling thread, and a socket keeps the namespace
+// it was created in, so a worker thread enters the target namespace, creates the socket,
+// and returns to the agent's own namespace before it is handed back to the pool.
+#include <napi.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+#include <string>
+
+namespace {
+
+int g_home_netns = -1;  // the agent's own network namespace, opened once at load
+
+Napi::Error ErrnoError(Napi::Env env, const char* what, int err) {
+  auto e = Napi::Error::New(env, std::string(what) + ": " + std::strerror(err));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, what));
+  return e;
+}
+
+class NetnsSocketWorker : public Napi::AsyncWorker {
+ public:
+  NetnsSocketWorker(Napi::Env env, int ns_fd, int family, int type)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
+        ns_fd_(ns_fd), family_(family), type_(type) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    if (ns_fd_ >= 0 && setns(ns_fd_, CLONE_NEWNET) != 0) {
+      err_ = errno;
+      what_ = "setns";
+      return;
+    }
+    fd_ = socket(family_, type_ | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) {
+      err_ = errno;
+      what_ = "socket";
+    }
+    if (ns_fd_ >= 0 && setns(g_home_netns, CLONE_NEWNET) != 0) {
+      // A pool thread left in a pod's namespace would silently put later sockets there.
+      std::abort();
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0) {
+      deferred_.Reject(ErrnoError(env, what_, err_).Value());
+    } else {
+      deferred_.Resolve(Napi::Number::New(env, fd_));
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int ns_fd_, family_, type_;
+  int fd_ = -1;
+  int err_ = 0;
+  const char* what_ = "";
+};
+
+Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString()) {
+    throw Napi::TypeError::New(env, "usage: netnsSocket(nsFd: number (-1 for own namespace), family: 4 | 6, kind: 'tcp' | 'udp')");
+  }
+  int ns_fd = info[0].As<Napi::Number>().Int32Value();
+  int fam = info[1].As<Napi::Number>().Int32Value();
+  std::string kind = info[2].As<Napi::String>().Utf8Value();
+  if (fam != 4 && fam != 6) throw Napi::TypeError::New(env, "netnsSocket: family must be 4 or 6");
+  if (kind != "tcp" && kind != "udp") throw Napi::TypeError::New(env, "netnsSocket: kind must be 'tcp' or 'udp'");
+  if (ns_fd >= 0 && g_home_netns < 0) throw Napi::Error::New(env, "netnsSocket: the agent's own network namespace could not be opened at load");
+  auto* w = new NetnsSocketWorker(env, ns_fd, fam == 4 ? AF_INET : AF_INET6,
+                                  kind == "tcp" ? SOCK_STREAM : SOCK_DGRAM);
+  auto promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  g_home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tsmirror_addon, Init)

@@ -1,0 +1,48 @@
+/**
+ * The TypeScript face of native/: where the built shim and addon are, and the typed
+ * surface of the addon. Both are built by `npm ci` (node-gyp, from binding.gyp).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TsmError } from '../protocol/errors.js';
+
+/** The package root: the nearest folder above this file that holds binding.gyp. */
+export const packageRoot: string = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('tsmirror: cannot find the package root (binding.gyp)');
+    dir = up;
+  }
+})();
+
+export const packageVersion: string = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+function built(file: string): string {
+  const path = join(packageRoot, 'build', 'Release', file);
+  if (!existsSync(path)) {
+    throw new TsmError('TSM_ERR_SHIM_MISSING', `${file} is missing (looked in ${dirname(path)})`,
+      { hint: 'run `npm ci` (or `npm run build:native`) in the tsmirror folder; it needs g++, make and python3' });
+  }
+  return path;
+}
+
+/** Absolute path of libtsmirror.so, the preloaded shim. */
+export function shimPath(): string {
+  return built('libtsmirror.so');
+}
+
+export interface Addon {
+  /** A non-blocking socket created in the network namespace open at `nsFd` (-1: the agent's own). */
+  netnsSocket(nsFd: number, family: 4 | 6, kind: 'tcp' | 'udp'): Promise<number>;
+}
+
+let addon: Addon | undefined;
+
+export function loadAddon(): Addon {
+  addon ??= createRequire(import.meta.url)(built('tsmirror_addon.node')) as Addon;
+  return addon;
+}
