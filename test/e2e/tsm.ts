@@ -1,0 +1,92 @@
+/**
+ * Running tsmirror for real in end-to-end tests: the agent as its own process (as the
+ * DaemonSet runs it), and `tsmirror exec` as a user types it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
+export const cliPath = join(repoRoot, 'bin', 'tsmirror.js');
+
+export interface AgentProcess {
+  url: string;
+  child: ChildProcess;
+  log: () => string;
+  stop: () => Promise<void>;
+}
+
+/** Starts `tsmirror agent` on a free loopback port and waits until it listens. */
+export async function startAgentProcess(extra: string[] = []): Promise<AgentProcess> {
+  const child = spawn(process.execPath, [cliPath, 'agent', '--listen', '127.0.0.1:0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`agent did not start:\n${log}`)), 15000);
+    child.stderr?.on('data', (d: Buffer) => {
+      log += d.toString();
+      const m = /listening on (ws:\/\/\S+)/.exec(log);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`agent exited (${code}):\n${log}`)));
+  });
+  return {
+    url,
+    child,
+    log: () => log,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGKILL');
+      await gone;
+    },
+  };
+}
+
+export interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  timeoutMs?: number;
+  cwd?: string;
+}
+
+/** Runs a command to completion (killed after the timeout), capturing its output. */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<Result> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin.end(opts.input ?? '');
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30000);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+/** `tsmirror exec --agent URL --target TARGET [flags] -- command…` */
+export function tsmExec(agentUrl: string, target: string, command: string[], flags: string[] = [], opts: RunOptions = {}): Promise<Result> {
+  return run(process.execPath, [cliPath, 'exec', '--quiet', '--agent', agentUrl, '--target', target, ...flags, '--', ...command], opts);
+}
+
+/** The resident set size of a process in bytes (from /proc). */
+export async function rssBytes(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  return Number(kb ?? 0) * 1024;
+}
