@@ -4,10 +4,21 @@
       # The preloaded shim: a plain C shared library, no Node symbols.
       "target_name": "libtsmirror",
       "type": "shared_library",
-      "product_name": "tsmirror",
+      "product_name": "libtsmirror",
       "product_extension": "so",
       "sources": [
-        "native/shim/shim.c"
+        "native/shim/init.c",
+        "native/shim/log.c",
+        "native/shim/fdtable.c",
+        "native/shim/channel.c",
+        "native/shim/msgpack.c",
+        "native/shim/proto.c",
+        "native/shim/connect.c",
+        "native/shim/fds.c",
+        "native/shim/udp.c",
+        "native/shim/getaddrinfo.c",
+        "native/shim/hostent.c",
+        "native/shim/exec.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],

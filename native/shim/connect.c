@@ -1,0 +1,271 @@
+/*
+ * Outgoing connections: connect() asks the session proxy; for a remote destination the
+ * program's own socket is connected to the proxy's local listener (TCP) or relay (UDP),
+ * so the bytes never pass through a hook. getpeername/getsockname then report what the
+ * program asked for and the pod-side address.
+ */
+#include "shim.h"
+
+#include <fcntl.h>
+#include <string.h>
+
+/* ---- sockaddr helpers ---- */
+
+SHIM_HIDDEN bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out,
+                                socklen_t *out_len) {
+  memset(out, 0, sizeof *out);
+  if (!sa || len < sizeof(sa_family_t)) return false;
+  if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+    memcpy(&out->in, sa, sizeof out->in);
+    memset(out->in.sin_zero, 0, sizeof out->in.sin_zero);
+    *out_len = sizeof out->in;
+    return true;
+  }
+  if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+      out->in.sin_family = AF_INET;
+      out->in.sin_port = s6->sin6_port;
+      memcpy(&out->in.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+      *out_len = sizeof out->in;
+    } else {
+      memcpy(&out->in6, s6, sizeof out->in6);
+      *out_len = sizeof out->in6;
+    }
+    return true;
+  }
+  return false;
+}
+
+SHIM_HIDDEN bool shim_addr_equal(const union shim_addr *a, const union shim_addr *b) {
+  if (a->sa.sa_family != b->sa.sa_family) return false;
+  if (a->sa.sa_family == AF_INET)
+    return a->in.sin_port == b->in.sin_port && a->in.sin_addr.s_addr == b->in.sin_addr.s_addr;
+  if (a->sa.sa_family == AF_INET6)
+    return a->in6.sin6_port == b->in6.sin6_port &&
+           memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, 16) == 0;
+  return false;
+}
+
+SHIM_HIDDEN bool shim_addr_for_domain(const union shim_addr *a, int domain, union shim_addr *out,
+                                      socklen_t *out_len) {
+  memset(out, 0, sizeof *out);
+  if (a->sa.sa_family == domain) {
+    *out = *a;
+    *out_len = domain == AF_INET ? sizeof out->in : sizeof out->in6;
+    return true;
+  }
+  if (a->sa.sa_family == AF_INET && domain == AF_INET6) {
+    out->in6.sin6_family = AF_INET6;
+    out->in6.sin6_port = a->in.sin_port;
+    out->in6.sin6_addr.s6_addr[10] = 0xff;
+    out->in6.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&out->in6.sin6_addr.s6_addr[12], &a->in.sin_addr, 4);
+    *out_len = sizeof out->in6;
+    return true;
+  }
+  return false; /* a v6 address cannot be reached from an AF_INET socket */
+}
+
+/* The kernel's convention: copy at most cap bytes, report the full length. */
+SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, void *addr,
+                                    socklen_t cap, socklen_t *len) {
+  if (addr && cap) memcpy(addr, a, alen < cap ? alen : cap);
+  if (len) *len = alen;
+}
+
+SHIM_HIDDEN int shim_sock_type(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return -1;
+  if (type == SOCK_STREAM || type == SOCK_DGRAM) {
+    int proto = 0;
+    len = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto != IPPROTO_TCP &&
+        proto != IPPROTO_UDP)
+      return 0; /* SCTP, UDP-Lite, ...: not ours to proxy */
+  }
+  return type;
+}
+
+/* ---- fresh descriptors start with no state (an fd number may be reused after a
+ * close we did not see, e.g. inside libc) ---- */
+
+SHIM_EXPORT int socket(int domain, int type, int protocol) {
+  shim_hook_init();
+  int fd = REAL(socket)(domain, type, protocol);
+  if (fd >= 0 && !shim_depth) fdtable_clear(fd);
+  return fd;
+}
+
+SHIM_EXPORT int socketpair(int domain, int type, int protocol, int fds[2]) {
+  shim_hook_init();
+  int r = REAL(socketpair)(domain, type, protocol, fds);
+  if (r == 0 && !shim_depth) {
+    fdtable_clear(fds[0]);
+    fdtable_clear(fds[1]);
+  }
+  return r;
+}
+
+SHIM_EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len) {
+  shim_hook_init();
+  int r = REAL(accept)(fd, addr, len);
+  if (r >= 0 && !shim_depth) fdtable_clear(r);
+  return r;
+}
+
+SHIM_EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len, int flags) {
+  shim_hook_init();
+  int r = REAL(accept4)(fd, addr, len, flags);
+  if (r >= 0 && !shim_depth) fdtable_clear(r);
+  return r;
+}
+
+/* ---- connect ---- */
+
+static int blocking_timeout_ms(int fd) {
+  int fl = REAL(fcntl)(fd, F_GETFL);
+  if (fl < 0 || (fl & O_NONBLOCK)) return 0;
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
+  long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  if (ms <= 0 && tv.tv_usec > 0) ms = 1;
+  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+/* Returns the connect() result; errno is set for the program. */
+SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
+                                  int saved_errno) {
+  union shim_addr dest;
+  socklen_t dest_len;
+  if (!shim_addr_from(addr, len, &dest, &dest_len)) {
+    errno = saved_errno;
+    return REAL(connect)(fd, addr, len);
+  }
+  int domain = addr->sa_family;
+  bool udp = type == SOCK_DGRAM;
+
+  /* A second connect() on a redirected TCP socket (non-blocking completion check, or a
+   * retry after EINTR) goes to the same proxy listener and must not open another remote
+   * connection. */
+  struct sock_state st;
+  if (!udp && fdtable_get_sock(fd, &st) && st.has_peer && shim_addr_equal(&st.peer, &dest)) {
+    errno = saved_errno;
+    return REAL(connect)(fd, &st.relay_peer.sa, st.relay_peer_len);
+  }
+
+  struct connect_reply reply;
+  if (proto_connect(udp, &dest, udp ? 0 : blocking_timeout_ms(fd), &reply) < 0) {
+    shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
+    errno = ENETUNREACH;
+    return -1;
+  }
+  if (reply.kind == REPLY_ERROR) {
+    errno = reply.err;
+    return -1;
+  }
+  if (reply.kind == REPLY_LOCAL) {
+    if (udp) fdtable_forget_peer(fd);
+    errno = saved_errno;
+    return REAL(connect)(fd, addr, len);
+  }
+
+  memset(&st, 0, sizeof st);
+  st.type = type;
+  if (!shim_addr_for_domain(&reply.proxy, domain, &st.relay_peer, &st.relay_peer_len)) {
+    shim_log("connect: proxy address family does not fit an AF_INET socket");
+    errno = ENETUNREACH;
+    return -1;
+  }
+  int r = REAL(connect)(fd, &st.relay_peer.sa, st.relay_peer_len);
+  int err = errno;
+  bool underway = r == 0 || (!udp && (err == EINPROGRESS || err == EINTR));
+  if (!underway) {
+    shim_log("connect to proxy listener failed: %s", strerror(err));
+    errno = err;
+    return -1;
+  }
+  st.has_peer = true;
+  /* The length the kernel would report for this family, whatever length was passed. */
+  st.peer_len = domain == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  memcpy(&st.peer, addr, st.peer_len);
+  if (reply.has_local) {
+    st.has_local = shim_addr_for_domain(&reply.local, domain, &st.local, &st.local_len);
+  }
+  if (udp) {
+    /* Keep the flows an earlier sendto() set up; only the connected peer changes. */
+    struct sock_state old;
+    if (fdtable_get_sock(fd, &old)) {
+      st.nflows = old.nflows;
+      st.next_victim = old.next_victim;
+      memcpy(st.flows, old.flows, sizeof st.flows);
+    }
+  }
+  fdtable_set_sock(fd, &st);
+
+  if (!udp) {
+    union shim_addr me;
+    socklen_t me_len = sizeof me;
+    if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 ||
+        proto_attach(reply.stream, ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port
+                                                                    : me.in6.sin6_port)) < 0) {
+      shim_log("connect: could not attach stream %lld; failing with ENETUNREACH",
+               (long long)reply.stream);
+      fdtable_clear(fd);
+      errno = ENETUNREACH;
+      return -1;
+    }
+  }
+  errno = r == 0 ? saved_errno : err;
+  return r;
+}
+
+SHIM_EXPORT int connect(int fd, __CONST_SOCKADDR_ARG arg, socklen_t len) {
+  const struct sockaddr *addr = SHIM_CSA(arg);
+  if (!shim_intercepting() || !addr || len < sizeof(sa_family_t))
+    return REAL(connect)(fd, arg, len);
+  if (addr->sa_family == AF_UNSPEC) {
+    /* Dissolves a UDP association: the peer we reported is gone. */
+    fdtable_forget_peer(fd);
+    return REAL(connect)(fd, arg, len);
+  }
+  if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+    return REAL(connect)(fd, arg, len);
+  int saved = errno;
+  SHIM_ENTER();
+  int type = shim_sock_type(fd);
+  int r;
+  if (type != SOCK_STREAM && type != SOCK_DGRAM) {
+    errno = saved;
+    r = REAL(connect)(fd, addr, len);
+  } else {
+    r = shim_connect_inet(fd, addr, len, type, saved);
+  }
+  SHIM_LEAVE();
+  return r;
+}
+
+SHIM_EXPORT int getpeername(int fd, __SOCKADDR_ARG arg, socklen_t *__restrict len) {
+  struct sockaddr *addr = SHIM_SA(arg);
+  if (!len) return REAL(getpeername)(fd, arg, len);
+  socklen_t cap = *len;
+  int r = REAL(getpeername)(fd, arg, len);
+  if (r < 0 || !shim_intercepting()) return r;
+  struct sock_state st;
+  if (fdtable_get_sock(fd, &st) && st.has_peer) shim_addr_copy_out(&st.peer, st.peer_len, addr, cap, len);
+  return r;
+}
+
+SHIM_EXPORT int getsockname(int fd, __SOCKADDR_ARG arg, socklen_t *__restrict len) {
+  struct sockaddr *addr = SHIM_SA(arg);
+  if (!len) return REAL(getsockname)(fd, arg, len);
+  socklen_t cap = *len;
+  int r = REAL(getsockname)(fd, arg, len);
+  if (r < 0 || !shim_intercepting()) return r;
+  struct sock_state st;
+  if (fdtable_get_sock(fd, &st) && st.has_peer && st.has_local)
+    shim_addr_copy_out(&st.local, st.local_len, addr, cap, len);
+  return r;
+}

@@ -1,0 +1,124 @@
+/*
+ * Descriptor lifetime: close/close_range forget per-fd state; dup/dup2/dup3/F_DUPFD copy
+ * it. The shim's own fds (proxy channels, log) are protected: the program sees them as
+ * not open (EBADF) and a dup2/dup3 onto one first moves the shim's fd out of the way.
+ * Nothing here logs: close paths run in children between fork and exec, and in
+ * programs that close every fd they have.
+ */
+#include "shim.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <stdarg.h>
+
+SHIM_EXPORT int close(int fd) {
+  shim_hook_init();
+  if (!shim_depth && fdtable_before_close(fd)) {
+    errno = EBADF;
+    return -1;
+  }
+  return REAL(close)(fd);
+}
+
+SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  shim_hook_init();
+  if (!REAL(close_range)) {
+    errno = ENOSYS;
+    return -1;
+  }
+  if (shim_depth || first > last) return REAL(close_range)(first, last, flags);
+  int saved = errno;
+  SHIM_ENTER();
+  /* Split the range around the shim's fds (all below 1M, so m + 1 never wraps). */
+  int mine[1024];
+  int n = fdtable_shim_fds_in(first, last, mine, (int)(sizeof mine / sizeof mine[0]));
+  unsigned lo = first;
+  int r = 0;
+  for (int i = 0; i < n && r == 0; i++) {
+    unsigned m = (unsigned)mine[i];
+    if (m > lo) r = REAL(close_range)(lo, m - 1, flags);
+    lo = m + 1;
+  }
+  if (r == 0 && lo <= last && !(n > 0 && lo == 0)) r = REAL(close_range)(lo, last, flags);
+  int err = errno;
+  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) fdtable_clear_range(first, last);
+  SHIM_LEAVE();
+  errno = r == 0 ? saved : err;
+  return r;
+}
+
+SHIM_EXPORT int dup(int fd) {
+  shim_hook_init();
+  if (fdtable_is_shim(fd) && !shim_depth) {
+    errno = EBADF;
+    return -1;
+  }
+  int r = REAL(dup)(fd);
+  if (r >= 0) fdtable_copy(fd, r);
+  return r;
+}
+
+/* dup2 and dup3 share this: `target` is about to be replaced. */
+static int prepare_target(int fd, int target) {
+  if (shim_depth) return 0;
+  shim_init();
+  if (fdtable_is_shim(fd)) {
+    errno = EBADF;
+    return -1;
+  }
+  if (fd != target && fdtable_is_shim(target)) {
+    int saved = errno;
+    SHIM_ENTER();
+    int r = shim_fd_evict(target);
+    SHIM_LEAVE();
+    if (r < 0) return -1; /* errno from F_DUPFD (EMFILE) */
+    errno = saved;
+  }
+  return 0;
+}
+
+SHIM_EXPORT int dup2(int fd, int target) {
+  if (prepare_target(fd, target) < 0) return -1;
+  int r = REAL(dup2)(fd, target);
+  if (r >= 0 && fd != target) fdtable_copy(fd, target);
+  return r;
+}
+
+SHIM_EXPORT int dup3(int fd, int target, int flags) {
+  if (prepare_target(fd, target) < 0) return -1;
+  int r = REAL(dup3)(fd, target, flags);
+  if (r >= 0) fdtable_copy(fd, target);
+  return r;
+}
+
+/* fcntl's third argument is an int or a pointer; like glibc, pass it on as a pointer. */
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg) {
+  shim_hook_init();
+  if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
+    if (fdtable_is_shim(fd) && !shim_depth) {
+      errno = EBADF;
+      return -1;
+    }
+    int r = real(fd, cmd, arg);
+    if (r >= 0) fdtable_copy(fd, r);
+    return r;
+  }
+  return real(fd, cmd, arg);
+}
+
+SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return fcntl_common(REAL(fcntl), fd, cmd, arg);
+}
+
+SHIM_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  int (*real)(int, int, ...) = REAL(fcntl64) ? REAL(fcntl64) : REAL(fcntl);
+  return fcntl_common(real, fd, cmd, arg);
+}

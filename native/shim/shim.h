@@ -1,0 +1,225 @@
+/*
+ * Internal interface of libtsmirror.so. Every .c file of the shim includes this
+ * header first, so the feature macros below apply before any system header.
+ */
+#ifndef TSMIRROR_SHIM_H
+#define TSMIRROR_SHIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+/* node-gyp defines _FILE_OFFSET_BITS=64, which makes glibc's headers rename fcntl to
+ * fcntl64: our `fcntl` hook would then be emitted under the wrong symbol name. */
+#undef _FILE_OFFSET_BITS
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hooks.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_HIDDEN __attribute__((visibility("hidden")))
+
+/* Exported prototypes, checked against libc's declarations. */
+#define SHIM_DECLARE_HOOK(ret, name, params) SHIM_EXPORT ret name params;
+SHIM_HOOKS(SHIM_DECLARE_HOOK)
+#undef SHIM_DECLARE_HOOK
+
+/* Pointers to the next definition (normally glibc's). */
+#define SHIM_DECLARE_REAL(ret, name, params) extern SHIM_HIDDEN ret(*real_##name) params;
+SHIM_HOOKS(SHIM_DECLARE_REAL)
+#undef SHIM_DECLARE_REAL
+
+/* The next definition of a hooked function. Normally resolved once by init; a call
+ * that arrives while init itself is running resolves just that one lazily. */
+SHIM_HIDDEN void shim_resolve_lazy(void **slot, const char *name);
+#define REAL(name) \
+  (real_##name ? real_##name : (shim_resolve_lazy((void **)&real_##name, #name), real_##name))
+
+/* Unwrap glibc's transparent-union sockaddr arguments. */
+#define SHIM_SA(arg) ((arg).__sockaddr__)
+#define SHIM_CSA(arg) ((arg).__sockaddr__)
+
+/* ---- init.c: configuration, bypass guard ---- */
+
+struct shim_config {
+  bool active;            /* TSMIRROR_SOCK is set: intercept */
+  char sock_path[108];    /* TSMIRROR_SOCK (fits sun_path) */
+  char shim_path[4096];   /* TSMIRROR_SHIM, else our own path from dladdr */
+  char log_path[4096];    /* TSMIRROR_SHIM_LOG, "" when unset */
+  int fd_floor;           /* the shim's own fds live at or above this */
+};
+extern SHIM_HIDDEN struct shim_config shim_cfg;
+
+/* Depth of "inside the shim" on this thread: hooks called while it is non-zero pass
+ * straight through, so the shim's own libc calls never re-enter its logic. */
+extern SHIM_HIDDEN __thread int shim_depth __attribute__((tls_model("initial-exec")));
+
+SHIM_HIDDEN void shim_init(void);
+
+/* True when a hook should apply its logic: initialised, active, not re-entered. */
+static inline bool shim_intercepting(void) {
+  if (shim_depth) return false;
+  shim_init();
+  return shim_cfg.active;
+}
+
+/* For hooks whose logic does not depend on being active (descriptor bookkeeping): make
+ * sure init ran, unless this call comes from inside the shim (or from init itself). */
+static inline void shim_hook_init(void) {
+  if (!shim_depth) shim_init();
+}
+
+#define SHIM_ENTER() (shim_depth++)
+#define SHIM_LEAVE() (shim_depth--)
+
+/* ---- log.c ---- */
+SHIM_HIDDEN void shim_log_open(void);
+SHIM_HIDDEN void shim_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SHIM_HIDDEN int shim_log_fd(void);
+SHIM_HIDDEN void shim_log_set_fd(int fd);
+
+/* ---- fdtable.c: per-fd state ---- */
+
+union shim_addr {
+  struct sockaddr sa;
+  struct sockaddr_in in;
+  struct sockaddr_in6 in6;
+};
+
+#define SHIM_UDP_FLOWS 16
+
+struct udp_flow {
+  union shim_addr dest;   /* what the program sends to */
+  socklen_t dest_len;
+  union shim_addr relay;  /* the proxy's relay for that destination (in the socket's family) */
+  socklen_t relay_len;
+  bool local;             /* the proxy said: send there directly */
+};
+
+struct sock_state {
+  int type;                 /* SOCK_STREAM or SOCK_DGRAM, 0 = unknown */
+  bool has_peer;            /* connect() was redirected */
+  union shim_addr peer;     /* what the program asked for (getpeername) */
+  socklen_t peer_len;
+  union shim_addr relay_peer; /* where the fd is really connected (the proxy) */
+  socklen_t relay_peer_len;
+  bool has_local;           /* pod-side address (getsockname) */
+  union shim_addr local;
+  socklen_t local_len;
+  unsigned nflows, next_victim;
+  struct udp_flow flows[SHIM_UDP_FLOWS];
+};
+
+SHIM_HIDDEN void fdtable_clear(int fd);
+/* The program closes fd: true if it is the shim's (refuse), else forget its state. */
+SHIM_HIDDEN bool fdtable_before_close(int fd);
+SHIM_HIDDEN void fdtable_clear_range(unsigned first, unsigned last);
+SHIM_HIDDEN void fdtable_copy(int from, int to);
+SHIM_HIDDEN void fdtable_set_sock(int fd, const struct sock_state *st);
+SHIM_HIDDEN bool fdtable_get_sock(int fd, struct sock_state *out);
+SHIM_HIDDEN bool fdtable_has_sock(int fd);
+/* UDP flows: look up the route for a destination; add one. */
+SHIM_HIDDEN bool fdtable_udp_lookup(int fd, const union shim_addr *dest, struct udp_flow *out);
+SHIM_HIDDEN void fdtable_udp_add(int fd, const struct udp_flow *flow);
+/* Rewrite a datagram's source address from a relay back to its destination. */
+SHIM_HIDDEN void fdtable_udp_unrelay(int fd, void *addr, socklen_t cap, socklen_t *len);
+SHIM_HIDDEN void fdtable_forget_peer(int fd);
+/* The shim's own fds. */
+SHIM_HIDDEN void fdtable_mark_shim(int fd, bool owned);
+SHIM_HIDDEN bool fdtable_is_shim(int fd);
+/* Shim fds in [first, last], ascending, at most max; returns the count. */
+SHIM_HIDDEN int fdtable_shim_fds_in(unsigned first, unsigned last, int *out, int max);
+SHIM_HIDDEN void fdtable_lock(void);
+SHIM_HIDDEN void fdtable_unlock(void);
+
+/* Moves fd above the shim's floor with FD_CLOEXEC, marks it as the shim's, and returns
+ * the new fd (closing the old one); -1 on failure (fd closed). */
+SHIM_HIDDEN int shim_fd_adopt(int fd);
+/* Gives up a shim fd: unmark and close. */
+SHIM_HIDDEN void shim_fd_release(int fd);
+/* The program wants to use `fd`, which the shim owns: move the shim's fd elsewhere.
+ * Returns 0, or -1 with errno. */
+SHIM_HIDDEN int shim_fd_evict(int fd);
+
+/* ---- channel.c: per-thread connection to the session proxy ---- */
+SHIM_HIDDEN void channel_global_init(void);
+/* Sends one framed request and reads the response body into a malloc'd buffer. */
+SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
+SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len);
+/* A shim fd changed number (evicted); update whoever owns it. */
+SHIM_HIDDEN bool channel_renumber(int old_fd, int new_fd);
+SHIM_HIDDEN void channel_atfork_prepare(void);
+SHIM_HIDDEN void channel_atfork_parent(void);
+SHIM_HIDDEN void channel_atfork_child(void);
+/* Per-thread scratch buffer for the non-reentrant gethostby* results. */
+SHIM_HIDDEN void *channel_thread_scratch(size_t size);
+
+/* ---- proto.c: the wire contract (docs/shim-ipc.md) ---- */
+
+enum reply_kind { REPLY_LOCAL, REPLY_REMOTE, REPLY_ERROR };
+
+struct connect_reply {
+  enum reply_kind kind;
+  int err;                       /* REPLY_ERROR: errno */
+  union shim_addr proxy;         /* REPLY_REMOTE: proxyAddr:proxyPort (family as sent) */
+  int64_t stream;
+  bool has_local;
+  union shim_addr local;         /* localAddr:localPort */
+};
+
+#define SHIM_MAX_ADDRS 64
+
+struct resolved_addr {
+  int family;                    /* AF_INET or AF_INET6 */
+  unsigned char bytes[16];
+};
+
+struct resolve_reply {
+  enum reply_kind kind;
+  int eai;                       /* REPLY_ERROR: EAI_* (negative) */
+  char canonname[1025];
+  int naddrs;
+  struct resolved_addr addrs[SHIM_MAX_ADDRS];
+};
+
+struct reverse_reply {
+  enum reply_kind kind;
+  int eai;
+  char name[1025];
+};
+
+/* Each returns 0 when the proxy answered (the reply says what), -1 when the channel
+ * could not be used (connect -> ENETUNREACH, resolve -> EAI_AGAIN). */
+SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
+                              struct connect_reply *out);
+SHIM_HIDDEN int proto_attach(int64_t stream, int port);
+SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
+SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
+
+/* ---- sockaddr helpers (connect.c) ---- */
+/* Family-neutral view of an inet sockaddr: v4-mapped v6 counts as v4. */
+SHIM_HIDDEN bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out,
+                                socklen_t *out_len);
+SHIM_HIDDEN bool shim_addr_equal(const union shim_addr *a, const union shim_addr *b);
+/* Re-express `a` for a socket of `domain` (maps v4 into v6); false if impossible. */
+SHIM_HIDDEN bool shim_addr_for_domain(const union shim_addr *a, int domain, union shim_addr *out,
+                                      socklen_t *out_len);
+SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, void *addr,
+                                    socklen_t cap, socklen_t *len);
+SHIM_HIDDEN int shim_sock_type(int fd);
+/* connect()'s logic for an inet stream/datagram socket, inside SHIM_ENTER. */
+SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
+                                  int saved_errno);
+
+#endif

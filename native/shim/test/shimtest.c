@@ -1,0 +1,492 @@
+/*
+ * Checks of libtsmirror.so against test/fakeproxy.py. Run through run.sh, which sets
+ * LD_PRELOAD and TSMIRROR_SOCK. Prints one line per check; exits 1 if any failed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (cond) {                                            \
+      printf("ok   ");                                     \
+    } else {                                               \
+      printf("FAIL ");                                     \
+      failures++;                                          \
+    }                                                      \
+    printf(__VA_ARGS__);                                   \
+    printf("  [%s:%d]\n", __FILE__, __LINE__);             \
+  } while (0)
+
+static struct sockaddr_in in4(const char *ip, int port) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;
+}
+
+/* Connects to the echo server at 10.250.0.1:7 and checks a round trip. */
+static int echo_roundtrip(const char *msg) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 7);
+  if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+    close(s);
+    return -1;
+  }
+  char buf[64] = {0};
+  size_t n = strlen(msg);
+  if (write(s, msg, n) != (ssize_t)n || recv(s, buf, n, MSG_WAITALL) < (ssize_t)n ||
+      strncmp(buf, msg, n) != 0) {
+    close(s);
+    return -1;
+  }
+  close(s);
+  return 0;
+}
+
+static void test_tcp(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 7);
+  errno = 4242;
+  int r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r == 0 && errno == 4242, "blocking connect succeeds, errno preserved (r=%d errno=%d)", r, errno);
+  struct sockaddr_in peer, me;
+  socklen_t len = sizeof peer;
+  getpeername(s, (struct sockaddr *)&peer, &len);
+  CHECK(len == sizeof peer && peer.sin_addr.s_addr == a.sin_addr.s_addr && peer.sin_port == htons(7),
+        "getpeername reports the requested address");
+  len = sizeof me;
+  getsockname(s, (struct sockaddr *)&me, &len);
+  char ip[64];
+  inet_ntop(AF_INET, &me.sin_addr, ip, sizeof ip);
+  CHECK(strcmp(ip, "10.244.1.5") == 0, "getsockname reports the pod-side address (%s)", ip);
+  /* short buffer: truncated copy, full length reported */
+  char tiny[4];
+  len = sizeof tiny;
+  getpeername(s, (struct sockaddr *)tiny, &len);
+  CHECK(len == sizeof(struct sockaddr_in), "getpeername with a short buffer reports the full length");
+  close(s);
+  /* connect() given a sockaddr_storage-sized length: getpeername still reports 16 */
+  s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_storage big;
+  memset(&big, 0, sizeof big);
+  memcpy(&big, &a, sizeof a);
+  connect(s, (struct sockaddr *)&big, sizeof big);
+  len = sizeof big;
+  getpeername(s, (struct sockaddr *)&big, &len);
+  CHECK(len == sizeof(struct sockaddr_in), "peer length follows the family (%u)", (unsigned)len);
+
+  int d = dup(s);
+  len = sizeof peer;
+  memset(&peer, 0, sizeof peer);
+  getpeername(d, (struct sockaddr *)&peer, &len);
+  CHECK(peer.sin_addr.s_addr == a.sin_addr.s_addr, "dup copies the peer");
+  int d2 = fcntl(s, F_DUPFD_CLOEXEC, 100);
+  memset(&peer, 0, sizeof peer);
+  len = sizeof peer;
+  getpeername(d2, (struct sockaddr *)&peer, &len);
+  CHECK(d2 >= 100 && peer.sin_addr.s_addr == a.sin_addr.s_addr, "F_DUPFD_CLOEXEC copies the peer");
+  close(d2);
+  close(d);
+  close(s);
+
+  s = socket(AF_INET, SOCK_STREAM, 0);
+  a = in4("10.250.0.1", 81);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == ECONNREFUSED, "remote refusal is ECONNREFUSED (errno=%d)", errno);
+  close(s);
+
+  s = socket(AF_INET, SOCK_STREAM, 0);
+  a = in4("10.250.9.9", 80);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == ENETUNREACH, "proxy's errno passes through (ENETUNREACH, errno=%d)", errno);
+  close(s);
+
+  /* v6 socket to a v4-mapped address */
+  s = socket(AF_INET6, SOCK_STREAM, 0);
+  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(7)};
+  inet_pton(AF_INET6, "::ffff:10.250.0.1", &a6.sin6_addr);
+  r = connect(s, (struct sockaddr *)&a6, sizeof a6);
+  struct sockaddr_in6 p6;
+  len = sizeof p6;
+  getpeername(s, (struct sockaddr *)&p6, &len);
+  CHECK(r == 0 && memcmp(&p6.sin6_addr, &a6.sin6_addr, 16) == 0, "AF_INET6 socket to a v4-mapped address");
+  char buf[8] = {0};
+  r = (int)write(s, "v6", 2);
+  recv(s, buf, 2, MSG_WAITALL);
+  CHECK(strcmp(buf, "v6") == 0, "data flows on the v6 socket");
+  close(s);
+}
+
+static void test_nonblocking(void) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 7);
+  int r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == EINPROGRESS, "non-blocking connect gives EINPROGRESS (r=%d errno=%d)", r, errno);
+  CHECK(fcntl(s, F_GETFL) & O_NONBLOCK, "socket stays non-blocking");
+  struct pollfd p = {.fd = s, .events = POLLOUT};
+  poll(&p, 1, 5000);
+  int err = -1;
+  socklen_t len = sizeof err;
+  getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+  CHECK(err == 0, "connection completes (SO_ERROR=%d)", err);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK((r == 0 || errno == EISCONN), "second connect does not open a new remote connection (r=%d errno=%d)", r, errno);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == EISCONN, "third connect: EISCONN (errno=%d)", errno);
+  close(s);
+}
+
+static void test_udp(void) {
+  int u = socket(AF_INET, SOCK_DGRAM, 0);
+  struct timeval tv = {5, 0};
+  setsockopt(u, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  struct sockaddr_in a = in4("10.250.0.1", 7), from;
+  socklen_t len = sizeof from;
+  char buf[64] = {0};
+  ssize_t n = sendto(u, "one", 3, 0, (struct sockaddr *)&a, sizeof a);
+  n = recvfrom(u, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+  CHECK(n == 3 && from.sin_addr.s_addr == a.sin_addr.s_addr && from.sin_port == a.sin_port,
+        "sendto/recvfrom through the relay, source rewritten");
+
+  struct iovec iov = {(void *)"two", 3};
+  struct msghdr m = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iov, .msg_iovlen = 1};
+  sendmsg(u, &m, 0);
+  struct iovec riov = {buf, sizeof buf};
+  struct msghdr rm = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &riov, .msg_iovlen = 1};
+  memset(&from, 0, sizeof from);
+  n = recvmsg(u, &rm, 0);
+  CHECK(n == 3 && from.sin_addr.s_addr == a.sin_addr.s_addr, "sendmsg/recvmsg");
+
+  struct mmsghdr mm[2];
+  struct iovec iv[2] = {{(void *)"m1", 2}, {(void *)"m2", 2}};
+  for (int i = 0; i < 2; i++)
+    mm[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iv[i], .msg_iovlen = 1}};
+  int sent = sendmmsg(u, mm, 2, 0);
+  CHECK(sent == 2 && mm[0].msg_len == 2, "sendmmsg sends both (%d)", sent);
+  struct sockaddr_in froms[2];
+  char b2[2][16];
+  struct iovec riv[2] = {{b2[0], 16}, {b2[1], 16}};
+  for (int i = 0; i < 2; i++)
+    mm[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &froms[i], .msg_namelen = sizeof froms[i], .msg_iov = &riv[i], .msg_iovlen = 1}};
+  int got = 0;
+  while (got < 2) {
+    int r = recvmmsg(u, mm + got, 2 - got, 0, NULL);
+    if (r <= 0) break;
+    got += r;
+  }
+  CHECK(got == 2 && froms[0].sin_addr.s_addr == a.sin_addr.s_addr && froms[1].sin_port == htons(7),
+        "recvmmsg rewrites every source");
+
+  /* connected UDP (what c-ares does): connect, write, recvfrom */
+  int c = socket(AF_INET, SOCK_DGRAM, 0);
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  connect(c, (struct sockaddr *)&a, sizeof a);
+  n = write(c, "cw", 2);
+  len = sizeof from;
+  memset(&from, 0, sizeof from);
+  n = recvfrom(c, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+  socklen_t plen = sizeof(struct sockaddr_in);
+  struct sockaddr_in peer;
+  getpeername(c, (struct sockaddr *)&peer, &plen);
+  CHECK(n == 2 && from.sin_addr.s_addr == a.sin_addr.s_addr && peer.sin_port == htons(7),
+        "connected UDP socket: write + recvfrom, getpeername");
+  struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+  connect(c, &unspec, sizeof unspec);
+  plen = sizeof peer;
+  CHECK(getpeername(c, (struct sockaddr *)&peer, &plen) < 0 && errno == ENOTCONN,
+        "AF_UNSPEC connect dissolves the association");
+  close(c);
+  close(u);
+
+  int lu = socket(AF_INET, SOCK_DGRAM, 0), ls = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in la = in4("127.0.0.1", 0);
+  bind(ls, (struct sockaddr *)&la, sizeof la);
+  len = sizeof la;
+  getsockname(ls, (struct sockaddr *)&la, &len);
+  sendto(lu, "lo", 2, 0, (struct sockaddr *)&la, sizeof la);
+  n = recv(ls, buf, sizeof buf, 0);
+  CHECK(n == 2, "UDP to loopback stays local");
+  close(lu);
+  close(ls);
+}
+
+static void addrinfo_shape(const struct addrinfo *ai, char *out, size_t cap) {
+  out[0] = 0;
+  for (; ai; ai = ai->ai_next) {
+    char ip[64] = "";
+    int port = 0;
+    if (ai->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in *)ai->ai_addr)->sin_port);
+    } else {
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in6 *)ai->ai_addr)->sin6_port);
+    }
+    size_t l = strlen(out);
+    snprintf(out + l, cap - l, "[%d %d %d %s %d %u]", ai->ai_family, ai->ai_socktype,
+             ai->ai_protocol, ip, port, (unsigned)ai->ai_addrlen);
+  }
+}
+
+/* The shim's list for "db" must have exactly the shape glibc gives for "10.250.0.1". */
+static void compare_with_glibc(const char *service, int family, int socktype, int protocol, int flags) {
+  struct addrinfo h = {.ai_family = family, .ai_socktype = socktype, .ai_protocol = protocol, .ai_flags = flags};
+  struct addrinfo *ours = NULL, *theirs = NULL;
+  int r1 = getaddrinfo("db", service, &h, &ours);
+  int r2 = getaddrinfo("10.250.0.1", service, &h, &theirs);
+  char s1[1024] = "", s2[1024] = "";
+  if (!r1) addrinfo_shape(ours, s1, sizeof s1);
+  if (!r2) addrinfo_shape(theirs, s2, sizeof s2);
+  CHECK(r1 == r2 && strcmp(s1, s2) == 0, "getaddrinfo(db, %s, fam %d type %d proto %d flags %#x) = glibc's (%d %s | %d %s)",
+        service ? service : "NULL", family, socktype, protocol, flags, r1, s1, r2, s2);
+  if (!r1) freeaddrinfo(ours);
+  if (!r2) freeaddrinfo(theirs);
+}
+
+static void test_getaddrinfo(void) {
+  const char *services[] = {NULL, "80", "http", "domain", "nonexistent", "99999", "-1", " 80"};
+  int types[][2] = {{0, 0}, {SOCK_STREAM, 0}, {SOCK_DGRAM, 0}, {SOCK_RAW, 0}, {0, IPPROTO_TCP},
+                    {0, IPPROTO_UDP}, {SOCK_STREAM, IPPROTO_UDP}, {0, 99}, {SOCK_SEQPACKET, 0}, {0, IPPROTO_SCTP}};
+  for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+      compare_with_glibc(services[i], AF_UNSPEC, types[t][0], types[t][1], 0);
+  compare_with_glibc("80", AF_INET, SOCK_STREAM, 0, 0);
+  compare_with_glibc("http", AF_INET, SOCK_STREAM, 0, AI_NUMERICSERV);
+  compare_with_glibc("80", AF_INET, SOCK_STREAM, 0, AI_NUMERICSERV | AI_PASSIVE | AI_ADDRCONFIG);
+
+  struct addrinfo h = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_CANONNAME}, *res = NULL;
+  int r = getaddrinfo("db", "80", &h, &res);
+  CHECK(r == 0 && res->ai_canonname && strcmp(res->ai_canonname, "db.default.svc.cluster.local") == 0,
+        "AI_CANONNAME gives the pod's canonical name");
+  if (!r) freeaddrinfo(res);
+  h = (struct addrinfo){.ai_family = AF_INET6, .ai_socktype = SOCK_STREAM, .ai_flags = AI_V4MAPPED};
+  r = getaddrinfo("db", "80", &h, &res);
+  char s[512] = "";
+  if (!r) addrinfo_shape(res, s, sizeof s), freeaddrinfo(res);
+  CHECK(r == 0 && strstr(s, "::ffff:10.250.0.1"), "AI_V4MAPPED maps v4 answers (%s)", s);
+  r = getaddrinfo("nx.test", "80", NULL, &res);
+  CHECK(r == EAI_NONAME, "missing name: EAI_NONAME (%d)", r);
+  r = getaddrinfo("again.test", NULL, NULL, &res);
+  CHECK(r == EAI_AGAIN, "EAI_AGAIN passes through (%d)", r);
+  h = (struct addrinfo){.ai_flags = AI_NUMERICHOST};
+  r = getaddrinfo("db", NULL, &h, &res);
+  CHECK(r == EAI_NONAME, "AI_NUMERICHOST goes to the real resolver (%d)", r);
+  h = (struct addrinfo){.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM};
+  r = getaddrinfo(NULL, "8080", &h, &res);
+  CHECK(r == 0 && res->ai_family == AF_INET, "NULL node + AI_PASSIVE: glibc's answer");
+  if (!r) freeaddrinfo(res);
+  errno = 777;
+  r = getaddrinfo("localhost", "80", NULL, &res);
+  CHECK(r == 0 && errno == 777, "local names use the real resolver, errno preserved");
+  if (!r) freeaddrinfo(res);
+}
+
+static void test_hostent(void) {
+  struct hostent *he = gethostbyname("db");
+  CHECK(he && he->h_addrtype == AF_INET && he->h_addr_list[0] && !he->h_addr_list[1] &&
+            strcmp(he->h_name, "db.default.svc.cluster.local") == 0,
+        "gethostbyname");
+  he = gethostbyname2("v6.test", AF_INET6);
+  CHECK(he && he->h_length == 16, "gethostbyname2 AF_INET6");
+  he = gethostbyname("nx.test");
+  CHECK(!he && h_errno == HOST_NOT_FOUND, "gethostbyname miss: HOST_NOT_FOUND (%d)", h_errno);
+  he = gethostbyname("again.test");
+  CHECK(!he && h_errno == TRY_AGAIN, "gethostbyname: TRY_AGAIN (%d)", h_errno);
+
+  struct hostent ret, *result;
+  char buf[1024];
+  int herr = 0;
+  int r = gethostbyname_r("web", &ret, buf, sizeof buf, &result, &herr);
+  CHECK(r == 0 && result == &ret && ret.h_addr_list[0], "gethostbyname_r");
+  r = gethostbyname_r("web", &ret, buf, 8, &result, &herr);
+  CHECK(r == ERANGE && result == NULL, "gethostbyname_r small buffer: ERANGE (%d)", r);
+  r = gethostbyname_r("nx.test", &ret, buf, sizeof buf, &result, &herr);
+  CHECK(r == 0 && result == NULL && herr == HOST_NOT_FOUND, "gethostbyname_r miss (%d %d)", r, herr);
+  r = gethostbyname2_r("db", AF_INET6, &ret, buf, sizeof buf, &result, &herr);
+  CHECK(result == NULL && herr == NO_DATA, "gethostbyname2_r wrong family: NO_DATA (%d)", herr);
+
+  struct in_addr a;
+  inet_pton(AF_INET, "10.250.0.1", &a);
+  he = gethostbyaddr(&a, 4, AF_INET);
+  CHECK(he && strcmp(he->h_name, "db.default.svc.cluster.local") == 0, "gethostbyaddr");
+  r = gethostbyaddr_r(&a, 4, AF_INET, &ret, buf, sizeof buf, &result, &herr);
+  CHECK(r == 0 && result && strcmp(ret.h_name, "db.default.svc.cluster.local") == 0, "gethostbyaddr_r");
+
+  struct sockaddr_in sa = in4("10.250.0.1", 80);
+  char host[256], serv[32];
+  r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, sizeof host, serv, sizeof serv, 0);
+  CHECK(r == 0 && strcmp(host, "db.default.svc.cluster.local") == 0 && strcmp(serv, "http") == 0,
+        "getnameinfo remote (%s %s)", host, serv);
+  r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, 5, NULL, 0, 0);
+  CHECK(r == EAI_OVERFLOW, "getnameinfo small host buffer: EAI_OVERFLOW");
+  sa = in4("10.250.0.9", 80);
+  r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, sizeof host, NULL, 0, 0);
+  CHECK(r == 0 && strcmp(host, "10.250.0.9") == 0, "getnameinfo no PTR: numeric fallback");
+  r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, sizeof host, NULL, 0, NI_NAMEREQD);
+  CHECK(r == EAI_NONAME, "getnameinfo NI_NAMEREQD: EAI_NONAME");
+}
+
+static void test_fd_protection(void) {
+  int before = count_fds();
+  CHECK(echo_roundtrip("a") == 0, "round trip before");
+  /* The shim's fds are the high ones (log and this thread's channel). */
+  int mine[8], n = 0;
+  for (int fd = 1000; fd < 70000 && n < 8; fd++)
+    if (fcntl(fd, F_GETFD) >= 0) mine[n++] = fd;
+  CHECK(n >= 1 && mine[0] > 2, "found %d shim fd(s), first %d", n, n ? mine[0] : -1);
+  for (int i = 0; i < n; i++) {
+    CHECK(fcntl(mine[i], F_GETFD) & FD_CLOEXEC, "shim fd %d is close-on-exec", mine[i]);
+    CHECK(close(mine[i]) < 0 && errno == EBADF, "close(%d) pretends EBADF", mine[i]);
+    CHECK(dup(mine[i]) < 0 && errno == EBADF, "dup(%d) pretends EBADF", mine[i]);
+    CHECK(fcntl(mine[i], F_DUPFD, 0) < 0 && errno == EBADF, "F_DUPFD(%d) pretends EBADF", mine[i]);
+  }
+  int p[2];
+  pipe(p);
+  for (int i = 0; i < n; i++) {
+    CHECK(dup2(p[0], mine[i]) == mine[i], "dup2 onto shim fd %d succeeds", mine[i]);
+    CHECK(echo_roundtrip("b") == 0, "channel still works after dup2 onto %d", mine[i]);
+    close(mine[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    CHECK(dup3(p[1], mine[i], O_CLOEXEC) == mine[i], "dup3 onto %d succeeds", mine[i]);
+    CHECK(echo_roundtrip("b") == 0, "channel still works after dup3 onto %d", mine[i]);
+    close(mine[i]);
+  }
+  close(p[0]);
+  close(p[1]);
+  CHECK(close_range(3, ~0U, 0) == 0, "close_range(3, ~0U)");
+  CHECK(echo_roundtrip("c") == 0, "channel survives close_range");
+  CHECK(count_fds() <= before, "no fd leak (before %d, after %d)", before, count_fds());
+}
+
+/* Run with TSMIRROR_SOCK pointing nowhere. */
+static void test_unreachable(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 7);
+  int r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == ENETUNREACH, "proxy unreachable: connect fails with ENETUNREACH (%d)", errno);
+  close(s);
+  struct addrinfo *res;
+  r = getaddrinfo("db", "80", NULL, &res);
+  CHECK(r == EAI_AGAIN, "proxy unreachable: getaddrinfo gives EAI_AGAIN (%d)", r);
+  struct hostent *he = gethostbyname("db");
+  CHECK(!he && h_errno == TRY_AGAIN, "proxy unreachable: gethostbyname TRY_AGAIN");
+}
+
+/* Run without TSMIRROR_SOCK: nothing is asked, loopback works, numeric lookups work. */
+static void test_inert(void) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("127.0.0.1", 0);
+  bind(l, (struct sockaddr *)&a, sizeof a);
+  listen(l, 1);
+  socklen_t len = sizeof a;
+  getsockname(l, (struct sockaddr *)&a, &len);
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "inert: loopback connect works");
+  close(s);
+  close(l);
+  struct addrinfo *res;
+  CHECK(getaddrinfo("127.0.0.1", "80", NULL, &res) == 0, "inert: numeric getaddrinfo");
+  freeaddrinfo(res);
+  int hi = 0;
+  for (int fd = 1000; fd < 70000; fd++) hi += fcntl(fd, F_GETFD) >= 0;
+  CHECK(hi == 0, "inert: the shim opened no fds");
+}
+
+static void *thread_body(void *arg) {
+  (void)arg;
+  long bad = 0;
+  for (int i = 0; i < 100; i++) bad += echo_roundtrip("t") != 0;
+  return (void *)bad;
+}
+
+static void test_threads(void) {
+  int before = count_fds();
+  pthread_t t[32];
+  for (int i = 0; i < 32; i++) pthread_create(&t[i], NULL, thread_body, NULL);
+  long bad = 0;
+  for (int i = 0; i < 32; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    bad += (long)r;
+  }
+  int after = count_fds();
+  CHECK(bad == 0, "32 threads x 100 connects (%ld failed)", bad);
+  CHECK(after == before, "no fd leak after threads exit (before %d, after %d)", before, after);
+}
+
+static int wait_ok(pid_t pid) {
+  int st;
+  return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static void test_processes(void) {
+  pid_t pid = fork();
+  if (pid == 0) _exit(echo_roundtrip("child") == 0 && echo_roundtrip("c2") == 0 ? 0 : 1);
+  CHECK(wait_ok(pid), "forked child gets its own channel");
+  CHECK(echo_roundtrip("parent") == 0, "parent's channel still fine after fork");
+
+  pid = vfork();
+  if (pid == 0) {
+    char *empty[] = {NULL};
+    execle("/usr/bin/curl", "curl", "-sSf", "-o", "/dev/null", "http://db/vfork", (char *)NULL, empty);
+    _exit(127);
+  }
+  CHECK(wait_ok(pid), "vfork + execle with an empty environment");
+
+  char *argv[] = {"curl", "-sSf", "-o", "/dev/null", "http://db/spawn", NULL};
+  char *empty[] = {NULL};
+  int r = posix_spawnp(&pid, "curl", NULL, NULL, argv, empty);
+  CHECK(r == 0 && wait_ok(pid), "posix_spawnp with an empty environment");
+  char *other[] = {"LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6", "TSMIRROR_SOCK=/wrong", NULL};
+  r = posix_spawn(&pid, "/usr/bin/curl", NULL, NULL, argv, other);
+  CHECK(r == 0 && wait_ok(pid), "posix_spawn with a foreign LD_PRELOAD and a wrong TSMIRROR_SOCK");
+
+  pid = fork();
+  if (pid == 0) {
+    clearenv();
+    execlp("sh", "sh", "-c", "curl -sSf -o /dev/null http://db/execlp", (char *)NULL);
+    _exit(127);
+  }
+  CHECK(wait_ok(pid), "clearenv + execlp sh -c curl");
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  const char *only = argc > 1 ? argv[1] : "";
+  if (!*only || !strcmp(only, "tcp")) test_tcp();
+  if (!*only || !strcmp(only, "nonblocking")) test_nonblocking();
+  if (!*only || !strcmp(only, "udp")) test_udp();
+  if (!*only || !strcmp(only, "getaddrinfo")) test_getaddrinfo();
+  if (!*only || !strcmp(only, "hostent")) test_hostent();
+  if (!*only || !strcmp(only, "threads")) test_threads();
+  if (!*only || !strcmp(only, "processes")) test_processes();
+  if (!*only || !strcmp(only, "fds")) test_fd_protection();
+  if (!strcmp(only, "unreachable")) test_unreachable();
+  if (!strcmp(only, "inert")) test_inert();
+  printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures != 0;
+}
