@@ -8,6 +8,15 @@ import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
 import type { Family } from '../protocol/messages.js';
 
+/** Closes a UDP socket that may already be closed (a session's teardown closes it too). */
+export function closeDatagramSocket(socket: DgramSocket): void {
+  try {
+    socket.close();
+  } catch {
+    // already closed
+  }
+}
+
 export const EAI_NONAME = -2;
 export const EAI_AGAIN = -3;
 export const EAI_FAIL = -4;
@@ -146,7 +155,7 @@ export class PodResolver {
   }
 
   close(): void {
-    for (const socket of this.#sockets.values()) void socket.then((s) => s.close(), () => undefined);
+    for (const socket of this.#sockets.values()) void socket.then(closeDatagramSocket, () => undefined);
     this.#sockets.clear();
     for (const done of this.#pending.values()) done(undefined);
     this.#pending.clear();

@@ -14,7 +14,7 @@ import type {
   AgentMessage, ClientMessage, ClientRequest, Family, Handlers, ResultOf,
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
-import { PodResolver, ResolveError, type ResolvConf } from './resolver.js';
+import { PodResolver, ResolveError, closeDatagramSocket, type ResolvConf } from './resolver.js';
 import type { ResolvedTarget } from './target.js';
 
 const errnoOf = (code: string | undefined): number | undefined =>
@@ -70,7 +70,7 @@ export class AgentSession {
     this.#resolver.close();
     for (const s of this.#sockets) {
       if (s instanceof net.Socket) s.destroy();
-      else s.close();
+      else closeDatagramSocket(s);
     }
     this.#sockets.clear();
     if (this.#nsFd >= 0) closeSync(this.#nsFd);
@@ -162,10 +162,10 @@ export class AgentSession {
         resolve();
       });
     }).catch((err: Error & { code?: string }) => {
-      socket.close();
+      closeDatagramSocket(socket);
       throw new RemoteError('TSM_ERR_CONNECT', `UDP to ${host}:${port} from the pod failed: ${err.code ?? err.message}`, errnoOf(err.code) ?? osConstants.errno.ENETUNREACH);
     });
-    this.#peer.mux.open(stream, () => socket.close());
+    this.#peer.mux.open(stream, () => closeDatagramSocket(socket));
     const send = this.#peer.mux.bindDatagrams(stream, (data) => socket.send(data));
     socket.on('message', (msg) => send(msg));
     socket.on('error', () => undefined); // ICMP errors on a connected UDP socket: drop, as UDP does

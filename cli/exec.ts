@@ -120,12 +120,14 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     env.TSMIRROR_SHIM = shim;
     env.TSMIRROR_SOCK = proxy.socketPath;
 
+    let programEnded = false;
     agent.peer.once('closed', () => {
       const why = agent.closedError;
-      if (why) process.stderr.write(`tsmirror: the session ended: ${why.code}: ${why.message}; the program's remote connections now fail\n`);
+      if (why && !programEnded) process.stderr.write(`tsmirror: the session ended: ${why.code}: ${why.message}; the program's remote connections now fail\n`);
     });
     const running = runProgram(path, args, program, env);
     const code = await running.exitCode;
+    programEnded = true;
     if (flags.verbose) {
       const s = proxy.stats;
       process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups, ${s.localPassThrough} local connections, ${s.failures} failures\n`);

@@ -1,47 +1,34 @@
 /**
- * `npm run demo` (as root): builds the demo node (pods `db` and `api`),
- * prints how to reach it, and keeps it up until Ctrl-C (or exits at once with
- * `--once`). Everything is removed on exit.
- *
- * @module
+ * `npm run demo` (as root): builds a local node with pods `db` and `api`, starts the
+ * tsmirror agent, and runs `curl http://db:8080/` on this machine twice: without
+ * tsmirror (it fails: `db` means nothing here) and under `tsmirror exec --target
+ * pid/<api>` (it reaches db through api's network). Everything is removed at the end.
  */
+import { startAgentProcess, run, tsmExec } from '../e2e/tsm.js';
 import { buildDemoNode } from './demo-pods.js';
 
 async function main(): Promise<void> {
   const t0 = Date.now();
   const { harness, db, api } = await buildDemoNode();
-  process.stdout.write(
-    `local node ${harness.id} up in ${Date.now() - t0} ms: subnet ${harness.subnet} (${harness.subnet6}), DNS ${harness.dnsIp}\n`,
-  );
-  for (const p of [db, api]) {
-    process.stdout.write(
-      `  ${p.namespace}/${p.name}: pid ${p.pid} ip ${p.ip}${p.ipv6 !== undefined ? ` ${p.ipv6}` : ''} netns ${p.netns}\n` +
-        `    container ${p.containerId}\n`,
-    );
-  }
-  process.stdout.write(
-    `try: nsenter -t ${api.pid} -n -m -- curl -s http://db:8080/\n` +
-      `     ip netns exec ${api.netns} curl -s http://${db.ip}:8080/\n`,
-  );
-  if (process.argv.includes('--once')) {
-    const r = await harness.exec(api, ['curl', '-sS', 'http://db:8080/']);
-    process.stdout.write(`api -> db: ${r.stdout}`);
+  const agent = await startAgentProcess();
+  try {
+    process.stdout.write(`local node up in ${Date.now() - t0} ms: pods default/db (${db.ip}) and default/api (pid ${api.pid}); agent at ${agent.url}\n\n`);
+    process.stdout.write('$ curl -sS --max-time 3 http://db:8080/\n');
+    const plain = await run('curl', ['-sS', '--max-time', '3', 'http://db:8080/']);
+    process.stdout.write(`${plain.stdout}${plain.stderr}(exit ${plain.code}: this machine cannot resolve or reach db)\n\n`);
+    process.stdout.write(`$ tsmirror exec --agent ${agent.url} --target pid/${api.pid} -- curl -sS http://db:8080/\n`);
+    const mirrored = await tsmExec(agent.url, `pid/${api.pid}`, ['curl', '-sS', 'http://db:8080/']);
+    process.stdout.write(`${mirrored.stdout}${mirrored.stderr}(exit ${mirrored.code})\n\n`);
+    process.stdout.write(`$ tsmirror env --agent ${agent.url} --target pid/${api.pid}\n`);
+    const env = await run(process.execPath, ['bin/tsmirror.js', 'env', '--agent', agent.url, '--target', `pid/${api.pid}`]);
+    process.stdout.write(`${env.stdout}${env.stderr}\n`);
+    process.exitCode = mirrored.code === 0 ? 0 : 1;
+    if (agent.child.exitCode !== null) process.stdout.write(`agent log:\n${agent.log()}\n`);
+  } finally {
+    await agent.stop();
     await harness.destroy();
-    return;
+    process.stdout.write('demo node removed\n');
   }
-  process.stdout.write('Ctrl-C to tear down\n');
-  await new Promise<void>((resolve) => {
-    // The harness's child processes do not keep the event loop alive; this does.
-    const keepAlive = setInterval(() => undefined, 1 << 30);
-    const stop = (): void => {
-      clearInterval(keepAlive);
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  await harness.destroy();
-  process.stdout.write('torn down\n');
 }
 
 main().catch((e: unknown) => {
