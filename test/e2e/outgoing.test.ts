@@ -1,0 +1,187 @@
+/**
+ * The outgoing path end to end, on the local node harness, with real programs: the
+ * program runs on this machine; its connections, lookups and environment are the pod's.
+ */
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Harness, Pod } from '../harness/harness.js';
+import { buildDemoNode } from '../harness/demo-pods.js';
+import { run, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
+
+let harness: Harness;
+let db: Pod;
+let api: Pod;
+let udp: Pod;
+let pg: Pod;
+let agent: AgentProcess;
+const PY = '/usr/bin/python3';
+
+const UDP_ECHO = `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 9999))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(b'echo:' + d, a)
+`;
+
+beforeAll(async () => {
+  ({ harness, db, api } = await buildDemoNode({ name: 'outgoing' }));
+  [udp, pg] = await Promise.all([
+    harness.addPod({ name: 'udp', namespace: 'default', command: [PY, '-c', UDP_ECHO] }),
+    harness.addPostgres({ name: 'pg', namespace: 'default' }),
+  ]);
+  agent = await startAgentProcess();
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  await harness?.destroy();
+});
+
+const exec = (command: string[], flags: string[] = [], target = `pid/${api.pid}`) => tsmExec(agent.url, target, command, flags, { timeoutMs: 60000 });
+
+describe('outgoing TCP and DNS through the pod', () => {
+  it('curl reaches a service by short and full name; without tsmirror it fails', async () => {
+    for (const url of ['http://db:8080/', 'http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
+      const r = await exec(['curl', '-sS', '--max-time', '10', url]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('hello from db\n');
+      expect(r.code).toBe(0);
+    }
+    const plain = await run('curl', ['-sS', '--max-time', '5', 'http://db:8080/']);
+    expect(plain.code).not.toBe(0);
+  });
+
+  it('python urllib and a raw socket, node fetch and net', async () => {
+    const urllib = await exec([PY, '-c', "import urllib.request;print(urllib.request.urlopen('http://db:8080/').read().decode(),end='')"]);
+    expect(urllib.stdout).toBe('hello from db\n');
+    const raw = await exec([PY, '-c', [
+      'import socket', "s=socket.create_connection(('db.default.svc.cluster.local',8080))",
+      "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')", "d=b''",
+      'while True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c',
+      "print(s.getpeername()[0]==socket.gethostbyname('db'), d.split(b'\\r\\n\\r\\n',1)[1].decode(),end='')",
+    ].join('\n')]);
+    expect(raw.stdout).toBe('True hello from db\n');
+    const fetchOut = await exec(['node', '-e', "fetch('http://db:8080/').then(r=>r.text()).then(t=>process.stdout.write(t))"]);
+    expect(fetchOut.stdout).toBe('hello from db\n');
+    const net = await exec(['node', '-e', [
+      "const s=require('net').connect(8080,'db',()=>s.end('GET / HTTP/1.0\\r\\n\\r\\n'));",
+      "let d='';s.on('data',c=>d+=c);s.on('close',()=>process.stdout.write(s.remoteAddress+' '+d.split('\\r\\n\\r\\n')[1]));",
+    ].join('')]);
+    expect(net.stdout).toBe(`${db.ip} hello from db\n`);
+  });
+
+  it('psql (libpq) reaches PostgreSQL in a pod by name', async () => {
+    const r = await exec(['psql', '-h', 'pg', '-U', 'postgres', '-Atc', 'select 40 + 2']);
+    expect(r.stdout.trim()).toBe('42');
+    const full = await exec(['psql', '-h', 'pg.default.svc.cluster.local', '-U', 'postgres', '-Atc', 'select 1']);
+    expect(full.stdout.trim()).toBe('1');
+  });
+
+  it('a refused port is ECONNREFUSED (curl 7); an unknown name is a fast resolver error (curl 6)', async () => {
+    const refused = await exec(['curl', '-sS', '--max-time', '10', 'http://db:8081/']);
+    expect(refused.code).toBe(7);
+    const unknown = await exec(['curl', '-sS', '--max-time', '10', 'http://no-such-service:8080/']);
+    expect(unknown.code).toBe(6);
+    expect(unknown.ms).toBeLessThan(8000);
+  });
+
+  it('IPv6 works where the pod has it', async () => {
+    expect(db.ipv6).toBeDefined();
+    const r = await exec(['curl', '-sS', '-g', '--max-time', '10', `http://[${db.ipv6}]:8080/`]);
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it('targets by container id as well as by pid', async () => {
+    const r = await exec(['curl', '-sS', 'http://db:8080/'], [], `container/${api.containerId}`);
+    expect(r.stdout).toBe('hello from db\n');
+  });
+});
+
+describe('UDP', () => {
+  it('a python client exchanges datagrams with a UDP echo server in a pod', async () => {
+    const r = await exec([PY, '-c', [
+      'import socket', 's=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)', 's.settimeout(5)',
+      "out=[]",
+      "for i in range(3):\n  s.sendto(b'ping%d'%i,('udp',9999))\n  d,a=s.recvfrom(100)\n  out.append(d.decode()+'@'+str(a[1]))",
+      "print(' '.join(out))",
+    ].join('\n')]);
+    expect(r.stdout.trim()).toBe('echo:ping0@9999 echo:ping1@9999 echo:ping2@9999');
+  });
+
+  it("node's dns.promises.resolve4 (c-ares, its own UDP) resolves a cluster name", async () => {
+    const r = await exec(['node', '-e', "require('dns').promises.resolve4('db.default.svc.cluster.local').then(a=>console.log(a.join(',')))"]);
+    expect(r.stdout.trim()).toBe(db.ip);
+  });
+});
+
+describe('children and environment', () => {
+  it('bash -c, python subprocess, fork, and env -i are all still intercepted', async () => {
+    const bash = await exec(['bash', '-c', 'curl -sS http://db:8080/']);
+    expect(bash.stdout).toBe('hello from db\n');
+    const sub = await exec([PY, '-c', "import subprocess;print(subprocess.run(['curl','-sS','http://db:8080/'],capture_output=True,env={}).stdout.decode(),end='')"]);
+    expect(sub.stdout).toBe('hello from db\n');
+    const fork = await exec([PY, '-c', [
+      'import os,urllib.request', 'pid=os.fork()',
+      "if pid==0:\n  print('child',urllib.request.urlopen('http://db:8080/').read().decode(),end='',flush=True)\n  os._exit(0)",
+      'os.waitpid(pid,0)', "print('parent',urllib.request.urlopen('http://db:8080/').read().decode(),end='')",
+    ].join('\n')]);
+    expect(fork.stdout).toBe('child hello from db\nparent hello from db\n');
+    const envi = await exec(['env', '-i', '/usr/bin/curl', '-sS', 'http://db:8080/']);
+    expect(envi.stdout).toBe('hello from db\n');
+  });
+
+  it("imports the pod's environment, keeping local machine variables", async () => {
+    const r = await exec(['sh', '-c', 'echo "$DB_URL|$API_MODE|$HOME|$FROM_FLAG"'], ['--env', 'FROM_FLAG=yes', '--env-exclude', 'API_*']);
+    expect(r.stdout.trim()).toBe(`http://db:8080/||${process.env.HOME}|yes`);
+    const env = await run(process.execPath, ['bin/tsmirror.js', 'env', '--agent', agent.url, '--target', `pid/${api.pid}`, '--format', 'json']);
+    expect(JSON.parse(env.stdout)).toMatchObject({ DB_URL: 'http://db:8080/', API_MODE: 'demo' });
+  });
+
+  it('passes the exit code through, and 128+N for a signal', async () => {
+    expect((await exec(['sh', '-c', 'exit 3'])).code).toBe(3);
+    expect((await exec(['sh', '-c', 'kill -TERM $$'])).code).toBe(143);
+  });
+});
+
+describe('robustness', () => {
+  it('32 threads doing 100 connects each all succeed and leak no fds', async () => {
+    const r = await exec([PY, '-c', [
+      'import os,socket,threading', "before=len(os.listdir('/proc/self/fd'))", 'ok=[0]', 'lock=threading.Lock()',
+      "def work():\n  for _ in range(100):\n    s=socket.create_connection(('db',8080),timeout=20)\n    s.close()\n    with lock: ok[0]+=1",
+      'ts=[threading.Thread(target=work) for _ in range(32)]', '[t.start() for t in ts]', '[t.join() for t in ts]',
+      "after=len(os.listdir('/proc/self/fd'))",
+      "print(ok[0], after-before)",
+    ].join('\n')]);
+    expect(r.stderr).toBe('');
+    const [ok, leaked] = r.stdout.trim().split(' ').map(Number);
+    expect(ok).toBe(3200);
+    // The shim opens one channel per thread; threads that ended have closed theirs.
+    expect(leaked).toBeLessThanOrEqual(1);
+  }, 120000);
+
+  it('a statically linked program is refused with the documented message', async () => {
+    const r = await exec(['/bin/busybox', 'true']);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/statically linked/);
+    expect(r.stderr).toMatch(/TSM_ERR_STATIC_BINARY/);
+  });
+
+  it('SIGKILL of the CLI: the agent drops the session and keeps nothing of it', async () => {
+    const status = async () => ((await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: unknown[] }).sessions.length;
+    const fdsBefore = readdirSync(`/proc/${agent.child.pid}/fd`).length;
+    const { spawn } = await import('node:child_process');
+    const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
+    const started = Date.now();
+    while ((await status()) === 0 && Date.now() - started < 10000) await new Promise((r) => setTimeout(r, 50));
+    expect(await status()).toBe(1);
+    cli.kill('SIGKILL');
+    const killed = Date.now();
+    while ((await status()) > 0 && Date.now() - killed < 15000) await new Promise((r) => setTimeout(r, 50));
+    expect(await status()).toBe(0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(readdirSync(`/proc/${agent.child.pid}/fd`).length).toBeLessThanOrEqual(fdsBefore);
+    await run('pkill', ['-KILL', '-f', '^sleep 60$']);
+  });
+});
