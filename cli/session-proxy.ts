@@ -310,10 +310,11 @@ export class SessionProxy {
     this.#udp.add(relay);
     await new Promise<void>((resolve) => relay.bind(0, family === 4 ? '127.0.0.1' : '::1', resolve));
     let program: { address: string; port: number } | undefined;
-    let idle = setTimeout(() => close(), UDP_IDLE_MS);
+    // Idle timers never keep the CLI alive after the program has exited.
+    let idle = setTimeout(() => close(), UDP_IDLE_MS).unref();
     const touch = (): void => {
       clearTimeout(idle);
-      idle = setTimeout(() => close(), UDP_IDLE_MS);
+      idle = setTimeout(() => close(), UDP_IDLE_MS).unref();
     };
     const close = (): void => {
       clearTimeout(idle);
@@ -330,6 +331,7 @@ export class SessionProxy {
       if (rinfo.port === program.port && rinfo.address === program.address) send(msg);
     });
     relay.on('error', () => undefined);
+    relay.once('close', () => clearTimeout(idle));
     return (relay.address() as net.AddressInfo).port;
   }
 }

@@ -66,8 +66,8 @@ describe('outgoing TCP and DNS through the pod', () => {
     const fetchOut = await exec(['node', '-e', "fetch('http://db:8080/').then(r=>r.text()).then(t=>process.stdout.write(t))"]);
     expect(fetchOut.stdout).toBe('hello from db\n');
     const net = await exec(['node', '-e', [
-      "const s=require('net').connect(8080,'db',()=>s.end('GET / HTTP/1.0\\r\\n\\r\\n'));",
-      "let d='';s.on('data',c=>d+=c);s.on('close',()=>process.stdout.write(s.remoteAddress+' '+d.split('\\r\\n\\r\\n')[1]));",
+      "let peer;const s=require('net').connect(8080,'db',()=>{peer=s.remoteAddress;s.end('GET / HTTP/1.0\\r\\n\\r\\n')});",
+      "let d='';s.on('data',c=>d+=c);s.on('close',()=>process.stdout.write(peer+' '+d.split('\\r\\n\\r\\n')[1]));",
     ].join('')]);
     expect(net.stdout).toBe(`${db.ip} hello from db\n`);
   });
@@ -180,7 +180,9 @@ describe('robustness', () => {
     const killed = Date.now();
     while ((await status()) > 0 && Date.now() - killed < 15000) await new Promise((r) => setTimeout(r, 50));
     expect(await status()).toBe(0);
-    await new Promise((r) => setTimeout(r, 200));
+    // Sockets of the session close asynchronously; wait for the count to settle.
+    const settled = Date.now();
+    while (readdirSync(`/proc/${agent.child.pid}/fd`).length > fdsBefore && Date.now() - settled < 3000) await new Promise((r) => setTimeout(r, 100));
     expect(readdirSync(`/proc/${agent.child.pid}/fd`).length).toBeLessThanOrEqual(fdsBefore);
     await run('pkill', ['-KILL', '-f', '^sleep 60$']);
   });
