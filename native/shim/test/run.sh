@@ -1,10 +1,10 @@
 #!/bin/bash
 # Runs the shim's checks against fakeproxy.py with real programs (C test, curl, python,
-# node). usage: native/shim/test/run.sh [path/to/tsmirror.so]
+# node). usage: native/shim/test/run.sh [path/to/libtsmirror.so]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-so=${1:-$root/build/Release/tsmirror.so}
+so=${1:-$root/build/Release/libtsmirror.so}
 [ -f "$so" ] || { echo "no shim at $so (build with: npx node-gyp rebuild)"; exit 2; }
 work=$(mktemp -d /tmp/tsmirror-shimtest.XXXXXX)
 sock=$work/proxy.sock
