@@ -12,7 +12,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Packr } from 'msgpackr';
+import { packPlain, unpackPlain } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { Family } from '../protocol/messages.js';
 import type { AgentConnection } from './agent-client.js';
@@ -24,8 +24,6 @@ const EAI_NONAME = -2;
 const PAIR_TIMEOUT_MS = 10000;
 const UDP_IDLE_MS = 120000;
 
-/** The shim reads plain msgpack maps; the same settings as protocol/codec, for another peer. */
-const shimPackr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
 export interface ProxyStats {
   tcpConnects: number;
@@ -136,7 +134,7 @@ export class SessionProxy {
         buffer = buffer.subarray(4 + length);
         let request: ShimRequest;
         try {
-          request = shimPackr.unpack(frame) as ShimRequest;
+          request = unpackPlain(frame) as ShimRequest;
           if (typeof request !== 'object' || request === null) throw new Error('not a map');
         } catch {
           this.#opts.log('shim sent a malformed frame; dropping its channel');
@@ -150,7 +148,7 @@ export class SessionProxy {
         chain = chain.then(async () => {
           const response = await this.#answer(request);
           if (conn.destroyed) return;
-          const body = shimPackr.pack(response);
+          const body = packPlain(response);
           const header = Buffer.alloc(4);
           header.writeUInt32BE(body.byteLength);
           conn.write(Buffer.concat([header, body]));

@@ -1,20 +1,20 @@
 /**
- * The one msgpack configuration of the project: plain maps, no records, no extensions,
- * so every frame is ordinary msgpack that any decoder (including the shim's) can read.
+ * The one msgpack codec of the project (@msgpack/msgpack: plain maps, no extensions), so
+ * every frame is ordinary msgpack that any decoder (including the shim's) can read.
  * Decoding validates the shape of each message, since frames come from the network.
  */
-import { Packr } from 'msgpackr';
+import { decode as unpack, encode as pack } from '@msgpack/msgpack';
 import { TsmError } from './errors.js';
 import type { AgentMessage, ClientMessage } from './messages.js';
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, int64AsType: 'number' });
 
 /** Frames larger than this end the session (`TSM_ERR_FRAME_TOO_LARGE`). */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const MAX_STRING = 64 * 1024;
 
 export function encode(message: ClientMessage | AgentMessage): Buffer {
-  return packr.pack(message);
+  const bytes = pack(message);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 type FieldKind = 'uint' | 'int' | 'str' | 'bytes' | 'family' | 'family0' | 'strlist' | 'object' | 'any';
@@ -68,7 +68,7 @@ function decodeWith<T>(frame: Uint8Array, specs: Record<string, Spec>): T {
   }
   let value: unknown;
   try {
-    value = packr.unpack(frame);
+    value = unpack(frame);
   } catch (cause) {
     throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
   }
@@ -97,4 +97,14 @@ export function decodeClientMessage(frame: Uint8Array): ClientMessage {
 /** Decodes and validates a frame the CLI received. Throws TsmError on any defect. */
 export function decodeAgentMessage(frame: Uint8Array): AgentMessage {
   return decodeWith<AgentMessage>(frame, agentSpecs);
+}
+
+/** Plain msgpack for the shim's channel (docs/shim-ipc.md), with the same settings. */
+export function packPlain(value: unknown): Buffer {
+  const bytes = pack(value);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function unpackPlain(frame: Uint8Array): unknown {
+  return unpack(frame);
 }

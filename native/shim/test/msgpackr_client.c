@@ -1,4 +1,4 @@
-/* Client side of msgpackr-proxy.mjs: prints what the shim made of each answer. */
+/* Client side of codec-proxy.mjs: prints what the shim made of each answer. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>

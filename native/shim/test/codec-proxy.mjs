@@ -1,11 +1,11 @@
-// Answers the shim with msgpackr (the session proxy's settings) to check that the shim's
+// Answers the shim with @msgpack/msgpack (the session proxy's codec) to check that the shim's
 // C decoder reads what the TypeScript side writes, and logs the shim's requests as
-// msgpackr decodes them. usage: node msgpackr-proxy.mjs SOCKET_PATH
+// the codec decodes them. usage: node codec-proxy.mjs SOCKET_PATH
 import net from 'node:net';
 import fs from 'node:fs';
-import { Packr } from 'msgpackr';
+import { decode, encode } from '@msgpack/msgpack';
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+const packr = { unpack: decode, pack: (v) => Buffer.from(encode(v)) };
 const path = process.argv[2];
 fs.rmSync(path, { force: true });
 const answers = {
