@@ -1,0 +1,72 @@
+/**
+ * `npm run bench` (as root): the outgoing path under tsmirror against the same operation
+ * run directly inside the pod's network namespace (nsenter). Prints absolute figures
+ * and ratios. Covered so far: TCP connect latency (median, p99), small-request round
+ * trip, getaddrinfo of a cluster name, and `exec -- /bin/true` wall time.
+ */
+import { Harness } from '../test/harness/harness.js';
+import { run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+
+const PY = '/usr/bin/python3';
+const PROBE = `
+import socket, time, statistics, json
+def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(len(xs) * p))]
+conn = []
+for _ in range(300):
+    t = time.perf_counter(); s = socket.create_connection(('echo', 9001)); conn.append(time.perf_counter() - t); s.close()
+s = socket.create_connection(('echo', 9001)); f = s.makefile('rwb'); rtt = []
+for _ in range(1000):
+    t = time.perf_counter(); f.write(b'x\\n'); f.flush(); f.readline(); rtt.append(time.perf_counter() - t)
+dns = []
+for _ in range(200):
+    t = time.perf_counter(); socket.getaddrinfo('echo.default.svc.cluster.local', 9001); dns.append(time.perf_counter() - t)
+print(json.dumps({'connect_median_us': statistics.median(conn) * 1e6, 'connect_p99_us': pct(conn, 0.99) * 1e6,
+  'rtt_median_us': statistics.median(rtt) * 1e6, 'getaddrinfo_median_us': statistics.median(dns) * 1e6}))
+`;
+const ECHO = `
+import socket, threading
+def echo(c):
+    f = c.makefile('rwb')
+    for line in f: f.write(line); f.flush()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 9001)); s.listen(128)
+while True:
+    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()
+`;
+
+async function main(): Promise<void> {
+  const harness = await Harness.create({ name: 'bench' });
+  const agent = await startAgentProcess();
+  try {
+    const echo = await harness.addPod({ name: 'echo', namespace: 'default', command: [PY, '-c', ECHO], readyPort: 9001 });
+    const client = await harness.addPod({ name: 'client', namespace: 'default', command: ['sleep', 'infinity'] });
+    const direct = JSON.parse((await harness.exec(client, [PY, '-c', PROBE], { timeoutMs: 120000 })).stdout) as Record<string, number>;
+    const viaTsm = JSON.parse((await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', PROBE], [], { timeoutMs: 120000 })).stdout) as Record<string, number>;
+    const times = async (f: () => Promise<unknown>): Promise<number> => {
+      const xs: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const t = performance.now();
+        await f();
+        xs.push(performance.now() - t);
+      }
+      return xs.sort((a, b) => a - b)[5] ?? 0;
+    };
+    const trueDirect = await times(() => run('/bin/true', []));
+    const trueTsm = await times(() => tsmExec(agent.url, `pid/${client.pid}`, ['/bin/true']));
+    process.stdout.write('metric                      direct(nsenter)   tsmirror   ratio\n');
+    for (const key of Object.keys(direct)) {
+      const d = direct[key] ?? 0;
+      const m = viaTsm[key] ?? 0;
+      process.stdout.write(`${key.padEnd(26)} ${d.toFixed(0).padStart(12)} µs ${m.toFixed(0).padStart(9)} µs ${(m / d).toFixed(1).padStart(6)}x\n`);
+    }
+    process.stdout.write(`${'exec /bin/true (ms)'.padEnd(26)} ${trueDirect.toFixed(1).padStart(12)} ms ${trueTsm.toFixed(1).padStart(9)} ms ${(trueTsm / trueDirect).toFixed(1).padStart(6)}x\n`);
+    process.stdout.write('not yet measured: 1 GiB throughput (see issue 2 notes)\n');
+  } finally {
+    await agent.stop();
+    await harness.destroy();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
