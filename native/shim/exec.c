@@ -177,6 +177,14 @@ static char **gather_args(const char *arg0, va_list ap, char *const **envp_out, 
   return argv;
 }
 
+/* The result of an exec that returned (it failed), after freeing the gathered argv. */
+static int release_args(int result, char **argv, size_t len) {
+  int saved = errno;
+  munmap(argv, len);
+  errno = saved;
+  return result;
+}
+
 SHIM_EXPORT int execl(const char *path, const char *arg, ...) {
   va_list ap;
   va_start(ap, arg);
@@ -187,11 +195,7 @@ SHIM_EXPORT int execl(const char *path, const char *arg, ...) {
     errno = ENOMEM;
     return -1;
   }
-  int r = exec_path(path, argv, environ);
-  int e = errno;
-  munmap(argv, len);
-  errno = e;
-  return r;
+  return release_args(exec_path(path, argv, environ), argv, len);
 }
 
 SHIM_EXPORT int execlp(const char *file, const char *arg, ...) {
@@ -204,11 +208,7 @@ SHIM_EXPORT int execlp(const char *file, const char *arg, ...) {
     errno = ENOMEM;
     return -1;
   }
-  int r = exec_search(file, argv, environ);
-  int e = errno;
-  munmap(argv, len);
-  errno = e;
-  return r;
+  return release_args(exec_search(file, argv, environ), argv, len);
 }
 
 SHIM_EXPORT int execle(const char *path, const char *arg, ...) {
@@ -222,11 +222,7 @@ SHIM_EXPORT int execle(const char *path, const char *arg, ...) {
     errno = ENOMEM;
     return -1;
   }
-  int r = exec_path(path, argv, envp);
-  int e = errno;
-  munmap(argv, len);
-  errno = e;
-  return r;
+  return release_args(exec_path(path, argv, envp), argv, len);
 }
 
 SHIM_EXPORT int posix_spawn(pid_t *__restrict pid, const char *__restrict path,
