@@ -71,6 +71,8 @@ export class SessionProxy {
   readonly #pairs = new Map<number, PendingPair>();
   readonly #udp = new Set<dgram.Socket>();
   readonly #clients = new Set<net.Socket>();
+  /** Every loopback connection of the program, paired or not: they end with the session. */
+  readonly #connections = new Set<net.Socket>();
 
   private constructor(agent: AgentConnection, opts: SessionProxyOptions) {
     this.#agent = agent;
@@ -101,6 +103,9 @@ export class SessionProxy {
 
   async close(): Promise<void> {
     for (const c of this.#clients) c.destroy();
+    // A program that has exited leaves half-closed connections whose pod side may never
+    // close (a server that keeps the connection open); they must not keep tsmirror alive.
+    for (const c of this.#connections) c.destroy();
     for (const p of this.#pairs.values()) {
       clearTimeout(p.timer);
       p.socket?.destroy();
@@ -297,6 +302,8 @@ export class SessionProxy {
       socket.destroy();
       return;
     }
+    this.#connections.add(socket);
+    socket.once('close', () => this.#connections.delete(socket));
     socket.on('error', () => undefined);
     const pair = this.#pair(port);
     pair.socket = socket;

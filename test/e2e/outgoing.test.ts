@@ -25,11 +25,22 @@ while True:
     s.sendto(b'echo:' + d, a)
 `;
 
+// Accepts connections and never closes them, not even after the client's FIN.
+const HOLD = `
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 7000)); s.listen(16)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+`;
+
 beforeAll(async () => {
   ({ harness, db, api } = await buildDemoNode({ name: 'outgoing' }));
   [udp, pg] = await Promise.all([
     harness.addPod({ name: 'udp', namespace: 'default', command: [PY, '-c', UDP_ECHO] }),
     harness.addPostgres({ name: 'pg', namespace: 'default' }),
+    harness.addPod({ name: 'hold', namespace: 'default', command: [PY, '-c', HOLD], readyPort: 7000 }),
   ]);
   agent = await startAgentProcess();
 });
@@ -137,6 +148,16 @@ describe('children and environment', () => {
     expect(r.stdout.trim()).toBe(`http://db:8080/||${process.env.HOME}|yes`);
     const env = await run(process.execPath, ['bin/tsmirror.js', 'env', '--agent', agent.url, '--target', `pid/${api.pid}`, '--format', 'json']);
     expect(JSON.parse(env.stdout)).toMatchObject({ DB_URL: 'http://db:8080/', API_MODE: 'demo' });
+  });
+
+  it('ends when the program exits, even if a pod server keeps its connections open', async () => {
+    const r = await tsmExec(agent.url, `pid/${api.pid}`, [PY, '-c', [
+      'import socket', "a=socket.create_connection(('hold',7000))", "b=socket.create_connection(('hold',7000))",
+      "a.sendall(b'x'); b.shutdown(socket.SHUT_WR); print('done')",
+    ].join('\n')], [], { timeoutMs: 20000 });
+    expect(r.stdout).toBe('done\n');
+    expect(r.signal).toBeNull(); // not killed by the timeout
+    expect(r.code).toBe(0);
   });
 
   it('passes the exit code through, and 128+N for a signal', async () => {
