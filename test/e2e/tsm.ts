@@ -91,3 +91,19 @@ export async function rssBytes(pid: number): Promise<number> {
   const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
   return Number(kb ?? 0) * 1024;
 }
+
+/** Samples the peak resident set size of some processes every 100 ms until `stop()`. */
+export function peakRss(pids: number[]): { stop: () => number[] } {
+  const peaks = pids.map(() => 0);
+  const timer = setInterval(() => {
+    pids.forEach((pid, i) => {
+      void rssBytes(pid).then((b) => (peaks[i] = Math.max(peaks[i] ?? 0, b)), () => undefined);
+    });
+  }, 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return peaks;
+    },
+  };
+}
