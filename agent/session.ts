@@ -4,7 +4,7 @@
  * away with it.
  */
 import dgram from 'node:dgram';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -45,7 +45,10 @@ export class AgentSession {
     // Holding the namespace open keeps it usable for this session's lifetime.
     this.#nsFd = target.pid > 0 ? openSync(`/proc/${target.pid}/ns/net`, 'r') : -1;
     const root = target.pid > 0 ? `/proc/${target.pid}/root` : '';
-    this.#resolver = new PodResolver((family) => this.#udpSocket(family), (path) => readFile(`${root}${path}`, 'utf8'));
+    // resolv.conf and hosts are re-read on every lookup (the pod may change them), and
+    // synchronously: both are small local files kubelet writes, and a synchronous read
+    // costs microseconds where fs.promises.readFile costs four thread-pool round trips.
+    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => readFileSync(`${root}${path}`, 'utf8'));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
         readFile(`/proc/${target.pid}/stat`).catch(() => this.#peer.fail('TSM_ERR_TARGET_GONE', `the target process ${target.pid} exited`));
@@ -122,7 +125,7 @@ export class AgentSession {
 
   async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number): Promise<ResultOf['tcp.connect']> {
     if (net.isIP(host) !== family) throw new TsmError('TSM_ERR_USAGE', `tcp.connect needs a literal IPv${family} address, got "${host}"`);
-    const fd = await loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
+    const fd = loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
     const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
@@ -174,7 +177,7 @@ export class AgentSession {
   }
 
   async #udpSocket(family: Family): Promise<dgram.Socket> {
-    const fd = await loadAddon().netnsSocket(this.#nsFd, family, 'udp');
+    const fd = loadAddon().netnsSocket(this.#nsFd, family, 'udp');
     const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));

@@ -1,8 +1,8 @@
 /**
  * `npm run bench` (as root): the outgoing path under tsmirror against the same operation
  * run directly inside the pod's network namespace (nsenter). Prints absolute figures
- * and ratios. Covered so far: TCP connect latency (median, p99), small-request round
- * trip, getaddrinfo of a cluster name, and `exec -- /bin/true` wall time.
+ * and ratios: TCP connect latency (median, p99), small-request round trip, throughput
+ * of a 1 GiB transfer, getaddrinfo of a cluster name, and `exec -- /bin/true` wall time.
  */
 import { Harness } from '../test/harness/harness.js';
 import { run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
@@ -11,26 +11,42 @@ const PY = '/usr/bin/python3';
 const PROBE = `
 import socket, time, statistics, json
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(len(xs) * p))]
-conn = []
+ip = socket.gethostbyname('echo'); conn = []
 for _ in range(300):
-    t = time.perf_counter(); s = socket.create_connection(('echo', 9001)); conn.append(time.perf_counter() - t); s.close()
+    s = socket.socket(); t = time.perf_counter(); s.connect((ip, 9001)); conn.append(time.perf_counter() - t); s.close()
 s = socket.create_connection(('echo', 9001)); f = s.makefile('rwb'); rtt = []
 for _ in range(1000):
     t = time.perf_counter(); f.write(b'x\\n'); f.flush(); f.readline(); rtt.append(time.perf_counter() - t)
+b = socket.create_connection(('echo', 9000)); n = 0; t = time.perf_counter()
+while True:
+    d = b.recv(1 << 20)
+    if not d: break
+    n += len(d)
+gib_s = time.perf_counter() - t
+assert n == 1 << 30, n
 dns = []
 for _ in range(200):
     t = time.perf_counter(); socket.getaddrinfo('echo.default.svc.cluster.local', 9001); dns.append(time.perf_counter() - t)
 print(json.dumps({'connect_median_us': statistics.median(conn) * 1e6, 'connect_p99_us': pct(conn, 0.99) * 1e6,
-  'rtt_median_us': statistics.median(rtt) * 1e6, 'getaddrinfo_median_us': statistics.median(dns) * 1e6}))
+  'rtt_median_us': statistics.median(rtt) * 1e6, 'getaddrinfo_median_us': statistics.median(dns) * 1e6,
+  'gib_transfer_us': gib_s * 1e6}))
 `;
+// Echoes lines on 9001; sends 1 GiB to each connection on 9000.
 const ECHO = `
 import socket, threading
 def echo(c):
-    f = c.makefile('rwb')
-    for line in f: f.write(line); f.flush()
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 9001)); s.listen(128)
-while True:
-    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()
+    with c, c.makefile('rwb') as f:
+        for line in f: f.write(line); f.flush()
+def bulk(c):
+    chunk = b'\\0' * (1 << 20)
+    with c:
+        for _ in range(1024): c.sendall(chunk)
+def serve(port, fn):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', port)); s.listen(128)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=fn, args=(c,), daemon=True).start()
+threading.Thread(target=serve, args=(9000, bulk), daemon=True).start()
+serve(9001, echo)
 `;
 
 async function main(): Promise<void> {
@@ -53,13 +69,16 @@ async function main(): Promise<void> {
     const trueDirect = await times(() => run('/bin/true', []));
     const trueTsm = await times(() => tsmExec(agent.url, `pid/${client.pid}`, ['/bin/true']));
     process.stdout.write('metric                      direct(nsenter)   tsmirror   ratio\n');
-    for (const key of Object.keys(direct)) {
+    for (const key of Object.keys(direct).filter((k) => k !== 'gib_transfer_us')) {
       const d = direct[key] ?? 0;
       const m = viaTsm[key] ?? 0;
       process.stdout.write(`${key.padEnd(26)} ${d.toFixed(0).padStart(12)} µs ${m.toFixed(0).padStart(9)} µs ${(m / d).toFixed(1).padStart(6)}x\n`);
     }
+    const mbps = (us: number): number => (1 << 30) / 1e6 / (us / 1e6);
+    const gd = mbps(direct.gib_transfer_us ?? 0);
+    const gm = mbps(viaTsm.gib_transfer_us ?? 0);
+    process.stdout.write(`${'1 GiB throughput (MB/s)'.padEnd(26)} ${gd.toFixed(0).padStart(9)} MB/s ${gm.toFixed(0).padStart(6)} MB/s ${(gd / gm).toFixed(1).padStart(6)}x slower\n`);
     process.stdout.write(`${'exec /bin/true (ms)'.padEnd(26)} ${trueDirect.toFixed(1).padStart(12)} ms ${trueTsm.toFixed(1).padStart(9)} ms ${(trueTsm / trueDirect).toFixed(1).padStart(6)}x\n`);
-    process.stdout.write('not yet measured: 1 GiB throughput (see issue 2 notes)\n');
   } finally {
     await agent.stop();
     await harness.destroy();

@@ -36,8 +36,11 @@ export function shimPath(): string {
 }
 
 export interface Addon {
-  /** A non-blocking socket created in the network namespace open at `nsFd` (-1: the agent's own). */
-  netnsSocket(nsFd: number, family: 4 | 6, kind: 'tcp' | 'udp'): Promise<number>;
+  /**
+   * A non-blocking socket created in the network namespace open at `nsFd` (-1: the
+   * agent's own). Synchronous; throws an Error with `errno` and `syscall` on failure.
+   */
+  netnsSocket(nsFd: number, family: 4 | 6, kind: 'tcp' | 'udp'): number;
 }
 
 let addon: Addon | undefined;

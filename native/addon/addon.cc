@@ -2,8 +2,12 @@
 //
 // netnsSocket(nsFd, family, kind) creates a socket inside another network namespace.
 // setns(CLONE_NEWNET) only affects the calling thread, and a socket keeps the namespace
-// it was created in, so a worker thread enters the target namespace, creates the socket,
-// and returns to the agent's own namespace before it is handed back to the pool.
+// it was created in, so the calling thread enters the target namespace, creates the
+// socket, and returns to the agent's own namespace before anything else runs on it.
+// This is done synchronously on the JavaScript thread: the three system calls take a
+// few microseconds, where a thread-pool round trip costs tens (and connect latency is
+// what developers feel). If the thread cannot get back home the process aborts: a
+// thread left in a pod's namespace would silently put later sockets there.
 #include <napi.h>
 
 #include <cerrno>
@@ -26,49 +30,20 @@ Napi::Error ErrnoError(Napi::Env env, const char* what, int err) {
   return e;
 }
 
-class NetnsSocketWorker : public Napi::AsyncWorker {
- public:
-  NetnsSocketWorker(Napi::Env env, int ns_fd, int family, int type)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
-        ns_fd_(ns_fd), family_(family), type_(type) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    if (ns_fd_ >= 0 && setns(ns_fd_, CLONE_NEWNET) != 0) {
-      err_ = errno;
-      what_ = "setns";
-      return;
-    }
-    fd_ = socket(family_, type_ | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) {
-      err_ = errno;
-      what_ = "socket";
-    }
-    if (ns_fd_ >= 0 && setns(g_home_netns, CLONE_NEWNET) != 0) {
-      // A pool thread left in a pod's namespace would silently put later sockets there.
-      std::abort();
-    }
+int CreateIn(int ns_fd, int family, int type, const char** what) {
+  if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) != 0) {
+    *what = "setns";
+    return -errno;
   }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (err_ != 0) {
-      deferred_.Reject(ErrnoError(env, what_, err_).Value());
-    } else {
-      deferred_.Resolve(Napi::Number::New(env, fd_));
-    }
+  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (ns_fd >= 0 && setns(g_home_netns, CLONE_NEWNET) != 0) std::abort();
+  if (fd < 0) {
+    *what = "socket";
+    return -err;
   }
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int ns_fd_, family_, type_;
-  int fd_ = -1;
-  int err_ = 0;
-  const char* what_ = "";
-};
+  return fd;
+}
 
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -81,11 +56,10 @@ Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   if (fam != 4 && fam != 6) throw Napi::TypeError::New(env, "netnsSocket: family must be 4 or 6");
   if (kind != "tcp" && kind != "udp") throw Napi::TypeError::New(env, "netnsSocket: kind must be 'tcp' or 'udp'");
   if (ns_fd >= 0 && g_home_netns < 0) throw Napi::Error::New(env, "netnsSocket: the agent's own network namespace could not be opened at load");
-  auto* w = new NetnsSocketWorker(env, ns_fd, fam == 4 ? AF_INET : AF_INET6,
-                                  kind == "tcp" ? SOCK_STREAM : SOCK_DGRAM);
-  auto promise = w->Promise();
-  w->Queue();
-  return promise;
+  const char* what = "";
+  int fd = CreateIn(ns_fd, fam == 4 ? AF_INET : AF_INET6, kind == "tcp" ? SOCK_STREAM : SOCK_DGRAM, &what);
+  if (fd < 0) throw ErrnoError(env, what, -fd);
+  return Napi::Number::New(env, fd);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
