@@ -7,6 +7,10 @@ import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { startAgent } from '../agent/server.js';
 import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
+import {
+  addEnvironmentVariables, applyConfig, configFileFor, configSchema, describeSettings, formatSettings, initConfig,
+  loadConfig, optionSpecs,
+} from './config.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -18,7 +22,8 @@ function sessionOptions(cmd: Command): Command {
     .option('--env-exclude <globs>', 'do not import pod variables matching these globs (comma-separated, repeatable)', collect, [])
     .option('-e, --env <KEY=VALUE>', 'set a variable for the program (repeatable; wins over the pod and local values)', collect, [])
     .option('-q, --quiet', 'print nothing but errors')
-    .option('-v, --verbose', 'print statistics at exit and stacks on errors');
+    .option('-v, --verbose', 'print statistics at exit and stacks on errors')
+    .option('--config <file>', 'read settings from this file instead of the nearest .tsmirror/config.json');
 }
 
 const program = new Command('tsmirror')
@@ -27,7 +32,7 @@ const program = new Command('tsmirror')
   .enablePositionalOptions()
   .showHelpAfterError('(run with --help for usage)');
 
-sessionOptions(program.command('exec'))
+const execCommand = sessionOptions(program.command('exec'))
   .description('run a program with the network, names and environment of a target')
   .argument('<command...>', 'the program and its arguments (put them after --)')
   .option('--remote-localhost', 'send loopback connections (127.0.0.1, ::1) through the pod too')
@@ -45,14 +50,63 @@ Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FA
 failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);
 ${EXIT.NOT_FOUND} when it was not found.`)
   .action(async (command: string[], flags: ExecFlags) => {
+    if (showSettingsOnly) {
+      process.stdout.write(formatSettings(describeSettings(execCommand), configFiles.get(execCommand)));
+      return;
+    }
     process.exitCode = await runExec(command, flags);
   });
 
-sessionOptions(program.command('env'))
+const envCommand = sessionOptions(program.command('env'))
   .description("print the environment a session would import from the target")
   .addOption(new Option('--format <format>', 'output format').choices(['dotenv', 'json', 'shell']).default('dotenv'))
   .action(async (flags: ExecFlags & { format: string }) => {
     await runEnv({ ...flags, localDest: [], remoteDest: [] });
+  });
+
+// ---- the project config file (.tsmirror/config.json) and TSMIRROR_* variables
+let showSettingsOnly = false;
+const configFiles = new Map<Command, string | undefined>();
+for (const cmd of [execCommand, envCommand]) {
+  addEnvironmentVariables(cmd);
+  cmd.hook('preAction', (c) => {
+    const file = configFileFor(c.getOptionValue('config') as string | undefined);
+    configFiles.set(c, file);
+    if (!file) return;
+    // The file is checked against all exec settings; each command takes the ones it has.
+    const values = loadConfig(file, execCommand);
+    const own = new Set(optionSpecs(c).map((o) => o.key));
+    applyConfig(c, Object.fromEntries(Object.entries(values).filter(([k]) => own.has(k))));
+  });
+}
+
+const configCommand = program.command('config')
+  .description('the project config file: .tsmirror/config.json, found from the current directory upwards');
+configCommand.command('init')
+  .description('write a starter .tsmirror/config.json (commit it so the whole team shares it)')
+  .option('--dir <dir>', 'the project directory', '.')
+  .option('-t, --target <target>', 'the target to write into the file', 'deployment/my-service')
+  .option('--agent <url>', 'an agent URL to write into the file (for clusters reached directly)')
+  .option('--force', 'overwrite an existing file')
+  .action((flags: { dir: string; target: string; agent?: string; force?: boolean }) => {
+    const settings: Record<string, unknown> = { target: flags.target };
+    if (flags.agent) settings.agent = flags.agent;
+    const file = initConfig(flags.dir, settings, flags.force ?? false);
+    process.stdout.write(`wrote ${file}\nnext: edit it, then run \`tsmirror config show\` to see the effective settings\n`);
+  });
+configCommand.command('show')
+  .description('print the effective exec settings and where each came from (default, file, environment, flag)')
+  .argument('[exec-flags...]', 'exec flags to take into account, e.g. --target pod/api')
+  .allowUnknownOption()
+  .helpOption(false)
+  .action(async (args: string[]) => {
+    showSettingsOnly = true;
+    await program.parseAsync(['exec', ...args, '--', 'true'], { from: 'user' });
+  });
+configCommand.command('schema')
+  .description('print the JSON Schema of the config file')
+  .action(() => {
+    process.stdout.write(`${JSON.stringify(configSchema(execCommand), null, 2)}\n`);
   });
 
 program.command('agent')

@@ -22,6 +22,7 @@ export const ErrorCodes = {
   TSM_ERR_PROGRAM_NOT_FOUND: 'the program to run was not found',
   TSM_ERR_PERMISSION: 'the agent lacks a privilege it needs',
   TSM_ERR_INTERNAL: 'an internal error',
+  TSM_ERR_CONFIG: 'the config file is missing, unreadable or invalid',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
