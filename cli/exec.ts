@@ -2,7 +2,8 @@
  * `tsmirror exec` and `tsmirror env`: open a session on the agent, then run the program
  * with the pod's network, names and environment.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { shimPath } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import type { TargetRef } from '../protocol/messages.js';
@@ -12,6 +13,7 @@ import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } fro
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy } from './session-proxy.js';
 import { parseTarget } from './target.js';
+import { parseIgnorePatterns, runWatching } from './watch.js';
 import { parseResolvConf } from '../agent/resolver.js';
 
 export interface SessionFlags {
@@ -29,6 +31,10 @@ export interface ExecFlags extends SessionFlags {
   envExclude: string[];
   env: string[];
   force?: boolean;
+  /** --watch: paths whose changes restart the program. */
+  watch?: string[];
+  watchIgnore?: string[];
+  watchGrace?: string;
 }
 
 export function progress(flags: SessionFlags, line: string): void {
@@ -97,6 +103,13 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     remoteDest: flags.remoteDest.map(parseDestRule),
   };
   // Everything that can be refused is refused before connecting.
+  for (const p of flags.watch ?? []) {
+    if (!existsSync(p)) throw new TsmError('TSM_ERR_USAGE', `--watch ${p}: no such file or directory`, { hint: 'watch the directory of your sources, e.g. --watch src' });
+  }
+  parseIgnorePatterns(flags.watchIgnore ?? []);
+  if (flags.watchGrace !== undefined && !(Number(flags.watchGrace) >= 0)) {
+    throw new TsmError('TSM_ERR_USAGE', `--watch-grace "${flags.watchGrace}" is not a number of milliseconds`);
+  }
   const path = findProgram(program, process.env.PATH);
   for (const warning of checkInterceptable(inspectProgram(path), flags.force ?? false, process.env.PATH)) {
     process.stderr.write(`tsmirror: warning: ${warning}\n`);
@@ -125,8 +138,16 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       const why = agent.closedError;
       if (why && !programEnded) process.stderr.write(`tsmirror: the session ended: ${why.code}: ${why.message}; the program's remote connections now fail\n`);
     });
-    const running = runProgram(path, args, program, env);
-    const code = await running.exitCode;
+    const watching = flags.watch ?? [];
+    const code = watching.length > 0
+      ? await runWatching(() => runProgram(path, args, program, env, { ownGroup: true }), {
+        paths: watching.map((p) => resolvePath(p)),
+        ignore: parseIgnorePatterns(flags.watchIgnore ?? []),
+        debounceMs: 50,
+        graceMs: Number(flags.watchGrace ?? 3000),
+        log: (line) => progress(flags, line),
+      })
+      : await runProgram(path, args, program, env).exitCode;
     programEnded = true;
     if (flags.verbose) {
       const s = proxy.stats;

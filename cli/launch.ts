@@ -117,17 +117,19 @@ export interface RunningProgram {
   exitCode: Promise<number>;
 }
 
-const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
+export const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
 
 /**
  * Spawns the program and relays SIGINT, SIGTERM, SIGHUP and SIGQUIT to it. When stdin is
  * a terminal, SIGINT and SIGQUIT from the keyboard already reach the program (same
  * process group), so they are not sent twice.
  */
-export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>): RunningProgram {
-  const child = spawn(path, args, { stdio: 'inherit', env, argv0 });
+export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>, options: { ownGroup?: boolean } = {}): RunningProgram {
+  // In its own process group (--watch) the program and everything it started can be
+  // stopped together; the caller then relays signals itself.
+  const child = spawn(path, args, { stdio: 'inherit', env, argv0, detached: options.ownGroup ?? false });
   const handlers = new Map<string, () => void>();
-  for (const signal of RELAYED) {
+  for (const signal of options.ownGroup ? [] : RELAYED) {
     const handler = (): void => {
       const fromTerminal = process.stdin.isTTY && (signal === 'SIGINT' || signal === 'SIGQUIT');
       if (!fromTerminal && child.exitCode === null && child.signalCode === null) child.kill(signal);

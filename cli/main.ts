@@ -39,12 +39,16 @@ const execCommand = sessionOptions(program.command('exec'))
   .option('--local-dest <cidr[:port]>', 'keep connections to this network (and port) local (repeatable)', collect, [])
   .option('--remote-dest <cidr[:port]>', 'send connections to this network (and port) through the pod (repeatable)', collect, [])
   .option('--force', 'run a program the shim cannot intercept (static or setuid) anyway, with a warning')
+  .option('-w, --watch <paths...>', 'restart the program when files under these paths change; the session stays up')
+  .option('--watch-ignore <regex>', 'ignore changed paths matching this (repeatable; .git, node_modules and build output are always ignored)', collect, [])
+  .option('--watch-grace <ms>', 'how long a stopping program gets after SIGTERM before SIGKILL', '3000')
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- curl http://db:8080/
   tsmirror exec --agent ws://127.0.0.1:7777 --target container/3f2a…c9 -- node server.js
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --local-dest 10.0.0.0/8:5432 -- psql -h db
+  tsmirror exec --watch src -- node src/server.js     (restart on save; settings from .tsmirror/config.json)
 
 Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FAILED} when tsmirror itself
 failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);

@@ -1,0 +1,110 @@
+/**
+ * --watch for real: saving a file restarts the program in the same session (the agent
+ * sees one session), each restart prints one line with its time, a program that ignores
+ * SIGTERM is killed after the grace period, and Ctrl-C ends everything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Harness, Pod } from '../harness/harness.js';
+import { buildDemoNode } from '../harness/demo-pods.js';
+import { cliPath, startAgentProcess, type AgentProcess } from './tsm.js';
+
+let harness: Harness;
+let api: Pod;
+let agent: AgentProcess;
+let project: string;
+
+beforeAll(async () => {
+  ({ harness, api } = await buildDemoNode({ name: 'watch' }));
+  agent = await startAgentProcess();
+  project = mkdtempSync(join(tmpdir(), 'tsm-watch-'));
+  mkdirSync(join(project, 'src'));
+  mkdirSync(join(project, 'node_modules'));
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  await harness?.destroy();
+  if (project) rmSync(project, { recursive: true, force: true });
+});
+
+/** A program that fetches from the pod's network at start, says which version it is, then waits. */
+const app = (version: string, ignoreTerm = false): string => `
+import signal, sys, time, urllib.request
+${ignoreTerm ? 'signal.signal(signal.SIGTERM, signal.SIG_IGN)' : ''}
+body = urllib.request.urlopen('http://db:8080/').read().decode().strip()
+print('${version}', body, flush=True)
+while True: time.sleep(1)
+`;
+
+interface Watched { child: ChildProcess; out: () => string; err: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void> }
+
+function start(args: string[]): Watched {
+  const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agent.url, '--target', `pid/${api.pid}`, ...args], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const waitFor = async (re: RegExp, ms = 15000): Promise<void> => {
+    const until = Date.now() + ms;
+    while (!re.test(out + err)) {
+      if (Date.now() > until) throw new Error(`timed out waiting for ${re}\n--- stdout\n${out}\n--- stderr\n${err}`);
+      if (child.exitCode !== null) throw new Error(`tsmirror exited (${child.exitCode}) waiting for ${re}\n${out}\n${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { child, out: () => out, err: () => err, waitFor };
+}
+
+const sessionsOpened = (): number => (agent.log().match(/session \S+ opened/g) ?? []).length;
+
+describe('--watch', () => {
+  it('a save restarts the program in the same session and prints one line with the time', async () => {
+    writeFileSync(join(project, 'src', 'app.py'), app('v1'));
+    const before = sessionsOpened();
+    const w = start(['--watch', 'src', '--', '/usr/bin/python3', 'src/app.py']);
+    try {
+      await w.waitFor(/v1 hello from db/);
+      await w.waitFor(/watching src/);
+      writeFileSync(join(project, 'node_modules', 'ignored.js'), 'x'); // ignored by default
+      writeFileSync(join(project, 'src', 'app.py'), app('v2'));
+      await w.waitFor(/v2 hello from db/);
+      expect(w.err()).toMatch(/tsmirror: src\/app\.py changed; restarted in \d+ ms\n/);
+      expect(w.err().match(/restarted in/g)).toHaveLength(1);
+      expect(sessionsOpened() - before).toBe(1);
+      w.child.kill('SIGINT');
+      const code = await new Promise<number | null>((r) => w.child.once('close', r));
+      expect(code).not.toBeNull();
+    } finally {
+      w.child.kill('SIGKILL');
+    }
+  });
+
+  it('a program that ignores SIGTERM is killed after the grace period; no process is left', async () => {
+    writeFileSync(join(project, 'src', 'stubborn.py'), app('s1', true));
+    const w = start(['--watch', 'src', '--watch-grace', '300', '--', '/usr/bin/python3', 'src/stubborn.py']);
+    try {
+      await w.waitFor(/s1 hello from db/);
+      await w.waitFor(/watching src/);
+      writeFileSync(join(project, 'src', 'stubborn.py'), app('s2', true));
+      await w.waitFor(/s2 hello from db/);
+      w.child.kill('SIGTERM');
+      await new Promise((r) => w.child.once('close', r));
+      const { execFileSync } = await import('node:child_process');
+      const left = execFileSync('ps', ['-eo', 'args']).toString().split('\n').filter((l) => l.includes('src/stubborn.py'));
+      expect(left).toEqual([]);
+    } finally {
+      w.child.kill('SIGKILL');
+    }
+  });
+
+  it('a missing watch path is refused before connecting', async () => {
+    const w = start(['--watch', 'nope', '--', 'true']);
+    const code = await new Promise<number | null>((r) => w.child.once('close', r));
+    expect(code).toBe(125);
+    expect(w.err()).toContain('--watch nope: no such file or directory');
+  });
+});
