@@ -7,6 +7,7 @@ import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { startAgent } from '../agent/server.js';
 import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
+import { SHELLS, complete, completionScript, type TargetLister } from './completion.js';
 import {
   addEnvironmentVariables, applyConfig, configFileFor, configSchema, describeSettings, formatSettings, initConfig,
   loadConfig, optionSpecs,
@@ -68,6 +69,9 @@ const envCommand = sessionOptions(program.command('env'))
     await runEnv({ ...flags, localDest: [], remoteDest: [] });
   });
 
+/** Names of targets in the cluster, for completion (none without Kubernetes support). */
+const targetLister: TargetLister | undefined = undefined;
+
 // ---- the project config file (.tsmirror/config.json) and TSMIRROR_* variables
 let showSettingsOnly = false;
 const configFiles = new Map<Command, string | undefined>();
@@ -111,6 +115,29 @@ configCommand.command('schema')
   .description('print the JSON Schema of the config file')
   .action(() => {
     process.stdout.write(`${JSON.stringify(configSchema(execCommand), null, 2)}\n`);
+  });
+
+// ---- shell completion
+program.command('completion')
+  .description('print the shell completion script for bash, zsh or fish')
+  .argument('<shell>', `one of ${SHELLS.join(', ')}`)
+  .addHelpText('after', `
+Install:
+  bash:  echo 'source <(tsmirror completion bash)' >> ~/.bashrc
+  zsh:   echo 'source <(tsmirror completion zsh)' >> ~/.zshrc
+  fish:  tsmirror completion fish > ~/.config/fish/completions/tsmirror.fish`)
+  .action((shell: string) => {
+    process.stdout.write(completionScript(shell));
+  });
+program.command('__complete', { hidden: true })
+  .argument('<index>')
+  .argument('[words...]')
+  .helpOption(false)
+  .passThroughOptions()
+  .allowUnknownOption()
+  .action(async (index: string, words: string[]) => {
+    const candidates = await complete(program, Number(index), words, targetLister);
+    if (candidates.length > 0) process.stdout.write(`${candidates.join('\n')}\n`);
   });
 
 program.command('agent')
