@@ -9,7 +9,7 @@ import { startAgent } from '../agent/server.js';
 import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
 import { SHELLS, complete, completionScript, type TargetLister } from './completion.js';
 import {
-  addEnvironmentVariables, applyConfig, configFileFor, configSchema, describeSettings, formatSettings, initConfig,
+  addEnvironmentVariables, applyConfig, configFileFor, configReference, configSchema, describeSettings, formatSettings, initConfig,
   loadConfig, optionSpecs,
 } from './config.js';
 
@@ -113,8 +113,9 @@ configCommand.command('show')
   });
 configCommand.command('schema')
   .description('print the JSON Schema of the config file')
-  .action(() => {
-    process.stdout.write(`${JSON.stringify(configSchema(execCommand), null, 2)}\n`);
+  .option('--markdown', 'print the reference documentation instead')
+  .action((flags: { markdown?: boolean }) => {
+    process.stdout.write(flags.markdown ? configReference(execCommand) : `${JSON.stringify(configSchema(execCommand), null, 2)}\n`);
   });
 
 // ---- shell completion

@@ -98,8 +98,10 @@ describe('.tsmirror/config.json', () => {
     }
   });
 
-  it('the shipped JSON Schema is the one the exec options define', async () => {
+  it('the shipped JSON Schema and docs/config-reference.md are what the exec options define (npm run schema)', async () => {
     const r = await run(process.execPath, [cliPath, 'config', 'schema']);
     expect(JSON.parse(r.stdout)).toEqual(JSON.parse(readFileSync(join(repoRoot, 'schema', 'config.schema.json'), 'utf8')));
+    const md = await run(process.execPath, [cliPath, 'config', 'schema', '--markdown']);
+    expect(md.stdout).toBe(readFileSync(join(repoRoot, 'docs', 'config-reference.md'), 'utf8'));
   });
 });
