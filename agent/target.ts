@@ -85,7 +85,7 @@ export async function mainPidOfContainer(id: string): Promise<number> {
 export async function resolveTarget(ref: TargetRef): Promise<ResolvedTarget> {
   switch (ref.kind) {
     case 'none':
-      return { pid: 0, description: "the agent's own network (targetless)" };
+      return { pid: 0, description: 'no target' };
     case 'pid': {
       if (!Number.isSafeInteger(ref.pid) || ref.pid <= 0) throw new TsmError('TSM_ERR_USAGE', `bad pid ${ref.pid}`);
       try {

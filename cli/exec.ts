@@ -121,7 +121,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   try {
     const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
     const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
-    if (agent.hello.target.pid === 0) progress(flags, 'targetless session: no pod environment is imported');
+    if (agent.hello.target.pid === 0) progress(flags, "targetless session: the network is the agent's own; no incoming traffic, pod files or pod environment");
     else progress(flags, `imported ${Object.keys(importedFromPod(podEnv, envOptions(flags))).length} environment variables from the pod`);
     proxy = await SessionProxy.start(agent, {
       routing,
