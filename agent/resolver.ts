@@ -5,7 +5,8 @@
  */
 import type { Socket as DgramSocket } from 'node:dgram';
 import { isIP } from 'node:net';
-import dnsPacket from 'dns-packet';
+import { createRequire } from 'node:module';
+import type dnsPacketTypes from 'dns-packet';
 import type { Family } from '../protocol/messages.js';
 
 /** Closes a UDP socket that may already be closed (a session's teardown closes it too). */
@@ -80,9 +81,14 @@ export class ResolveError extends Error {
 }
 
 /** dns-packet decodes `rcode` but its types leave it out. */
-type Reply = dnsPacket.DecodedPacket & { rcode?: string };
+// Loaded on first use: the CLI imports this module for parseResolvConf and should not
+// pay for loading dns-packet at start.
+let dnsPacketModule: typeof dnsPacketTypes | undefined;
+const dnsPacket = (): typeof dnsPacketTypes => (dnsPacketModule ??= createRequire(import.meta.url)('dns-packet') as typeof dnsPacketTypes);
 
-function answerData(a: dnsPacket.Answer): unknown {
+type Reply = dnsPacketTypes.DecodedPacket & { rcode?: string };
+
+function answerData(a: dnsPacketTypes.Answer): unknown {
   return (a as { data?: unknown }).data;
 }
 
@@ -192,7 +198,7 @@ export class PodResolver {
   async #exchange(server: string, name: string, type: 'A' | 'AAAA' | 'PTR', timeoutMs: number): Promise<Reply | undefined> {
     const socket = await this.#udp(isIP(server) === 6 ? 6 : 4);
     const id = (this.#nextId = (this.#nextId + 1) & 0xffff);
-    const query = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+    const query = dnsPacket().encode({ type: 'query', id, flags: dnsPacket().RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -223,7 +229,7 @@ export class PodResolver {
     socket.on('message', (msg) => {
       let p: Reply;
       try {
-        p = dnsPacket.decode(msg);
+        p = dnsPacket().decode(msg);
       } catch {
         return; // not DNS; ignore
       }

@@ -11,7 +11,8 @@
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv as AjvClass, ErrorObject } from 'ajv';
 import type { Command, Option } from 'commander';
 import { packageRoot } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
@@ -204,6 +205,8 @@ export function loadConfig(file: string, cmd: Command, env: NodeJS.ProcessEnv = 
     throw new TsmError('TSM_ERR_CONFIG', `${file} is not valid JSON: ${(err as Error).message}`, { hint: 'the file is plain JSON: no comments, no trailing commas' });
   }
   const specs = optionSpecs(cmd);
+  // ajv is loaded only when there is a file to check (it costs tens of ms at start).
+  const { Ajv } = createRequire(import.meta.url)('ajv') as { Ajv: typeof AjvClass };
   const ajv = new Ajv({ allErrors: false, strict: true });
   const validate = ajv.compile(configSchema(cmd));
   if (!validate(data)) {

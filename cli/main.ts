@@ -5,8 +5,8 @@
 import { Command, Option } from 'commander';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
-import { startAgent } from '../agent/server.js';
-import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
+import type { ExecFlags } from './exec.js';
+import { EXIT } from './launch.js';
 import { SHELLS, complete, completionScript, type TargetLister } from './completion.js';
 import {
   addEnvironmentVariables, applyConfig, configFileFor, configReference, configSchema, describeSettings, formatSettings, initConfig,
@@ -59,6 +59,7 @@ ${EXIT.NOT_FOUND} when it was not found.`)
       process.stdout.write(formatSettings(describeSettings(execCommand), configFiles.get(execCommand)));
       return;
     }
+    const { runExec } = await import('./exec.js'); // loaded when needed: a fast start for everything else
     process.exitCode = await runExec(command, flags);
   });
 
@@ -66,6 +67,7 @@ const envCommand = sessionOptions(program.command('env'))
   .description("print the environment a session would import from the target")
   .addOption(new Option('--format <format>', 'output format').choices(['dotenv', 'json', 'shell']).default('dotenv'))
   .action(async (flags: ExecFlags & { format: string }) => {
+    const { runEnv } = await import('./exec.js');
     await runEnv({ ...flags, localDest: [], remoteDest: [] });
   });
 
@@ -149,6 +151,7 @@ program.command('agent')
   .action(async (flags: { listen: string; heartbeatInterval: string; heartbeatTimeout: string }) => {
     const m = /^(.*):(\d+)$/.exec(flags.listen);
     if (!m) throw new TsmError('TSM_ERR_USAGE', `--listen "${flags.listen}" must be HOST:PORT`);
+    const { startAgent } = await import('../agent/server.js'); // the CLI's other commands need none of it
     const agent = await startAgent({
       host: (m[1] ?? '').replace(/^\[|\]$/g, ''),
       port: Number(m[2]),

@@ -5,7 +5,7 @@
  * stays up. Each restart prints one line with the time it took.
  */
 import { relative, sep } from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
 import { TsmError } from '../protocol/errors.js';
 import { RELAYED, type RunningProgram } from './launch.js';
 
@@ -76,6 +76,7 @@ export async function stopProgram(p: RunningProgram, graceMs: number, signal: No
  * (SIGINT, SIGTERM, SIGHUP, SIGQUIT); resolves with the last program's exit code.
  */
 export async function runWatching(start: () => RunningProgram, opts: WatchOptions): Promise<number> {
+  const { watch } = await import('chokidar'); // loaded only for --watch
   const watcher: FSWatcher = watch(opts.paths, {
     ignoreInitial: true,
     ignored: (path: string) => isIgnored(path, opts.ignore),
