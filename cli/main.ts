@@ -34,12 +34,23 @@ sessionOptions(program.command('exec'))
   .option('--local-dest <cidr[:port]>', 'keep connections to this network (and port) local (repeatable)', collect, [])
   .option('--remote-dest <cidr[:port]>', 'send connections to this network (and port) through the pod (repeatable)', collect, [])
   .option('--force', 'run a program the shim cannot intercept (static or setuid) anyway, with a warning')
+  .addOption(new Option('--fs-mode <mode>', "pod files: read (the pod's files; writes go to a private copy), write (writes reach the pod), local (no pod files)").choices(['read', 'write', 'local']).default('read'))
+  .option('--fs-local <regex>', 'paths matching this POSIX extended regex are read locally (repeatable; wins over the others)', collect, [])
+  .option('--fs-remote <regex>', 'paths matching this regex are read from the pod (repeatable)', collect, [])
+  .option('--fs-not-found <regex>', 'paths matching this regex do not exist for the program (ENOENT; repeatable)', collect, [])
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- curl http://db:8080/
   tsmirror exec --agent ws://127.0.0.1:7777 --target container/3f2a…c9 -- node server.js
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --local-dest 10.0.0.0/8:5432 -- psql -h db
+  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- cat /data/config.json
+
+Files: by default the program reads the pod's files except /usr, /lib*, /bin, /sbin, /opt,
+/proc, /sys, /dev, /run, /tmp, /var/tmp, /etc (but /etc/resolv.conf, /etc/hosts,
+/etc/hostname and /etc/ssl/certs come from the pod), the home directory, the program's
+directory, the current directory, node_modules, shared libraries and relative paths,
+which stay local. --fs-local, --fs-remote and --fs-not-found (in that precedence) override.
 
 Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FAILED} when tsmirror itself
 failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);
