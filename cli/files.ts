@@ -50,7 +50,7 @@ function validRegex(flag: string, re: string): string {
   return re;
 }
 
-export function fileRules(opts: { mode?: string; local: string[]; remote: string[]; notFound: string[]; programPath: string; cwd: string; targetless: boolean }): FileRules {
+export function fileRules(opts: { mode?: string | undefined; local: string[]; remote: string[]; notFound: string[]; programPath: string; cwd: string; targetless: boolean }): FileRules {
   const mode = opts.mode ?? 'read';
   if (mode !== 'read' && mode !== 'write' && mode !== 'local') {
     throw new TsmError('TSM_ERR_USAGE', `--fs-mode must be read, write or local, not "${mode}"`, { hint: 'read (default): the pod\'s files, writes stay private; write: writes reach the pod; local: no pod files' });
