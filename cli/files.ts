@@ -214,7 +214,11 @@ export class FileProxy {
     const writeMode = this.#rules.mode === 'write';
     // In read mode the pod's file is opened read-only whatever the program asked: its
     // writes go to its private copy only.
-    const podFlags = writeMode ? flags : flags & ~(3 | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_TRUNC | fsConstants.O_APPEND);
+    // In write mode the pod's file is opened read-write (its content fills the program's
+    // copy, which is written back with positioned writes, so never O_APPEND there).
+    const podFlags = writeMode
+      ? (flags & ~(3 | fsConstants.O_APPEND)) | (writable ? fsConstants.O_RDWR : fsConstants.O_RDONLY)
+      : flags & ~(3 | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_TRUNC | fsConstants.O_APPEND);
     const inlineMax = !writable || !writeMode ? INLINE_MAX : 0;
     let opened;
     try {

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 _Static_assert(sizeof(struct stat) == sizeof(struct stat64), "struct stat and stat64 differ on this ABI");
 
@@ -651,4 +652,96 @@ SHIM_EXPORT int truncate(const char *path, off_t size) {
 }
 SHIM_EXPORT int truncate64(const char *path, off64_t size) {
   CHANGE(remote_change("truncate", AT_FDCWD, path, size, AT_FDCWD, NULL), REAL(truncate64)(path, size))
+}
+
+/* ---- extended attributes: pod files have none the program can see ---- */
+
+/* 1: local; else the path is the pod's (or not found): -1 with errno. */
+static int remote_xattr(const char *path, int err_if_remote) {
+  if (!shim_intercepting() || !path) return 1;
+  int saved = errno;
+  SHIM_ENTER();
+  char abs[4096];
+  enum fs_route route = fs_route_at(AT_FDCWD, path, abs, sizeof abs);
+  SHIM_LEAVE();
+  if (route == FS_LOCAL) {
+    errno = saved;
+    return 1;
+  }
+  errno = route == FS_NOT_FOUND ? ENOENT : err_if_remote;
+  return -1;
+}
+
+SHIM_EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size) {
+  return remote_xattr(path, ENODATA) == 1 ? REAL(getxattr)(path, name, value, size) : -1;
+}
+SHIM_EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size) {
+  return remote_xattr(path, ENODATA) == 1 ? REAL(lgetxattr)(path, name, value, size) : -1;
+}
+SHIM_EXPORT ssize_t listxattr(const char *path, char *list, size_t size) {
+  int r = remote_xattr(path, 0);
+  if (r == 1) return REAL(listxattr)(path, list, size);
+  return errno == ENOENT ? -1 : 0;
+}
+SHIM_EXPORT ssize_t llistxattr(const char *path, char *list, size_t size) {
+  int r = remote_xattr(path, 0);
+  if (r == 1) return REAL(llistxattr)(path, list, size);
+  return errno == ENOENT ? -1 : 0;
+}
+
+/* ---- temporary files: glibc's mkstemp family opens internally, past the open hooks ---- */
+
+static int remote_mkstemp(char *tmpl, int suffixlen, int flags, bool *handled) {
+  *handled = false;
+  if (!shim_intercepting() || !tmpl) return 0;
+  int saved = errno;
+  SHIM_ENTER();
+  char abs[4096];
+  enum fs_route route = fs_route_at(AT_FDCWD, tmpl, abs, sizeof abs);
+  SHIM_LEAVE();
+  if (route == FS_LOCAL) {
+    errno = saved;
+    return 0;
+  }
+  *handled = true;
+  size_t len = strlen(tmpl);
+  if (suffixlen < 0 || len < 6 + (size_t)suffixlen || memcmp(tmpl + len - 6 - suffixlen, "XXXXXX", 6) != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  static const char letters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  char *x = tmpl + len - 6 - suffixlen;
+  uint64_t seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)(uintptr_t)tmpl;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t v = seed ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)attempt << 40);
+    for (int i = 0; i < 6; i++) {
+      v = v * 6364136223846793005ULL + 1442695040888963407ULL;
+      x[i] = letters[(v >> 33) % (sizeof letters - 1)];
+    }
+    bool h;
+    int fd = remote_open(AT_FDCWD, tmpl, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600, false, &h);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+#define MKSTEMP(tmpl, suffixlen, flags, real_call)              \
+  bool handled;                                                \
+  int fd = remote_mkstemp(tmpl, suffixlen, flags, &handled);   \
+  return handled ? fd : real_call;
+
+SHIM_EXPORT int mkstemp(char *tmpl) { MKSTEMP(tmpl, 0, 0, REAL(mkstemp)(tmpl)) }
+SHIM_EXPORT int mkstemp64(char *tmpl) { MKSTEMP(tmpl, 0, 0, REAL(mkstemp64)(tmpl)) }
+SHIM_EXPORT int mkostemp(char *tmpl, int flags) { MKSTEMP(tmpl, 0, flags, REAL(mkostemp)(tmpl, flags)) }
+SHIM_EXPORT int mkostemp64(char *tmpl, int flags) { MKSTEMP(tmpl, 0, flags, REAL(mkostemp64)(tmpl, flags)) }
+SHIM_EXPORT int mkstemps(char *tmpl, int suffixlen) { MKSTEMP(tmpl, suffixlen, 0, REAL(mkstemps)(tmpl, suffixlen)) }
+SHIM_EXPORT int mkstemps64(char *tmpl, int suffixlen) { MKSTEMP(tmpl, suffixlen, 0, REAL(mkstemps64)(tmpl, suffixlen)) }
+SHIM_EXPORT int mkostemps(char *tmpl, int suffixlen, int flags) {
+  MKSTEMP(tmpl, suffixlen, flags, REAL(mkostemps)(tmpl, suffixlen, flags))
+}
+SHIM_EXPORT int mkostemps64(char *tmpl, int suffixlen, int flags) {
+  MKSTEMP(tmpl, suffixlen, flags, REAL(mkostemps64)(tmpl, suffixlen, flags))
 }

@@ -81,6 +81,14 @@
   X(FILE *, freopen64, (const char *__restrict path, const char *__restrict mode,        \
                         FILE *__restrict stream))                                        \
   X(int, fclose, (FILE *stream))                                                         \
+  X(int, mkstemp, (char *tmpl))                                                          \
+  X(int, mkstemp64, (char *tmpl))                                                        \
+  X(int, mkostemp, (char *tmpl, int flags))                                              \
+  X(int, mkostemp64, (char *tmpl, int flags))                                            \
+  X(int, mkstemps, (char *tmpl, int suffixlen))                                          \
+  X(int, mkstemps64, (char *tmpl, int suffixlen))                                        \
+  X(int, mkostemps, (char *tmpl, int suffixlen, int flags))                              \
+  X(int, mkostemps64, (char *tmpl, int suffixlen, int flags))                            \
   /* pod files: metadata (files.c) */                                                    \
   X(int, stat, (const char *__restrict path, struct stat *__restrict buf))               \
   X(int, stat64, (const char *__restrict path, struct stat64 *__restrict buf))           \
@@ -113,6 +121,10 @@
                           size_t size))                                                  \
   X(char *, realpath, (const char *__restrict path, char *__restrict resolved))          \
   X(char *, canonicalize_file_name, (const char *path))                                  \
+  X(ssize_t, getxattr, (const char *path, const char *name, void *value, size_t size))   \
+  X(ssize_t, lgetxattr, (const char *path, const char *name, void *value, size_t size))  \
+  X(ssize_t, listxattr, (const char *path, char *list, size_t size))                     \
+  X(ssize_t, llistxattr, (const char *path, char *list, size_t size))                    \
   /* pod files: changes, write mode (files.c) */                                         \
   X(int, mkdir, (const char *path, mode_t mode))                                         \
   X(int, mkdirat, (int dirfd, const char *path, mode_t mode))                            \

@@ -185,6 +185,21 @@ SHIM_HIDDEN enum fs_route fs_route_at(int dirfd, const char *path, char *out, si
   char norm[4096];
   fs_normalise(abs, norm, sizeof norm);
   enum fs_route r = decide(norm);
+  if (r == FS_LOCAL) {
+    /* "/data/.." is walked where "/data" is: in the pod (whose "/" is the pod's root). */
+    const char *dots = abs;
+    while ((dots = strstr(dots, "/..")) && dots[3] != '/' && dots[3] != 0) dots += 3;
+    if (dots) {
+      char prefix[4096];
+      size_t n = (size_t)(dots - abs);
+      if (n > 0 && n < sizeof prefix) {
+        memcpy(prefix, abs, n);
+        prefix[n] = 0;
+        fs_normalise(prefix, norm, sizeof norm);
+        if (decide(norm) == FS_REMOTE) r = FS_REMOTE;
+      }
+    }
+  }
   if (r == FS_REMOTE) {
     if (strlen(abs) + 1 > cap) return FS_LOCAL;
     strcpy(out, abs);

@@ -84,6 +84,10 @@ describe('pod files', () => {
     expect(names[1999]).toBe('f1999.txt');
     const lsl = await exec(['ls', '-l', '/data/many/f0042.txt']);
     expect(lsl.stdout).toMatch(/^-rw.* 3 .* \/data\/many\/f0042.txt\n$/);
+    const lsa = await exec(['ls', '-la', '/data']);
+    expect(lsa.stderr).toBe('');
+    expect(lsa.stdout).toMatch(/ config\.json\n/);
+    expect(lsa.stdout).toMatch(/^d.* many\n/m);
     const py = await exec([PY, '-c', "import os;print(len(os.listdir('/data/many')), sum(1 for e in os.scandir('/data/many') if e.is_file()), os.path.isdir('/data/many'))"]);
     expect(py.stderr).toBe('');
     expect(py.stdout).toBe('2000 2000 True\n');
@@ -122,16 +126,24 @@ describe('pod files', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('original\nmine\n');
     expect(createHash('sha256').update(readFileSync(join(pod.dataDir, 'rw.txt'))).digest('hex')).toBe(before);
+    const rm = await exec(['rm', '/data/rw.txt']);
+    expect(rm.stderr).toContain('Read-only file system');
+    expect(existsSync(join(pod.dataDir, 'rw.txt'))).toBe(true);
     const created = await exec([PY, '-c', "open('/data/new-in-read-mode.txt','w').write('x')"]);
     expect(created.code).toBe(0);
     expect(existsSync(join(pod.dataDir, 'new-in-read-mode.txt'))).toBe(false);
   });
 
   it('write mode: files the program writes, renames and creates appear in the pod', async () => {
-    const r = await exec(['sh', '-c', 'echo written by tsmirror > /data/out.txt && mkdir /data/made && mv /data/out.txt /data/made/moved.txt'], ['--fs-mode', 'write']);
+    const r = await exec(['sh', '-c', [
+      'echo written by tsmirror > /data/out.txt', 'echo appended >> /data/out.txt', 'sed -i s/written/WRITTEN/ /data/out.txt',
+      'mkdir /data/made', 'mv /data/out.txt /data/made/moved.txt', 'touch /data/gone.txt', 'rm /data/gone.txt',
+    ].join(' && ')], ['--fs-mode', 'write']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(readFileSync(join(pod.dataDir, 'made', 'moved.txt'), 'utf8')).toBe('written by tsmirror\n');
+    expect(readFileSync(join(pod.dataDir, 'made', 'moved.txt'), 'utf8')).toBe('WRITTEN by tsmirror\nappended\n');
+    expect(existsSync(join(pod.dataDir, 'out.txt'))).toBe(false);
+    expect(existsSync(join(pod.dataDir, 'gone.txt'))).toBe(false);
     const py = await exec([PY, '-c', "open('/data/py.txt','w').write('from python\\n')"], ['--fs-mode', 'write']);
     expect(py.code).toBe(0);
     expect(readFileSync(join(pod.dataDir, 'py.txt'), 'utf8')).toBe('from python\n');
