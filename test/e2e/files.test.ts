@@ -182,6 +182,15 @@ describe('pod files', () => {
     expect(py.stdout).toBe('ENOENT\nEISDIR\nENOTDIR\n');
   });
 
+  it("node's c-ares reads the pod's /etc/resolv.conf: the pod's nameserver, and cluster names resolve", async () => {
+    const podConf = readFileSync(join(pod.rootPath, 'etc', 'resolv.conf'), 'utf8');
+    const nameserver = /nameserver (\S+)/.exec(podConf)?.[1];
+    expect(nameserver).toMatch(/^10\.244\./);
+    const r = await exec(['node', '-e', `const dns=require('dns');console.log(dns.getServers().join());dns.resolve4('${pod.fqdn}',(e,a)=>console.log(e?e.code:a.join()))`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${nameserver}\n${pod.ip}\n`);
+  });
+
   it('without tsmirror the pod files do not exist here', async () => {
     const r = await run('cat', ['/data/config.json']);
     expect(r.code).not.toBe(0);
