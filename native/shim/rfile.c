@@ -43,6 +43,9 @@ struct rfile {
 };
 
 static struct rfile **slots[MAX_SLOTS];
+/* Per fd: 1 when its entry is lazily filled, read without the lock by the read hooks so
+ * that reads of other descriptors (and of complete pod files) cost no system call. */
+static uint8_t *lazy_flags[MAX_SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int live; /* number of registered fds, for the fast path */
 
@@ -54,8 +57,15 @@ static struct rfile **slot(int fd, bool create) {
   unsigned c = (unsigned)fd >> SLOTS_BITS;
   if (!slots[c]) {
     if (!create) return NULL;
-    slots[c] = calloc(SLOTS, sizeof(struct rfile *));
-    if (!slots[c]) return NULL;
+    uint8_t *flags = calloc(SLOTS, 1);
+    struct rfile **chunk = calloc(SLOTS, sizeof(struct rfile *));
+    if (!flags || !chunk) {
+      free(flags);
+      free(chunk);
+      return NULL;
+    }
+    __atomic_store_n(&lazy_flags[c], flags, __ATOMIC_RELEASE);
+    __atomic_store_n(&slots[c], chunk, __ATOMIC_RELEASE);
   }
   return &slots[c][(unsigned)fd & (SLOTS - 1)];
 }
@@ -78,6 +88,18 @@ static void unref(struct rfile *rf, bool last_close_actions) {
   free(rf->present);
   free(rf->path);
   free(rf);
+}
+
+/* Caller holds the lock; the slot exists. */
+static void set_lazy(int fd, bool lazy) {
+  __atomic_store_n(&lazy_flags[(unsigned)fd >> SLOTS_BITS][(unsigned)fd & (SLOTS - 1)], lazy, __ATOMIC_RELEASE);
+}
+
+/* Lock-free hint: fd may be a lazily filled pod file. */
+static bool maybe_lazy(int fd) {
+  if (!rfile_any() || fd < 0 || (unsigned)fd >= SLOTS * MAX_SLOTS) return false;
+  uint8_t *flags = __atomic_load_n(&lazy_flags[(unsigned)fd >> SLOTS_BITS], __ATOMIC_ACQUIRE);
+  return flags && __atomic_load_n(&flags[(unsigned)fd & (SLOTS - 1)], __ATOMIC_RELAXED);
 }
 
 /* Lock-free hint: fd may have an entry. */
@@ -105,6 +127,7 @@ static struct rfile *get(int fd) {
     if (s && *s == rf) {
       stale = rf;
       *s = NULL;
+      set_lazy(fd, false);
       live--;
     }
     pthread_mutex_unlock(&lock);
@@ -142,6 +165,7 @@ SHIM_HIDDEN void rfile_register(int fd, const char *path, const struct fs_reply 
   if (s) {
     old = *s;
     *s = rf;
+    set_lazy(fd, rf->lazy);
     if (!old) live++;
   }
   pthread_mutex_unlock(&lock);
@@ -235,10 +259,25 @@ SHIM_HIDDEN void rfile_forget(int fd) {
   struct rfile *rf = s ? *s : NULL;
   if (rf) {
     *s = NULL;
+    set_lazy(fd, false);
     live--;
   }
   pthread_mutex_unlock(&lock);
   if (rf) unref(rf, true);
+}
+
+SHIM_HIDDEN void rfile_before_exec(void) {
+  if (!rfile_any()) return;
+  for (unsigned c = 0; c < MAX_SLOTS; c++) {
+    uint8_t *flags = __atomic_load_n(&lazy_flags[c], __ATOMIC_ACQUIRE);
+    if (!flags) continue;
+    for (unsigned i = 0; i < SLOTS; i++) {
+      if (!__atomic_load_n(&flags[i], __ATOMIC_RELAXED)) continue;
+      int fd = (int)(c << SLOTS_BITS | i);
+      int fdflags = REAL(fcntl)(fd, F_GETFD);
+      if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) rfile_ensure(fd, 0, -1);
+    }
+  }
 }
 
 SHIM_HIDDEN void rfile_forget_range(unsigned first, unsigned last) {
@@ -263,6 +302,7 @@ SHIM_HIDDEN void rfile_copy(int from, int to) {
   if (d) {
     old = *d;
     *d = rf;
+    set_lazy(to, rf && rf->lazy);
     if (rf) __atomic_add_fetch(&rf->refs, 1, __ATOMIC_ACQ_REL);
     live += (rf != NULL) - (old != NULL);
   }
@@ -320,7 +360,7 @@ static size_t iov_total(const struct iovec *iov, int n) {
 
 #define ENSURE(fd, off, len)                                   \
   do {                                                         \
-    if (!shim_depth && maybe(fd)) {                            \
+    if (!shim_depth && maybe_lazy(fd)) {                       \
       int saved_ = errno;                                      \
       rfile_ensure((fd), (off), (int64_t)(len));               \
       errno = saved_;                                          \

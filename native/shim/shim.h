@@ -288,6 +288,9 @@ SHIM_HIDDEN void rfile_forget_range(unsigned first, unsigned last);
 SHIM_HIDDEN void rfile_copy(int from, int to);
 SHIM_HIDDEN int rfile_sync(int fd);
 SHIM_HIDDEN bool rfile_any(void);
+/* Fills every lazily filled fd that survives exec (no FD_CLOEXEC): the new program's
+ * shim knows nothing about it. */
+SHIM_HIDDEN void rfile_before_exec(void);
 
 SHIM_HIDDEN void rstat_to_stat(const struct rstat *r, void *stat_buf);
 

@@ -104,6 +104,9 @@ describe('pod files', () => {
     expect(sum.stdout).toBe(`${createHash('sha256').update(BIG).digest('hex')}  /data/big.bin\n`);
     const cat = await exec(['sh', '-c', 'cat /data/big.bin | sha256sum']);
     expect(cat.stdout.split(' ')[0]).toBe(createHash('sha256').update(BIG).digest('hex'));
+    // Regression: a lazily filled pod file inherited across exec (shell redirection) is complete.
+    const redirected = await exec(['sh', '-c', 'sha256sum < /data/big.bin']);
+    expect(redirected.stdout.split(' ')[0]).toBe(createHash('sha256').update(BIG).digest('hex'));
   });
 
   it('symlinks to the node, relative climbs and .. never reach the node\'s files', async () => {
