@@ -8,6 +8,8 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, symlinkSync, wri
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
+import { connectAgent } from '../../cli/agent-client.js';
+import { RemoteError } from '../../protocol/errors.js';
 import { run, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
@@ -121,6 +123,59 @@ describe('pod files', () => {
     }
     const py = await exec([PY, '-c', "import os\ntry:\n  open('/data/escape-abs').read(); print('read')\nexcept OSError as e: print(e.errno)"]);
     expect(py.stdout).toBe('2\n');
+  });
+
+  it('the agent resolves every path inside the pod root (openat2 RESOLVE_IN_ROOT), also for writes', async () => {
+    const conn = await connectAgent({ url: agent.url, target: { kind: 'pid', pid: pod.pid } });
+    const errnoOf = async (p: Promise<unknown>): Promise<number | string> => {
+      try {
+        const v = await p;
+        return `no error: ${JSON.stringify(v).slice(0, 80)}`;
+      } catch (err) {
+        return err instanceof RemoteError ? (err.errno ?? -1) : String(err);
+      }
+    };
+    try {
+      const ENOENT = 2;
+      const ELOOP = 40;
+      for (const path of ['/data/escape-abs', '/data/escape-rel', `/data/../../../../..${SECRET_PATH}`, `/../../${SECRET_PATH}`]) {
+        expect(await errnoOf(conn.request({ type: 'fs.open', path, flags: 0, mode: 0, inlineMax: 65536 }))).toBe(ENOENT);
+        expect(await errnoOf(conn.request({ type: 'fs.stat', path, follow: true }))).toBe(ENOENT);
+      }
+      // Magic links through the pod's /proc never lead out (ELOOP, or ENOENT for a PID the pod cannot see).
+      for (const path of [`/proc/self/root${SECRET_PATH}`, `/proc/1/root${SECRET_PATH}`, `/proc/1/cwd${SECRET_PATH}`]) {
+        expect([ELOOP, ENOENT]).toContain(await errnoOf(conn.request({ type: 'fs.open', path, flags: 0, mode: 0, inlineMax: 65536 })));
+      }
+      // The pod's root, not the node's: a listing of "/data/../.." is the pod's "/".
+      const root = await conn.request({ type: 'fs.readdir', path: '/data/../..', offset: 0 });
+      const names = root.entries.map(([n]) => n);
+      expect(names).toContain('data');
+      expect(names).not.toContain('boot');
+      // Creating through the absolute symlink creates the file in the pod's /tmp, never the node's.
+      const created = await conn.request({ type: 'fs.open', path: '/data/escape-abs', flags: 0o101, mode: 0o644, inlineMax: 0 });
+      await conn.request({ type: 'fs.write', handle: created.handle, offset: 0, data: Buffer.from('overwritten?') });
+      await conn.request({ type: 'fs.close', handle: created.handle });
+      expect(readFileSync(SECRET_PATH, 'utf8')).toBe(SECRET);
+      expect(readFileSync(join(pod.rootPath, SECRET_PATH), 'utf8')).toBe('overwritten?');
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('--fs-local, --fs-remote and --fs-not-found override the defaults, in that order', async () => {
+    const hidden = await exec(['cat', '/data/config.json'], ['--fs-not-found', '^/data/config']);
+    expect(hidden.stderr).toContain('No such file or directory');
+    const local = await exec(['cat', '/data/config.json'], ['--fs-local', '^/data/', '--fs-not-found', '^/data/']);
+    expect(local.stderr).toContain('No such file or directory'); // read locally, where it does not exist
+    const remote = await exec(['cat', '/data/config.json'], ['--fs-remote', '^/data/', '--fs-not-found', '^/data/']);
+    expect(remote.stdout).toBe(CONFIG);
+    // /etc/hostname is the pod's by default, the rest of /etc is local.
+    const hostname = await exec(['cat', '/etc/hostname', '/etc/os-release'], []);
+    expect(hostname.stdout.startsWith('files\n')).toBe(true);
+    expect(hostname.stdout).toContain(readFileSync('/etc/os-release', 'utf8'));
+    const bad = await exec(['true'], ['--fs-local', '(']);
+    expect(bad.code).toBe(125);
+    expect(bad.stderr).toContain('TSM_ERR_USAGE');
   });
 
   it('read mode: python writes r+ to its private copy; the pod file is unchanged', async () => {
