@@ -20,7 +20,8 @@ const O_NOFOLLOW = fsConstants.O_NOFOLLOW;
 const ALLOWED_FLAGS = fsConstants.O_RDONLY | fsConstants.O_WRONLY | fsConstants.O_RDWR | fsConstants.O_CREAT |
   fsConstants.O_EXCL | fsConstants.O_TRUNC | fsConstants.O_APPEND | fsConstants.O_DIRECTORY | O_NOFOLLOW;
 const MAX_HANDLES = 4096;
-const READDIR_PAGE = 8192;
+/** Entries per fs.readdir answer: 32,768 names of up to 100 bytes stay well under the frame limit. */
+const READDIR_PAGE = 32768;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -226,8 +227,16 @@ export class PodFiles {
     } finally {
       closeSync(fd);
     }
-    const page = all.slice(offset, offset + READDIR_PAGE);
-    return { entries: page.map((d) => [d.name, direntType(d)]), done: offset + page.length >= all.length };
+    const names: string[] = [];
+    const types: number[] = [];
+    let bytes = 0;
+    for (let i = offset; i < all.length && names.length < READDIR_PAGE && bytes < 2 * 1024 * 1024; i++) {
+      const d = all[i] as Dirent;
+      bytes += Buffer.byteLength(d.name) + 2;
+      names.push(d.name);
+      types.push(direntType(d));
+    }
+    return { names: names.join('\0'), types: Uint8Array.from(types), done: offset + names.length >= all.length };
   }
 
   readlink(path: string): ResultOf['fs.readlink'] {

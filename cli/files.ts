@@ -104,7 +104,17 @@ interface LazyFile {
   /** The proxy's own descriptor of the program's memfd. */
   fd: number;
   size: number;
+  /** Lazily filled files: which BLOCK-sized blocks are in the memfd, and which are on their way. */
+  present?: Uint8Array;
+  inflight?: Map<number, Promise<void>>;
+  /** Where the last fill ended: a fill starting there is sequential and triggers read-ahead. */
+  lastEnd?: number;
 }
+
+/** The fill granularity, the same as the shim's chunk. */
+const BLOCK = 64 * 1024;
+/** The largest read-ahead the proxy starts on its own after a sequential fill. */
+const PREFETCH_MAX = 16 * 1024 * 1024;
 
 export class FileProxy {
   readonly stats: FileStats = { filesRead: 0, bytesIn: 0, bytesOut: 0, requests: 0 };
@@ -251,7 +261,7 @@ export class FileProxy {
         // A sparse memfd of the pod file's size; ranges are filled as the program reads them.
         const local = this.#nextLocalHandle++;
         ftruncateSync(memfd, stat.size);
-        this.#lazy.set(local, { agentHandle: handle, fd: memfd, size: stat.size });
+        this.#lazy.set(local, { agentHandle: handle, fd: memfd, size: stat.size, present: new Uint8Array(Math.ceil(stat.size / BLOCK)), inflight: new Map(), lastEnd: -1 });
         keep = true;
         return { ok: true, kind: 'file', handle: local, lazy: true, ...flatStat(stat) };
       }
@@ -277,8 +287,55 @@ export class FileProxy {
     if (!f) return { ok: false, errno: osConstants.errno.EBADF, message: 'no such lazily filled file' };
     const offset = uint(req.offset, 'offset');
     const end = Math.min(f.size, offset + uint(req.length, 'length'));
-    const filled = offset < end ? await this.#copy(f.agentHandle, f.fd, offset, end) : 0;
-    return { ok: true, filled };
+    if (offset >= end) return { ok: true, filled: 0 };
+    if (!f.present || !f.inflight) return { ok: true, filled: await this.#copy(f.agentHandle, f.fd, offset, end) };
+    await this.#blocks(f, offset, end);
+    // Sequential reading: fetch the next window while the program consumes this one, so the
+    // next fill finds it present or on its way (errors surface on that fill, not here).
+    if (offset === f.lastEnd && end < f.size) {
+      const ahead = Math.min(PREFETCH_MAX, Math.max(end - offset, BLOCK) * 2);
+      this.#blocks(f, end, Math.min(f.size, end + ahead)).catch(() => undefined);
+    }
+    f.lastEnd = end;
+    return { ok: true, filled: end - offset };
+  }
+
+  /** Makes the blocks covering [from, to) present: fetches the missing ones (contiguous runs, FS_MAX_READ per request) and waits for those on their way. */
+  async #blocks(f: LazyFile, from: number, to: number): Promise<void> {
+    const present = f.present as Uint8Array;
+    const inflight = f.inflight as Map<number, Promise<void>>;
+    const waits: Array<Promise<void>> = [];
+    const first = Math.floor(from / BLOCK);
+    const last = Math.floor((to - 1) / BLOCK);
+    let run = -1;
+    const flush = (upTo: number): void => {
+      for (let b = run; b < upTo; b += FS_MAX_READ / BLOCK) {
+        const count = Math.min(FS_MAX_READ / BLOCK, upTo - b);
+        const offset = b * BLOCK;
+        const length = Math.min(count * BLOCK, f.size - offset);
+        const p = this.#request({ type: 'fs.read', handle: f.agentHandle, offset, length }).then((r) => {
+          if (r.data.byteLength > 0) writeSync(f.fd, r.data, 0, r.data.byteLength, offset);
+          this.stats.bytesIn += r.data.byteLength;
+          for (let k = b; k < b + count; k++) present[k] = 1;
+        }).finally(() => {
+          for (let k = b; k < b + count; k++) inflight.delete(k);
+        });
+        for (let k = b; k < b + count; k++) inflight.set(k, p);
+        waits.push(p);
+      }
+      run = -1;
+    };
+    for (let b = first; b <= last; b++) {
+      const pending = inflight.get(b);
+      if (present[b] || pending) {
+        if (run >= 0) flush(b);
+        if (pending) waits.push(pending);
+        continue;
+      }
+      if (run < 0) run = b;
+    }
+    if (run >= 0) flush(last + 1);
+    await Promise.all(waits);
   }
 
   async #writeback(req: Req): Promise<Resp> {
@@ -317,19 +374,22 @@ export class FileProxy {
       for (;;) {
         const page = await this.#request({ type: 'fs.readdir', path, offset });
         // Each entry: d_type (1 byte), name length (2 bytes, little endian), name.
-        const parts: Buffer[] = [];
-        for (const [name, type] of page.entries) {
-          const bytes = Buffer.from(name, 'utf8');
-          const head = Buffer.alloc(3);
-          head.writeUInt8(type & 0xff, 0);
-          head.writeUInt16LE(bytes.byteLength, 1);
-          parts.push(head, bytes);
-        }
-        const chunk = Buffer.concat(parts);
+        const names = page.names === '' ? [] : page.names.split('\0');
+        if (names.length !== page.types.byteLength) throw new TsmError('TSM_ERR_BAD_FRAME', 'fs.readdir answer has names and types of different lengths');
+        let total = 0;
+        for (const name of names) total += 3 + Buffer.byteLength(name, 'utf8');
+        const chunk = Buffer.allocUnsafe(total);
+        let pos = 0;
+        names.forEach((name, i) => {
+          const n = chunk.write(name, pos + 3, 'utf8');
+          chunk.writeUInt8(page.types[i] ?? 0, pos);
+          chunk.writeUInt16LE(n, pos + 1);
+          pos += 3 + n;
+        });
         if (chunk.byteLength > 0) writeSync(memfd, chunk, 0, chunk.byteLength, at);
         at += chunk.byteLength;
-        offset += page.entries.length;
-        if (page.done || page.entries.length === 0) break;
+        offset += names.length;
+        if (page.done || names.length === 0) break;
       }
       return { ok: true, count: offset, bytes: at };
     } finally {

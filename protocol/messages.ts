@@ -73,8 +73,8 @@ export interface ResultOf {
   'fs.truncate': Record<string, never>;
   'fs.close': Record<string, never>;
   'fs.stat': { stat: FsStatValue };
-  /** Entries are [name, d_type] (DT_* numbers of dirent.h). */
-  'fs.readdir': { entries: Array<[string, number]>; done: boolean };
+  /** Entry names joined by NUL, and their d_type (DT_* of dirent.h) one byte each, in the same order. */
+  'fs.readdir': { names: string; types: Uint8Array; done: boolean };
   'fs.readlink': { target: string };
   'fs.change': Record<string, never>;
 }

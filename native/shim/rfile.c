@@ -195,13 +195,13 @@ static bool chunk_present(struct rfile *rf, uint64_t c) {
   return __atomic_load_n(&rf->present[c / 8], __ATOMIC_ACQUIRE) & (1u << (c % 8));
 }
 
-SHIM_HIDDEN void rfile_ensure(int fd, int64_t offset, int64_t len) {
-  if (!rfile_any()) return;
+SHIM_HIDDEN int rfile_ensure(int fd, int64_t offset, int64_t len) {
+  if (!rfile_any()) return 0;
   struct rfile *rf = get(fd);
-  if (!rf) return;
+  if (!rf) return 0;
   if (!rf->lazy) {
     unref(rf, false);
-    return;
+    return 0;
   }
   int64_t size = rf->st.size;
   if (len < 0) {
@@ -211,7 +211,7 @@ SHIM_HIDDEN void rfile_ensure(int fd, int64_t offset, int64_t len) {
   if (offset < 0) offset = 0;
   if (offset >= size || len == 0) {
     unref(rf, false);
-    return;
+    return 0;
   }
   int64_t end = offset + len > size ? size : offset + len;
   uint64_t first = (uint64_t)offset / CHUNK, last = (uint64_t)(end - 1) / CHUNK;
@@ -220,7 +220,7 @@ SHIM_HIDDEN void rfile_ensure(int fd, int64_t offset, int64_t len) {
   if (first > last) {
     rf->next_offset = end;
     unref(rf, false);
-    return;
+    return 0;
   }
   /* Sequential reading doubles the read-ahead window; a jump resets it. */
   int64_t window = rf->next_offset == offset ? rf->window * 2 : CHUNK;
@@ -238,18 +238,22 @@ SHIM_HIDDEN void rfile_ensure(int fd, int64_t offset, int64_t len) {
     }
   }
   struct fs_reply r;
+  int err = 0;
   SHIM_ENTER();
   int saved = errno;
   if (fsproto_fill(rf->handle, from, to - from, &r) == 0 && r.err == 0) {
     for (uint64_t c = (uint64_t)from / CHUNK; (int64_t)(c * CHUNK) < to; c++)
       __atomic_or_fetch(&rf->present[c / 8], (uint8_t)(1u << (c % 8)), __ATOMIC_RELEASE);
   } else {
+    /* Never hand the program the holes of the sparse copy as data. */
+    err = EIO;
     shim_log("fill %lld+%lld of %s failed", (long long)from, (long long)(to - from), rf->path);
   }
   errno = saved;
   SHIM_LEAVE();
   rf->next_offset = end;
   unref(rf, false);
+  return err;
 }
 
 SHIM_HIDDEN void rfile_forget(int fd) {
@@ -275,7 +279,7 @@ SHIM_HIDDEN void rfile_before_exec(void) {
       if (!__atomic_load_n(&flags[i], __ATOMIC_RELAXED)) continue;
       int fd = (int)(c << SLOTS_BITS | i);
       int fdflags = REAL(fcntl)(fd, F_GETFD);
-      if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) rfile_ensure(fd, 0, -1);
+      if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) (void)rfile_ensure(fd, 0, -1);
     }
   }
 }
@@ -358,86 +362,91 @@ static size_t iov_total(const struct iovec *iov, int n) {
   return t;
 }
 
-#define ENSURE(fd, off, len)                                   \
+/* Fills what a call is about to read; on failure the call fails with EIO. */
+#define ENSURE(fd, off, len, fail)                             \
   do {                                                         \
     if (!shim_depth && maybe_lazy(fd)) {                       \
       int saved_ = errno;                                      \
-      rfile_ensure((fd), (off), (int64_t)(len));               \
+      int err_ = rfile_ensure((fd), (off), (int64_t)(len));    \
+      if (err_) {                                              \
+        errno = err_;                                          \
+        return fail;                                           \
+      }                                                        \
       errno = saved_;                                          \
     }                                                          \
   } while (0)
 
 SHIM_EXPORT ssize_t read(int fd, void *buf, size_t n) {
-  ENSURE(fd, current_offset(fd), n);
+  ENSURE(fd, current_offset(fd), n, -1);
   return REAL(read)(fd, buf, n);
 }
 
 SHIM_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off) {
-  ENSURE(fd, off, n);
+  ENSURE(fd, off, n, -1);
   return REAL(pread)(fd, buf, n, off);
 }
 
 SHIM_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off) {
-  ENSURE(fd, off, n);
+  ENSURE(fd, off, n, -1);
   return REAL(pread64)(fd, buf, n, off);
 }
 
 SHIM_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n) {
-  ENSURE(fd, current_offset(fd), iov_total(iov, n));
+  ENSURE(fd, current_offset(fd), iov_total(iov, n), -1);
   return REAL(readv)(fd, iov, n);
 }
 
 SHIM_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off) {
-  ENSURE(fd, off, iov_total(iov, n));
+  ENSURE(fd, off, iov_total(iov, n), -1);
   return REAL(preadv)(fd, iov, n, off);
 }
 
 SHIM_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int n, off64_t off) {
-  ENSURE(fd, off, iov_total(iov, n));
+  ENSURE(fd, off, iov_total(iov, n), -1);
   return REAL(preadv64)(fd, iov, n, off);
 }
 
 SHIM_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags) {
-  ENSURE(fd, off < 0 ? current_offset(fd) : off, iov_total(iov, n));
+  ENSURE(fd, off < 0 ? current_offset(fd) : off, iov_total(iov, n), -1);
   return REAL(preadv2)(fd, iov, n, off, flags);
 }
 
 SHIM_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int n, off64_t off, int flags) {
-  ENSURE(fd, off < 0 ? current_offset(fd) : off, iov_total(iov, n));
+  ENSURE(fd, off < 0 ? current_offset(fd) : off, iov_total(iov, n), -1);
   return REAL(preadv64v2)(fd, iov, n, off, flags);
 }
 
 /* A mapping is read without any call the shim sees: fill the mapped range first. */
 SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-  if (fd >= 0 && !(flags & MAP_ANONYMOUS)) ENSURE(fd, off, len);
+  if (fd >= 0 && !(flags & MAP_ANONYMOUS)) ENSURE(fd, off, len, MAP_FAILED);
   return REAL(mmap)(addr, len, prot, flags, fd, off);
 }
 
 SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off) {
-  if (fd >= 0 && !(flags & MAP_ANONYMOUS)) ENSURE(fd, off, len);
+  if (fd >= 0 && !(flags & MAP_ANONYMOUS)) ENSURE(fd, off, len, MAP_FAILED);
   return REAL(mmap64)(addr, len, prot, flags, fd, off);
 }
 
 /* In-kernel copies: fill the whole file (they are rare on big pod files). */
 SHIM_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n) {
-  ENSURE(in, 0, -1);
+  ENSURE(in, 0, -1, -1);
   return REAL(sendfile)(out, in, off, n);
 }
 
 SHIM_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n) {
-  ENSURE(in, 0, -1);
+  ENSURE(in, 0, -1, -1);
   return REAL(sendfile64)(out, in, off, n);
 }
 
 SHIM_EXPORT ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t n,
                                     unsigned int flags) {
-  ENSURE(in, 0, -1);
+  ENSURE(in, 0, -1, -1);
   return REAL(copy_file_range)(in, in_off, out, out_off, n, flags);
 }
 
 SHIM_EXPORT ssize_t splice(int in, off64_t *in_off, int out, off64_t *out_off, size_t n,
                            unsigned int flags) {
-  ENSURE(in, 0, -1);
+  ENSURE(in, 0, -1, -1);
   return REAL(splice)(in, in_off, out, out_off, n, flags);
 }
 

@@ -281,7 +281,7 @@ SHIM_HIDDEN void rfile_register(int fd, const char *path, const struct fs_reply 
 SHIM_HIDDEN bool rfile_info(int fd, char *path, size_t cap, struct rstat *st, bool *is_dir,
                             bool *writable_copy);
 /* Makes [offset, offset+len) of a lazily filled fd present; len < 0: the whole file. */
-SHIM_HIDDEN void rfile_ensure(int fd, int64_t offset, int64_t len);
+SHIM_HIDDEN int rfile_ensure(int fd, int64_t offset, int64_t len); /* 0 or an errno */
 /* close/dup bookkeeping (fds.c); rfile_forget writes back a write-mode file first. */
 SHIM_HIDDEN void rfile_forget(int fd);
 SHIM_HIDDEN void rfile_forget_range(unsigned first, unsigned last);
