@@ -18,7 +18,12 @@
         "native/shim/udp.c",
         "native/shim/getaddrinfo.c",
         "native/shim/hostent.c",
-        "native/shim/exec.c"
+        "native/shim/exec.c",
+        "native/shim/pathrules.c",
+        "native/shim/fsproto.c",
+        "native/shim/rfile.c",
+        "native/shim/files.c",
+        "native/shim/dirs.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],

@@ -10,10 +10,11 @@ import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { loadAddon } from '../native/index.js';
 import { RemoteError, TsmError, isErrorCode } from '../protocol/errors.js';
-import type {
-  AgentMessage, ClientMessage, ClientRequest, Family, Handlers, ResultOf,
+import {
+  FS_MAX_READ, type AgentMessage, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
+import { PodFiles } from './files.js';
 import { PodResolver, ResolveError, closeDatagramSocket, type ResolvConf } from './resolver.js';
 import type { ResolvedTarget } from './target.js';
 
@@ -36,6 +37,8 @@ export class AgentSession {
   readonly #resolver: PodResolver;
   readonly #sockets = new Set<net.Socket | dgram.Socket>();
   readonly #targetWatch: NodeJS.Timeout | undefined;
+  /** The target's files (agent/files.ts), opened on first use; none when targetless. */
+  #files: PodFiles | undefined;
   readonly info: SessionInfo;
 
   constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>) {
@@ -76,6 +79,7 @@ export class AgentSession {
       else closeDatagramSocket(s);
     }
     this.#sockets.clear();
+    this.#files?.dispose();
     if (this.#nsFd >= 0) closeSync(this.#nsFd);
   }
 
@@ -99,7 +103,26 @@ export class AgentSession {
       }
     },
     'env.get': async () => ({ env: await this.#environment() }),
+    // pod files (agent/files.ts)
+    'fs.open': async (m) => this.#podFiles().open(m.path, m.flags, m.mode, Math.min(m.inlineMax, FS_MAX_READ)),
+    'fs.read': (m) => this.#podFiles().read(m.handle, m.offset, m.length),
+    'fs.write': (m) => this.#podFiles().write(m.handle, m.offset, m.data),
+    'fs.truncate': async (m) => this.#podFiles().truncate(m.handle, m.path, m.size),
+    'fs.close': async (m) => this.#podFiles().close(m.handle),
+    'fs.stat': async (m) => this.#podFiles().stat(m.path, m.follow),
+    'fs.readdir': async (m) => this.#podFiles().readdir(m.path, m.offset),
+    'fs.readlink': async (m) => this.#podFiles().readlink(m.path),
+    'fs.change': async (m) => {
+      if (!['mkdir', 'unlink', 'rmdir', 'rename'].includes(m.op)) throw new TsmError('TSM_ERR_BAD_FRAME', `unknown fs.change op "${m.op.slice(0, 32)}"`);
+      return this.#podFiles().change(m);
+    },
   };
+
+  #podFiles(): PodFiles {
+    if (this.#pid === 0) throw new RemoteError('TSM_ERR_FILE', 'a targetless session has no pod files', osConstants.errno.ENOENT);
+    this.#files ??= new PodFiles(this.#pid);
+    return this.#files;
+  }
 
   async #dispatch(m: ClientMessage): Promise<void> {
     if (m.type === 'hello') {

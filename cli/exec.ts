@@ -12,6 +12,7 @@ import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions }
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy } from './session-proxy.js';
+import { fileRules } from './files.js';
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
 import { parseResolvConf } from '../agent/resolver.js';
@@ -35,6 +36,11 @@ export interface ExecFlags extends SessionFlags {
   watch?: string[];
   watchIgnore?: string[];
   watchGrace?: string;
+  /** Pod files (cli/files.ts). */
+  fsMode?: string;
+  fsLocal?: string[];
+  fsRemote?: string[];
+  fsNotFound?: string[];
 }
 
 export function progress(flags: SessionFlags, line: string): void {
@@ -115,6 +121,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     process.stderr.write(`tsmirror: warning: ${warning}\n`);
   }
   const shim = shimPath();
+  const fsOptions = { mode: flags.fsMode, local: flags.fsLocal ?? [], remote: flags.fsRemote ?? [], notFound: flags.fsNotFound ?? [], programPath: path, cwd: process.cwd() };
+  fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
 
   const agent = await openSession(flags);
   let proxy: SessionProxy | undefined;
@@ -128,6 +136,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       localNameservers: localNameservers(),
       podNameservers: agent.hello.target.nameservers,
       log: (line) => progress(flags, line),
+      files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
     });
     env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
     env.TSMIRROR_SHIM = shim;
@@ -152,6 +161,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     if (flags.verbose) {
       const s = proxy.stats;
       process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
+      const f = proxy.files?.stats;
+      if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);
     }
     return code;
   } finally {

@@ -43,6 +43,10 @@ const execCommand = sessionOptions(program.command('exec'))
   .option('-w, --watch <paths...>', 'restart the program when files under these paths change; the session stays up')
   .option('--watch-ignore <regex>', 'ignore changed paths matching this (repeatable; .git, node_modules and build output are always ignored)', collect, [])
   .option('--watch-grace <ms>', 'how long a stopping program gets after SIGTERM before SIGKILL', '3000')
+  .addOption(new Option('--fs-mode <mode>', "pod files: read (the pod's files; writes go to a private copy), write (writes reach the pod), local (no pod files)").choices(['read', 'write', 'local']).default('read'))
+  .option('--fs-local <regex>', 'paths matching this POSIX extended regex are read locally (repeatable; wins over the others)', collect, [])
+  .option('--fs-remote <regex>', 'paths matching this regex are read from the pod (repeatable)', collect, [])
+  .option('--fs-not-found <regex>', 'paths matching this regex do not exist for the program (ENOENT; repeatable)', collect, [])
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
@@ -50,6 +54,13 @@ Examples:
   tsmirror exec --agent ws://127.0.0.1:7777 --target container/3f2a…c9 -- node server.js
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --local-dest 10.0.0.0/8:5432 -- psql -h db
   tsmirror exec --watch src -- node src/server.js     (restart on save; settings from .tsmirror/config.json)
+  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- cat /data/config.json
+
+Files: by default the program reads the pod's files except /usr, /lib*, /bin, /sbin, /opt,
+/proc, /sys, /dev, /run, /tmp, /var/tmp, /etc (but /etc/resolv.conf, /etc/hosts,
+/etc/hostname and /etc/ssl/certs come from the pod), the home directory, the program's
+directory, the current directory, node_modules, shared libraries and relative paths,
+which stay local. --fs-local, --fs-remote and --fs-not-found (in that precedence) override.
 
 Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FAILED} when tsmirror itself
 failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);

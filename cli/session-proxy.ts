@@ -16,6 +16,7 @@ import { packPlain, unpackPlain } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { Family } from '../protocol/messages.js';
 import type { AgentConnection } from './agent-client.js';
+import { FileProxy, type FileRules } from './files.js';
 import { route, unmapAddress, type RoutingPolicy } from './routing.js';
 
 const MAX_SHIM_FRAME = 1024 * 1024;
@@ -39,6 +40,8 @@ export interface SessionProxyOptions {
   localNameservers: string[];
   podNameservers: string[];
   log: (line: string) => void;
+  /** Pod files (cli/files.ts); without it every file op is answered "local". */
+  files?: FileRules;
 }
 
 type ShimRequest = Record<string, unknown> & { op?: unknown };
@@ -73,6 +76,8 @@ export class SessionProxy {
   readonly #clients = new Set<net.Socket>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
   readonly #connections = new Set<net.Socket>();
+  /** Pod files (cli/files.ts). */
+  readonly files: FileProxy | undefined;
 
   private constructor(agent: AgentConnection, opts: SessionProxyOptions) {
     this.#agent = agent;
@@ -81,6 +86,7 @@ export class SessionProxy {
     chmodSync(this.#dir, 0o700);
     this.socketPath = join(this.#dir, 'proxy.sock');
     this.#unix = net.createServer((c) => this.#serveShim(c));
+    this.files = opts.files ? new FileProxy(agent, opts.files, this.#dir) : undefined;
   }
 
   static async start(agent: AgentConnection, opts: SessionProxyOptions): Promise<SessionProxy> {
@@ -113,6 +119,7 @@ export class SessionProxy {
     this.#pairs.clear();
     for (const u of this.#udp) u.close();
     this.#udp.clear();
+    this.files?.close();
     const servers = [this.#unix, ...[...this.#tcp.values()].map((t) => t.server)];
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     rmSync(this.#dir, { recursive: true, force: true });
@@ -150,6 +157,10 @@ export class SessionProxy {
           this.#attach(request);
           continue;
         }
+        if (request.op === 'fs.release') {
+          this.files?.release(request);
+          continue;
+        }
         chain = chain.then(async () => {
           const response = await this.#answer(request);
           if (conn.destroyed) return;
@@ -172,6 +183,9 @@ export class SessionProxy {
         case 'reverse':
           return await this.#reverse(request);
         default:
+          if (typeof request.op === 'string' && request.op.startsWith('fs.')) {
+            return this.files ? await this.files.answer(request) : { ok: true, mode: 'local' };
+          }
           return { ok: false, errno: osConstants.errno.EINVAL, message: `unknown op ${String(request.op)}` };
       }
     } catch (err) {

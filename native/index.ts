@@ -41,6 +41,16 @@ export interface Addon {
    * agent's own). Synchronous; throws an Error with `errno` and `syscall` on failure.
    */
   netnsSocket(nsFd: number, family: 4 | 6, kind: 'tcp' | 'udp'): number;
+  /**
+   * openat2(rootFd, path, flags | O_CLOEXEC, mode) with RESOLVE_IN_ROOT |
+   * RESOLVE_NO_MAGICLINKS: the path cannot leave the root open at `rootFd`. Returns the
+   * fd; throws an Error with `errno` on failure.
+   */
+  openInRoot(rootFd: number, path: string, flags: number, mode: number): number;
+  /** The target of the symlink at `path` (its parents resolved inside the root). */
+  readlinkInRoot(rootFd: number, path: string): string;
+  /** mkdir (arg: mode), unlink, rmdir or rename (arg: the new path), confined to the root. */
+  pathOpInRoot(rootFd: number, op: 'mkdir' | 'unlink' | 'rmdir' | 'rename', path: string, arg: number | string): void;
 }
 
 let addon: Addon | undefined;

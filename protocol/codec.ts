@@ -17,7 +17,7 @@ export function encode(message: ClientMessage | AgentMessage): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-type FieldKind = 'uint' | 'int' | 'str' | 'bytes' | 'family' | 'family0' | 'strlist' | 'object' | 'any';
+type FieldKind = 'uint' | 'int' | 'str' | 'bytes' | 'family' | 'family0' | 'strlist' | 'object' | 'any' | 'bool';
 type Spec = Record<string, FieldKind | `${FieldKind}?`>;
 
 const common: Record<string, Spec> = {
@@ -38,6 +38,16 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },
   'dns.reverse': { id: 'uint', address: 'str' },
   'env.get': { id: 'uint' },
+  // pod files (agent/files.ts)
+  'fs.open': { id: 'uint', path: 'str', flags: 'uint', mode: 'uint', inlineMax: 'uint' },
+  'fs.read': { id: 'uint', handle: 'uint', offset: 'uint', length: 'uint' },
+  'fs.write': { id: 'uint', handle: 'uint', offset: 'uint', data: 'bytes' },
+  'fs.truncate': { id: 'uint', handle: 'uint', path: 'str', size: 'uint' },
+  'fs.close': { id: 'uint', handle: 'uint' },
+  'fs.stat': { id: 'uint', path: 'str', follow: 'bool' },
+  'fs.readdir': { id: 'uint', path: 'str', offset: 'uint' },
+  'fs.readlink': { id: 'uint', path: 'str' },
+  'fs.change': { id: 'uint', op: 'str', path: 'str', mode: 'uint', to: 'str' },
 };
 
 const agentSpecs: Record<AgentMessage['type'], Spec> = {
@@ -59,6 +69,7 @@ function fieldOk(kind: FieldKind, v: unknown): boolean {
     case 'strlist': return Array.isArray(v) && v.length <= 64 && v.every((s) => typeof s === 'string' && s.length <= 256);
     case 'object': return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
     case 'any': return true;
+    case 'bool': return typeof v === 'boolean';
   }
 }
 

@@ -16,6 +16,7 @@ export const ErrorCodes = {
   TSM_ERR_TARGET_GONE: 'the target process exited',
   TSM_ERR_CONNECT: 'a connection from the pod failed',
   TSM_ERR_DNS: 'a name lookup in the pod failed',
+  TSM_ERR_FILE: "a file operation in the pod's filesystem failed",
   TSM_ERR_STATIC_BINARY: 'the program is statically linked, so the shim cannot be preloaded',
   TSM_ERR_SETUID: 'the program is setuid or setgid, so the loader ignores the shim',
   TSM_ERR_SHIM_MISSING: 'the native shim (libtsmirror.so) was not built',

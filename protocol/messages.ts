@@ -9,7 +9,7 @@ import type { ErrorCode } from './errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Features a peer can offer; the session uses the intersection. */
-export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env'] as const;
+export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env', 'files'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
 export type Family = 4 | 6;
@@ -28,7 +28,37 @@ export interface DnsLookup { type: 'dns.lookup'; id: number; name: string; famil
 export interface DnsReverse { type: 'dns.reverse'; id: number; address: string }
 export interface EnvGet { type: 'env.get'; id: number }
 
-export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvGet;
+// ---- pod files (capability "files"; agent/files.ts). Paths are resolved inside the
+// target container's root; failures are `error` replies with code TSM_ERR_FILE and the
+// pod's errno (ENOENT, EACCES, EISDIR, ENOTDIR, ELOOP, …).
+
+/** Opens a file. `flags` are Linux open flags (O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_DIRECTORY, O_NOFOLLOW). Files up to `inlineMax` bytes come back whole in `data` and leave no handle open. */
+export interface FsOpen { type: 'fs.open'; id: number; path: string; flags: number; mode: number; inlineMax: number }
+/** Reads up to `length` (≤ FS_MAX_READ) bytes of an open handle at `offset`. */
+export interface FsRead { type: 'fs.read'; id: number; handle: number; offset: number; length: number }
+export interface FsWrite { type: 'fs.write'; id: number; handle: number; offset: number; data: Uint8Array }
+export interface FsTruncate { type: 'fs.truncate'; id: number; handle: number; path: string; size: number }
+export interface FsClose { type: 'fs.close'; id: number; handle: number }
+export interface FsStat { type: 'fs.stat'; id: number; path: string; follow: boolean }
+/** Lists a directory from entry `offset` on; `done` is false when more entries remain. */
+export interface FsReaddir { type: 'fs.readdir'; id: number; path: string; offset: number }
+export interface FsReadlink { type: 'fs.readlink'; id: number; path: string }
+/** Changes the pod's tree (write mode only): mkdir (mode), unlink, rmdir, rename (to). */
+export interface FsChange { type: 'fs.change'; id: number; op: 'mkdir' | 'unlink' | 'rmdir' | 'rename'; path: string; mode: number; to: string }
+
+export type FsRequest = FsOpen | FsRead | FsWrite | FsTruncate | FsClose | FsStat | FsReaddir | FsReadlink | FsChange;
+
+/** A file's metadata as the pod sees it; times are [seconds, nanoseconds]. */
+export interface FsStatValue {
+  dev: number; ino: number; mode: number; nlink: number; uid: number; gid: number; rdev: number;
+  size: number; blksize: number; blocks: number;
+  atime: [number, number]; mtime: [number, number]; ctime: [number, number];
+}
+
+/** Largest fs.read/fs.write payload (keeps every frame well under MAX_FRAME_BYTES). */
+export const FS_MAX_READ = 2 * 1024 * 1024;
+
+export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvGet | FsRequest;
 
 /** The value of a successful `result` for each request type. */
 export interface ResultOf {
@@ -37,6 +67,16 @@ export interface ResultOf {
   'dns.lookup': { addresses: Array<{ family: Family; address: string }>; canonname: string };
   'dns.reverse': { name: string };
   'env.get': { env: Record<string, string> };
+  'fs.open': { handle: number; stat: FsStatValue; data?: Uint8Array };
+  'fs.read': { data: Uint8Array };
+  'fs.write': { written: number };
+  'fs.truncate': Record<string, never>;
+  'fs.close': Record<string, never>;
+  'fs.stat': { stat: FsStatValue };
+  /** Entry names joined by NUL, and their d_type (DT_* of dirent.h) one byte each, in the same order. */
+  'fs.readdir': { names: string; types: Uint8Array; done: boolean };
+  'fs.readlink': { target: string };
+  'fs.change': Record<string, never>;
 }
 
 // ---- stream and session messages, the same in both directions

@@ -18,6 +18,10 @@
 #include <netinet/in.h>
 #include <unistd.h>
 #include <string>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <vector>
 
 namespace {
 
@@ -62,9 +66,123 @@ Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+
+// ---- Files confined to a pod's root (agent/files.ts) ----
+//
+// Every path is resolved by openat2(rootFd, path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+// where rootFd is /proc/<pid>/root opened O_PATH: "/" and ".." stop at the pod's root,
+// absolute symlinks are resolved inside it, and /proc magic links (which could jump to
+// the node's files) fail with ELOOP. Nothing here ever walks a path any other way.
+// These calls are synchronous on the JavaScript thread: resolving a path on a local
+// filesystem costs microseconds, less than a thread-pool round trip.
+
+constexpr unsigned long long kConfined = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+
+int OpenInRoot(int root_fd, const std::string& path, int flags, int mode) {
+  struct open_how how {};
+  how.flags = static_cast<unsigned long long>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? static_cast<unsigned long long>(mode & 07777) : 0;
+  how.resolve = kConfined;
+  long fd;
+  do {
+    fd = syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how);
+  } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+  return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+// Splits "a/b/c" into the parent ("a/b", or "/" for "/c") and the last name; the last
+// name must be a real name (not "", "." or "..") for *at() calls on it to be safe.
+bool SplitParent(std::string path, std::string* parent, std::string* name) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    *parent = ".";
+    *name = path;
+  } else {
+    *parent = slash == 0 ? "/" : path.substr(0, slash);
+    *name = path.substr(slash + 1);
+  }
+  return !name->empty() && *name != "." && *name != ".." && name->find('/') == std::string::npos;
+}
+
+void CheckArgs(const Napi::CallbackInfo& info, size_t n, const char* usage) {
+  if (info.Length() != n || !info[0].IsNumber() || !info[1].IsString()) throw Napi::TypeError::New(info.Env(), usage);
+  for (size_t i = 2; i < n; i++) {
+    if (!info[i].IsNumber() && !info[i].IsString() && !info[i].IsBoolean()) throw Napi::TypeError::New(info.Env(), usage);
+  }
+}
+
+Napi::Value OpenInRootJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "usage: openInRoot(rootFd: number, path: string, flags: number, mode: number)";
+  CheckArgs(info, 4, usage);
+  if (!info[2].IsNumber() || !info[3].IsNumber()) throw Napi::TypeError::New(env, usage);
+  int fd = OpenInRoot(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::String>().Utf8Value(),
+                      info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+  if (fd < 0) throw ErrnoError(env, "openat2", -fd);
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value ReadlinkInRootJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckArgs(info, 2, "usage: readlinkInRoot(rootFd: number, path: string)");
+  int fd = OpenInRoot(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::String>().Utf8Value(), O_PATH | O_NOFOLLOW, 0);
+  if (fd < 0) throw ErrnoError(env, "openat2", -fd);
+  std::vector<char> buf(4096);
+  ssize_t n = readlinkat(fd, "", buf.data(), buf.size());
+  int err = errno;
+  close(fd);
+  if (n < 0) throw ErrnoError(env, "readlinkat", err == ENOENT ? EINVAL : err);
+  return Napi::String::New(env, buf.data(), static_cast<size_t>(n));
+}
+
+// mkdir, unlink/rmdir and rename act on the last name inside a confined parent.
+Napi::Value PathOpJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "usage: pathOpInRoot(rootFd: number, op: 'mkdir' | 'unlink' | 'rmdir' | 'rename', path: string, arg: number | string)";
+  if (info.Length() != 4 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsString()) throw Napi::TypeError::New(env, usage);
+  int root = info[0].As<Napi::Number>().Int32Value();
+  std::string op = info[1].As<Napi::String>().Utf8Value();
+  std::string parent, name;
+  if (!SplitParent(info[2].As<Napi::String>().Utf8Value(), &parent, &name)) throw ErrnoError(env, op.c_str(), EINVAL);
+  int dir = OpenInRoot(root, parent, O_PATH | O_DIRECTORY, 0);
+  if (dir < 0) throw ErrnoError(env, "openat2", -dir);
+  int r = -1, err = 0;
+  if (op == "mkdir" && info[3].IsNumber()) {
+    r = mkdirat(dir, name.c_str(), static_cast<mode_t>(info[3].As<Napi::Number>().Int32Value() & 07777));
+  } else if (op == "unlink" || op == "rmdir") {
+    r = unlinkat(dir, name.c_str(), op == "rmdir" ? AT_REMOVEDIR : 0);
+  } else if (op == "rename" && info[3].IsString()) {
+    std::string to_parent, to_name;
+    if (!SplitParent(info[3].As<Napi::String>().Utf8Value(), &to_parent, &to_name)) {
+      close(dir);
+      throw ErrnoError(env, "rename", EINVAL);
+    }
+    int to_dir = OpenInRoot(root, to_parent, O_PATH | O_DIRECTORY, 0);
+    if (to_dir < 0) {
+      close(dir);
+      throw ErrnoError(env, "openat2", -to_dir);
+    }
+    r = renameat(dir, name.c_str(), to_dir, to_name.c_str());
+    err = errno;
+    close(to_dir);
+    errno = err;
+  } else {
+    close(dir);
+    throw Napi::TypeError::New(env, usage);
+  }
+  err = errno;
+  close(dir);
+  if (r < 0) throw ErrnoError(env, op.c_str(), err);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g_home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
+  exports.Set("openInRoot", Napi::Function::New(env, OpenInRootJs, "openInRoot"));
+  exports.Set("readlinkInRoot", Napi::Function::New(env, ReadlinkInRootJs, "readlinkInRoot"));
+  exports.Set("pathOpInRoot", Napi::Function::New(env, PathOpJs, "pathOpInRoot"));
   return exports;
 }
 

@@ -56,6 +56,7 @@ static char *const *env_fixed(char *const envp[], struct env_fix *fix) {
   fix->map = NULL;
   fix->map_len = 0;
   if (!shim_intercepting() || !shim_cfg.shim_path[0]) return envp;
+  rfile_before_exec(); /* pod files the new program inherits must be complete (rfile.c) */
 
   const char *sock = shim_cfg.sock_path, *shim = shim_cfg.shim_path, *log = shim_cfg.log_path;
   size_t n = 0;

@@ -17,6 +17,7 @@ SHIM_EXPORT int close(int fd) {
     errno = EBADF;
     return -1;
   }
+  if (!shim_depth) rfile_forget(fd); /* pod files: write back, release (rfile.c) */
   return REAL(close)(fd);
 }
 
@@ -41,7 +42,10 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
   }
   if (r == 0 && lo <= last && !(n > 0 && lo == 0)) r = REAL(close_range)(lo, last, flags);
   int err = errno;
-  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) fdtable_clear_range(first, last);
+  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
+    fdtable_clear_range(first, last);
+    rfile_forget_range(first, last);
+  }
   SHIM_LEAVE();
   errno = r == 0 ? saved : err;
   return r;
@@ -54,7 +58,10 @@ SHIM_EXPORT int dup(int fd) {
     return -1;
   }
   int r = REAL(dup)(fd);
-  if (r >= 0) fdtable_copy(fd, r);
+  if (r >= 0) {
+    fdtable_copy(fd, r);
+    rfile_copy(fd, r);
+  }
   return r;
 }
 
@@ -80,14 +87,20 @@ static int prepare_target(int fd, int target) {
 SHIM_EXPORT int dup2(int fd, int target) {
   if (prepare_target(fd, target) < 0) return -1;
   int r = REAL(dup2)(fd, target);
-  if (r >= 0 && fd != target) fdtable_copy(fd, target);
+  if (r >= 0 && fd != target) {
+    fdtable_copy(fd, target);
+    rfile_copy(fd, target);
+  }
   return r;
 }
 
 SHIM_EXPORT int dup3(int fd, int target, int flags) {
   if (prepare_target(fd, target) < 0) return -1;
   int r = REAL(dup3)(fd, target, flags);
-  if (r >= 0) fdtable_copy(fd, target);
+  if (r >= 0) {
+    fdtable_copy(fd, target);
+    rfile_copy(fd, target);
+  }
   return r;
 }
 
@@ -100,7 +113,10 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg) 
       return -1;
     }
     int r = real(fd, cmd, arg);
-    if (r >= 0) fdtable_copy(fd, r);
+    if (r >= 0) {
+      fdtable_copy(fd, r);
+      rfile_copy(fd, r);
+    }
     return r;
   }
   return real(fd, cmd, arg);

@@ -63,6 +63,120 @@
                            struct hostent *__restrict ret, char *__restrict buf,         \
                            size_t buflen, struct hostent **__restrict result,            \
                            int *__restrict h_errnop))                                    \
+  /* pod files: opens (files.c) */                                                      \
+  X(int, open, (const char *path, int flags, ...))                                       \
+  X(int, open64, (const char *path, int flags, ...))                                     \
+  X(int, openat, (int dirfd, const char *path, int flags, ...))                          \
+  X(int, openat64, (int dirfd, const char *path, int flags, ...))                        \
+  X(int, __open_2, (const char *path, int flags))                                        \
+  X(int, __open64_2, (const char *path, int flags))                                      \
+  X(int, __openat_2, (int dirfd, const char *path, int flags))                           \
+  X(int, __openat64_2, (int dirfd, const char *path, int flags))                         \
+  X(int, creat, (const char *path, mode_t mode))                                         \
+  X(int, creat64, (const char *path, mode_t mode))                                       \
+  X(FILE *, fopen, (const char *__restrict path, const char *__restrict mode))           \
+  X(FILE *, fopen64, (const char *__restrict path, const char *__restrict mode))         \
+  X(FILE *, freopen, (const char *__restrict path, const char *__restrict mode,          \
+                      FILE *__restrict stream))                                          \
+  X(FILE *, freopen64, (const char *__restrict path, const char *__restrict mode,        \
+                        FILE *__restrict stream))                                        \
+  X(int, fclose, (FILE *stream))                                                         \
+  X(int, mkstemp, (char *tmpl))                                                          \
+  X(int, mkstemp64, (char *tmpl))                                                        \
+  X(int, mkostemp, (char *tmpl, int flags))                                              \
+  X(int, mkostemp64, (char *tmpl, int flags))                                            \
+  X(int, mkstemps, (char *tmpl, int suffixlen))                                          \
+  X(int, mkstemps64, (char *tmpl, int suffixlen))                                        \
+  X(int, mkostemps, (char *tmpl, int suffixlen, int flags))                              \
+  X(int, mkostemps64, (char *tmpl, int suffixlen, int flags))                            \
+  /* pod files: metadata (files.c) */                                                    \
+  X(int, stat, (const char *__restrict path, struct stat *__restrict buf))               \
+  X(int, stat64, (const char *__restrict path, struct stat64 *__restrict buf))           \
+  X(int, lstat, (const char *__restrict path, struct stat *__restrict buf))              \
+  X(int, lstat64, (const char *__restrict path, struct stat64 *__restrict buf))          \
+  X(int, fstat, (int fd, struct stat *buf))                                              \
+  X(int, fstat64, (int fd, struct stat64 *buf))                                          \
+  X(int, fstatat, (int dirfd, const char *__restrict path, struct stat *__restrict buf,  \
+                   int flags))                                                           \
+  X(int, fstatat64, (int dirfd, const char *__restrict path,                             \
+                     struct stat64 *__restrict buf, int flags))                          \
+  X(int, __xstat, (int ver, const char *path, struct stat *buf))                         \
+  X(int, __xstat64, (int ver, const char *path, struct stat64 *buf))                     \
+  X(int, __lxstat, (int ver, const char *path, struct stat *buf))                        \
+  X(int, __lxstat64, (int ver, const char *path, struct stat64 *buf))                    \
+  X(int, __fxstat, (int ver, int fd, struct stat *buf))                                  \
+  X(int, __fxstat64, (int ver, int fd, struct stat64 *buf))                              \
+  X(int, __fxstatat, (int ver, int dirfd, const char *path, struct stat *buf, int flags)) \
+  X(int, __fxstatat64, (int ver, int dirfd, const char *path, struct stat64 *buf,        \
+                        int flags))                                                      \
+  X(int, statx, (int dirfd, const char *__restrict path, int flags, unsigned int mask,   \
+                 struct statx *__restrict buf))                                          \
+  X(long, syscall, (long number, ...))                                                   \
+  X(int, access, (const char *path, int mode))                                           \
+  X(int, faccessat, (int dirfd, const char *path, int mode, int flags))                  \
+  X(int, euidaccess, (const char *path, int mode))                                       \
+  X(int, eaccess, (const char *path, int mode))                                          \
+  X(ssize_t, readlink, (const char *__restrict path, char *__restrict buf, size_t size)) \
+  X(ssize_t, readlinkat, (int dirfd, const char *__restrict path, char *__restrict buf,  \
+                          size_t size))                                                  \
+  X(char *, realpath, (const char *__restrict path, char *__restrict resolved))          \
+  X(char *, canonicalize_file_name, (const char *path))                                  \
+  X(ssize_t, getxattr, (const char *path, const char *name, void *value, size_t size))   \
+  X(ssize_t, lgetxattr, (const char *path, const char *name, void *value, size_t size))  \
+  X(ssize_t, listxattr, (const char *path, char *list, size_t size))                     \
+  X(ssize_t, llistxattr, (const char *path, char *list, size_t size))                    \
+  /* pod files: changes, write mode (files.c) */                                         \
+  X(int, mkdir, (const char *path, mode_t mode))                                         \
+  X(int, mkdirat, (int dirfd, const char *path, mode_t mode))                            \
+  X(int, unlink, (const char *path))                                                     \
+  X(int, unlinkat, (int dirfd, const char *path, int flags))                             \
+  X(int, rmdir, (const char *path))                                                      \
+  X(int, rename, (const char *from, const char *to))                                     \
+  X(int, renameat, (int fromfd, const char *from, int tofd, const char *to))             \
+  X(int, renameat2, (int fromfd, const char *from, int tofd, const char *to,             \
+                     unsigned int flags))                                                \
+  X(int, truncate, (const char *path, off_t size))                                       \
+  X(int, truncate64, (const char *path, off64_t size))                                   \
+  /* pod files: content of lazily filled descriptors (rfile.c) */                        \
+  X(ssize_t, read, (int fd, void *buf, size_t n))                                        \
+  X(ssize_t, pread, (int fd, void *buf, size_t n, off_t off))                            \
+  X(ssize_t, pread64, (int fd, void *buf, size_t n, off64_t off))                        \
+  X(ssize_t, readv, (int fd, const struct iovec *iov, int n))                            \
+  X(ssize_t, preadv, (int fd, const struct iovec *iov, int n, off_t off))                \
+  X(ssize_t, preadv64, (int fd, const struct iovec *iov, int n, off64_t off))            \
+  X(ssize_t, preadv2, (int fd, const struct iovec *iov, int n, off_t off, int flags))    \
+  X(ssize_t, preadv64v2, (int fd, const struct iovec *iov, int n, off64_t off,           \
+                          int flags))                                                    \
+  X(void *, mmap, (void *addr, size_t len, int prot, int flags, int fd, off_t off))      \
+  X(void *, mmap64, (void *addr, size_t len, int prot, int flags, int fd, off64_t off))  \
+  X(ssize_t, sendfile, (int out, int in, off_t *off, size_t n))                          \
+  X(ssize_t, sendfile64, (int out, int in, off64_t *off, size_t n))                      \
+  X(ssize_t, copy_file_range, (int in, off64_t *in_off, int out, off64_t *out_off,       \
+                               size_t n, unsigned int flags))                            \
+  X(ssize_t, splice, (int in, off64_t *in_off, int out, off64_t *out_off, size_t n,      \
+                      unsigned int flags))                                               \
+  X(int, fsync, (int fd))                                                                \
+  X(int, fdatasync, (int fd))                                                            \
+  /* pod files: directories (dirs.c) */                                                  \
+  X(DIR *, opendir, (const char *path))                                                  \
+  X(DIR *, fdopendir, (int fd))                                                          \
+  X(struct dirent *, readdir, (DIR *d))                                                  \
+  X(struct dirent64 *, readdir64, (DIR *d))                                              \
+  X(int, readdir_r, (DIR *__restrict d, struct dirent *__restrict entry,                 \
+                     struct dirent **__restrict result))                                 \
+  X(int, readdir64_r, (DIR *__restrict d, struct dirent64 *__restrict entry,             \
+                       struct dirent64 **__restrict result))                             \
+  X(int, closedir, (DIR *d))                                                             \
+  X(int, dirfd, (DIR *d))                                                                \
+  X(void, rewinddir, (DIR *d))                                                           \
+  X(long, telldir, (DIR *d))                                                             \
+  X(void, seekdir, (DIR *d, long loc))                                                   \
+  X(int, scandir, (const char *__restrict path, struct dirent ***__restrict namelist,    \
+                   int (*filter)(const struct dirent *),                                 \
+                   int (*compar)(const struct dirent **, const struct dirent **)))       \
+  X(int, scandir64, (const char *__restrict path, struct dirent64 ***__restrict namelist, \
+                     int (*filter)(const struct dirent64 *),                             \
+                     int (*compar)(const struct dirent64 **, const struct dirent64 **))) \
   /* processes (exec.c) */                                                               \
   X(pid_t, fork, (void))                                                                 \
   X(pid_t, vfork, (void))                                                                \

@@ -23,7 +23,13 @@ static int init_done;
 
 /* Hooks that may legitimately be missing from an older libc. */
 static bool optional_hook(const char *name) {
-  return strcmp(name, "close_range") == 0 || strcmp(name, "fcntl64") == 0;
+  static const char *const optional[] = {"close_range", "fcntl64", "statx", "preadv2", "preadv64v2",
+                                         "renameat2", "copy_file_range", "eaccess"};
+  /* glibc-internal entry points (__xstat, __open_2, …) come and go between versions. */
+  if (strncmp(name, "__", 2) == 0) return true;
+  for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++)
+    if (strcmp(name, optional[i]) == 0) return true;
+  return false;
 }
 
 static void die(const char *what, const char *name) {

@@ -12,7 +12,9 @@
  * fcntl64: our `fcntl` hook would then be emitted under the wrong symbol name. */
 #undef _FILE_OFFSET_BITS
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -20,7 +22,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -221,5 +229,69 @@ SHIM_HIDDEN int shim_sock_type(int fd);
 /* connect()'s logic for an inet stream/datagram socket, inside SHIM_ENTER. */
 SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
                                   int saved_errno);
+
+/* ---- pod files (pathrules.c, fsproto.c, rfile.c, files.c, dirs.c; docs/shim-ipc.md "Files") ---- */
+
+enum fs_route { FS_LOCAL, FS_REMOTE, FS_NOT_FOUND };
+
+/* Decides where `path` (relative to dirfd when relative) is read from. For FS_REMOTE,
+ * `out` receives the absolute pod path to send. Must be called inside SHIM_ENTER. */
+SHIM_HIDDEN enum fs_route fs_route_at(int dirfd, const char *path, char *out, size_t cap);
+SHIM_HIDDEN bool fs_write_mode(void);
+/* Lexical normalisation of an absolute path (no //, /./, /../). */
+SHIM_HIDDEN void fs_normalise(const char *in, char *out, size_t cap);
+SHIM_HIDDEN const char *fs_empty_dir(void);
+
+/* A file's metadata as the pod sees it. */
+struct rstat {
+  int64_t dev, ino, mode, nlink, uid, gid, rdev, size, blksize, blocks;
+  int64_t atime, atime_ns, mtime, mtime_ns, ctime, ctime_ns;
+};
+
+/* What the proxy answered to a file request. */
+struct fs_reply {
+  int err;               /* 0 on success, else the errno */
+  bool dir;              /* fs.open: the path is a directory */
+  bool lazy, writeback;  /* fs.open: filled on demand / written back on close */
+  int64_t handle;        /* fs.open: the proxy's handle (0: none) */
+  int64_t count;         /* fs.readdir: entries; fs.fill: bytes */
+  struct rstat st;       /* fs.open, fs.stat */
+  char target[4096];     /* fs.readlink */
+};
+
+/* Each returns 0 when the proxy answered (out->err says how), -1 if the channel failed. */
+SHIM_HIDDEN int fsproto_open(const char *path, int flags, int mode, int memfd, bool eager, struct fs_reply *out);
+SHIM_HIDDEN int fsproto_fill(int64_t handle, int64_t offset, int64_t length, struct fs_reply *out);
+SHIM_HIDDEN int fsproto_writeback(int64_t handle, struct fs_reply *out);
+SHIM_HIDDEN void fsproto_release(int64_t handle);
+SHIM_HIDDEN int fsproto_stat(const char *path, bool follow, struct fs_reply *out);
+SHIM_HIDDEN int fsproto_access(const char *path, int mode, struct fs_reply *out);
+SHIM_HIDDEN int fsproto_readdir(const char *path, int memfd, struct fs_reply *out);
+SHIM_HIDDEN int fsproto_readlink(const char *path, struct fs_reply *out);
+/* what: mkdir, unlink, rmdir, rename, truncate */
+SHIM_HIDDEN int fsproto_change(const char *what, const char *path, int64_t mode, const char *to,
+                               struct fs_reply *out);
+/* Sends fs.config and hands each field to the callback; -1 if the channel failed. */
+SHIM_HIDDEN int fsproto_config(void (*field)(const char *key, const char *value, void *arg), void *arg);
+
+/* rfile.c: descriptors that hold a pod file (a memfd) or stand for a pod directory. */
+struct rfile;
+SHIM_HIDDEN void rfile_register(int fd, const char *path, const struct fs_reply *r, bool is_dir);
+/* The pod path and stat of a descriptor that stands for a pod file or directory. */
+SHIM_HIDDEN bool rfile_info(int fd, char *path, size_t cap, struct rstat *st, bool *is_dir,
+                            bool *writable_copy);
+/* Makes [offset, offset+len) of a lazily filled fd present; len < 0: the whole file. */
+SHIM_HIDDEN int rfile_ensure(int fd, int64_t offset, int64_t len); /* 0 or an errno */
+/* close/dup bookkeeping (fds.c); rfile_forget writes back a write-mode file first. */
+SHIM_HIDDEN void rfile_forget(int fd);
+SHIM_HIDDEN void rfile_forget_range(unsigned first, unsigned last);
+SHIM_HIDDEN void rfile_copy(int from, int to);
+SHIM_HIDDEN int rfile_sync(int fd);
+SHIM_HIDDEN bool rfile_any(void);
+/* Fills every lazily filled fd that survives exec (no FD_CLOEXEC): the new program's
+ * shim knows nothing about it. */
+SHIM_HIDDEN void rfile_before_exec(void);
+
+SHIM_HIDDEN void rstat_to_stat(const struct rstat *r, void *stat_buf);
 
 #endif

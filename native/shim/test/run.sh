@@ -29,6 +29,9 @@ check() { # name, expected substring, command...
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
   -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../msgpack.c" -lpthread || exit 2
 "$work/fuzz_proto" 200000 && echo "ok   response parsers survive random and mutated frames" || failed=1
+gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
+  -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../msgpack.c" -lpthread || exit 2
+"$work/fuzz_fsproto" 200000 && echo "ok   file response parsers survive random and mutated frames" || failed=1
 
 timeout 300 env "${shim_env[@]}" "$work/shimtest" || failed=1
 timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable | grep -v '^PASSED' || failed=1
