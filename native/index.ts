@@ -41,6 +41,10 @@ export interface Addon {
    * agent's own). Synchronous; throws an Error with `errno` and `syscall` on failure.
    */
   netnsSocket(nsFd: number, family: 4 | 6, kind: 'tcp' | 'udp'): number;
+  /** A listening TCP socket on an ephemeral wildcard port in the namespace (dual stack when it can). */
+  netnsListen(nsFd: number): { fd: number; port: number };
+  /** SO_MARK on a socket (the redirect rules skip marked packets). */
+  setMark(fd: number, mark: number): void;
 }
 
 let addon: Addon | undefined;

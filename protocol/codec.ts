@@ -38,6 +38,8 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },
   'dns.reverse': { id: 'uint', address: 'str' },
   'env.get': { id: 'uint' },
+  'port.subscribe': { id: 'uint', port: 'uint', mode: 'str', filter: 'object?' },
+  'port.unsubscribe': { id: 'uint', port: 'uint' },
 };
 
 const agentSpecs: Record<AgentMessage['type'], Spec> = {
@@ -46,6 +48,7 @@ const agentSpecs: Record<AgentMessage['type'], Spec> = {
   result: { id: 'uint', value: 'any' },
   error: { id: 'uint', code: 'str', message: 'str', errno: 'uint?' },
   'session.error': { code: 'str', message: 'str' },
+  'incoming.open': { stream: 'uint', port: 'uint', mode: 'str', remoteAddress: 'str', remotePort: 'uint', localAddress: 'str', localPort: 'uint' },
 };
 
 function fieldOk(kind: FieldKind, v: unknown): boolean {
