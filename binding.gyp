@@ -18,7 +18,8 @@
         "native/shim/udp.c",
         "native/shim/getaddrinfo.c",
         "native/shim/hostent.c",
-        "native/shim/exec.c"
+        "native/shim/exec.c",
+        "native/shim/listen.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],

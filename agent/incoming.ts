@@ -29,7 +29,7 @@ export { removeStaleTables as removeStaleRedirects };
 /** Protocol detection on a filtered port waits at most this long for the first bytes. */
 export const DETECT_MS = 1000;
 /** A mirror more than this far behind is cut (the client is never slowed for a copy). */
-const MIRROR_BACKLOG = 8 * 1024 * 1024;
+const MIRROR_BACKLOG = 16 * 1024 * 1024;
 /** Request bytes kept for a retry on the app if a session fails before answering. */
 const REPLAY_LIMIT = 1024 * 1024;
 const MAX_FILTER_TEXT = 512;

@@ -16,6 +16,7 @@ import { packPlain, unpackPlain } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { Family } from '../protocol/messages.js';
 import type { AgentConnection } from './agent-client.js';
+import type { IncomingManager } from './incoming.js';
 import { route, unmapAddress, type RoutingPolicy } from './routing.js';
 
 const MAX_SHIM_FRAME = 1024 * 1024;
@@ -39,6 +40,8 @@ export interface SessionProxyOptions {
   localNameservers: string[];
   podNameservers: string[];
   log: (line: string) => void;
+  /** Incoming traffic (listen/unlisten/peer ops); without it the program's listeners stay local. */
+  incoming?: IncomingManager;
 }
 
 type ShimRequest = Record<string, unknown> & { op?: unknown };
@@ -150,6 +153,10 @@ export class SessionProxy {
           this.#attach(request);
           continue;
         }
+        if (request.op === 'unlisten') {
+          this.#opts.incoming?.unlisten(request);
+          continue;
+        }
         chain = chain.then(async () => {
           const response = await this.#answer(request);
           if (conn.destroyed) return;
@@ -171,6 +178,10 @@ export class SessionProxy {
           return await this.#resolve(request);
         case 'reverse':
           return await this.#reverse(request);
+        case 'listen':
+          return this.#opts.incoming ? await this.#opts.incoming.listen(request) : { ok: true, action: 'local' };
+        case 'peer':
+          return this.#opts.incoming ? this.#opts.incoming.peer(request) : { ok: true, action: 'local' };
         default:
           return { ok: false, errno: osConstants.errno.EINVAL, message: `unknown op ${String(request.op)}` };
       }

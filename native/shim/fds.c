@@ -17,6 +17,7 @@ SHIM_EXPORT int close(int fd) {
     errno = EBADF;
     return -1;
   }
+  if (!shim_depth) listen_before_close(fd); /* a subscribed listener unsubscribes (listen.c) */
   return REAL(close)(fd);
 }
 
