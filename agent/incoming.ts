@@ -183,8 +183,18 @@ class PortHub {
     const address = plain(client.localAddress) || '127.0.0.1';
     const family = net.isIP(address) === 6 ? 6 : 4;
     const addon = loadAddon();
-    const fd = addon.netnsSocket(this.#ns.redirect.nsFd, family, 'tcp');
-    addon.setMark(fd, PASS_MARK);
+    let fd: number;
+    try {
+      fd = addon.netnsSocket(this.#ns.redirect.nsFd, family, 'tcp');
+      addon.setMark(fd, PASS_MARK);
+    } catch (err) {
+      // Cannot reach the app: this connection fails, the agent goes on.
+      this.logOnce(`port ${this.port}: cannot open a connection to the pod's app: ${(err as Error).message}`);
+      const dead = new net.Socket();
+      dead.on('error', () => undefined);
+      dead.destroy();
+      return dead;
+    }
     const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
@@ -204,9 +214,23 @@ class PortHub {
 
   #accepted(client: net.Socket): void {
     this.#connections.add(client);
-    client.once('close', () => this.#connections.delete(client));
+    this.#ns.connections++;
+    client.once('close', () => {
+      this.#connections.delete(client);
+      this.#ns.connections--;
+      this.#ns.maybeRelease();
+    });
     client.on('error', () => undefined);
     client.setNoDelay(true);
+    try {
+      this.#route(client);
+    } catch (err) {
+      this.logOnce(`port ${this.port}: could not relay a connection: ${(err as Error).message}`);
+      client.destroy();
+    }
+  }
+
+  #route(client: net.Socket): void {
     const mirrors = this.subs.filter((s) => s.mode === 'mirror');
     for (const m of mirrors) this.#tee(client, m);
     const steals = this.subs.filter((s) => s.mode === 'steal');
@@ -604,11 +628,22 @@ class NamespaceIncoming {
   readonly redirect: NetnsRedirect;
   readonly hubs = new Map<number, PortHub>();
   readonly log: (line: string) => void;
+  /** Client connections still relayed: they need the namespace fd for app connections. */
+  connections = 0;
+  #released = false;
 
   constructor(key: string, pid: number, log: (line: string) => void) {
     this.key = key;
     this.log = log;
     this.redirect = new NetnsRedirect(pid, log);
+  }
+
+  /** Closes the namespace fd once no port is subscribed and no connection is relayed. */
+  maybeRelease(): void {
+    if (this.#released || this.hubs.size > 0 || this.connections > 0) return;
+    this.#released = true;
+    if (namespaces.get(this.key) === this) namespaces.delete(this.key);
+    void this.redirect.close();
   }
 }
 
@@ -717,10 +752,7 @@ export class SessionIncoming {
     ns.hubs.delete(port);
     hub.close();
     await ns.redirect.remove(port).catch((err: Error) => this.#log(`removing the redirect of port ${port}: ${err.message}`));
-    if (ns.hubs.size === 0 && namespaces.get(this.#nsKey) === ns) {
-      namespaces.delete(this.#nsKey);
-      await ns.redirect.close();
-    }
+    ns.maybeRelease();
   }
 }
 
@@ -733,7 +765,6 @@ export async function releaseAllRedirects(): Promise<void> {
     }
     ns.hubs.clear();
     namespaces.delete(ns.key);
-    await ns.redirect.close();
   }));
 }
 

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { AgentMessage, HttpFilter, IncomingMode, IncomingOpen } from '../protocol/messages.js';
+import { streamPair } from '../agent/stream-pair.js';
 import type { AgentConnection } from './agent-client.js';
 
 export interface IncomingOptions {
@@ -220,7 +221,16 @@ export class IncomingManager {
     socket.once('connect', () => {
       if (socket.localPort !== undefined) this.#byPort.set(socket.localPort, r);
       bound = true;
-      mux.bindSocket(m.stream, socket);
+      if (m.mode === 'steal') {
+        mux.bindSocket(m.stream, socket);
+        return;
+      }
+      // A mirror's replies go nowhere: drop them here rather than send them to the agent.
+      const [toAgent, local] = streamPair();
+      mux.bindSocket(m.stream, toAgent);
+      local.pipe(socket);
+      socket.on('data', () => undefined);
+      socket.once('close', () => local.destroy());
     });
     socket.on('error', () => undefined);
     socket.once('close', () => {
