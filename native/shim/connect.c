@@ -242,6 +242,7 @@ SHIM_EXPORT int connect(int fd, __CONST_SOCKADDR_ARG arg, socklen_t len) {
   }
   if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
     return REAL(connect)(fd, arg, len);
+  if (listen_bind_deferred(fd, false) < 0) return -1; /* its bind() was deferred (listen.c) */
   int saved = errno;
   SHIM_ENTER();
   int type = shim_sock_type(fd);

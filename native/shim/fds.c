@@ -42,7 +42,10 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
   }
   if (r == 0 && lo <= last && !(n > 0 && lo == 0)) r = REAL(close_range)(lo, last, flags);
   int err = errno;
-  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) fdtable_clear_range(first, last);
+  if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
+    fdtable_clear_range(first, last);
+    listen_before_close_range(first, last); /* subscribed listeners unsubscribe (listen.c) */
+  }
   SHIM_LEAVE();
   errno = r == 0 ? saved : err;
   return r;

@@ -2,8 +2,8 @@
  * Incoming traffic: the program's TCP listeners.
  *
  * bind(): if the port is taken on this machine (another session's program listens on
- * it), the socket is bound to a free port instead and getsockname() keeps reporting the
- * port the program asked for. listen(): tells the session proxy (op `listen`), which
+ * it), the bind waits: listen() then binds a free port instead (getsockname() keeps
+ * reporting the port the program asked for), connect() retries the asked port. listen(): tells the session proxy (op `listen`), which
  * subscribes the pod's port; a refusal (another session steals it) fails listen() with
  * the proxy's errno. accept()/accept4(): a connection relayed by tsmirror comes from
  * loopback; the proxy says which pod client it stands for (op `peer`), and accept(),
@@ -23,7 +23,8 @@ struct listener {
   pid_t pid;                 /* the process that subscribed */
   int asked_port;
   bool subscribed;
-  bool bound_elsewhere;      /* bind() moved it to another port */
+  bool bound_elsewhere;      /* bind() found the port taken here: getsockname shows `asked` */
+  bool deferred;             /* ...and the real bind waits for listen() or connect() */
   union shim_addr asked;     /* the address the program asked for */
   socklen_t asked_len;
 };
@@ -56,6 +57,7 @@ static struct listener *slot_locked(int fd) {
 static void free_locked(struct listener *l) {
   l->subscribed = false;
   l->bound_elsewhere = false;
+  l->deferred = false;
   l->fd = -1;
   __atomic_sub_fetch(&nlisteners, 1, __ATOMIC_RELEASE);
 }
@@ -76,6 +78,7 @@ SHIM_EXPORT int bind(int fd, __CONST_SOCKADDR_ARG arg, socklen_t len) {
   if (!shim_intercepting() || !addr || len < sizeof(sa_family_t) ||
       (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
     return REAL(bind)(fd, arg, len);
+  int saved = errno;
   int r = REAL(bind)(fd, arg, len);
   if (r == 0 || errno != EADDRINUSE) return r;
   int err = errno;
@@ -84,36 +87,69 @@ SHIM_EXPORT int bind(int fd, __CONST_SOCKADDR_ARG arg, socklen_t len) {
   socklen_t asked_len;
   if (shim_sock_type(fd) == SOCK_STREAM && shim_addr_from(addr, len, &asked, &asked_len) &&
       port_of(&asked) != 0) {
-    /* Taken here (say, by another session's program): listen on a free port instead;
-     * the pod's port still comes to this socket. */
-    union shim_addr any;
-    memset(&any, 0, sizeof any);
-    memcpy(&any, addr, len < sizeof any ? len : sizeof any);
-    if (any.sa.sa_family == AF_INET) any.in.sin_port = 0;
-    else any.in6.sin6_port = 0;
-    if (REAL(bind)(fd, &any.sa, len) == 0) {
-      pthread_mutex_lock(&listeners_lock);
-      struct listener *l = slot_locked(fd);
-      if (l) {
-        l->bound_elsewhere = true;
-        l->asked_port = port_of(&asked);
-        memcpy(&l->asked, addr, len < sizeof l->asked ? len : sizeof l->asked);
-        l->asked_len = addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-      }
-      pthread_mutex_unlock(&listeners_lock);
-      shim_log("bind: port %d is taken here; bound to a free port instead", port_of(&asked));
+    /* Taken here (say, by another session's program). Whether this socket will listen or
+     * connect is not known yet: the bind is deferred. listen() binds a free port of the
+     * same address (the pod's port still comes to it); connect() tries the asked port
+     * again and fails with EADDRINUSE if it is still taken. */
+    pthread_mutex_lock(&listeners_lock);
+    struct listener *l = slot_locked(fd);
+    if (l) {
+      l->bound_elsewhere = true;
+      l->deferred = true;
+      l->asked_port = port_of(&asked);
+      memcpy(&l->asked, addr, len < sizeof l->asked ? len : sizeof l->asked);
+      l->asked_len = addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
       r = 0;
     }
+    pthread_mutex_unlock(&listeners_lock);
+    if (r == 0) shim_log("bind: port %d is taken here; binding deferred to listen/connect", port_of(&asked));
   }
   SHIM_LEAVE();
-  if (r != 0) errno = err;
+  errno = r == 0 ? saved : err;
   return r;
 }
 
+SHIM_HIDDEN int listen_bind_deferred(int fd, bool any_port) {
+  if (!any_listeners()) return 0;
+  union shim_addr a;
+  bool deferred = false;
+  pthread_mutex_lock(&listeners_lock);
+  struct listener *l = find_locked(fd);
+  if (l && l->deferred) {
+    a = l->asked;
+    deferred = true;
+  }
+  pthread_mutex_unlock(&listeners_lock);
+  if (!deferred) return 0;
+  if (any_port) {
+    if (a.sa.sa_family == AF_INET) a.in.sin_port = 0;
+    else a.in6.sin6_port = 0;
+  }
+  SHIM_ENTER();
+  int r = REAL(bind)(fd, &a.sa, a.sa.sa_family == AF_INET ? sizeof a.in : sizeof a.in6);
+  int err = errno;
+  SHIM_LEAVE();
+  if (r < 0) {
+    errno = err;
+    return -1;
+  }
+  pthread_mutex_lock(&listeners_lock);
+  l = find_locked(fd);
+  if (l) {
+    l->deferred = false;
+    if (!any_port && !l->subscribed) free_locked(l); /* bound where it asked after all */
+  }
+  pthread_mutex_unlock(&listeners_lock);
+  if (any_port) shim_log("listen: port %d is taken here; listening on a free port instead", port_of(&a) ? port_of(&a) : 0);
+  return 0;
+}
+
 SHIM_EXPORT int listen(int fd, int backlog) {
-  int r = REAL(listen)(fd, backlog);
-  if (r < 0 || !shim_intercepting()) return r;
+  if (!shim_intercepting()) return REAL(listen)(fd, backlog);
   int saved = errno;
+  if (listen_bind_deferred(fd, true) < 0) return -1;
+  int r = REAL(listen)(fd, backlog);
+  if (r < 0) return r;
   SHIM_ENTER();
   union shim_addr me;
   socklen_t me_len = sizeof me;
@@ -231,4 +267,19 @@ SHIM_HIDDEN bool listen_sockname(int fd, struct sockaddr *addr, socklen_t cap, s
   pthread_mutex_unlock(&listeners_lock);
   if (found) shim_addr_copy_out(&out, out_len, addr, cap, len);
   return found;
+}
+
+SHIM_HIDDEN void listen_before_close_range(unsigned first, unsigned last) {
+  if (!any_listeners()) return;
+  int ports[SHIM_LISTENERS];
+  int n = 0;
+  pthread_mutex_lock(&listeners_lock);
+  for (int i = 0; i < SHIM_LISTENERS; i++) {
+    struct listener *l = &listeners[i];
+    if ((!l->subscribed && !l->bound_elsewhere) || (unsigned)l->fd < first || (unsigned)l->fd > last) continue;
+    if (l->subscribed && l->pid == getpid()) ports[n++] = l->asked_port;
+    free_locked(l);
+  }
+  pthread_mutex_unlock(&listeners_lock);
+  for (int i = 0; i < n; i++) proto_unlisten(ports[i]);
 }

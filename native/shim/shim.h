@@ -227,9 +227,13 @@ SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out);
 
 /* Called by accept/accept4 (connect.c) and close (fds.c), getsockname (connect.c). */
 SHIM_HIDDEN bool listen_is_subscribed(int fd);
+/* A bind() deferred because its port was taken here: bind now (any_port: a free port of
+ * the asked address, for listen; else the asked port, for connect). 0, or -1 with errno. */
+SHIM_HIDDEN int listen_bind_deferred(int fd, bool any_port);
 SHIM_HIDDEN void listen_after_accept(int listen_fd, int fd, struct sockaddr *addr, socklen_t cap,
                                      socklen_t *len);
 SHIM_HIDDEN void listen_before_close(int fd);
+SHIM_HIDDEN void listen_before_close_range(unsigned first, unsigned last); /* inside SHIM_ENTER */
 SHIM_HIDDEN bool listen_sockname(int fd, struct sockaddr *addr, socklen_t cap, socklen_t *len);
 
 /* ---- sockaddr helpers (connect.c) ---- */

@@ -27,7 +27,7 @@ beforeAll(async () => {
   harness = await Harness.create({ name: 'incoming' });
   [app, client] = await Promise.all([
     harness.addPod({ name: 'app', command: ['/usr/bin/node', SERVER, 'pod', '8080'], readyPort: 8080, ipv6: true }),
-    harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'], files: { '/data/big.bin': bigBody() } }),
+    harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'], files: { '/data/big.bin': bigBody() }, ipv6: true }),
   ]);
   agent = await startAgentProcess();
   localDir = mkdtempSync(join(tmpdir(), 'tsm-incoming-'));
@@ -177,6 +177,16 @@ describe('filtered steal', () => {
     const body = 'x'.repeat(100000);
     const chunked = await curl(client, `http://${app.ip}:8080/up`, ['-H', 'x-dev: alice', '-H', 'Transfer-Encoding: chunked', '--data-binary', body]);
     expect(chunked.stdout).toContain(`alice POST /up peer=${client.ip} len=100000 sha256=${createHash('sha256').update(body).digest('hex')}`);
+  });
+
+  it('IPv6 clients are stolen too, and the program sees their IPv6 address; Expect: 100-continue works', async () => {
+    await localServer('alice', ['--steal', '--http-header', 'x-dev: alice']);
+    const v6 = await curl(client, `http://[${app.ipv6 ?? ''}]:8080/six`, ['-g', '-H', 'x-dev: alice']);
+    expect(v6.stdout).toMatch(new RegExp(`^alice GET /six peer=${client.ipv6 ?? 'none'} `));
+    expect(who((await curl(client, `http://[${app.ipv6 ?? ''}]:8080/six`, ['-g'])).stdout)).toBe('pod');
+    const body = 'y'.repeat(5000);
+    const cont = await curl(client, `http://${app.ip}:8080/cont`, ['-H', 'x-dev: alice', '-H', 'Expect: 100-continue', '--data-binary', body, '-w', ' %{http_code}']);
+    expect(cont.stdout).toMatch(/^alice POST \/cont .* len=5000 .* 200$/s);
   });
 
   it('path and method filters select requests', async () => {
