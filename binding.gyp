@@ -23,7 +23,8 @@
         "native/shim/fsproto.c",
         "native/shim/rfile.c",
         "native/shim/files.c",
-        "native/shim/dirs.c"
+        "native/shim/dirs.c",
+        "native/shim/listen.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],

@@ -16,6 +16,7 @@ import {
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
 import { resolveTarget } from './target.js';
+import { releaseAllRedirects, removeStaleRedirects } from './incoming.js';
 
 export interface AgentOptions {
   host: string;
@@ -49,6 +50,13 @@ function parseTargetRef(value: unknown): TargetRef {
   if (t.kind === 'container' && typeof t.id === 'string') return { kind: 'container', id: t.id };
   if (t.kind === 'none') return { kind: 'none' };
   throw new TsmError('TSM_ERR_BAD_FRAME', 'hello has a malformed target');
+}
+
+/** The hello's declared incoming mode (issue 4), when well-formed. */
+function incomingOf(hello: ClientHello): { incoming?: { mode: 'mirror' | 'steal'; filtered: boolean } } {
+  const i = hello.incoming as { mode?: unknown; filtered?: unknown } | undefined;
+  if (!i || (i.mode !== 'mirror' && i.mode !== 'steal') || typeof i.filtered !== 'boolean') return {};
+  return { incoming: { mode: i.mode, filtered: i.filtered } };
 }
 
 export async function startAgent(options: Partial<AgentOptions> = {}): Promise<RunningAgent> {
@@ -108,6 +116,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             host: typeof client.host === 'string' ? client.host.slice(0, 128) : '?',
             target: target.description,
             startedAt: Date.now(),
+            ...incomingOf(hello),
           });
           if (peer.closed) {
             session.dispose();
@@ -125,6 +134,10 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
       })();
     });
   });
+
+  // Redirect tables left by an agent that was killed are removed before serving.
+  const stale = await removeStaleRedirects(opts.log);
+  if (stale > 0) opts.log(`removed ${stale} redirect table(s) left by an earlier agent`);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -146,6 +159,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await releaseAllRedirects();
     },
   };
 }

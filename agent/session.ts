@@ -4,9 +4,10 @@
  * away with it.
  */
 import dgram from 'node:dgram';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { constants as osConstants } from 'node:os';
 import { loadAddon } from '../native/index.js';
 import { RemoteError, TsmError, isErrorCode } from '../protocol/errors.js';
@@ -15,6 +16,9 @@ import {
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
 import { PodFiles } from './files.js';
+import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
+import { SessionIncoming } from './incoming.js';
+import { streamPair } from './stream-pair.js';
 import { PodResolver, ResolveError, closeDatagramSocket, type ResolvConf } from './resolver.js';
 import type { ResolvedTarget } from './target.js';
 
@@ -28,6 +32,8 @@ export interface SessionInfo {
   target: string;
   startedAt: number;
   streams: number;
+  /** From the hello: how the session takes incoming traffic (absent: not declared). */
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
 }
 
 export class AgentSession {
@@ -40,6 +46,8 @@ export class AgentSession {
   /** The target's files (agent/files.ts), opened on first use; none when targetless. */
   #files: PodFiles | undefined;
   readonly info: SessionInfo;
+  readonly #incoming: SessionIncoming;
+  #nextAgentStream = 0;
 
   constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>) {
     this.#peer = peer;
@@ -58,7 +66,22 @@ export class AgentSession {
       }, 2000);
       this.#targetWatch.unref();
     }
+    const ns = this.#nsFd >= 0 ? fstatSync(this.#nsFd) : undefined;
+    this.#incoming = new SessionIncoming(
+      { id: info.id, user: info.user, host: info.host, openStream: (o) => this.#openIncomingStream(o) },
+      target.pid, ns ? `${ns.dev}:${ns.ino}` : '', (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
     peer.on('message', (m: ClientMessage) => void this.#dispatch(m));
+  }
+
+  /** A stream the agent opens toward the CLI for one incoming connection (incoming.open). */
+  #openIncomingStream(o: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined {
+    if (this.#peer.closed) return undefined;
+    const stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
+    this.#peer.send({ type: 'incoming.open', stream, ...o });
+    const [mine, theirs] = streamPair();
+    this.#peer.mux.open(stream);
+    this.#peer.mux.bindSocket(stream, mine);
+    return theirs;
   }
 
   /** The DNS settings the target's processes use. */
@@ -73,6 +96,8 @@ export class AgentSession {
   /** Releases everything the session holds. Called once, when its peer is closed. */
   dispose(): void {
     clearInterval(this.#targetWatch);
+    // Stolen and mirrored ports go back to the pod's app; the last session out removes the rules.
+    void this.#incoming.dispose();
     this.#resolver.close();
     for (const s of this.#sockets) {
       if (s instanceof net.Socket) s.destroy();
@@ -116,6 +141,14 @@ export class AgentSession {
       if (!['mkdir', 'unlink', 'rmdir', 'rename'].includes(m.op)) throw new TsmError('TSM_ERR_BAD_FRAME', `unknown fs.change op "${m.op.slice(0, 32)}"`);
       return this.#podFiles().change(m);
     },
+    'port.subscribe': (m) => {
+      const declared = this.info.incoming;
+      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== (m.filter !== undefined)))) {
+        throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${m.filter ? 'filtered ' : ''}${m.mode}`);
+      }
+      return this.#incoming.subscribe(m.port, m.mode, m.filter);
+    },
+    'port.unsubscribe': (m) => this.#incoming.unsubscribe(m.port),
   };
 
   #podFiles(): PodFiles {

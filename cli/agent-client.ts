@@ -73,6 +73,8 @@ export interface ConnectOptions {
   target: TargetRef;
   timeoutMs?: number;
   peer?: PeerOptions;
+  /** Declared in the hello: how the session takes incoming traffic. */
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
 }
 
 /** Opens a session on the agent at `url`. Fails with a TsmError that says what to do. */
@@ -118,6 +120,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       capabilities: [...CAPABILITIES],
       target: options.target,
       client: { version: packageVersion, user: userInfo().username, host: hostname() },
+      ...(options.incoming ? { incoming: options.incoming } : {}),
     });
   });
   return new AgentConnection(peer, hello);

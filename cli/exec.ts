@@ -13,6 +13,7 @@ import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } fro
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy } from './session-proxy.js';
 import { fileRules } from './files.js';
+import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incoming.js';
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
 import { parseResolvConf } from '../agent/resolver.js';
@@ -24,7 +25,7 @@ export interface SessionFlags {
   verbose?: boolean;
 }
 
-export interface ExecFlags extends SessionFlags {
+export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   remoteLocalhost?: boolean;
   localDest: string[];
   remoteDest: string[];
@@ -56,14 +57,14 @@ function agentTarget(flags: SessionFlags): TargetRef {
   return target;
 }
 
-export async function openSession(flags: SessionFlags): Promise<AgentConnection> {
+export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
   const target = agentTarget(flags);
   if (!flags.agent) {
     throw new TsmError('TSM_ERR_USAGE', 'no agent given', { hint: 'pass --agent ws://HOST:PORT (the address `tsmirror agent --listen` printed)' });
   }
   progress(flags, `connecting to the agent at ${flags.agent}…`);
   const started = Date.now();
-  const agent = await connectAgent({ url: flags.agent, target });
+  const agent = await connectAgent({ url: flags.agent, target, ...(incoming ? { incoming } : {}) });
   const h = agent.hello;
   progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
   return agent;
@@ -123,9 +124,11 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   const shim = shimPath();
   const fsOptions = { mode: flags.fsMode, local: flags.fsLocal ?? [], remote: flags.fsRemote ?? [], notFound: flags.fsNotFound ?? [], programPath: path, cwd: process.cwd() };
   fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
+  const incomingOptions = parseIncomingFlags({ ...flags, httpHeader: flags.httpHeader ?? [], portMap: flags.portMap ?? [] });
 
-  const agent = await openSession(flags);
+  const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined });
   let proxy: SessionProxy | undefined;
+  const incoming = new IncomingManager(agent, incomingOptions, (line) => progress(flags, line));
   try {
     const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
     const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
@@ -137,6 +140,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       podNameservers: agent.hello.target.nameservers,
       log: (line) => progress(flags, line),
       files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
+      incoming,
     });
     env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
     env.TSMIRROR_SHIM = shim;
@@ -166,6 +170,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     }
     return code;
   } finally {
+    incoming.close();
     await proxy?.close();
     agent.close();
   }

@@ -47,6 +47,14 @@ const execCommand = sessionOptions(program.command('exec'))
   .option('--fs-local <regex>', 'paths matching this POSIX extended regex are read locally (repeatable; wins over the others)', collect, [])
   .option('--fs-remote <regex>', 'paths matching this regex are read from the pod (repeatable)', collect, [])
   .option('--fs-not-found <regex>', 'paths matching this regex do not exist for the program (ENOENT; repeatable)', collect, [])
+  // incoming traffic (issue 4)
+  .option('--mirror', "when the program listens on a port, give it a copy of the pod's incoming connections on that port (default); the pod's app still answers")
+  .option('--steal', "when the program listens on a port, take the pod's incoming traffic on it (all of it, or only requests matching --http-* filters)")
+  .option('--http-header <header>', 'steal only HTTP requests with this header, given as "NAME: VALUE" (repeatable, all must match; NAME case-insensitive, VALUE a regex matching the whole value)', collect, [])
+  .option('--http-path <regex>', 'steal only HTTP requests whose path (without the query) matches this regex whole')
+  .option('--http-method <method>', 'steal only HTTP requests with this method')
+  .option('--port-map <LOCAL:REMOTE>', 'the program listens on LOCAL for the pod\'s port REMOTE (repeatable)', collect, [])
+  .option('--ports <list>', 'only these pod ports (comma-separated) take incoming traffic; other listeners stay local')
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
@@ -61,6 +69,10 @@ Files: by default the program reads the pod's files except /usr, /lib*, /bin, /s
 /etc/hostname and /etc/ssl/certs come from the pod), the home directory, the program's
 directory, the current directory, node_modules, shared libraries and relative paths,
 which stay local. --fs-local, --fs-remote and --fs-not-found (in that precedence) override.
+  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- python3 -m http.server 8080
+      (mirror: the program sees a copy of every connection to the pod's port 8080)
+  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --steal --http-header 'x-dev: alice' -- node server.js
+      (only requests with "x-dev: alice" reach the program; the pod's app answers the rest)
 
 Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FAILED} when tsmirror itself
 failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);

@@ -17,6 +17,7 @@ import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { Family } from '../protocol/messages.js';
 import type { AgentConnection } from './agent-client.js';
 import { FileProxy, type FileRules } from './files.js';
+import type { IncomingManager } from './incoming.js';
 import { route, unmapAddress, type RoutingPolicy } from './routing.js';
 
 const MAX_SHIM_FRAME = 1024 * 1024;
@@ -42,6 +43,8 @@ export interface SessionProxyOptions {
   log: (line: string) => void;
   /** Pod files (cli/files.ts); without it every file op is answered "local". */
   files?: FileRules;
+  /** Incoming traffic (listen/unlisten/peer ops); without it the program's listeners stay local. */
+  incoming?: IncomingManager;
 }
 
 type ShimRequest = Record<string, unknown> & { op?: unknown };
@@ -161,6 +164,10 @@ export class SessionProxy {
           this.files?.release(request);
           continue;
         }
+        if (request.op === 'unlisten') {
+          this.#opts.incoming?.unlisten(request);
+          continue;
+        }
         chain = chain.then(async () => {
           const response = await this.#answer(request);
           if (conn.destroyed) return;
@@ -182,6 +189,10 @@ export class SessionProxy {
           return await this.#resolve(request);
         case 'reverse':
           return await this.#reverse(request);
+        case 'listen':
+          return this.#opts.incoming ? await this.#opts.incoming.listen(request) : { ok: true, action: 'local' };
+        case 'peer':
+          return this.#opts.incoming ? this.#opts.incoming.peer(request) : { ok: true, action: 'local' };
         default:
           if (typeof request.op === 'string' && request.op.startsWith('fs.')) {
             return this.files ? await this.files.answer(request) : { ok: true, mode: 'local' };

@@ -51,6 +51,10 @@ export interface Addon {
   readlinkInRoot(rootFd: number, path: string): string;
   /** mkdir (arg: mode), unlink, rmdir or rename (arg: the new path), confined to the root. */
   pathOpInRoot(rootFd: number, op: 'mkdir' | 'unlink' | 'rmdir' | 'rename', path: string, arg: number | string): void;
+  /** A listening TCP socket on an ephemeral wildcard port in the namespace (dual stack when it can). */
+  netnsListen(nsFd: number): { fd: number; port: number };
+  /** SO_MARK on a socket (the redirect rules skip marked packets). */
+  setMark(fd: number, mark: number): void;
 }
 
 let addon: Addon | undefined;

@@ -48,6 +48,8 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
   'fs.readdir': { id: 'uint', path: 'str', offset: 'uint' },
   'fs.readlink': { id: 'uint', path: 'str' },
   'fs.change': { id: 'uint', op: 'str', path: 'str', mode: 'uint', to: 'str' },
+  'port.subscribe': { id: 'uint', port: 'uint', mode: 'str', filter: 'object?' },
+  'port.unsubscribe': { id: 'uint', port: 'uint' },
 };
 
 const agentSpecs: Record<AgentMessage['type'], Spec> = {
@@ -56,6 +58,7 @@ const agentSpecs: Record<AgentMessage['type'], Spec> = {
   result: { id: 'uint', value: 'any' },
   error: { id: 'uint', code: 'str', message: 'str', errno: 'uint?' },
   'session.error': { code: 'str', message: 'str' },
+  'incoming.open': { stream: 'uint', port: 'uint', mode: 'str', remoteAddress: 'str', remotePort: 'uint', localAddress: 'str', localPort: 'uint' },
 };
 
 function fieldOk(kind: FieldKind, v: unknown): boolean {

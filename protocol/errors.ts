@@ -24,6 +24,8 @@ export const ErrorCodes = {
   TSM_ERR_PERMISSION: 'the agent lacks a privilege it needs',
   TSM_ERR_INTERNAL: 'an internal error',
   TSM_ERR_CONFIG: 'the config file is missing, unreadable or invalid',
+  TSM_ERR_PORT_CONFLICT: 'another session already steals this port',
+  TSM_ERR_REDIRECT: 'the traffic redirect in the pod could not be set up',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -9,7 +9,7 @@ import type { ErrorCode } from './errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Features a peer can offer; the session uses the intersection. */
-export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env', 'files'] as const;
+export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env', 'files', 'incoming'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
 export type Family = 4 | 6;
@@ -58,7 +58,17 @@ export interface FsStatValue {
 /** Largest fs.read/fs.write payload (keeps every frame well under MAX_FRAME_BYTES). */
 export const FS_MAX_READ = 2 * 1024 * 1024;
 
-export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvGet | FsRequest;
+
+// ---- incoming traffic (issue 4): the program listens on `port`; the agent redirects the
+// pod's incoming connections on it (see docs/ARCHITECTURE.md, "Incoming traffic").
+export type IncomingMode = 'mirror' | 'steal';
+/** HTTP request filter: every given part must match (header names case-insensitive, values/path whole-match regexes). */
+export interface HttpFilter { headers: Array<{ name: string; value: string }>; path?: string; method?: string }
+export interface PortSubscribe { type: 'port.subscribe'; id: number; port: number; mode: IncomingMode; filter?: HttpFilter }
+export interface PortUnsubscribe { type: 'port.unsubscribe'; id: number; port: number }
+// ---- end incoming
+
+export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvGet | FsRequest | PortSubscribe | PortUnsubscribe;
 
 /** The value of a successful `result` for each request type. */
 export interface ResultOf {
@@ -77,6 +87,8 @@ export interface ResultOf {
   'fs.readdir': { names: string; types: Uint8Array; done: boolean };
   'fs.readlink': { target: string };
   'fs.change': Record<string, never>;
+  'port.subscribe': { port: number };
+  'port.unsubscribe': { port: number };
 }
 
 // ---- stream and session messages, the same in both directions
@@ -101,6 +113,8 @@ export interface ClientHello {
   capabilities: string[];
   target: TargetRef;
   client: { version: string; user: string; host: string };
+  /** How this session takes incoming traffic, from the CLI's flags (policy is enforced at session open). */
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
 }
 
 export type ClientMessage = ClientHello | ClientRequest | StreamMessage | Ping | Pong;
@@ -126,7 +140,20 @@ export interface ErrorReply { type: 'error'; id: number; code: ErrorCode; messag
 /** The session is over; the sender closes the connection after it. */
 export interface SessionError { type: 'session.error'; code: ErrorCode; message: string }
 
-export type AgentMessage = AgentHello | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong;
+/**
+ * The agent opened stream `stream` (agent-allocated, >= AGENT_STREAM_BASE) for a connection
+ * that arrived on the pod's `port`: a mirror copy, a stolen connection, or the stolen
+ * requests of one connection. `remote*` is the client (what accept() reports), `local*`
+ * the pod address it connected to.
+ */
+export interface IncomingOpen {
+  type: 'incoming.open'; stream: number; port: number; mode: IncomingMode;
+  remoteAddress: string; remotePort: number; localAddress: string; localPort: number;
+}
+/** Streams the agent opens are numbered from here; the CLI allocates below it. */
+export const AGENT_STREAM_BASE = 0x80000000;
+
+export type AgentMessage = AgentHello | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong | IncomingOpen;
 
 /** Handlers over a union: a new message type fails to compile until it is handled. */
 export type Handlers<U extends { type: string }, R = void> = {

@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <string>
 #include <linux/openat2.h>
@@ -177,12 +178,70 @@ Napi::Value PathOpJs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- incoming traffic (agent/incoming.ts) ----
+
+// A listening TCP socket in the namespace at ns_fd on an ephemeral port of the wildcard
+// address: dual-stack [::] when the namespace has IPv6, else 0.0.0.0. The redirect rules
+// send the pod's incoming connections here.
+Napi::Value NetnsListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsNumber()) {
+    throw Napi::TypeError::New(env, "usage: netnsListen(nsFd: number) -> { fd, port }");
+  }
+  int ns_fd = info[0].As<Napi::Number>().Int32Value();
+  if (ns_fd >= 0 && g_home_netns < 0) throw Napi::Error::New(env, "netnsListen: the agent's own network namespace could not be opened at load");
+  const char* what = "";
+  int fd = CreateIn(ns_fd, AF_INET6, SOCK_STREAM, &what);
+  bool v6 = fd >= 0;
+  if (!v6) fd = CreateIn(ns_fd, AF_INET, SOCK_STREAM, &what);
+  if (fd < 0) throw ErrnoError(env, what, -fd);
+  int zero = 0;
+  if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    len = sizeof *a;
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 1024) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, "bind/listen", err);
+  }
+  int port = v6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("port", Napi::Number::New(env, port));
+  return out;
+}
+
+// Sets SO_MARK on a socket: the agent's own connections to the pod's app carry a mark
+// that the redirect rules skip, so they are not sent back to the agent.
+Napi::Value SetMark(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(env, "usage: setMark(fd: number, mark: number)");
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  uint32_t mark = info[1].As<Napi::Number>().Uint32Value();
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) throw ErrnoError(env, "setsockopt(SO_MARK)", errno);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g_home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
   exports.Set("openInRoot", Napi::Function::New(env, OpenInRootJs, "openInRoot"));
   exports.Set("readlinkInRoot", Napi::Function::New(env, ReadlinkInRootJs, "readlinkInRoot"));
   exports.Set("pathOpInRoot", Napi::Function::New(env, PathOpJs, "pathOpInRoot"));
+  exports.Set("netnsListen", Napi::Function::New(env, NetnsListen, "netnsListen"));
+  exports.Set("setMark", Napi::Function::New(env, SetMark, "setMark"));
   return exports;
 }
 

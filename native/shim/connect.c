@@ -108,17 +108,26 @@ SHIM_EXPORT int socketpair(int domain, int type, int protocol, int fds[2]) {
   return r;
 }
 
+/* A connection accepted on a subscribed listener may stand for a pod client (listen.c). */
 SHIM_EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len) {
   shim_hook_init();
+  socklen_t cap = len ? *len : 0;
   int r = REAL(accept)(fd, addr, len);
-  if (r >= 0 && !shim_depth) fdtable_clear(r);
+  if (r >= 0 && !shim_depth) {
+    fdtable_clear(r);
+    if (shim_cfg.active && listen_is_subscribed(fd)) listen_after_accept(fd, r, SHIM_SA(addr), cap, len);
+  }
   return r;
 }
 
 SHIM_EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len, int flags) {
   shim_hook_init();
+  socklen_t cap = len ? *len : 0;
   int r = REAL(accept4)(fd, addr, len, flags);
-  if (r >= 0 && !shim_depth) fdtable_clear(r);
+  if (r >= 0 && !shim_depth) {
+    fdtable_clear(r);
+    if (shim_cfg.active && listen_is_subscribed(fd)) listen_after_accept(fd, r, SHIM_SA(addr), cap, len);
+  }
   return r;
 }
 
@@ -233,6 +242,7 @@ SHIM_EXPORT int connect(int fd, __CONST_SOCKADDR_ARG arg, socklen_t len) {
   }
   if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
     return REAL(connect)(fd, arg, len);
+  if (listen_bind_deferred(fd, false) < 0) return -1; /* its bind() was deferred (listen.c) */
   int saved = errno;
   SHIM_ENTER();
   int type = shim_sock_type(fd);
@@ -267,5 +277,7 @@ SHIM_EXPORT int getsockname(int fd, __SOCKADDR_ARG arg, socklen_t *__restrict le
   struct sock_state st;
   if (fdtable_get_sock(fd, &st) && st.has_peer && st.has_local)
     shim_addr_copy_out(&st.local, st.local_len, addr, cap, len);
+  else
+    listen_sockname(fd, addr, cap, len); /* a listener moved to a free port (listen.c) */
   return r;
 }

@@ -18,6 +18,7 @@ SHIM_EXPORT int close(int fd) {
     return -1;
   }
   if (!shim_depth) rfile_forget(fd); /* pod files: write back, release (rfile.c) */
+  if (!shim_depth) listen_before_close(fd); /* a subscribed listener unsubscribes (listen.c) */
   return REAL(close)(fd);
 }
 
@@ -45,6 +46,7 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
   if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
     fdtable_clear_range(first, last);
     rfile_forget_range(first, last);
+    listen_before_close_range(first, last); /* subscribed listeners unsubscribe (listen.c) */
   }
   SHIM_LEAVE();
   errno = r == 0 ? saved : err;

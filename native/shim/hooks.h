@@ -195,6 +195,9 @@
   X(int, posix_spawnp, (pid_t *__restrict pid, const char *__restrict file,              \
                         const posix_spawn_file_actions_t *file_actions,                  \
                         const posix_spawnattr_t *__restrict attrp,                       \
-                        char *const argv[], char *const envp[]))
+                        char *const argv[], char *const envp[]))                         \
+  /* incoming traffic (listen.c) */                                                      \
+  X(int, bind, (int fd, __CONST_SOCKADDR_ARG addr, socklen_t len))                       \
+  X(int, listen, (int fd, int backlog))
 
 #endif

@@ -340,3 +340,113 @@ SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply
            c.message);
   return 0;
 }
+
+/* ---- incoming traffic (listen.c): listen, unlisten, peer ---- */
+
+SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struct listen_reply *out) {
+  uint8_t buf[256];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  int family, port;
+  char text[INET6_ADDRSTRLEN];
+  addr_text(bound, &family, text, &port);
+  mp_write_map(&w, 5);
+  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "listen");
+  mp_write_cstr(&w, "port"); mp_write_int(&w, asked_port);
+  mp_write_cstr(&w, "localPort"); mp_write_int(&w, port);
+  mp_write_cstr(&w, "family"); mp_write_int(&w, family);
+  mp_write_cstr(&w, "addr"); mp_write_cstr(&w, text);
+
+  memset(out, 0, sizeof *out);
+  uint8_t *body = NULL;
+  struct mp_reader r;
+  int n = call(&w, &body, &r);
+  if (n < 0) {
+    free(body);
+    return -1;
+  }
+  struct common c = {.ok = -1};
+  bool bad = false;
+  for (int i = 0; i < n && !bad; i++) {
+    struct mp_value key;
+    if (!mp_read(&r, &key) || key.type != MP_STR) {
+      bad = true;
+      break;
+    }
+    if (read_common(&r, &key, &c, &bad)) continue;
+    if (!mp_skip(&r)) bad = true;
+  }
+  free(body);
+  if (bad || !classify(&c, "remote", &out->kind)) {
+    shim_log("protocol error: malformed listen response");
+    return -1;
+  }
+  if (out->kind == REPLY_ERROR) out->err = c.has_err ? sane_errno(c.err) : EADDRINUSE;
+  shim_log("listen port %d (here %s:%d) -> %s %s", asked_port, text, port,
+           out->kind == REPLY_LOCAL ? "local" : out->kind == REPLY_REMOTE ? "pod" : "refused",
+           c.message);
+  return 0;
+}
+
+SHIM_HIDDEN int proto_unlisten(int asked_port) {
+  uint8_t buf[64];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  mp_write_map(&w, 2);
+  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "unlisten");
+  mp_write_cstr(&w, "port"); mp_write_int(&w, asked_port);
+  if (w.overflow) return -1;
+  return channel_notify(w.buf, w.len);
+}
+
+SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out) {
+  uint8_t buf[64];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  mp_write_map(&w, 2);
+  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "peer");
+  mp_write_cstr(&w, "port"); mp_write_int(&w, port);
+
+  memset(out, 0, sizeof *out);
+  uint8_t *body = NULL;
+  struct mp_reader r;
+  int n = call(&w, &body, &r);
+  if (n < 0) {
+    free(body);
+    return -1;
+  }
+  struct common c = {.ok = -1};
+  char addr[64] = "", local_addr[64] = "";
+  int64_t rport = -1, lport = -1;
+  bool bad = false;
+  for (int i = 0; i < n && !bad; i++) {
+    struct mp_value key, v;
+    if (!mp_read(&r, &key) || key.type != MP_STR) {
+      bad = true;
+      break;
+    }
+    if (read_common(&r, &key, &c, &bad)) continue;
+    if (mp_str_eq(&key, "addr")) {
+      if (!mp_read(&r, &v) || !mp_str_copy(&v, addr, sizeof addr)) bad = true;
+    } else if (mp_str_eq(&key, "localAddr")) {
+      if (!mp_read(&r, &v) || !mp_str_copy(&v, local_addr, sizeof local_addr)) bad = true;
+    } else if (mp_str_eq(&key, "port")) {
+      if (!read_int(&r, &rport)) bad = true;
+    } else if (mp_str_eq(&key, "localPort")) {
+      if (!read_int(&r, &lport)) bad = true;
+    } else if (!mp_skip(&r)) {
+      bad = true;
+    }
+  }
+  free(body);
+  if (bad || !classify(&c, "remote", &out->kind) || out->kind == REPLY_ERROR) {
+    shim_log("protocol error: malformed peer response");
+    return -1;
+  }
+  if (out->kind == REPLY_REMOTE) {
+    if (!parse_ip(addr, (int)(rport >= 0 && rport <= 65535 ? rport : -1), &out->remote)) {
+      shim_log("protocol error: peer response without a usable addr/port");
+      return -1;
+    }
+    out->has_local = local_addr[0] && lport >= 0 && lport <= 65535 &&
+                     parse_ip(local_addr, (int)lport, &out->local);
+  }
+  return 0;
+}

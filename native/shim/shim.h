@@ -215,6 +215,35 @@ SHIM_HIDDEN int proto_attach(int64_t stream, int port);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
 SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
 
+/* ---- incoming traffic (listen.c, docs/shim-ipc.md: listen, unlisten, peer) ---- */
+
+struct listen_reply {
+  enum reply_kind kind;          /* LOCAL: not subscribed; REMOTE: the pod's port comes here */
+  int err;                       /* REPLY_ERROR: errno (EADDRINUSE: another session steals it) */
+};
+
+struct peer_reply {
+  enum reply_kind kind;          /* LOCAL: a plain local connection */
+  union shim_addr remote;        /* the real client (the pod's peer) */
+  bool has_local;
+  union shim_addr local;         /* the pod address the client connected to */
+};
+
+SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struct listen_reply *out);
+SHIM_HIDDEN int proto_unlisten(int asked_port);
+SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out);
+
+/* Called by accept/accept4 (connect.c) and close (fds.c), getsockname (connect.c). */
+SHIM_HIDDEN bool listen_is_subscribed(int fd);
+/* A bind() deferred because its port was taken here: bind now (any_port: a free port of
+ * the asked address, for listen; else the asked port, for connect). 0, or -1 with errno. */
+SHIM_HIDDEN int listen_bind_deferred(int fd, bool any_port);
+SHIM_HIDDEN void listen_after_accept(int listen_fd, int fd, struct sockaddr *addr, socklen_t cap,
+                                     socklen_t *len);
+SHIM_HIDDEN void listen_before_close(int fd);
+SHIM_HIDDEN void listen_before_close_range(unsigned first, unsigned last); /* inside SHIM_ENTER */
+SHIM_HIDDEN bool listen_sockname(int fd, struct sockaddr *addr, socklen_t cap, socklen_t *len);
+
 /* ---- sockaddr helpers (connect.c) ---- */
 /* Family-neutral view of an inet sockaddr: v4-mapped v6 counts as v4. */
 SHIM_HIDDEN bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out,

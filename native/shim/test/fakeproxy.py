@@ -138,6 +138,7 @@ class Proxy:
         self.http = start_http(); self.echo = start_tcp_echo()
         self.udp_echo = start_udp(lambda d: d); self.dns = start_udp(dns_answer)
         self.listener = socket.socket(); self.listener.bind(('127.0.0.1', 0)); self.listener.listen(512)
+        self.subscribed = set()
         self.stats = {'connect': 0, 'resolve': 0, 'reverse': 0, 'attach': 0, 'paired': 0, 'pids': set()}
 
     def log(self, *a):
@@ -203,6 +204,20 @@ class Proxy:
             if a == '10.250.0.1': return {'ok': True, 'action': 'remote', 'name': 'db.default.svc.cluster.local'}
             if self.is_local(a): return {'ok': True, 'action': 'local'}
             return {'ok': False, 'eai': -2, 'message': 'no PTR'}
+        if op == 'listen':
+            # One subscriber per port, like an unfiltered steal: a second listen is refused.
+            port = m['port']
+            with self.lock:
+                if port in self.subscribed:
+                    return {'ok': False, 'errno': 98, 'message': f'port {port} is already stolen by someone@elsewhere'}
+                self.subscribed.add(port)
+            return {'ok': True, 'action': 'remote'}
+        if op == 'peer':
+            # A connection from 127.0.0.1:31999 stands for the pod client 10.250.0.9:5555.
+            if m['port'] == 31999:
+                return {'ok': True, 'action': 'remote', 'addr': '10.250.0.9', 'port': 5555,
+                        'localAddr': '10.244.1.5', 'localPort': 8080}
+            return {'ok': True, 'action': 'local'}
         return {'ok': False, 'errno': 22, 'message': 'unknown op'}
 
     def udp_relay(self, relay, tgt):
@@ -236,6 +251,11 @@ class Proxy:
                 cred = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
                 pid = struct.unpack('3i', cred)[0]
                 self.stats['pids'].add(pid)
+                if m.get('op') == 'unlisten':
+                    self.log('pid', pid, 'unlisten', json.dumps(m))
+                    with self.lock:
+                        self.subscribed.discard(m['port'])
+                    continue
                 if m.get('op') == 'attach':
                     self.stats['attach'] += 1
                     self.log('pid', pid, 'attach', json.dumps(m))

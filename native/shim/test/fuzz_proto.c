@@ -53,6 +53,14 @@ static void seed(int which) {
     mp_write_map(&w, 2); mp_write_cstr(&w, "family"); mp_write_int(&w, 6);
     mp_write_cstr(&w, "addr"); mp_write_cstr(&w, "fd00::1");
     mp_write_cstr(&w, "canonname"); mp_write_cstr(&w, "a.b.c");
+  } else if (which == 3) {
+    mp_write_map(&w, 6);
+    mp_write_cstr(&w, "ok"); mp_write_bool(&w, true);
+    mp_write_cstr(&w, "action"); mp_write_cstr(&w, "remote");
+    mp_write_cstr(&w, "addr"); mp_write_cstr(&w, "10.0.0.9");
+    mp_write_cstr(&w, "port"); mp_write_int(&w, 5555);
+    mp_write_cstr(&w, "localAddr"); mp_write_cstr(&w, "fd00::5");
+    mp_write_cstr(&w, "localPort"); mp_write_int(&w, 8080);
   } else {
     mp_write_map(&w, 3);
     mp_write_cstr(&w, "ok"); mp_write_bool(&w, false);
@@ -76,7 +84,7 @@ int main(int argc, char **argv) {
       input_len = (size_t)(rand() % 64);
       for (size_t k = 0; k < input_len; k++) input[k] = (uint8_t)rand();
     } else {
-      seed(rand() % 3);
+      seed(rand() % 5);
       int flips = 1 + rand() % 4;
       for (int f = 0; f < flips; f++) {
         size_t at = (size_t)rand() % input_len;
@@ -90,6 +98,10 @@ int main(int argc, char **argv) {
     parsed += proto_connect(false, &dest, 0, &cr) == 0;
     parsed += proto_resolve("x", AF_UNSPEC, rr) == 0;
     parsed += proto_reverse(AF_INET, a4, vr) == 0;
+    struct peer_reply pr;
+    struct listen_reply lr;
+    parsed += proto_peer(1234, &pr) == 0;
+    parsed += proto_listen(8080, &dest, &lr) == 0;
     struct mp_reader r;
     mp_reader_init(&r, input, input_len);
     while (mp_skip(&r)) {}

@@ -382,6 +382,74 @@ static void test_fd_protection(void) {
   CHECK(count_fds() <= before, "no fd leak (before %d, after %d)", before, count_fds());
 }
 
+static void test_listen(void) {
+  int a = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in me = in4("127.0.0.1", 0);
+  errno = 4242;
+  CHECK(bind(a, (struct sockaddr *)&me, sizeof me) == 0 && listen(a, 8) == 0 && errno == 4242,
+        "listen subscribes (proxy: remote), errno preserved");
+  socklen_t len = sizeof me;
+  getsockname(a, (struct sockaddr *)&me, &len);
+  int port = ntohs(me.sin_port);
+
+  int b = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in want = in4("127.0.0.1", port), got;
+  errno = 4242;
+  int r = bind(b, (struct sockaddr *)&want, sizeof want);
+  CHECK(r == 0 && errno == 4242, "bind to a port taken here succeeds elsewhere (r=%d errno=%d)", r, errno);
+  len = sizeof got;
+  getsockname(b, (struct sockaddr *)&got, &len);
+  CHECK(ntohs(got.sin_port) == port, "getsockname shows the port asked for (%d)", ntohs(got.sin_port));
+  r = listen(b, 8);
+  CHECK(r < 0 && errno == EADDRINUSE, "listen refused by the proxy fails with its errno (r=%d errno=%d)", r, errno);
+  close(b);
+
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(c, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in from = in4("127.0.0.1", 31999), peer;
+  bind(c, (struct sockaddr *)&from, sizeof from);
+  CHECK(connect(c, (struct sockaddr *)&me, sizeof me) == 0, "connect to the listener");
+  len = sizeof peer;
+  int s = accept(a, (struct sockaddr *)&peer, &len);
+  char ip[64] = "";
+  inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+  CHECK(s >= 0 && len == sizeof peer && strcmp(ip, "10.250.0.9") == 0 && ntohs(peer.sin_port) == 5555,
+        "accept reports the pod client (%s:%d)", ip, ntohs(peer.sin_port));
+  len = sizeof peer;
+  getpeername(s, (struct sockaddr *)&peer, &len);
+  inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+  CHECK(strcmp(ip, "10.250.0.9") == 0, "getpeername agrees (%s)", ip);
+  len = sizeof peer;
+  getsockname(s, (struct sockaddr *)&peer, &len);
+  inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+  CHECK(strcmp(ip, "10.244.1.5") == 0 && ntohs(peer.sin_port) == 8080, "getsockname is the pod side (%s:%d)", ip, ntohs(peer.sin_port));
+
+  int d = socket(AF_INET, SOCK_STREAM, 0);
+  connect(d, (struct sockaddr *)&me, sizeof me);
+  len = sizeof peer;
+  int s2 = accept4(a, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+  inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+  CHECK(s2 >= 0 && strcmp(ip, "127.0.0.1") == 0, "a plain local connection is reported as it is (%s)", ip);
+  close(s2); close(d); close(s); close(c);
+
+  /* A client binding a source port that is taken gets EADDRINUSE from connect(). */
+  int f = socket(AF_INET, SOCK_STREAM, 0);
+  errno = 4242;
+  r = bind(f, (struct sockaddr *)&want, sizeof want);
+  CHECK(r == 0 && errno == 4242, "bind to a taken port (deferred)");
+  r = connect(f, (struct sockaddr *)&me, sizeof me);
+  CHECK(r < 0 && errno == EADDRINUSE, "connect of a socket whose port is still taken: EADDRINUSE (r=%d errno=%d)", r, errno);
+  close(f);
+
+  close(a);
+  int e = socket(AF_INET, SOCK_STREAM, 0);
+  setsockopt(e, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  bind(e, (struct sockaddr *)&want, sizeof want);
+  CHECK(listen(e, 8) == 0, "close() unsubscribed: the port can be subscribed again (errno %d)", errno);
+  close(e);
+}
+
 /* Run with TSMIRROR_SOCK pointing nowhere. */
 static void test_unreachable(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -485,6 +553,7 @@ int main(int argc, char **argv) {
   if (!*only || !strcmp(only, "threads")) test_threads();
   if (!*only || !strcmp(only, "processes")) test_processes();
   if (!*only || !strcmp(only, "fds")) test_fd_protection();
+  if (!*only || !strcmp(only, "listen")) test_listen();
   if (!strcmp(only, "unreachable")) test_unreachable();
   if (!strcmp(only, "inert")) test_inert();
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);

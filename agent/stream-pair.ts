@@ -1,0 +1,53 @@
+/**
+ * Two cross-wired Duplex ends: what is written to one is read from the other, with
+ * backpressure. The agent binds one end to a mux stream (as if it were a socket) and its
+ * request router uses the other, so a session's stream and a TCP connection to the pod's
+ * app look the same to the router. (Node 22 has stream.duplexPair; Node 20 does not.)
+ */
+import { Duplex } from 'node:stream';
+
+class PairEnd extends Duplex {
+  other!: PairEnd;
+  /** The write callback held back until the other end's reader wants more. */
+  #pending: (() => void) | undefined;
+
+  constructor() {
+    super({ allowHalfOpen: true });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.other.destroyed) {
+      callback();
+      return;
+    }
+    if (this.other.push(chunk)) callback();
+    else this.other.#pending = callback;
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    if (!this.other.destroyed) this.other.push(null);
+    callback();
+  }
+
+  override _read(): void {
+    const cb = this.#pending;
+    this.#pending = undefined;
+    cb?.();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const cb = this.other.#pending;
+    this.other.#pending = undefined;
+    cb?.();
+    if (!this.other.destroyed) this.other.destroy();
+    callback(err);
+  }
+}
+
+export function streamPair(): [Duplex, Duplex] {
+  const a = new PairEnd();
+  const b = new PairEnd();
+  a.other = b;
+  b.other = a;
+  return [a, b];
+}

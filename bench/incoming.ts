@@ -1,0 +1,97 @@
+/**
+ * `npm run bench` (as root), incoming traffic: at a fixed load of 2,000 requests/s from a
+ * client pod (bench/load-client.mjs, open loop), the latency (p50, p99) of
+ *   - requests passing through to the pod's app with a filtered steal active, against no session;
+ *   - stolen requests served by the local program, against the same program hit directly
+ *     (from this machine, over loopback: the pods cannot reach it otherwise);
+ *   - the pod's app with a mirror active, against none.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { Harness, type Pod } from '../test/harness/harness.js';
+import { cliPath, repoRoot, run, startAgentProcess } from '../test/e2e/tsm.js';
+
+const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
+const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
+const RATE = 2000;
+const SECONDS = Number(process.env.TSM_BENCH_SECONDS ?? 5);
+
+interface Figures { p50_us: number; p99_us: number; max_us: number; sent: number; errors: number }
+
+async function main(): Promise<void> {
+  const harness = await Harness.create({ name: 'bench-in' });
+  const agent = await startAgentProcess();
+  const children: ChildProcess[] = [];
+  try {
+    // The server's request log goes nowhere: at 2,000 req/s it would only measure the terminal.
+    const quietServer = ['/bin/sh', '-c', `exec /usr/bin/node ${SERVER} pod 8080 >/dev/null`];
+    const app = await harness.addPod({ name: 'app', command: quietServer, readyPort: 8080 });
+    const client = await harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] });
+    const load = async (pod: Pod | undefined, url: string, header = ''): Promise<Figures> => {
+      const argv = ['/usr/bin/node', LOAD, url, String(RATE), String(SECONDS), header];
+      const r = pod ? await harness.exec(pod, argv, { timeoutMs: 120000 }) : await run(argv[0] ?? '', argv.slice(1), { timeoutMs: 120000 });
+      if (r.code !== 0) throw new Error(`load client failed: ${r.stderr}`);
+      return JSON.parse(r.stdout) as Figures;
+    };
+    const session = async (flags: string[], port: number): Promise<ChildProcess> => {
+      const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--',
+        '/bin/sh', '-c', `exec /usr/bin/node ${SERVER} local ${port} >/dev/null`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+      children.push(child);
+      let err = '';
+      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      const t0 = Date.now();
+      while (!/port 8080 of the pod/.test(err)) {
+        if (Date.now() - t0 > 15000 || child.exitCode !== null) throw new Error(`session did not start:\n${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return child;
+    };
+    const stop = async (child: ChildProcess): Promise<void> => {
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      process.kill(child.pid ?? 0, 'SIGTERM');
+      await gone;
+      try {
+        process.kill(-(child.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    };
+    const appUrl = `http://${app.ip}:8080/`;
+
+    const baseline = await load(client, appUrl);
+    const steal = await session(['--steal', '--http-header', 'x-dev: alice', '--port-map', '18480:8080'], 18480);
+    const passThrough = await load(client, appUrl);
+    const stolen = await load(client, appUrl, 'x-dev: alice');
+    const direct = await load(undefined, 'http://127.0.0.1:18480/', 'x-dev: alice');
+    await stop(steal);
+    const mirror = await session(['--mirror', '--port-map', '18481:8080'], 18481);
+    const mirrored = await load(client, appUrl);
+    await stop(mirror);
+
+    const line = (what: string, f: Figures, base?: Figures): string => {
+      const ratio = base ? `  p50 ${(f.p50_us / base.p50_us).toFixed(2)}x, p99 ${(f.p99_us / base.p99_us).toFixed(2)}x` : '';
+      return `${what.padEnd(52)} p50 ${String(f.p50_us).padStart(6)} µs  p99 ${String(f.p99_us).padStart(6)} µs  errors ${f.errors}${ratio}\n`;
+    };
+    process.stdout.write(`incoming traffic at ${RATE} requests/s for ${SECONDS} s each (latency from the scheduled send time)\n`);
+    process.stdout.write(line('pod app, no session', baseline));
+    process.stdout.write(line('pod app, filtered steal active (pass-through)', passThrough, baseline));
+    process.stdout.write(line('pod app, mirror active', mirrored, baseline));
+    process.stdout.write(line('local program, hit directly (loopback)', direct));
+    process.stdout.write(line('local program, stolen requests from the pod', stolen, direct));
+  } finally {
+    for (const c of children) {
+      try {
+        process.kill(-(c.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await agent.stop();
+    await harness.destroy();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
