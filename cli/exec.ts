@@ -12,9 +12,10 @@ import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } fro
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy } from './session-proxy.js';
 import { parseTarget } from './target.js';
+import { openKubeSession, type KubeSessionFlags } from './kube-session.js';
 import { parseResolvConf } from '../agent/resolver.js';
 
-export interface SessionFlags {
+export interface SessionFlags extends KubeSessionFlags {
   agent?: string;
   target?: string;
   quiet?: boolean;
@@ -35,17 +36,20 @@ export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
 }
 
-function agentTarget(flags: SessionFlags): TargetRef {
-  const target = parseTarget(flags.target);
-  if (target.kind === 'kubernetes') {
-    throw new TsmError('TSM_ERR_USAGE', `Kubernetes targets (${flags.target}) are not supported by this version yet`,
-      { hint: 'target the process directly with --target pid/<N> or --target container/<id> and --agent ws://HOST:PORT' });
-  }
-  return target;
-}
-
 export async function openSession(flags: SessionFlags): Promise<AgentConnection> {
-  const target = agentTarget(flags);
+  const parsed = parseTarget(flags.target);
+  if (parsed.kind === 'kubernetes') {
+    // Kubernetes targets: resolved through the API, reached through the port-forward.
+    const started = Date.now();
+    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line));
+    const h = agent.hello;
+    progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
+    return agent;
+  }
+  if (flags.container !== undefined || flags.node !== undefined) {
+    throw new TsmError('TSM_ERR_USAGE', '--container and --node apply to Kubernetes targets (pod/NAME, deployment/NAME, …) only');
+  }
+  const target: TargetRef = parsed;
   if (!flags.agent) {
     throw new TsmError('TSM_ERR_USAGE', 'no agent given', { hint: 'pass --agent ws://HOST:PORT (the address `tsmirror agent --listen` printed)' });
   }

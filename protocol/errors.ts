@@ -22,6 +22,14 @@ export const ErrorCodes = {
   TSM_ERR_PROGRAM_NOT_FOUND: 'the program to run was not found',
   TSM_ERR_PERMISSION: 'the agent lacks a privilege it needs',
   TSM_ERR_INTERNAL: 'an internal error',
+  TSM_ERR_POLICY: "the agent's policy refused the session",
+  TSM_ERR_KUBE_CONFIG: 'the kubeconfig could not be loaded or has no usable context',
+  TSM_ERR_KUBE_API: 'a Kubernetes API request failed',
+  TSM_ERR_KUBE_FORBIDDEN: 'the Kubernetes API refused a request (RBAC)',
+  TSM_ERR_NO_READY_POD: 'the workload has no running and ready pod',
+  TSM_ERR_NO_AGENT: 'no tsmirror agent runs on the target\'s node',
+  TSM_ERR_PORT_FORWARD: 'the port-forward to the agent through the API server failed or dropped',
+  TSM_ERR_UNAUTHENTICATED: 'the agent could not verify the user',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
