@@ -5,7 +5,8 @@
 import { Command, Option } from 'commander';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
-import { startAgent } from '../agent/server.js';
+import { DEFAULT_AGENT_OPTIONS, startAgent } from '../agent/server.js';
+import { clusterAdmission, parseListen, startHealthServer, type ClusterFlags } from '../agent/cluster.js';
 import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -67,16 +68,31 @@ program.command('agent')
   .option('--listen <host:port>', 'address to listen on (keep it on loopback: reach it through a port-forward)', '127.0.0.1:7777')
   .option('--heartbeat-interval <ms>', 'how often to ping clients', '2000')
   .option('--heartbeat-timeout <ms>', 'drop a session after this long without a frame from its client', '10000')
-  .action(async (flags: { listen: string; heartbeatInterval: string; heartbeatTimeout: string }) => {
-    const m = /^(.*):(\d+)$/.exec(flags.listen);
-    if (!m) throw new TsmError('TSM_ERR_USAGE', `--listen "${flags.listen}" must be HOST:PORT`);
+  // In a cluster (issue 3): Kubernetes access, policy, probes
+  .option('--in-cluster', "use the pod's service account to reach the API server (what the DaemonSet does)")
+  .option('--kubeconfig <path>', 'reach the API server with this kubeconfig instead')
+  .option('--policy-configmap <namespace/name>', 'the ConfigMap holding the policy (key policy.yaml); re-read when it changes')
+  .option('--policy-poll <ms>', 'how often to look for policy changes', '5000')
+  .option('--node-name <node>', "this node's name (default: $NODE_NAME)")
+  .option('--health-listen <host:port>', 'also serve GET /healthz here, on the pod network, for the kubelet probes')
+  .action(async (flags: ClusterFlags & { listen: string; heartbeatInterval: string; heartbeatTimeout: string; healthListen?: string }) => {
+    const { host, port } = parseListen(flags.listen, '--listen');
+    const log = DEFAULT_AGENT_OPTIONS.log;
+    const cluster = await clusterAdmission(flags, log);
+    const health = flags.healthListen ? parseListen(flags.healthListen, '--health-listen') : undefined;
+    const healthServer = health ? await startHealthServer(health.host, health.port) : undefined;
     const agent = await startAgent({
-      host: (m[1] ?? '').replace(/^\[|\]$/g, ''),
-      port: Number(m[2]),
+      host,
+      port,
       heartbeatMs: Number(flags.heartbeatInterval),
       heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
+      ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
     });
-    const stop = (): void => void agent.close().then(() => process.exit(0));
+    const stop = (): void => {
+      cluster?.stop();
+      healthServer?.close();
+      void agent.close().then(() => process.exit(0));
+    };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
