@@ -5,8 +5,6 @@
  */
 import { createServer, type Server } from 'node:http';
 import { TsmError } from '../protocol/errors.js';
-import { loadAgentKube } from './kube.js';
-import { PolicyEnforcer } from './policy.js';
 import type { AgentOptions } from './server.js';
 
 export interface ClusterFlags {
@@ -43,6 +41,9 @@ export async function clusterAdmission(flags: ClusterFlags, log: (line: string) 
   }
   const pollMs = Number(flags.policyPoll);
   if (!Number.isFinite(pollMs) || pollMs < 50) throw new TsmError('TSM_ERR_USAGE', `--policy-poll must be a number of milliseconds ≥ 50, not "${flags.policyPoll}"`);
+  // Loaded only in cluster mode: @kubernetes/client-node takes ~0.4 s to import.
+  const { loadAgentKube } = await import('./kube.js');
+  const { PolicyEnforcer } = await import('./policy.js');
   let kube;
   try {
     kube = loadAgentKube({ kubeconfig: flags.kubeconfig });

@@ -12,7 +12,7 @@ import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } fro
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy } from './session-proxy.js';
 import { parseTarget } from './target.js';
-import { openKubeSession, type KubeSessionFlags } from './kube-session.js';
+import type { KubeSessionFlags } from './kube-session.js';
 import { parseResolvConf } from '../agent/resolver.js';
 
 export interface SessionFlags extends KubeSessionFlags {
@@ -41,6 +41,8 @@ export async function openSession(flags: SessionFlags): Promise<AgentConnection>
   if (parsed.kind === 'kubernetes') {
     // Kubernetes targets: resolved through the API, reached through the port-forward.
     const started = Date.now();
+    // Loaded only here: @kubernetes/client-node takes ~0.4 s to import.
+    const { openKubeSession } = await import('./kube-session.js');
     const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line));
     const h = agent.hello;
     progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);

@@ -7,6 +7,7 @@ import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { DEFAULT_AGENT_OPTIONS, startAgent } from '../agent/server.js';
 import { clusterAdmission, parseListen, startHealthServer, type ClusterFlags } from '../agent/cluster.js';
+import { registerClusterCommands } from './cluster-commands.js';
 import { EXIT, runEnv, runExec, type ExecFlags } from './exec.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -96,6 +97,8 @@ program.command('agent')
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+
+registerClusterCommands(program); // install, uninstall, status, doctor, targets (issue 3)
 
 function exitCodeFor(err: TsmError): number {
   if (err.code === 'TSM_ERR_PROGRAM_NOT_FOUND') return EXIT.NOT_FOUND;

@@ -144,7 +144,9 @@ export class FakeApiServer {
   /** Answers TokenReviews. Default: the users map. */
   reviewToken: (token: string) => User | undefined = (t) => this.users.get(t);
   /** Every request: method, path (without query), user. */
-  readonly requests: Array<{ method: string; path: string; query: string; user: string }> = [];
+  readonly requests: Array<{ method: string; path: string; query: string; user: string; contentType: string }> = [];
+  /** Called after every write through the API (create, apply, update): a test plays controller here. */
+  afterWrite: (obj: Obj) => void = () => undefined;
   readonly #objects = new Map<string, Obj>();
   readonly #nodes = new Set<string>();
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: (protocols) => (protocols.has('v4.channel.k8s.io') ? 'v4.channel.k8s.io' : protocols.has('channel.k8s.io') ? 'channel.k8s.io' : false) });
@@ -395,7 +397,7 @@ export class FakeApiServer {
     const url = new URL(req.url ?? '/', 'http://x');
     const path = url.pathname;
     const user = this.#user(req);
-    this.requests.push({ method: req.method ?? '', path, query: url.search, user: user?.username ?? '' });
+    this.requests.push({ method: req.method ?? '', path, query: url.search, user: user?.username ?? '', contentType: req.headers['content-type'] ?? '' });
     if (!user) return this.#send(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
     if (path === '/version') return this.#send(res, 200, { major: '1', minor: '30', gitVersion: 'v1.30.0-fake', platform: 'linux/amd64' });
     if (path === '/api') return this.#send(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] });
@@ -470,7 +472,9 @@ export class FakeApiServer {
         const obj = await this.#body(req) as Obj;
         if (type.namespaced) obj.metadata.namespace = namespace;
         if (this.get(apiVersion, type.kind, namespace, obj.metadata.name)) return this.#send(res, 409, status(409, 'AlreadyExists', `${type.plural} "${obj.metadata.name}" already exists`));
-        return this.#send(res, 201, this.put({ ...obj, apiVersion, kind: type.kind }));
+        const created = this.put({ ...obj, apiVersion, kind: type.kind });
+        this.afterWrite(created);
+        return this.#send(res, 201, created);
       }
       return this.#send(res, 405, status(405, 'MethodNotAllowed', method));
     }
@@ -497,7 +501,9 @@ export class FakeApiServer {
         // Server-side apply here replaces the applied fields wholesale (enough for one manager).
         const merged: Obj = { ...(existing ?? {}), ...body, apiVersion, kind: type.kind, metadata: { ...(existing?.metadata ?? {}), ...body.metadata, name, ...(type.namespaced ? { namespace } : {}) } };
         if (existing && existing.status !== undefined && body.status === undefined) merged.status = existing.status;
-        return this.#send(res, existing ? 200 : 201, this.#withStatus(this.put(merged)));
+        const written = this.put(merged);
+        this.afterWrite(written);
+        return this.#send(res, existing ? 200 : 201, this.#withStatus(written));
       }
       default:
         return this.#send(res, 405, status(405, 'MethodNotAllowed', method));
@@ -510,7 +516,7 @@ export class FakeApiServer {
     const url = new URL(req.url ?? '/', 'http://x');
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/portforward$/.exec(url.pathname);
     const user = this.#user(req);
-    this.requests.push({ method: 'UPGRADE', path: url.pathname, query: url.search, user: user?.username ?? '' });
+    this.requests.push({ method: 'UPGRADE', path: url.pathname, query: url.search, user: user?.username ?? '', contentType: '' });
     const refuse = (code: number, body: unknown): void => {
       const text = JSON.stringify(body);
       socket.end(`HTTP/1.1 ${code} ${code === 403 ? 'Forbidden' : code === 401 ? 'Unauthorized' : 'Not Found'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
@@ -597,3 +603,4 @@ function isPodReady(pod: Obj): boolean {
 }
 
 export { randomHex };
+export type { Obj as KubeObject };
