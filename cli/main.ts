@@ -46,6 +46,9 @@ sessionOptions(program.command('exec'))
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
+  tsmirror exec --target deployment/api -n shop -- curl http://db:8080/
+  tsmirror exec --target pod/api-7d9f-x2x/container/app --context staging -- node server.js
+  tsmirror exec --target ds/logger --node node-3 -- ./collector
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- curl http://db:8080/
   tsmirror exec --agent ws://127.0.0.1:7777 --target container/3f2a…c9 -- node server.js
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --local-dest 10.0.0.0/8:5432 -- psql -h db

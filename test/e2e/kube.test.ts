@@ -42,6 +42,8 @@ beforeAll(async () => {
   api.addDeployment('shop', 'worker', [{ pod: web, ready: false }]);
   api.addDeployment('shop', 'far', [{ pod: web, node: 'node-2' }]);
   api.addWorkload('StatefulSet', 'shop', 'cache', [{ pod: web }]);
+  api.addWorkload('Job', 'shop', 'migrate', [{ pod: web }]);
+  api.addWorkload('ReplicaSet', 'shop', 'legacy', [{ pod: web, ready: false }, { pod: web }]);
   api.addWorkload('DaemonSet', 'shop', 'logger', [{ pod: web, node: 'node-2' }, { pod: web, node: 'node-1' }]);
   api.addPod({ name: 'meshed', namespace: 'shop', ip: web.ip, containers: [{ name: 'istio-proxy', id: randomHex() }, { name: 'app', id: web.containerId }] });
   api.addPod({
@@ -83,9 +85,10 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     expect(r.stdout).toBe('hello from db\n');
   });
 
-  it('pod, pod/container, statefulset and daemonset targets', async () => {
+  it('pod, pod/container, statefulset, daemonset, job and replicaset targets', async () => {
     for (const [target, extra] of [
       ['pod/meshed', []], ['pod/meshed/container/app', []], ['statefulset/cache', []], ['daemonset/logger', ['--node', 'node-1']], ['ds/logger', ['--node', 'node-1']],
+      ['job/migrate', []], ['rs/legacy', []],
     ] as Array<[string, string[]]>) {
       const r = await exec(target, CURL_DB, ['-n', 'shop', ...extra]);
       expect(r.stdout, `${target}: ${r.stderr}`).toBe('hello from db\n');
@@ -112,6 +115,9 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     expect(misspelt.stderr).toContain("deployment 'apii' not found in namespace 'shop'; deployments there: api, far, worker");
     const pod = await exec('pod/nope', CURL_DB, ['-n', 'shop']);
     expect(pod.stderr).toContain("pod 'nope' not found in namespace 'shop'; pods there: annotated, api-7d9f8c6b5-x7k2p");
+    // the ReplicaSet's first pod is not ready: its ready one is used
+    const legacy = await exec('rs/legacy', CURL_DB, ['-n', 'shop']);
+    expect(legacy.stderr).toContain('replicaset/legacy → pod legacy-w3e6r');
     const notReady = await exec('deployment/worker', CURL_DB, ['-n', 'shop']);
     expect(notReady.stderr).toContain("deployment 'worker' in namespace 'shop' has no running and ready pod (worker-7d9f8c6b5-x7k2p: Running, not ready)");
     expect(notReady.stderr).toContain('TSM_ERR_NO_READY_POD');
