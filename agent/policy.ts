@@ -169,7 +169,11 @@ export class PolicyEnforcer {
     const denied = matchingRule(policy.deniedNamespaces, ns);
     if (denied !== undefined) throw this.#refuse(`deniedNamespaces "${denied}"`, `no session may target namespace ${ns}`);
     const incoming = req.hello.incoming;
-    if (incoming && incoming.mode === 'steal' && !incoming.filtered) {
+    if (incoming !== undefined && incoming.mode !== 'mirror' && incoming.mode !== 'steal') {
+      throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
+    }
+    // Anything but an explicit `filtered: true` counts as unfiltered.
+    if (incoming?.mode === 'steal' && incoming.filtered !== true) {
       const rule = matchingRule(policy.protectedNamespaces, ns);
       if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${ns}; steal with an HTTP filter, or mirror`);
     }

@@ -41,6 +41,10 @@ beforeAll(async () => {
   api.addDeployment('shop', 'api', [{ pod: web }]);
   api.addDeployment('shop', 'worker', [{ pod: web, ready: false }]);
   api.addDeployment('shop', 'far', [{ pod: web, node: 'node-2' }]);
+  // node-3's agent pod exists but nothing listens on its session port.
+  api.addNode('node-3');
+  api.addPod({ name: 'tsmirror-agent-n3', namespace: 'tsmirror-system', node: 'node-3', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' }, containers: [{ name: 'agent', id: randomHex() }], forwards: {} });
+  api.addDeployment('shop', 'deaf', [{ pod: web, node: 'node-3' }]);
   api.addWorkload('StatefulSet', 'shop', 'cache', [{ pod: web }]);
   api.addWorkload('Job', 'shop', 'migrate', [{ pod: web }]);
   api.addWorkload('ReplicaSet', 'shop', 'legacy', [{ pod: web, ready: false }, { pod: web }]);
@@ -112,7 +116,7 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
   it('misspelt names, a workload without a ready pod and a node without an agent give helpful errors', async () => {
     const misspelt = await exec('deployment/apii', CURL_DB, ['-n', 'shop']);
     expect(misspelt.code).toBe(125);
-    expect(misspelt.stderr).toContain("deployment 'apii' not found in namespace 'shop'; deployments there: api, far, worker");
+    expect(misspelt.stderr).toContain("deployment 'apii' not found in namespace 'shop'; deployments there: api, deaf, far, worker");
     const pod = await exec('pod/nope', CURL_DB, ['-n', 'shop']);
     expect(pod.stderr).toContain("pod 'nope' not found in namespace 'shop'; pods there: annotated, api-7d9f8c6b5-x7k2p");
     // the ReplicaSet's first pod is not ready: its ready one is used
@@ -126,6 +130,10 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     expect(far.stderr).toContain('TSM_ERR_NO_AGENT');
     const dsNode = await exec('ds/logger', CURL_DB, ['-n', 'shop', '--node', 'node-9']);
     expect(dsNode.stderr).toContain("daemonset 'logger' in namespace 'shop' has no pod on node 'node-9'; its pods run on: node-2, node-1");
+    const deaf = await exec('deployment/deaf', CURL_DB, ['-n', 'shop']);
+    expect(deaf.code).toBe(125);
+    expect(deaf.stderr).toContain('the port-forward to agent tsmirror-system/tsmirror-agent-n3 through the API server dropped: error forwarding port 7777 to pod tsmirror-agent-n3');
+    expect(deaf.stderr).toContain('TSM_ERR_PORT_FORWARD');
     const rollout = await exec('rollout/api', CURL_DB, ['-n', 'shop']);
     expect(rollout.stderr).toContain('this cluster has no Argo Rollouts');
     const context = await tsm(['exec', '--kubeconfig', kubeconfig, '--context', 'prod', '--target', 'deploy/api', '--', 'true']);

@@ -101,6 +101,8 @@ describe('policy', () => {
     const steal = await hello(inPay(), { incoming: { mode: 'steal', filtered: false }, token: 'alice-token' });
     expect(refusal(steal)).toBe('TSM_ERR_POLICY: refused by policy rule protectedNamespaces "prod-.*" (ConfigMap tsmirror-system/tsmirror-policy): unfiltered steal is not allowed in namespace prod-eu; steal with an HTTP filter, or mirror');
     expect((await hello(inPay(), { incoming: { mode: 'steal', filtered: true }, token: 'alice-token' })).type).toBe('hello');
+    // only an explicit `filtered: true` counts as filtered
+    expect(refusal(await hello(inPay(), { incoming: { mode: 'steal', filtered: 'yes' as never } }))).toContain('protectedNamespaces "prod-.*"');
     expect((await hello(inPay(), { incoming: { mode: 'mirror', filtered: false }, token: 'alice-token' })).type).toBe('hello');
     expect((await hello(inPay(), { token: 'alice-token' })).type).toBe('hello');
     // The namespace is the pod's, from the API: an unprotected one allows unfiltered steal.
