@@ -94,7 +94,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', (err: Error & { code?: string }) => {
-      const transport = options.transportError?.();
+      const transport = options.transportError?.() ?? (err instanceof TsmError ? err : undefined);
       if (transport) {
         reject(transport);
         return;

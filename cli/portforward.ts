@@ -65,8 +65,13 @@ export class PortForwardSocket extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     const ws = this.#ws;
-    if (!ws || ws.readyState !== ws.OPEN) {
-      cb(new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to ${this.what} is closed`));
+    if (!ws || ws.readyState === ws.CLOSED) {
+      cb(new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to ${this.what} is closed${this.dropped ? `: ${this.dropped}` : ''}`));
+      return;
+    }
+    if (ws.readyState !== ws.OPEN) {
+      // Closing: its close handler records why and ends this stream with that reason.
+      ws.once('close', () => cb());
       return;
     }
     this.#input.write(chunk);

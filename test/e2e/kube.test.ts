@@ -138,6 +138,10 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     expect(rollout.stderr).toContain('this cluster has no Argo Rollouts');
     const context = await tsm(['exec', '--kubeconfig', kubeconfig, '--context', 'prod', '--target', 'deploy/api', '--', 'true']);
     expect(context.stderr).toContain('context "prod" is not in');
+    expect(context.stderr).toContain('contexts there: fake');
+    const { KUBECONFIG: _drop, ...env } = process.env;
+    const none = await tsm(['exec', '--target', 'deploy/api', '--', 'true'], { env: { ...env, HOME: dir } });
+    expect(none.stderr).toContain('no kubeconfig found (no --kubeconfig, no KUBECONFIG, no ~/.kube/config) [TSM_ERR_KUBE_CONFIG]');
   });
 
   it('an Argo rollout target, once the custom resource exists', async () => {

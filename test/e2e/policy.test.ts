@@ -23,6 +23,7 @@ let agent: AgentProcess;
 let pay: Pod;
 let cart: Pod;
 let dir: string;
+let healthPort: number;
 
 /** Where the agent's log stood at the last policy change: waits look only after it. */
 let logMark = 0;
@@ -56,7 +57,8 @@ beforeAll(async () => {
   api.addHarnessPod(cart, { name: 'cart-0' });
   dir = mkdtempSync(join(tmpdir(), 'tsm-policy-'));
   const agentConfig = api.writeKubeconfig(dir, { token: 'agent-token', file: 'agent' });
-  agent = await startAgentProcess(['--kubeconfig', agentConfig, '--policy-configmap', 'tsmirror-system/tsmirror-policy', '--policy-poll', '100', '--node-name', 'node-1']);
+  healthPort = 20000 + Math.floor(Math.random() * 20000);
+  agent = await startAgentProcess(['--kubeconfig', agentConfig, '--policy-configmap', 'tsmirror-system/tsmirror-policy', '--policy-poll', '100', '--node-name', 'node-1', '--health-listen', `127.0.0.1:${healthPort}`]);
   api.addPod({
     name: 'tsmirror-agent-n1', namespace: 'tsmirror-system', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' },
     containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
@@ -153,6 +155,12 @@ describe('policy', () => {
     setPolicy(BASE_POLICY);
     await waitForPolicy('policy: loaded');
     expect((await hello(inCart())).type).toBe('hello');
+  });
+
+  it('the health listener (for the kubelet probes) answers /healthz and nothing else', async () => {
+    const ok = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
+    expect(ok.status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${healthPort}/status`)).status).toBe(404);
   });
 
   it('the CLI sends its kubeconfig token: alice gets a session, bob is refused naming the rule', async () => {
