@@ -34,8 +34,11 @@ function fromError(err: unknown, prefix: string): Check {
 }
 
 async function can(kube: Kube, verb: string, resource: string, namespace: string, subresource?: string): Promise<boolean> {
+  // `deployments.apps` → resource deployments in group apps (kubectl's notation).
+  const dot = resource.indexOf('.');
+  const attributes = { namespace, verb, resource: dot < 0 ? resource : resource.slice(0, dot), group: dot < 0 ? '' : resource.slice(dot + 1), ...(subresource ? { subresource } : {}) };
   const review = await kube.authz.createSelfSubjectAccessReview({
-    body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { namespace, verb, resource, ...(subresource ? { subresource } : {}) } } },
+    body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: attributes } },
   });
   return review.status?.allowed === true;
 }
@@ -113,6 +116,11 @@ export async function diagnose(flags: DoctorFlags, program: string | undefined):
     ['list', 'pods', agentNs, undefined, 'find the agent on the target\'s node'],
     ['create', 'pods', agentNs, 'portforward', 'reach the agent through the API server'],
   ];
+  const workloadResource: Record<string, string> = {
+    deployment: 'deployments.apps', statefulset: 'statefulsets.apps', replicaset: 'replicasets.apps', daemonset: 'daemonsets.apps', job: 'jobs.batch', rollout: 'rollouts.argoproj.io',
+  };
+  const workload = target?.kind === 'kubernetes' ? workloadResource[target.resource] : undefined;
+  if (workload) questions.push(['get', workload, targetNs, undefined, `read ${flags.target ?? 'the target'}`]);
   let rbacOk = true;
   for (const [verb, resource, ns, sub, why] of questions) {
     try {

@@ -35,10 +35,11 @@ beforeAll(async () => {
   web = await harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'web\n' }, readyPort: 8080 });
   agent = await startAgentProcess();
   api = await FakeApiServer.start({
-    users: { 'admin-token': { username: 'admin', groups: ['system:masters'] }, 'dev-token': { username: 'dev', groups: ['dev'] } },
+    users: { 'admin-token': { username: 'admin', groups: ['system:masters'] }, 'dev-token': { username: 'dev', groups: ['dev'] }, 'intern-token': { username: 'intern', groups: ['dev'] } },
   });
-  // dev may read pods everywhere but not port-forward to the agents.
-  api.authorize = (a) => !(a.user.username === 'dev' && a.subresource === 'portforward');
+  // dev may read pods everywhere but not port-forward to the agents; intern may not read deployments.
+  api.authorize = (a) => !(a.user.username === 'dev' && a.subresource === 'portforward')
+    && !(a.user.username === 'intern' && a.resource === 'deployments' && a.group === 'apps');
   api.addNode('node-1');
   api.addDeployment('shop', 'api', [{ pod: web }]);
   api.addWorkload('StatefulSet', 'shop', 'cache', [{ pod: web }]);
@@ -192,6 +193,11 @@ describe('doctor', () => {
     // and exec says the same thing when it hits it
     const exec = await tsm(['exec', '--kubeconfig', devConfig, '--target', 'deployment/api', '--', 'true']);
     expect(exec.stderr).toContain('you may not create pods/portforward in namespace tsmirror-system [TSM_ERR_KUBE_FORBIDDEN]');
+    const internConfig = api.writeKubeconfig(dir, { token: 'intern-token', namespace: 'shop', file: 'intern' });
+    const intern = await tsm(['doctor', '--kubeconfig', internConfig, '--target', 'deployment/api']);
+    expect(intern.stdout).toContain('✗ RBAC: you may not get deployments.apps in namespace shop (needed to read deployment/api)');
+    const internExec = await tsm(['exec', '--kubeconfig', internConfig, '--target', 'deployment/api', '--', 'true']);
+    expect(internExec.stderr).toContain('forbidden while reading deployment api in namespace shop: deployments "api" is forbidden: User "intern" cannot get resource "deployments" in API group "apps" in the namespace "shop" [TSM_ERR_KUBE_FORBIDDEN]');
   });
 
   it('reports version skew between the CLI and the agent, with its fix', async () => {

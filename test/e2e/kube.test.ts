@@ -4,6 +4,7 @@
  * → a real agent → the harness pod's network namespace.
  */
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +20,13 @@ let agent: AgentProcess;
 let web: Pod;
 let kubeconfig: string;
 let dir: string;
+const BIG = randomBytes(24 << 20);
 
 beforeAll(async () => {
   harness = await Harness.create({ name: 'kube' });
   let db: Pod;
   [db, web] = await Promise.all([
-    harness.addPod({ name: 'db', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'hello from db\n' }, readyPort: 8080 }),
+    harness.addPod({ name: 'db', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'hello from db\n', '/data/big.bin': BIG }, readyPort: 8080 }),
     harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), env: { SHOP_MODE: 'k8s' }, files: { '/data/index.html': 'web\n' }, readyPort: 8080 }),
   ]);
   agent = await startAgentProcess();
@@ -81,6 +83,11 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     // the pod's environment came along
     const env = await exec('deploy/api', ['printenv', 'SHOP_MODE'], ['-n', 'shop', '--quiet']);
     expect(env.stdout).toBe('k8s\n');
+  });
+
+  it('a 24 MiB download arrives intact through the port-forward', async () => {
+    const r = await exec('deployment/api', ['/bin/sh', '-c', 'curl -sS --max-time 60 http://db:8080/big.bin | sha256sum'], ['-n', 'shop', '--quiet']);
+    expect(r.stdout.split(' ')[0]).toBe(createHash('sha256').update(BIG).digest('hex'));
   });
 
   it('the namespace defaults to the kubeconfig context', async () => {
