@@ -25,12 +25,12 @@ export interface AgentOptions {
   /** A client must send its hello within this time. */
   helloTimeoutMs: number;
   log: (line: string) => void;
+  /** This node's name (default: $NODE_NAME, else the hostname). */
+  node?: string;
   /**
    * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
    * refuse it. Returns the user the API server vouched for and the target's pod.
    */
-  /** This node's name (default: $NODE_NAME, else the hostname). */
-  node?: string;
   admit?: (request: { hello: ClientHello; target: TargetRef; pid: number }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
 }
 
