@@ -91,6 +91,10 @@ export async function openKubeSession(
   const target = await resolveKubeTarget(kube, { ...request, container: request.container ?? flags.container, node: flags.node });
   for (const note of target.notes) progress(note);
   progress(`target ${target.description}`);
+  // The agent lookup and the credentials (an exec plugin may take a while) in parallel.
+  const agentLookup = flags.agent ? undefined
+    : findAgent(kube, target.node, flags.agentNamespace ?? AGENT_NAMESPACE, `node '${target.node}' (where pod ${target.podName} runs)`);
+  agentLookup?.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
   const token = await bearerToken(kube);
   const base = {
     target: { kind: 'container' as const, id: target.containerId },
@@ -101,7 +105,7 @@ export async function openKubeSession(
     progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
     return { agent: await connectAgent({ url: flags.agent, ...base }), target, agentPod: undefined, kube };
   }
-  const agentPod = await findAgent(kube, target.node, flags.agentNamespace ?? AGENT_NAMESPACE, `node '${target.node}' (where pod ${target.podName} runs)`);
+  const agentPod = await (agentLookup as Promise<AgentPod>);
   progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
   const socket = await forwardToAgent(kube, agentPod);
   const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
