@@ -26,6 +26,13 @@ export interface AgentOptions {
   /** A client must send its hello within this time. */
   helloTimeoutMs: number;
   log: (line: string) => void;
+  /** This node's name (default: $NODE_NAME, else the hostname). */
+  node?: string;
+  /**
+   * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
+   * refuse it. Returns the user the API server vouched for and the target's pod.
+   */
+  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
 }
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
@@ -63,7 +70,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
   const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs };
-  const node = process.env.NODE_NAME ?? hostname();
+  const node = opts.node ?? process.env.NODE_NAME ?? hostname();
 
   const server = createServer((req, res) => {
     if (req.url === '/healthz') {
@@ -107,14 +114,16 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           return;
         }
         try {
-          const target = await resolveTarget(parseTargetRef(hello.target));
+          const ref = parseTargetRef(hello.target);
+          const target = await resolveTarget(ref);
+          const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid }) : undefined;
           const client = hello.client as { user?: unknown; host?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
             id,
-            user: typeof client.user === 'string' ? client.user.slice(0, 128) : '?',
+            user: admitted?.user ?? (typeof client.user === 'string' ? client.user.slice(0, 128) : '?'),
             host: typeof client.host === 'string' ? client.host.slice(0, 128) : '?',
-            target: target.description,
+            target: admitted ? `pod ${admitted.pod.namespace}/${admitted.pod.name} container ${admitted.pod.container}: ${target.description}` : target.description,
             startedAt: Date.now(),
             ...incomingOf(hello),
           });

@@ -3,6 +3,7 @@
  * promises (each request gets exactly one answer, or fails when the session ends).
  */
 import { hostname, userInfo } from 'node:os';
+import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
 import { packageVersion } from '../native/index.js';
 import { MAX_FRAME_BYTES, decodeAgentMessage } from '../protocol/codec.js';
@@ -23,7 +24,7 @@ export class AgentConnection {
   readonly #pending = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
   #closedError: TsmError | undefined;
 
-  constructor(peer: Peer<AgentMessage, ClientMessage>, hello: AgentHello) {
+  constructor(peer: Peer<AgentMessage, ClientMessage>, hello: AgentHello, transportError?: () => TsmError | undefined) {
     this.peer = peer;
     this.hello = hello;
     peer.on('message', (m: AgentMessage) => {
@@ -38,7 +39,7 @@ export class AgentConnection {
       }
     });
     peer.once('closed', (err: TsmError | undefined) => {
-      const e = this.#closedError ?? err ?? new TsmError('TSM_ERR_SESSION_CLOSED', 'the session ended');
+      const e = this.#closedError ?? transportError?.() ?? err ?? new TsmError('TSM_ERR_SESSION_CLOSED', 'the session ended');
       this.#closedError = e;
       for (const p of this.#pending.values()) p.reject(e);
       this.#pending.clear();
@@ -73,17 +74,31 @@ export interface ConnectOptions {
   target: TargetRef;
   timeoutMs?: number;
   peer?: PeerOptions;
-  /** Declared in the hello: how the session takes incoming traffic. */
+  /** The byte stream to the agent when it is not a plain TCP connection (a port-forward). */
+  createConnection?: () => Duplex;
+  /** Why that stream broke, if it did: explains a dropped session better than the WebSocket can. */
+  transportError?: () => TsmError | undefined;
+  /** The user's bearer token, for the agent's TokenReview. */
+  token?: string;
+  /** The incoming traffic the session will ask for (policy checks it at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
 }
 
 /** Opens a session on the agent at `url`. Fails with a TsmError that says what to do. */
 export async function connectAgent(options: ConnectOptions): Promise<AgentConnection> {
   const timeoutMs = options.timeoutMs ?? 15000;
-  const ws = new WebSocket(options.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs });
+  const ws = new WebSocket(options.url, {
+    maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs,
+    ...(options.createConnection ? { createConnection: options.createConnection as never } : {}),
+  });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', (err: Error & { code?: string }) => {
+      const transport = options.transportError?.() ?? (err instanceof TsmError ? err : undefined);
+      if (transport) {
+        reject(transport);
+        return;
+      }
       reject(new TsmError('TSM_ERR_AGENT_UNREACHABLE', `cannot reach the agent at ${options.url}: ${err.code ?? err.message}`,
         { hint: 'check that the agent is running (`tsmirror agent --listen HOST:PORT`) and that the address is right' }));
     });
@@ -112,7 +127,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
     });
     peer.once('closed', (err: TsmError | undefined) => {
       clearTimeout(timer);
-      reject(sessionError ?? err ?? new TsmError('TSM_ERR_HANDSHAKE', 'the agent closed the connection during the hello'));
+      reject(sessionError ?? options.transportError?.() ?? err ?? new TsmError('TSM_ERR_HANDSHAKE', 'the agent closed the connection during the hello'));
     });
     peer.send({
       type: 'hello',
@@ -120,8 +135,9 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       capabilities: [...CAPABILITIES],
       target: options.target,
       client: { version: packageVersion, user: userInfo().username, host: hostname() },
-      ...(options.incoming ? { incoming: options.incoming } : {}),
+      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.incoming === undefined ? {} : { incoming: options.incoming }),
     });
   });
-  return new AgentConnection(peer, hello);
+  return new AgentConnection(peer, hello, options.transportError);
 }

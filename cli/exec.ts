@@ -16,9 +16,10 @@ import { fileRules } from './files.js';
 import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incoming.js';
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
+import type { KubeSessionFlags } from './kube-session.js';
 import { parseResolvConf } from '../agent/resolver.js';
 
-export interface SessionFlags {
+export interface SessionFlags extends KubeSessionFlags {
   agent?: string;
   target?: string;
   quiet?: boolean;
@@ -48,17 +49,22 @@ export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
 }
 
-function agentTarget(flags: SessionFlags): TargetRef {
-  const target = parseTarget(flags.target);
-  if (target.kind === 'kubernetes') {
-    throw new TsmError('TSM_ERR_USAGE', `Kubernetes targets (${flags.target}) are not supported by this version yet`,
-      { hint: 'target the process directly with --target pid/<N> or --target container/<id> and --agent ws://HOST:PORT' });
-  }
-  return target;
-}
-
 export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
-  const target = agentTarget(flags);
+  const parsed = parseTarget(flags.target);
+  if (parsed.kind === 'kubernetes') {
+    // Kubernetes targets: resolved through the API, reached through the port-forward.
+    const started = Date.now();
+    // Loaded only here: @kubernetes/client-node takes ~0.4 s to import.
+    const { openKubeSession } = await import('./kube-session.js');
+    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming);
+    const h = agent.hello;
+    progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
+    return agent;
+  }
+  if (flags.container !== undefined || flags.node !== undefined) {
+    throw new TsmError('TSM_ERR_USAGE', '--container and --node apply to Kubernetes targets (pod/NAME, deployment/NAME, …) only');
+  }
+  const target: TargetRef = parsed;
   if (!flags.agent) {
     throw new TsmError('TSM_ERR_USAGE', 'no agent given', { hint: 'pass --agent ws://HOST:PORT (the address `tsmirror agent --listen` printed)' });
   }

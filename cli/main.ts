@@ -12,13 +12,22 @@ import {
   addEnvironmentVariables, applyConfig, configFileFor, configReference, configSchema, describeSettings, formatSettings, initConfig,
   loadConfig, optionSpecs,
 } from './config.js';
+import type { ClusterFlags } from '../agent/cluster.js';
+import { registerClusterCommands } from './cluster-commands.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 function sessionOptions(cmd: Command): Command {
   return cmd
     .option('--agent <url>', 'the agent to use, e.g. ws://127.0.0.1:7777')
-    .option('-t, --target <target>', 'what to run as: pid/<N> or container/<id> (omit for a targetless session)')
+    .option('-t, --target <target>', 'what to run as: pod/NAME[/container/C], deployment/NAME (deploy/), statefulset/NAME (sts/), replicaset/NAME (rs/), daemonset/NAME (ds/), job/NAME, rollout/NAME; or pid/<N>, container/<id> with --agent (omit for a targetless session)')
+    // Kubernetes targets (issue 3)
+    .option('-n, --namespace <namespace>', "the target's namespace (default: the kubeconfig context's)")
+    .option('--context <context>', 'the kubeconfig context to use (default: the current one)')
+    .option('--kubeconfig <path>', 'the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)')
+    .option('-c, --container <name>', 'the container of the pod (default: its default-container annotation, the only one, or the first that is not a known sidecar)')
+    .option('--node <node>', 'for a daemonset target: use its pod on this node')
+    .option('--agent-namespace <namespace>', 'where the tsmirror agents run', 'tsmirror-system')
     .option('--env-include <globs>', 'import only pod variables matching these globs (comma-separated, repeatable)', collect, [])
     .option('--env-exclude <globs>', 'do not import pod variables matching these globs (comma-separated, repeatable)', collect, [])
     .option('-e, --env <KEY=VALUE>', 'set a variable for the program (repeatable; wins over the pod and local values)', collect, [])
@@ -58,6 +67,9 @@ const execCommand = sessionOptions(program.command('exec'))
   .passThroughOptions()
   .addHelpText('after', `
 Examples:
+  tsmirror exec --target deployment/api -n shop -- curl http://db:8080/
+  tsmirror exec --target pod/api-7d9f-x2x/container/app --context staging -- node server.js
+  tsmirror exec --target ds/logger --node node-3 -- ./collector
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- curl http://db:8080/
   tsmirror exec --agent ws://127.0.0.1:7777 --target container/3f2a…c9 -- node server.js
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --local-dest 10.0.0.0/8:5432 -- psql -h db
@@ -171,20 +183,39 @@ program.command('agent')
   .option('--listen <host:port>', 'address to listen on (keep it on loopback: reach it through a port-forward)', '127.0.0.1:7777')
   .option('--heartbeat-interval <ms>', 'how often to ping clients', '2000')
   .option('--heartbeat-timeout <ms>', 'drop a session after this long without a frame from its client', '10000')
-  .action(async (flags: { listen: string; heartbeatInterval: string; heartbeatTimeout: string }) => {
-    const m = /^(.*):(\d+)$/.exec(flags.listen);
-    if (!m) throw new TsmError('TSM_ERR_USAGE', `--listen "${flags.listen}" must be HOST:PORT`);
-    const { startAgent } = await import('../agent/server.js'); // the CLI's other commands need none of it
+  // In a cluster (issue 3): Kubernetes access, policy, probes
+  .option('--in-cluster', "use the pod's service account to reach the API server (what the DaemonSet does)")
+  .option('--kubeconfig <path>', 'reach the API server with this kubeconfig instead')
+  .option('--policy-configmap <namespace/name>', 'the ConfigMap holding the policy (key policy.yaml); re-read when it changes')
+  .option('--policy-poll <ms>', 'how often to look for policy changes', '5000')
+  .option('--node-name <node>', "this node's name (default: $NODE_NAME)")
+  .option('--health-listen <host:port>', 'also serve GET /healthz here, on the pod network, for the kubelet probes')
+  .action(async (flags: ClusterFlags & { listen: string; heartbeatInterval: string; heartbeatTimeout: string; healthListen?: string }) => {
+    // The CLI's other commands need none of the agent: it is loaded here.
+    const { DEFAULT_AGENT_OPTIONS, startAgent } = await import('../agent/server.js');
+    const { clusterAdmission, parseListen, startHealthServer } = await import('../agent/cluster.js');
+    const { host, port } = parseListen(flags.listen, '--listen');
+    const log = DEFAULT_AGENT_OPTIONS.log;
+    const cluster = await clusterAdmission(flags, log);
+    const health = flags.healthListen ? parseListen(flags.healthListen, '--health-listen') : undefined;
+    const healthServer = health ? await startHealthServer(health.host, health.port) : undefined;
     const agent = await startAgent({
-      host: (m[1] ?? '').replace(/^\[|\]$/g, ''),
-      port: Number(m[2]),
+      host,
+      port,
       heartbeatMs: Number(flags.heartbeatInterval),
       heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
+      ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
     });
-    const stop = (): void => void agent.close().then(() => process.exit(0));
+    const stop = (): void => {
+      cluster?.stop();
+      healthServer?.close();
+      void agent.close().then(() => process.exit(0));
+    };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+
+registerClusterCommands(program); // install, uninstall, status, doctor, targets (issue 3)
 
 function exitCodeFor(err: TsmError): number {
   if (err.code === 'TSM_ERR_PROGRAM_NOT_FOUND') return EXIT.NOT_FOUND;

@@ -26,6 +26,14 @@ export const ErrorCodes = {
   TSM_ERR_CONFIG: 'the config file is missing, unreadable or invalid',
   TSM_ERR_PORT_CONFLICT: 'another session already steals this port',
   TSM_ERR_REDIRECT: 'the traffic redirect in the pod could not be set up',
+  TSM_ERR_POLICY: "the agent's policy refused the session",
+  TSM_ERR_KUBE_CONFIG: 'the kubeconfig could not be loaded or has no usable context',
+  TSM_ERR_KUBE_API: 'a Kubernetes API request failed',
+  TSM_ERR_KUBE_FORBIDDEN: 'the Kubernetes API refused a request (RBAC)',
+  TSM_ERR_NO_READY_POD: 'the workload has no running and ready pod',
+  TSM_ERR_NO_AGENT: 'no tsmirror agent runs on the target\'s node',
+  TSM_ERR_PORT_FORWARD: 'the port-forward to the agent through the API server failed or dropped',
+  TSM_ERR_UNAUTHENTICATED: 'the agent could not verify the user',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -113,8 +113,10 @@ export interface ClientHello {
   capabilities: string[];
   target: TargetRef;
   client: { version: string; user: string; host: string };
-  /** How this session takes incoming traffic, from the CLI's flags (policy is enforced at session open). */
+  /** The incoming traffic the session will ask for (checked against the agent's policy at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  /** The user's bearer token from their kubeconfig, for the agent's TokenReview/SubjectAccessReview. */
+  token?: string;
 }
 
 export type ClientMessage = ClientHello | ClientRequest | StreamMessage | Ping | Pong;

@@ -1,0 +1,121 @@
+/**
+ * Opening a session on a Kubernetes target: resolve the target to a pod and container,
+ * find the agent pod on that pod's node, and reach the agent through the API server's
+ * port-forward (or directly with --agent ws://…, which bypasses the port-forward).
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import { TsmError } from '../protocol/errors.js';
+import { connectAgent, type AgentConnection } from './agent-client.js';
+import { bearerToken, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { isPodReady, resolveKubeTarget, type ResolvedKubeTarget } from './kube-target.js';
+import { openPortForward, type PortForwardSocket } from './portforward.js';
+
+/** Where `tsmirror install` puts the agent, and how its pods are labelled. */
+export const AGENT_NAMESPACE = 'tsmirror-system';
+export const AGENT_LABEL = 'app.kubernetes.io/name=tsmirror-agent';
+/** The agent's session port, on its own pod's loopback. */
+export const AGENT_PORT = 7777;
+
+export interface KubeSessionFlags extends KubeFlags {
+  agent?: string;
+  container?: string;
+  node?: string;
+  agentNamespace?: string;
+}
+
+export interface AgentPod {
+  name: string;
+  namespace: string;
+  node: string;
+  ready: boolean;
+  port: number;
+  version: string | undefined;
+  pod: V1Pod;
+}
+
+function agentPodOf(pod: V1Pod, namespace: string): AgentPod {
+  const container = pod.spec?.containers.find((c) => (c.ports ?? []).some((p) => p.name === 'session')) ?? pod.spec?.containers[0];
+  const port = container?.ports?.find((p) => p.name === 'session')?.containerPort ?? AGENT_PORT;
+  return {
+    name: pod.metadata?.name ?? '?', namespace, node: pod.spec?.nodeName ?? '?', ready: isPodReady(pod), port,
+    version: pod.metadata?.labels?.['app.kubernetes.io/version'], pod,
+  };
+}
+
+/** Every agent pod (one per node when the DaemonSet is healthy). */
+export async function listAgentPods(kube: Kube, namespace = AGENT_NAMESPACE, node?: string): Promise<AgentPod[]> {
+  try {
+    const list = await kube.core.listNamespacedPod({ namespace, labelSelector: AGENT_LABEL, ...(node ? { fieldSelector: `spec.nodeName=${node}` } : {}) });
+    return list.items.map((p) => agentPodOf(p, namespace)).sort((a, b) => a.node.localeCompare(b.node));
+  } catch (err) {
+    throw kubeError(err, `listing the tsmirror agents in namespace ${namespace}`, kube);
+  }
+}
+
+/** The ready agent pod on `node`, or an error saying what is wrong and how to fix it. */
+export async function findAgent(kube: Kube, node: string, namespace = AGENT_NAMESPACE, forWhat = `node '${node}'`): Promise<AgentPod> {
+  const agents = await listAgentPods(kube, namespace, node);
+  const ready = agents.find((a) => a.ready);
+  if (ready) return ready;
+  if (agents.length > 0) {
+    const a = agents[0] as AgentPod;
+    throw new TsmError('TSM_ERR_NO_AGENT', `the tsmirror agent on ${forWhat} (pod ${namespace}/${a.name}) is not ready (${a.pod.status?.phase ?? 'Unknown'})`,
+      { hint: `look at it with kubectl describe pod -n ${namespace} ${a.name}; \`tsmirror doctor\` checks the rest` });
+  }
+  const elsewhere = [...new Set((await listAgentPods(kube, namespace)).map((a) => a.node))];
+  throw new TsmError('TSM_ERR_NO_AGENT', `no tsmirror agent runs on ${forWhat}${elsewhere.length ? `; agents run on: ${elsewhere.join(', ')}` : ` (no agent pods in namespace ${namespace})`}`,
+    { hint: elsewhere.length
+      ? `the agent DaemonSet does not cover that node: check its tolerations and node selector (kubectl -n ${namespace} describe daemonset tsmirror-agent)`
+      : 'a cluster admin installs the agent once with `tsmirror install` (see docs/install.md)' });
+}
+
+export interface KubeSession {
+  agent: AgentConnection;
+  target: ResolvedKubeTarget;
+  agentPod: AgentPod | undefined;
+  kube: Kube;
+}
+
+/** Opens a byte stream to an agent pod's port through the API server. */
+export function forwardToAgent(kube: Kube, agent: AgentPod): Promise<PortForwardSocket> {
+  return openPortForward(kube.kc, agent.namespace, agent.name, agent.port);
+}
+
+export async function openKubeSession(
+  flags: KubeSessionFlags,
+  request: { resource: string; name: string; container: string | undefined },
+  progress: (line: string) => void,
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean },
+): Promise<KubeSession> {
+  const kube = loadKube(flags);
+  const target = await resolveKubeTarget(kube, { ...request, container: request.container ?? flags.container, node: flags.node });
+  for (const note of target.notes) progress(note);
+  progress(`target ${target.description}`);
+  // The agent lookup and the credentials (an exec plugin may take a while) in parallel.
+  const agentLookup = flags.agent ? undefined
+    : findAgent(kube, target.node, flags.agentNamespace ?? AGENT_NAMESPACE, `node '${target.node}' (where pod ${target.podName} runs)`);
+  agentLookup?.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
+  const token = await bearerToken(kube);
+  const base = {
+    target: { kind: 'container' as const, id: target.containerId },
+    ...(token === undefined ? {} : { token }),
+    ...(incoming === undefined ? {} : { incoming }),
+  };
+  if (flags.agent) {
+    progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
+    return { agent: await connectAgent({ url: flags.agent, ...base }), target, agentPod: undefined, kube };
+  }
+  const agentPod = await (agentLookup as Promise<AgentPod>);
+  progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
+  const socket = await forwardToAgent(kube, agentPod);
+  const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
+    : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
+      { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
+  try {
+    const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...base });
+    return { agent, target, agentPod, kube };
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
