@@ -45,6 +45,9 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   fsNotFound?: string[];
 }
 
+/** How long incoming connections wait for a program that --watch restarts. */
+export const WATCH_HOLD_MS = 10_000;
+
 export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
 }
@@ -134,7 +137,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
 
   const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined });
   let proxy: SessionProxy | undefined;
-  const incoming = new IncomingManager(agent, incomingOptions, (line) => progress(flags, line));
+  // With --watch, a restarting program keeps its ports: requests wait for it (up to 10 s).
+  const incoming = new IncomingManager(agent, { ...incomingOptions, holdMs: (flags.watch ?? []).length > 0 ? WATCH_HOLD_MS : 0 }, (line) => progress(flags, line));
   try {
     const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
     const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
@@ -164,6 +168,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
         ignore: parseIgnorePatterns(flags.watchIgnore ?? []),
         debounceMs: 50,
         graceMs: Number(flags.watchGrace ?? 3000),
+        onStopped: () => incoming.programStopped(),
         log: (line) => progress(flags, line),
       })
       : await runProgram(path, args, program, env).exitCode;

@@ -21,6 +21,12 @@ export interface IncomingOptions {
   portMap: Map<number, number>;
   /** Pod ports that subscribe; undefined: every port the program listens on. */
   ports: Set<number> | undefined;
+  /**
+   * --watch: when the program stops listening (a restart), the port stays subscribed this
+   * long, and connections that arrive meanwhile wait for the program to listen again; only
+   * after it do they go to the pod's app. 0: unsubscribe at once.
+   */
+  holdMs?: number;
 }
 
 export interface IncomingFlags {
@@ -89,6 +95,8 @@ interface Listener {
   localPort: number;
   host: string;
   count: number;
+  /** The program is not listening (restarting): connections wait here. */
+  down: { timer: NodeJS.Timeout; waiting: IncomingOpen[] } | undefined;
 }
 
 interface Relayed {
@@ -148,6 +156,14 @@ export class IncomingManager {
       have.count++;
       have.localPort = localPort;
       have.host = host;
+      if (have.down) {
+        // Back after a restart: the connections that waited go to the new listener.
+        clearTimeout(have.down.timer);
+        const waiting = have.down.waiting;
+        have.down = undefined;
+        if (waiting.length > 0) this.#log(`port ${remotePort}: ${waiting.length} connection(s) waited for the restart`);
+        for (const m of waiting) this.#connectLocal(m, have);
+      }
       return { ok: true, action: 'remote' };
     }
     try {
@@ -160,7 +176,7 @@ export class IncomingManager {
       const errno = err instanceof RemoteError && err.code === 'TSM_ERR_PORT_CONFLICT' ? osConstants.errno.EADDRINUSE : osConstants.errno.EACCES;
       return { ok: false, errno, message: e.message };
     }
-    this.#listeners.set(remotePort, { remotePort, localPort, host, count: 1 });
+    this.#listeners.set(remotePort, { remotePort, localPort, host, count: 1, down: undefined });
     this.#log(`${this.#describe()} port ${remotePort} of the pod → local port ${localPort}${localPort !== asked ? ` (the program asked for ${asked}, which is taken here)` : ''}`);
     return { ok: true, action: 'remote' };
   }
@@ -175,8 +191,34 @@ export class IncomingManager {
     }
     const remotePort = this.#opts.portMap.get(asked) ?? asked;
     const l = this.#listeners.get(remotePort);
-    if (!l || --l.count > 0) return;
-    this.#listeners.delete(remotePort);
+    if (!l || l.down) return;
+    if (--l.count > 0) return;
+    if (this.#opts.holdMs) this.#markDown(l);
+    else this.#release(l);
+  }
+
+  /** The program stopped (--watch restarts it): every port waits for it to listen again. */
+  programStopped(): void {
+    if (!this.#opts.holdMs) return;
+    for (const l of this.#listeners.values()) this.#markDown(l);
+  }
+
+  #markDown(l: Listener): void {
+    if (l.down || this.#closed) return;
+    l.count = 0;
+    l.down = { timer: setTimeout(() => this.#release(l), this.#opts.holdMs ?? 0).unref(), waiting: [] };
+  }
+
+  /** Unsubscribes; connections still waiting go to the pod's app. */
+  #release(l: Listener): void {
+    if (this.#listeners.get(l.remotePort) !== l) return;
+    this.#listeners.delete(l.remotePort);
+    if (l.down) {
+      clearTimeout(l.down.timer);
+      for (const m of l.down.waiting) this.#agent.peer.mux.close(m.stream, osConstants.errno.ECONNREFUSED);
+      l.down = undefined;
+    }
+    const remotePort = l.remotePort;
     this.#agent.request({ type: 'port.unsubscribe', port: remotePort }).then(
       () => this.#log(`port ${remotePort} of the pod is back to the pod's app alone`),
       () => undefined,
@@ -213,6 +255,15 @@ export class IncomingManager {
       mux.close(m.stream, osConstants.errno.ECONNREFUSED);
       return;
     }
+    if (l.down) {
+      l.down.waiting.push(m); // the program is restarting; its bytes wait in the stream's window
+      return;
+    }
+    this.#connectLocal(m, l);
+  }
+
+  #connectLocal(m: IncomingOpen, l: Listener): void {
+    const mux = this.#agent.peer.mux;
     this.stats.connections++;
     const socket = net.connect({ port: l.localPort, host: l.host, allowHalfOpen: true, noDelay: true });
     const r: Relayed = { info: m, socket };
@@ -232,17 +283,28 @@ export class IncomingManager {
       socket.on('data', () => undefined);
       socket.once('close', () => local.destroy());
     });
-    socket.on('error', () => undefined);
+    let refused = false;
+    socket.on('error', (err: Error & { code?: string }) => {
+      refused = err.code === 'ECONNREFUSED';
+    });
     socket.once('close', () => {
       this.#relayed.delete(r);
       for (const [k, v] of this.#byPort) if (v === r) this.#byPort.delete(k);
+      if (bound) return;
+      if (refused && this.#opts.holdMs && !this.#closed && this.#listeners.get(l.remotePort) === l) {
+        // The program died without closing its listener (SIGKILL): wait for it to return.
+        this.#markDown(l);
+        l.down?.waiting.push(m);
+        return;
+      }
       // Never connected (the program stopped listening): the agent hands the request to the pod's app.
-      if (!bound) mux.close(m.stream, osConstants.errno.ECONNREFUSED);
+      mux.close(m.stream, osConstants.errno.ECONNREFUSED);
     });
   }
 
   close(): void {
     this.#closed = true;
+    for (const l of this.#listeners.values()) if (l.down) clearTimeout(l.down.timer);
     for (const r of this.#relayed) r.socket.destroy();
     this.#relayed.clear();
     this.#byPort.clear();

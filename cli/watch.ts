@@ -20,6 +20,8 @@ export interface WatchOptions {
   debounceMs: number;
   graceMs: number;
   log: (line: string) => void;
+  /** Called each time the program has stopped for a restart, before it starts again. */
+  onStopped?: () => void;
 }
 
 /** Whether a changed path is ignored by the defaults or the user's patterns. */
@@ -107,6 +109,7 @@ export async function runWatching(start: () => RunningProgram, opts: WatchOption
     const t0 = performance.now();
     await stopProgram(current, opts.graceMs);
     if (stopping) return;
+    opts.onStopped?.();
     current = start();
     reportExit(current);
     await new Promise<void>((resolve) => {

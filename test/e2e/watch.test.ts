@@ -14,11 +14,12 @@ import { cliPath, startAgentProcess, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let api: Pod;
+let db: Pod;
 let agent: AgentProcess;
 let project: string;
 
 beforeAll(async () => {
-  ({ harness, api } = await buildDemoNode({ name: 'watch' }));
+  ({ harness, api, db } = await buildDemoNode({ name: 'watch' }));
   agent = await startAgentProcess();
   project = mkdtempSync(join(tmpdir(), 'tsm-watch-'));
   mkdirSync(join(project, 'src'));
@@ -96,6 +97,37 @@ describe('--watch', () => {
       const { execFileSync } = await import('node:child_process');
       const left = execFileSync('ps', ['-eo', 'args']).toString().split('\n').filter((l) => l.includes('src/stubborn.py'));
       expect(left).toEqual([]);
+    } finally {
+      w.child.kill('SIGKILL');
+    }
+  });
+
+  it('with --steal, requests that arrive while the program restarts wait for it instead of going to the pod', async () => {
+    // Starts listening only after a second: a restart leaves a window with no listener.
+    const web = (version: string): string => `
+import http.server, time
+time.sleep(1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'${version}\\n'
+        self.send_response(200); self.send_header('content-length', str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+print('listening ${version}', flush=True)
+http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()
+`;
+    writeFileSync(join(project, 'src', 'web.py'), web('w1'));
+    const w = start(['--steal', '--watch', 'src', '--', '/usr/bin/python3', 'src/web.py']);
+    const get = async (): Promise<string> => (await harness.exec(db, ['curl', '-sS', '--max-time', '20', `http://${api.ip}:8080/`], { timeoutMs: 30000 })).stdout;
+    try {
+      await w.waitFor(/stealing all traffic on port 8080/);
+      await w.waitFor(/watching src/);
+      expect(await get()).toBe('w1\n');
+      writeFileSync(join(project, 'src', 'web.py'), web('w2'));
+      await w.waitFor(/restarted in/);
+      // The new program is still sleeping: this request arrives with nobody listening.
+      expect(await get()).toBe('w2\n');
+      expect(w.err()).toMatch(/port 8080: 1 connection\(s\) waited for the restart/);
+      expect(await get()).toBe('w2\n');
     } finally {
       w.child.kill('SIGKILL');
     }
