@@ -14,6 +14,12 @@ import type { AgentMessage, HttpFilter, IncomingMode, IncomingOpen } from '../pr
 import { streamPair } from '../agent/stream-pair.js';
 import type { AgentConnection } from './agent-client.js';
 
+/**
+ * Debugger ports stay on this machine unless --ports names them: node --inspect (9229),
+ * debugpy (5678), dlv (2345), the JVM's JDWP (5005) and Ruby's debug (12345).
+ */
+export const DEBUGGER_PORTS = new Set([9229, 9230, 5678, 2345, 5005, 12345]);
+
 export interface IncomingOptions {
   mode: IncomingMode;
   filter: HttpFilter | undefined;
@@ -146,6 +152,10 @@ export class IncomingManager {
     const addr = typeof req.addr === 'string' ? req.addr : '';
     const remotePort = this.#opts.portMap.get(asked) ?? asked;
     if (asked === 0 || (this.#opts.ports && !this.#opts.ports.has(remotePort))) return { ok: true, action: 'local' };
+    if (!this.#opts.ports && DEBUGGER_PORTS.has(asked)) {
+      this.#log(`port ${asked} stays local: it is a debugger port (name it in --ports to give it the pod's traffic)`);
+      return { ok: true, action: 'local' };
+    }
     if (this.#agent.hello.target.pid === 0 || !this.#agent.hello.capabilities.includes('incoming')) {
       this.#log(`port ${asked} stays local: ${this.#agent.hello.target.pid === 0 ? 'a targetless session has no pod traffic' : 'the agent does not offer incoming traffic'}`);
       return { ok: true, action: 'local' };

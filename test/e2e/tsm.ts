@@ -107,3 +107,17 @@ export function peakRss(pids: number[]): { stop: () => number[] } {
     },
   };
 }
+
+/**
+ * Ends a `tsmirror exec` the way a user does (SIGTERM, which it relays to the program),
+ * then SIGKILL if it has not exited within `ms`. Killing only the CLI would leave the
+ * program running.
+ */
+export async function stopCli(child: ChildProcess, ms = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  await closed;
+  clearTimeout(timer);
+}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { cliPath, startAgentProcess, type AgentProcess } from './tsm.js';
+import { cliPath, startAgentProcess, stopCli, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let api: Pod;
@@ -80,7 +80,7 @@ describe('--watch', () => {
       const code = await new Promise<number | null>((r) => w.child.once('close', r));
       expect(code).not.toBeNull();
     } finally {
-      w.child.kill('SIGKILL');
+      await stopCli(w.child);
     }
   });
 
@@ -98,7 +98,7 @@ describe('--watch', () => {
       const left = execFileSync('ps', ['-eo', 'args']).toString().split('\n').filter((l) => l.includes('src/stubborn.py'));
       expect(left).toEqual([]);
     } finally {
-      w.child.kill('SIGKILL');
+      await stopCli(w.child);
     }
   });
 
@@ -129,7 +129,7 @@ http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()
       expect(w.err()).toMatch(/port 8080: 1 connection\(s\) waited for the restart/);
       expect(await get()).toBe('w2\n');
     } finally {
-      w.child.kill('SIGKILL');
+      await stopCli(w.child);
     }
   });
 
