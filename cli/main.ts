@@ -37,7 +37,7 @@ function sessionOptions(cmd: Command): Command {
 }
 
 const program = new Command('tsmirror')
-  .description('Run a local program as if it were inside a Kubernetes pod: its outgoing connections, DNS lookups and environment come from the pod.')
+  .description("Run a local program as if it were inside a Kubernetes pod: its outgoing connections, DNS lookups, files and environment come from the pod, and the pod's incoming traffic is mirrored to it or stolen by it.")
   .version(packageVersion)
   .enablePositionalOptions()
   .showHelpAfterError('(run with --help for usage)');

@@ -3,13 +3,14 @@
  * directory, runs a program against a harness pod with no flags, lets flags and
  * TSMIRROR_* variables override the file, and refuses a bad file before connecting.
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { cliPath, repoRoot, run, startAgentProcess, type AgentProcess } from './tsm.js';
+import { cliPath, repoRoot, run, startAgentProcess, stopCli, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let db: Pod;
@@ -75,9 +76,46 @@ describe('.tsmirror/config.json', () => {
     const wrong = await tsm(['exec', '--', 'true']);
     expect(wrong.code).toBe(125);
     expect(wrong.stderr).toContain(`${file}: quiet is "yes", but it must be true or false [TSM_ERR_CONFIG]`);
+    writeConfig({ agent: 'ws://127.0.0.1:9', fsMode: 'rw' });
+    const mode = await tsm(['exec', '--', 'true']);
+    expect(mode.code).toBe(125);
+    expect(mode.stderr).toContain(`${file}: fsMode is "rw", but it must be one of "read", "write", "local" [TSM_ERR_CONFIG]`);
     writeConfig({ agent: 'ws://127.0.0.1:9', env: ['WHO=${TSM_UNSET_VARIABLE}'] });
     const unset = await tsm(['exec', '--', 'true']);
     expect(unset.stderr).toContain('${TSM_UNSET_VARIABLE} is not set');
+  });
+
+  it('${USER} in a header filter is expanded: a filtered steal from the file takes only that user\'s requests', async () => {
+    writeConfig({ agent: agent.url, target: `pid/${api.pid}`, steal: true, httpHeader: ['x-dev: ${USER}'] });
+    const server = 'import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n  def do_GET(self):\n    self.send_response(200); self.end_headers(); self.wfile.write(b"local\\n")\n  def log_message(self, *a): pass\nhttp.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()';
+    const cli = spawn(process.execPath, [cliPath, 'exec', '--', '/usr/bin/python3', '-c', server], {
+      cwd: join(project, 'src', 'deep'), env: { ...process.env, USER: 'alice-cfg' }, stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    cli.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    try {
+      const until = Date.now() + 20000;
+      while (!/stealing requests matching x-dev: alice-cfg on port 8080/.test(err)) {
+        if (Date.now() > until || cli.exitCode !== null) throw new Error(`no steal:\n${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const get = async (header: string[]): Promise<string> =>
+        (await harness.exec(db, ['curl', '-sS', '--max-time', '10', ...header, `http://${api.ip}:8080/`])).stdout;
+      expect(await get(['-H', 'x-dev: alice-cfg'])).toBe('local\n');
+      expect(await get(['-H', 'x-dev: bob'])).toBe('hello from api\n');
+    } finally {
+      await stopCli(cli);
+    }
+  });
+
+  it('the config example in docs/quickstart.md is valid', async () => {
+    const doc = readFileSync(join(repoRoot, 'docs', 'quickstart.md'), 'utf8');
+    const example = /```json\n([\s\S]*?)```/.exec(doc)?.[1] ?? '';
+    const file = join(project, 'quickstart.json');
+    writeFileSync(file, example);
+    const r = await tsm(['config', 'show', '--config', file], { USER: 'alice' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^httpHeader +"x-dev: alice" +file$/m);
   });
 
   it('config init writes a starter file that validates; --config picks another file', async () => {
