@@ -178,6 +178,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
       const f = proxy.files?.stats;
       if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);
+      const i = incoming.stats;
+      if (i.connections + i.refused > 0) process.stderr.write(`tsmirror: ${i.connections} incoming connections from the pod, ${i.refused} handed back to the pod's app\n`);
     }
     return code;
   } finally {
