@@ -105,6 +105,16 @@ export async function complete(program: Command, index: number, words: string[],
     const sub = cmd.commands.find((c) => c.name() === w || c.aliases().includes(w));
     if (sub) cmd = sub;
   }
+  // Options typed after the cursor count too (`--target dep<TAB> -n shop`).
+  for (let i = index + 1; i < words.length; i++) {
+    const w = words[i] ?? '';
+    if (w === '--') break;
+    const o = w.startsWith('-') ? findOption(cmd, w) : undefined;
+    if (o && takesValue(o) && !w.includes('=')) {
+      values[o.attributeName()] = words[i + 1] ?? '';
+      i++;
+    }
+  }
   const previous = index > 1 ? findOption(cmd, words[index - 1] ?? '') : undefined;
   if (previous && takesValue(previous) && !(words[index - 1] ?? '').includes('=')) {
     if (previous.argChoices) return previous.argChoices.filter((c) => c.startsWith(current));

@@ -106,8 +106,33 @@ const envCommand = sessionOptions(program.command('env'))
     await runEnv({ ...flags, localDest: [], remoteDest: [] });
   });
 
-/** Names of targets in the cluster, for completion (none without Kubernetes support). */
-const targetLister: TargetLister | undefined = undefined;
+/**
+ * Names of targets in the cluster, for completion: what `tsmirror targets` lists, and
+ * every pod for `pod/`. Gives up after 2 s (a shell must not hang on an unreachable cluster).
+ */
+const targetLister: TargetLister = async (prefix, flags) => {
+  const { loadKube } = await import('./kube.js');
+  const { listTargets } = await import('./targets.js');
+  const kube = loadKube({
+    ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}),
+    ...(flags.context ? { context: flags.context } : {}),
+    ...(flags.namespace ? { namespace: flags.namespace } : {}),
+  });
+  const work = (async (): Promise<string[]> => {
+    const names = (await listTargets(kube, kube.namespace)).map((r) => r.target);
+    if (prefix.startsWith('pod/')) {
+      for (const p of (await kube.core.listNamespacedPod({ namespace: kube.namespace })).items) names.push(`pod/${p.metadata?.name ?? ''}`);
+    }
+    return [...new Set(names)].sort();
+  })();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve([]), 2000)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+};
 
 // ---- the project config file (.tsmirror/config.json) and TSMIRROR_* variables
 let showSettingsOnly = false;
@@ -176,6 +201,7 @@ program.command('__complete', { hidden: true })
   .action(async (index: string, words: string[]) => {
     const candidates = await complete(program, Number(index), words, targetLister);
     if (candidates.length > 0) process.stdout.write(`${candidates.join('\n')}\n`);
+    process.exit(0); // a cluster request that timed out must not keep the shell waiting
   });
 
 program.command('agent')
