@@ -201,7 +201,11 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const SPECIAL_DIRS = new Set(['/', '/proc', '/sys', '/dev', '/tmp', '/run', '/data', '/etc']);
 const LIB_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 const REPO_TOP = `/${fileURLToPath(import.meta.url).split('/')[1] ?? 'work'}`;
-const DEFAULT_HOST_DIRS = ['/usr', '/var', '/opt', '/srv', '/home', '/root', REPO_TOP].filter((d) => !SPECIAL_DIRS.has(d));
+/** The repository (the package root): pods run its files (fixtures, the CLI itself). */
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
+// A clone under /tmp or /run (as a CI may make) is bound by its own path, after the pod's
+// private /tmp and /run are mounted; otherwise its top-level directory is bound.
+const DEFAULT_HOST_DIRS = ['/usr', '/var', '/opt', '/srv', '/home', '/root', SPECIAL_DIRS.has(REPO_TOP) ? REPO_ROOT : REPO_TOP];
 
 /** Harnesses of this process that are not destroyed yet. */
 const live = new Set<Harness>();
@@ -986,7 +990,9 @@ function initScript(i: InitScriptInput): string {
       return fs.existsSync(d) && fs.statSync(d).isDirectory();
     })
     .sort((a, b) => a.split('/').length - b.split('/').length);
-  for (const d of dirs) L.push(`mkdir -p "$R"${q(d)}`, `mount --rbind ${q(d)} "$R"${q(d)}`);
+  // Directories inside /tmp, /run, … are bound after those are mounted (step 4).
+  const late = dirs.filter((d) => SPECIAL_DIRS.has(`/${d.split('/')[1] ?? ''}`));
+  for (const d of dirs.filter((x) => !late.includes(x))) L.push(`mkdir -p "$R"${q(d)}`, `mount --rbind ${q(d)} "$R"${q(d)}`);
   // 3. /etc: overlay of the host's (writes stay in the pod), with kubelet-style bind-mounted files.
   L.push(
     'mkdir "$R/etc"',
@@ -1011,6 +1017,7 @@ function initScript(i: InitScriptInput): string {
     'mount --bind "$P/data" "$R/data"',
     `hostname ${q(i.hostname)}`,
   );
+  for (const d of late) L.push(`mkdir -p "$R"${q(d)}`, `mount --rbind ${q(d)} "$R"${q(d)}`);
   // 5. Switch root, drop the old one.
   L.push('cd "$R"', 'pivot_root . .', 'umount -l .', `cd ${q(i.workdir)}`);
   // 6. Exec the command with exactly the pod's environment.
