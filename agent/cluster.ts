@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { TsmError } from '../protocol/errors.js';
-import type { AgentOptions } from './server.js';
+import { hostForUrl, listenOn, type AgentOptions } from './server.js';
 
 export interface ClusterFlags {
   kubeconfig?: string;
@@ -56,14 +56,12 @@ export async function clusterAdmission(flags: ClusterFlags, log: (line: string) 
 }
 
 /** Serves only GET /healthz, for the kubelet's readiness and liveness probes. */
-export async function startHealthServer(host: string, port: number): Promise<Server> {
+export async function startHealthServer(host: string, port: number, log: (line: string) => void): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     else res.writeHead(404).end();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  const taken = await listenOn(server, host, port, '--health-listen');
+  log(`health endpoint on http://${hostForUrl(host)}:${taken}/healthz`);
   return server;
 }

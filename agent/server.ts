@@ -83,6 +83,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     }
   });
   const wss = new WebSocketServer({ server, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  // ws re-emits the HTTP server's errors; a failed listen is reported by listenOn below.
+  wss.on('error', () => undefined);
 
   wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
     const peer = new Peer<ClientMessage, AgentMessage>(ws, decodeClientMessage, peerOptions);
@@ -148,16 +150,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   const stale = await removeStaleRedirects(opts.log);
   if (stale > 0) opts.log(`removed ${stale} redirect table(s) left by an earlier agent`);
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : opts.port;
-  const url = `ws://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
+  const port = await listenOn(server, opts.host, opts.port, '--listen');
+  const url = `ws://${hostForUrl(opts.host)}:${port}`;
   opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})`);
 
   return {
@@ -171,4 +165,29 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
       await releaseAllRedirects();
     },
   };
+}
+
+/** `host` as it stands in a URL (IPv6 in brackets). */
+export function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/**
+ * Listens on HOST:PORT (port 0: any free one) and returns the port taken. A port in use or
+ * not allowed is a usage error naming the flag, not an internal one.
+ */
+export async function listenOn(server: Server, host: string, port: number, flag: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException): void => {
+      const why = err.code === 'EADDRINUSE' ? 'that port is already in use' : err.code === 'EACCES' ? 'that port needs privileges this process lacks' : err.code === 'EADDRNOTAVAIL' ? 'that address is not on this machine' : err.message;
+      reject(new TsmError('TSM_ERR_USAGE', `cannot listen on ${hostForUrl(host)}:${port} (${flag}): ${why}; choose another ${flag}, or port 0 for any free one`, { cause: err }));
+    };
+    server.once('error', failed);
+    server.listen(port, host, () => {
+      server.off('error', failed);
+      resolve();
+    });
+  });
+  const address = server.address();
+  return typeof address === 'object' && address ? address.port : port;
 }

@@ -224,14 +224,23 @@ program.command('agent')
     const log = DEFAULT_AGENT_OPTIONS.log;
     const cluster = await clusterAdmission(flags, log);
     const health = flags.healthListen ? parseListen(flags.healthListen, '--health-listen') : undefined;
-    const healthServer = health ? await startHealthServer(health.host, health.port) : undefined;
-    const agent = await startAgent({
-      host,
-      port,
-      heartbeatMs: Number(flags.heartbeatInterval),
-      heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
-      ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
-    });
+    let healthServer: Awaited<ReturnType<typeof startHealthServer>> | undefined;
+    let agent: Awaited<ReturnType<typeof startAgent>>;
+    try {
+      healthServer = health ? await startHealthServer(health.host, health.port, log) : undefined;
+      agent = await startAgent({
+        host,
+        port,
+        heartbeatMs: Number(flags.heartbeatInterval),
+        heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
+        ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
+      });
+    } catch (err) {
+      // The policy poller and the health listener would keep a failed agent alive.
+      cluster?.stop();
+      healthServer?.close();
+      throw err;
+    }
     const stop = (): void => {
       cluster?.stop();
       healthServer?.close();

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { decodeAgentMessage, encode, MAX_FRAME_BYTES } from '../../protocol/codec.js';
 import { PROTOCOL_VERSION, type AgentMessage, type ClientMessage } from '../../protocol/messages.js';
 import { connectAgent } from '../../cli/agent-client.js';
-import { startAgentProcess, type AgentProcess } from './tsm.js';
+import { cliPath, run, startAgentProcess, type AgentProcess } from './tsm.js';
 
 let agent: AgentProcess;
 let target: ChildProcess;
@@ -107,5 +107,15 @@ describe('agent sessions', () => {
   it('an unknown target is refused with a clear error', async () => {
     const s = await rawSession(hello(2 ** 30));
     expect(sessionError(s.messages)).toMatchObject({ code: 'TSM_ERR_TARGET_NOT_FOUND' });
+  });
+
+  it('a port already in use is a usage error naming the flag, not an internal error', async () => {
+    const taken = new URL(agent.url).port;
+    const listen = await run(process.execPath, [cliPath, 'agent', '--listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
+    expect(listen.code).toBe(125);
+    expect(listen.stderr).toContain(`cannot listen on 127.0.0.1:${taken} (--listen): that port is already in use; choose another --listen, or port 0 for any free one [TSM_ERR_USAGE]`);
+    const health = await run(process.execPath, [cliPath, 'agent', '--listen', '127.0.0.1:0', '--health-listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
+    expect(health.code).toBe(125);
+    expect(health.stderr).toContain(`cannot listen on 127.0.0.1:${taken} (--health-listen): that port is already in use`);
   });
 });

@@ -57,8 +57,9 @@ beforeAll(async () => {
   api.addHarnessPod(cart, { name: 'cart-0' });
   dir = mkdtempSync(join(tmpdir(), 'tsm-policy-'));
   const agentConfig = api.writeKubeconfig(dir, { token: 'agent-token', file: 'agent' });
-  healthPort = 20000 + Math.floor(Math.random() * 20000);
-  agent = await startAgentProcess(['--kubeconfig', agentConfig, '--policy-configmap', 'tsmirror-system/tsmirror-policy', '--policy-poll', '100', '--node-name', 'node-1', '--health-listen', `127.0.0.1:${healthPort}`]);
+  // Port 0: the agent takes a free port and says which (a fixed guess once collided in CI).
+  agent = await startAgentProcess(['--kubeconfig', agentConfig, '--policy-configmap', 'tsmirror-system/tsmirror-policy', '--policy-poll', '100', '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
+  healthPort = Number(/health endpoint on http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(agent.log())?.[1]);
   api.addPod({
     name: 'tsmirror-agent-n1', namespace: 'tsmirror-system', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' },
     containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
