@@ -16,7 +16,7 @@ const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
 const RATE = 2000;
 const SECONDS = Number(process.env.TSM_BENCH_SECONDS ?? 5);
 
-interface Figures { p50_us: number; p99_us: number; max_us: number; sent: number; errors: number }
+interface Figures { p50_us: number; p99_us: number; max_us: number; warmup_max_us: number; sent: number; errors: number }
 
 async function main(): Promise<void> {
   const harness = await Harness.create({ name: 'bench-in' });
@@ -70,9 +70,10 @@ async function main(): Promise<void> {
 
     const line = (what: string, f: Figures, base?: Figures): string => {
       const ratio = base ? `  p50 ${(f.p50_us / base.p50_us).toFixed(2)}x, p99 ${(f.p99_us / base.p99_us).toFixed(2)}x` : '';
-      return `${what.padEnd(52)} p50 ${String(f.p50_us).padStart(6)} µs  p99 ${String(f.p99_us).padStart(6)} µs  errors ${f.errors}${ratio}\n`;
+      const warm = `warm-up max ${(f.warmup_max_us / 1000).toFixed(1).padStart(5)} ms`;
+      return `${what.padEnd(46)} p50 ${String(f.p50_us).padStart(6)} µs  p99 ${String(f.p99_us).padStart(6)} µs  max ${(f.max_us / 1000).toFixed(1).padStart(5)} ms  ${warm}  errors ${f.errors}${ratio}\n`;
     };
-    process.stdout.write(`incoming traffic at ${RATE} requests/s for ${SECONDS} s each (latency from the scheduled send time)\n`);
+    process.stdout.write(`incoming traffic at ${RATE} requests/s, 1 s warm-up (connections opening) then ${SECONDS} s measured (latency from the scheduled send time)\n`);
     process.stdout.write(line('pod app, no session', baseline));
     process.stdout.write(line('pod app, filtered steal active (pass-through)', passThrough, baseline));
     process.stdout.write(line('pod app, mirror active', mirrored, baseline));
