@@ -35,7 +35,6 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
   #lastSeen = Date.now();
   #timer: NodeJS.Timeout;
   #closed = false;
-  #corked = false;
 
   constructor(ws: WebSocket, decode: (frame: Uint8Array) => In, options: PeerOptions) {
     super();
@@ -87,25 +86,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
 
   send(message: Out): void {
     if (this.#closed || this.ws.readyState !== this.ws.OPEN) return;
-    this.#corkForThisTick();
     this.ws.send(encode(message), { binary: true });
-  }
-
-  /**
-   * Messages sent in one tick leave in one write: each write on the session's socket is a
-   * system call that also wakes the other side, and a burst (a reply, the previous
-   * connection's end and close, data of several streams) would otherwise pay it per frame.
-   */
-  #corkForThisTick(): void {
-    if (this.#corked) return;
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    if (!socket) return;
-    this.#corked = true;
-    socket.cork();
-    process.nextTick(() => {
-      this.#corked = false;
-      socket.uncork();
-    });
   }
 
   /** Ends the session with an error that the peer is told about. */
