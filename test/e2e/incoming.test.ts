@@ -237,6 +237,28 @@ describe('filtered steal', () => {
       await harness.removePod(banner);
     }
   });
+
+  it('h2c (HTTP/2 with prior knowledge) on a filtered port passes through to the app, header or not', async () => {
+    const h2 = await harness.addPod({
+      name: 'h2',
+      command: ['/usr/bin/node', '-e', "require('http2').createServer((q, s) => s.end('h2 from pod ' + q.headers['x-dev'] + '\\n')).listen(8443)"],
+      readyPort: 8443,
+    });
+    try {
+      const s = startSession(['--steal', '--http-header', 'x-dev: alice'],
+        ['/usr/bin/node', '-e', "require('http2').createServer((q, s) => s.end('h2 local\\n')).listen(8443)"], agent.url, h2);
+      await s.waitFor(/port 8443 of the pod/);
+      const r = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', '-H', 'x-dev: alice', `http://${h2.ip}:8443/`], { timeoutMs: 20000 });
+      expect(r.stdout, r.stderr).toBe('h2 from pod alice\n');
+      // Without the header it is the pod's too, as it would be for HTTP/1.1.
+      const h1 = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', `http://${h2.ip}:8443/`], { timeoutMs: 20000 });
+      expect(h1.stdout, h1.stderr).toBe('h2 from pod undefined\n');
+      await s.stop();
+      await noRulesLeft(h2);
+    } finally {
+      await harness.removePod(h2);
+    }
+  });
 });
 
 describe('several sessions on one port', () => {
