@@ -109,7 +109,7 @@ export class AgentSession {
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
-    'tcp.connect': (m) => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs),
+    'tcp.connect': (m) => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs, m.holdMs ?? 0),
     'udp.open': (m) => this.#udpOpen(m.stream, m.host, m.port, m.family),
     'dns.lookup': async (m) => {
       try {
@@ -179,7 +179,7 @@ export class AgentSession {
     }
   }
 
-  async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number): Promise<ResultOf['tcp.connect']> {
+  async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number, holdMs: number): Promise<ResultOf['tcp.connect']> {
     if (net.isIP(host) !== family) throw new TsmError('TSM_ERR_USAGE', `tcp.connect needs a literal IPv${family} address, got "${host}"`);
     const fd = loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
     const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
@@ -187,10 +187,24 @@ export class AgentSession {
     socket.once('close', () => this.#sockets.delete(socket));
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      // Answered `pending` (a non-blocking connect still under way after holdMs): the
+      // outcome goes on the stream, which the CLI may close first (the program gave up).
+      let pending = false;
+      let hold: NodeJS.Timeout | undefined;
+      if (holdMs > 0) {
+        hold = setTimeout(() => {
+          pending = true;
+          this.#peer.mux.open(stream, () => socket.destroy());
+          resolve({ localAddress: '', localPort: 0, pending: true });
+        }, holdMs);
+      }
       const fail = (err: Error & { code?: string }): void => {
         clearTimeout(timer);
+        clearTimeout(hold);
         socket.destroy();
-        reject(new RemoteError('TSM_ERR_CONNECT', `connect to ${host}:${port} from the pod failed: ${err.code ?? err.message}`, errnoOf(err.code) ?? osConstants.errno.ECONNREFUSED));
+        const failure = new RemoteError('TSM_ERR_CONNECT', `connect to ${host}:${port} from the pod failed: ${err.code ?? err.message}`, errnoOf(err.code) ?? osConstants.errno.ECONNREFUSED);
+        if (pending) this.#peer.mux.close(stream, failure.errno);
+        else reject(failure);
       };
       if (timeoutMs > 0) {
         timer = setTimeout(() => fail(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
@@ -198,15 +212,21 @@ export class AgentSession {
       socket.once('error', fail);
       socket.connect({ host, port, family }, () => {
         clearTimeout(timer);
+        clearTimeout(hold);
         socket.off('error', fail);
-        if (this.#peer.closed) {
+        if (this.#peer.closed || (pending && !this.#peer.mux.has(stream))) {
           socket.destroy();
           reject(new TsmError('TSM_ERR_SESSION_CLOSED', 'session ended'));
           return;
         }
-        this.#peer.mux.open(stream);
+        const local = { localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0 };
+        if (pending) {
+          this.#peer.send({ type: 'tcp.connected', stream, ...local });
+        } else {
+          this.#peer.mux.open(stream);
+        }
         this.#peer.mux.bindSocket(stream, socket);
-        resolve({ localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0 });
+        resolve(local);
       });
     });
   }

@@ -6,15 +6,22 @@
  * the pod's error, e.g. ECONNREFUSED), then lets the program's own socket connect to a
  * loopback listener here and pairs the two by the program's local port. Bytes never pass
  * through a hook. UDP flows get a relay socket each.
+ *
+ * A non-blocking connect that the pod has not finished within HOLD_MS is answered at once:
+ * the program's socket connects to a held listener (native/addon: its SYN is dropped, so
+ * the socket stays "connecting" to poll and epoll), and is connected by a TCP
+ * simultaneous open when the pod's connection is made, or refused when it fails. The
+ * program's own connect timeout therefore works, and its event loop never waits for the pod.
  */
 import dgram from 'node:dgram';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packPlain, unpackPlain } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
-import type { Family } from '../protocol/messages.js';
+import type { AgentMessage, Family } from '../protocol/messages.js';
+import { loadAddon } from '../native/index.js';
 import type { AgentConnection } from './agent-client.js';
 import { FileProxy, type FileRules } from './files.js';
 import type { IncomingManager } from './incoming.js';
@@ -24,11 +31,26 @@ const MAX_SHIM_FRAME = 1024 * 1024;
 const EAI_AGAIN = -3;
 const EAI_NONAME = -2;
 const PAIR_TIMEOUT_MS = 10000;
+/**
+ * How long the pod may take on a non-blocking connect before the program's connect()
+ * returns (EINPROGRESS) and the connection completes on its own. Refusals and in-cluster
+ * connects are far quicker, so they stay exact; only slow or silent hosts are held.
+ */
+export const HOLD_MS = 100;
+/** Held connects at once (each keeps three fds here); beyond it a connect waits, as blocking ones do. */
+const MAX_HOLDS = 256;
+/**
+ * After a held connect is released the program's socket is connected already; the pair
+ * completes at once. Before it, the program's SYN retransmissions are up to 64 s apart.
+ */
+const HELD_PAIR_TIMEOUT_MS = 70000;
 const UDP_IDLE_MS = 120000;
 
 
 export interface ProxyStats {
   tcpConnects: number;
+  /** Non-blocking connects answered before the pod's connect was done. */
+  heldConnects: number;
   udpFlows: number;
   lookups: number;
   localPassThrough: number;
@@ -56,6 +78,18 @@ interface PendingPair {
   timer: NodeJS.Timeout;
 }
 
+/** A non-blocking connect answered before the pod's connect finished (see the top). */
+interface Hold {
+  family: Family;
+  listenFd: number;
+  port: number;
+  fillers: number[];
+  /** The program's local port, once its attach arrived. */
+  clientPort: number | undefined;
+  /** The pod's connection is made (tcp.connected arrived). */
+  connected: boolean;
+}
+
 function str(v: unknown, field: string): string {
   if (typeof v !== 'string' || v.length > 1024) throw new TsmError('TSM_ERR_BAD_FRAME', `shim request has a bad "${field}"`);
   return v;
@@ -68,13 +102,15 @@ function uint(v: unknown, field: string, max = 0xffffffff): number {
 
 export class SessionProxy {
   readonly socketPath: string;
-  readonly stats: ProxyStats = { tcpConnects: 0, udpFlows: 0, lookups: 0, localPassThrough: 0, failures: 0 };
+  readonly stats: ProxyStats = { tcpConnects: 0, heldConnects: 0, udpFlows: 0, lookups: 0, localPassThrough: 0, failures: 0 };
   readonly #dir: string;
   readonly #agent: AgentConnection;
   readonly #opts: SessionProxyOptions;
   readonly #unix: net.Server;
   readonly #tcp = new Map<Family, { server: net.Server; port: number }>();
   readonly #pairs = new Map<number, PendingPair>();
+  /** Held connects by stream. */
+  readonly #holds = new Map<number, Hold>();
   readonly #udp = new Set<dgram.Socket>();
   readonly #clients = new Set<net.Socket>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
@@ -90,6 +126,9 @@ export class SessionProxy {
     this.socketPath = join(this.#dir, 'proxy.sock');
     this.#unix = net.createServer((c) => this.#serveShim(c));
     this.files = opts.files ? new FileProxy(agent, opts.files, this.#dir) : undefined;
+    agent.peer.on('message', (m: AgentMessage) => {
+      if (m.type === 'tcp.connected') this.#podConnected(m.stream);
+    });
   }
 
   static async start(agent: AgentConnection, opts: SessionProxyOptions): Promise<SessionProxy> {
@@ -120,6 +159,7 @@ export class SessionProxy {
       p.socket?.destroy();
     }
     this.#pairs.clear();
+    for (const stream of [...this.#holds.keys()]) this.#dropHold(stream);
     for (const u of this.#udp) u.close();
     this.#udp.clear();
     this.files?.close();
@@ -233,12 +273,21 @@ export class SessionProxy {
     const listener = this.#tcp.get(requestedFamily) ?? this.#tcp.get(4);
     const proxyAddr = requestedFamily === 6 ? (this.#tcp.has(6) ? '::1' : '::ffff:127.0.0.1') : '127.0.0.1';
     const stream = this.#agent.allocateStream();
-    this.#agent.peer.mux.open(stream);
+    // A held connect's failure arrives as the stream's close: its listener goes with it.
+    this.#agent.peer.mux.open(stream, () => this.#dropHold(stream));
     try {
       if (proto === 'tcp') {
         this.stats.tcpConnects++;
         const timeoutMs = uint(req.timeoutMs ?? 0, 'timeoutMs');
-        const r = await this.#agent.request({ type: 'tcp.connect', stream, host: address, port, family, timeoutMs });
+        const holdMs = req.nonblock === true && this.#holds.size < MAX_HOLDS ? HOLD_MS : 0;
+        const r = await this.#agent.request({ type: 'tcp.connect', stream, host: address, port, family, timeoutMs, ...(holdMs > 0 ? { holdMs } : {}) });
+        if (r.pending === true) {
+          const holdFamily: Family = proxyAddr === '::1' ? 6 : 4;
+          const held = loadAddon().holdListen(holdFamily);
+          this.#holds.set(stream, { family: holdFamily, listenFd: held.fd, port: held.port, fillers: held.fillers, clientPort: undefined, connected: false });
+          this.stats.heldConnects++;
+          return { ok: true, action: 'proxy', proxyAddr, proxyPort: held.port, stream };
+        }
         return { ok: true, action: 'proxy', proxyAddr, proxyPort: listener?.port ?? 0, stream, localAddr: r.localAddress, localPort: r.localPort };
       }
       if (proto === 'udp') {
@@ -286,7 +335,7 @@ export class SessionProxy {
   // The attach (on the unix socket) and the accept (on the TCP listener) race; whichever
   // comes second completes the pair. An unpaired half is dropped after PAIR_TIMEOUT_MS.
 
-  #pair(port: number): PendingPair {
+  #pair(port: number, timeoutMs = PAIR_TIMEOUT_MS): PendingPair {
     let pair = this.#pairs.get(port);
     if (!pair) {
       const created: PendingPair = {
@@ -295,7 +344,7 @@ export class SessionProxy {
           this.#pairs.delete(port);
           created.socket?.destroy();
           if (created.stream !== undefined) this.#agent.peer.mux.close(created.stream);
-        }, PAIR_TIMEOUT_MS),
+        }, timeoutMs),
       };
       this.#pairs.set(port, created);
       pair = created;
@@ -313,11 +362,65 @@ export class SessionProxy {
   #attach(req: ShimRequest): void {
     try {
       const port = uint(req.port, 'port', 65535);
-      const pair = this.#pair(port);
-      pair.stream = uint(req.stream, 'stream');
+      const stream = uint(req.stream, 'stream');
+      const hold = this.#holds.get(stream);
+      const pair = this.#pair(port, hold ? HELD_PAIR_TIMEOUT_MS : PAIR_TIMEOUT_MS);
+      pair.stream = stream;
+      if (hold) {
+        hold.clientPort = port;
+        if (hold.connected) this.#release(stream, hold);
+        return;
+      }
       this.#complete(port, pair);
     } catch {
       // a malformed notification has nothing to answer
+    }
+  }
+
+  #podConnected(stream: number): void {
+    const hold = this.#holds.get(stream);
+    if (!hold) return;
+    hold.connected = true;
+    if (hold.clientPort !== undefined) this.#release(stream, hold);
+  }
+
+  /** The pod's connection is made: connect the held program socket (simultaneous open). */
+  #release(stream: number, hold: Hold): void {
+    const clientPort = hold.clientPort ?? 0;
+    let fd: number;
+    try {
+      fd = loadAddon().holdRelease(hold.family, hold.port, clientPort);
+    } catch {
+      // The program closed its socket meanwhile (nothing answers on its port).
+      this.#dropHold(stream);
+      this.#agent.peer.mux.close(stream);
+      return;
+    }
+    this.#dropHold(stream, false);
+    const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+    socket.setNoDelay(true);
+    this.#accepted(socket);
+  }
+
+  /**
+   * Closes a held connect's listener and fillers: a program socket still waiting is
+   * refused. Unless it was released, its pairing goes too (the program may reuse the port).
+   */
+  #dropHold(stream: number, forgetPair = true): void {
+    const hold = this.#holds.get(stream);
+    if (!hold) return;
+    this.#holds.delete(stream);
+    const pair = hold.clientPort === undefined ? undefined : this.#pairs.get(hold.clientPort);
+    if (forgetPair && pair?.stream === stream && !pair.socket && hold.clientPort !== undefined) {
+      clearTimeout(pair.timer);
+      this.#pairs.delete(hold.clientPort);
+    }
+    for (const fd of [hold.listenFd, ...hold.fillers]) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
     }
   }
 

@@ -55,6 +55,17 @@ export interface Addon {
   netnsListen(nsFd: number): { fd: number; port: number };
   /** SO_MARK on a socket (the redirect rules skip marked packets). */
   setMark(fd: number, mark: number): void;
+  /**
+   * A loopback listener whose accept queue is full (SO_REUSEPORT, backlog 1, two filler
+   * connections nobody accepts): a connect to `port` stays in SYN-SENT. Close all three fds
+   * to make such a connect fail (ECONNREFUSED on its next SYN).
+   */
+  holdListen(family: 4 | 6): { fd: number; port: number; fillers: number[] };
+  /**
+   * Connects from the held listener's `port` to the program's socket at `clientPort` (a TCP
+   * simultaneous open): both ends are connected when it returns the proxy's fd.
+   */
+  holdRelease(family: 4 | 6, port: number, clientPort: number): number;
 }
 
 let addon: Addon | undefined;

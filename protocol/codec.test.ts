@@ -21,6 +21,17 @@ describe('codec', () => {
     expect(decodeClientMessage(frame)).toEqual(plain);
   });
 
+  it('a held connect: holdMs is optional and checked, and tcp.connected is an agent message', () => {
+    const held = { type: 'tcp.connect', id: 1, stream: 1, host: '10.0.0.1', port: 80, family: 4, timeoutMs: 0, holdMs: 100 } as const;
+    expect(decodeClientMessage(encode(held))).toEqual(held);
+    expect(codeOf(() => decodeClientMessage(encode({ ...held, holdMs: -1 } as never)))).toBe('TSM_ERR_BAD_FRAME');
+    const connected = { type: 'tcp.connected', stream: 1, localAddress: '10.0.0.2', localPort: 40000 } as const;
+    expect(decodeAgentMessage(encode(connected))).toEqual(connected);
+    expect(codeOf(() => decodeAgentMessage(encode({ ...connected, localPort: 'x' } as never)))).toBe('TSM_ERR_BAD_FRAME');
+    // Only the agent says it: a client sending it ends its session.
+    expect(codeOf(() => decodeClientMessage(encode(connected as never)))).toBe('TSM_ERR_UNKNOWN_MESSAGE');
+  });
+
   it('carries binary stream data as bytes', () => {
     const data = new Uint8Array([0, 1, 2, 255]);
     const m = decodeAgentMessage(encode({ type: 'data', stream: 1, data }));

@@ -33,7 +33,7 @@ const common: Record<string, Spec> = {
 const clientSpecs: Record<ClientMessage['type'], Spec> = {
   ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong', Spec>),
   hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?' },
-  'tcp.connect': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family', timeoutMs: 'uint' },
+  'tcp.connect': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family', timeoutMs: 'uint', holdMs: 'uint?' },
   'udp.open': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family' },
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },
   'dns.reverse': { id: 'uint', address: 'str' },
@@ -59,6 +59,7 @@ const agentSpecs: Record<AgentMessage['type'], Spec> = {
   error: { id: 'uint', code: 'str', message: 'str', errno: 'uint?' },
   'session.error': { code: 'str', message: 'str' },
   'incoming.open': { stream: 'uint', port: 'uint', mode: 'str', remoteAddress: 'str', remotePort: 'uint', localAddress: 'str', localPort: 'uint' },
+  'tcp.connected': { stream: 'uint', localAddress: 'str', localPort: 'uint' },
 };
 
 function fieldOk(kind: FieldKind, v: unknown): boolean {

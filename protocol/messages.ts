@@ -22,7 +22,13 @@ export type TargetRef =
 
 // ---- requests: client → agent, each answered by `result` (value typed below) or `error`
 
-export interface TcpConnect { type: 'tcp.connect'; id: number; stream: number; host: string; port: number; family: Family; timeoutMs: number }
+/**
+ * Connects from the pod. `timeoutMs` bounds the pod-side connect (0: the kernel's own).
+ * With `holdMs` (a non-blocking socket), a connect still under way after that long is
+ * answered `pending: true` at once; its outcome follows on the stream: `tcp.connected`,
+ * or `close` with the pod's errno.
+ */
+export interface TcpConnect { type: 'tcp.connect'; id: number; stream: number; host: string; port: number; family: Family; timeoutMs: number; holdMs?: number }
 export interface UdpOpen { type: 'udp.open'; id: number; stream: number; host: string; port: number; family: Family }
 export interface DnsLookup { type: 'dns.lookup'; id: number; name: string; family: 0 | Family }
 export interface DnsReverse { type: 'dns.reverse'; id: number; address: string }
@@ -72,7 +78,7 @@ export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvG
 
 /** The value of a successful `result` for each request type. */
 export interface ResultOf {
-  'tcp.connect': { localAddress: string; localPort: number };
+  'tcp.connect': { localAddress: string; localPort: number; pending?: boolean };
   'udp.open': { localAddress: string; localPort: number };
   'dns.lookup': { addresses: Array<{ family: Family; address: string }>; canonname: string };
   'dns.reverse': { name: string };
@@ -152,10 +158,13 @@ export interface IncomingOpen {
   type: 'incoming.open'; stream: number; port: number; mode: IncomingMode;
   remoteAddress: string; remotePort: number; localAddress: string; localPort: number;
 }
+/** A connect answered `pending` is made: its stream now carries the connection. */
+export interface TcpConnected { type: 'tcp.connected'; stream: number; localAddress: string; localPort: number }
+
 /** Streams the agent opens are numbered from here; the CLI allocates below it. */
 export const AGENT_STREAM_BASE = 0x80000000;
 
-export type AgentMessage = AgentHello | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong | IncomingOpen;
+export type AgentMessage = AgentHello | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong | IncomingOpen | TcpConnected;
 
 /** Handlers over a union: a new message type fails to compile until it is handled. */
 export type Handlers<U extends { type: string }, R = void> = {

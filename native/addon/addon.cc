@@ -1,4 +1,5 @@
 // tsmirror's native addon: the few things Node cannot do itself.
+// (Also, for the CLI: holdListen/holdRelease, below, for non-blocking connects.)
 //
 // netnsSocket(nsFd, family, kind) creates a socket inside another network namespace.
 // setns(CLONE_NEWNET) only affects the calling thread, and a socket keeps the namespace
@@ -11,6 +12,7 @@
 #include <napi.h>
 
 #include <cerrno>
+#include <poll.h>
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
@@ -234,6 +236,127 @@ Napi::Value SetMark(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- non-blocking connects held until the pod answers (cli/session-proxy.ts) ----
+//
+// A program's non-blocking connect must return at once, yet it may only see "connected"
+// once the pod's connection exists, and "refused" when the pod's was refused. Its socket
+// is therefore connected to a loopback listener whose accept queue is already full (a
+// backlog of 1 and two connections nobody accepts): the kernel drops its SYN, so the
+// socket stays in SYN-SENT and poll/epoll report nothing, with no hook on them. When the
+// pod's connection is made, the proxy connects to the program's socket from the
+// listener's port (SO_REUSEPORT lets it bind there): the two SYNs cross, a TCP
+// simultaneous open, and both ends are connected at once. When the pod's connection
+// fails, the listener is closed and the program's next SYN retransmission gets a reset:
+// ECONNREFUSED.
+
+sockaddr_storage Loopback(int family, int port, socklen_t* len) {
+  sockaddr_storage ss{};
+  if (family == 6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    a->sin6_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof *a;
+  }
+  return ss;
+}
+
+// A socket bound to loopback `port` (0: any) with SO_REUSEPORT; -errno on failure.
+int ReusePortSocket(int family, int port, bool nonblock) {
+  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  socklen_t len;
+  sockaddr_storage ss = Loopback(family, port, &len);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+int FamilyArg(const Napi::CallbackInfo& info, size_t i, const char* usage) {
+  int family = info[i].As<Napi::Number>().Int32Value();
+  if (family != 4 && family != 6) throw Napi::TypeError::New(info.Env(), usage);
+  return family;
+}
+
+Napi::Value HoldListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "usage: holdListen(family: 4 | 6) -> { fd, port, fillers: [fd, fd] }";
+  if (info.Length() != 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, usage);
+  int family = FamilyArg(info, 0, usage);
+  int fd = ReusePortSocket(family, 0, true);
+  if (fd < 0) throw ErrnoError(env, "socket/bind", -fd);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (listen(fd, 1) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, "listen", err);
+  }
+  int port = family == 6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  // A backlog of 1 queues two connections (the queue is full when it holds more than the
+  // backlog); these two fill it. Loopback handshakes complete inside connect().
+  int fillers[2] = {-1, -1};
+  for (int& f : fillers) {
+    f = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage to = Loopback(family, port, &len);
+    if (f < 0 || connect(f, reinterpret_cast<sockaddr*>(&to), len) != 0) {
+      int err = errno;
+      for (int g : fillers) if (g >= 0) close(g);
+      close(fd);
+      throw ErrnoError(env, "connect (filler)", err);
+    }
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("port", Napi::Number::New(env, port));
+  Napi::Array list = Napi::Array::New(env, 2);
+  list.Set(0u, Napi::Number::New(env, fillers[0]));
+  list.Set(1u, Napi::Number::New(env, fillers[1]));
+  out.Set("fillers", list);
+  return out;
+}
+
+Napi::Value HoldRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "usage: holdRelease(family: 4 | 6, port: number, clientPort: number) -> fd";
+  if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, usage);
+  int family = FamilyArg(info, 0, usage);
+  int port = info[1].As<Napi::Number>().Int32Value();
+  int client_port = info[2].As<Napi::Number>().Int32Value();
+  if (port <= 0 || port > 65535 || client_port <= 0 || client_port > 65535) throw Napi::TypeError::New(env, usage);
+  int fd = ReusePortSocket(family, port, true);
+  if (fd < 0) throw ErrnoError(env, "socket/bind", -fd);
+  socklen_t len;
+  sockaddr_storage to = Loopback(family, client_port, &len);
+  int err = 0;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&to), len) != 0) err = errno;
+  if (err == EINPROGRESS) {
+    // On loopback the crossed handshake completes within microseconds.
+    pollfd p{fd, POLLOUT, 0};
+    int n = poll(&p, 1, 1000);
+    socklen_t el = sizeof err;
+    if (n <= 0) err = n == 0 ? ETIMEDOUT : errno;
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) err = errno;
+  }
+  if (err != 0) {
+    close(fd);
+    throw ErrnoError(env, "connect (release)", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g_home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
@@ -242,6 +365,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pathOpInRoot", Napi::Function::New(env, PathOpJs, "pathOpInRoot"));
   exports.Set("netnsListen", Napi::Function::New(env, NetnsListen, "netnsListen"));
   exports.Set("setMark", Napi::Function::New(env, SetMark, "setMark"));
+  exports.Set("holdListen", Napi::Function::New(env, HoldListen, "holdListen"));
+  exports.Set("holdRelease", Napi::Function::New(env, HoldRelease, "holdRelease"));
   return exports;
 }
 

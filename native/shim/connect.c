@@ -133,9 +133,11 @@ SHIM_EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len, 
 
 /* ---- connect ---- */
 
-static int blocking_timeout_ms(int fd) {
+/* What proto_connect takes: -1 for a non-blocking socket, else SO_SNDTIMEO in ms (0: none). */
+static int connect_timeout_ms(int fd) {
   int fl = REAL(fcntl)(fd, F_GETFL);
-  if (fl < 0 || (fl & O_NONBLOCK)) return 0;
+  if (fl < 0) return 0;
+  if (fl & O_NONBLOCK) return -1;
   struct timeval tv;
   socklen_t len = sizeof tv;
   if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
@@ -166,7 +168,7 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
 
   struct connect_reply reply;
-  if (proto_connect(udp, &dest, udp ? 0 : blocking_timeout_ms(fd), &reply) < 0) {
+  if (proto_connect(udp, &dest, udp ? 0 : connect_timeout_ms(fd), &reply) < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
     errno = ENETUNREACH;
     return -1;

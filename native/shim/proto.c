@@ -140,13 +140,17 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   int family, port;
   char text[INET6_ADDRSTRLEN];
   addr_text(dest, &family, text, &port);
-  mp_write_map(&w, 6);
+  bool nonblock = timeout_ms < 0;
+  mp_write_map(&w, nonblock ? 7 : 6);
   mp_write_cstr(&w, "op"); mp_write_cstr(&w, "connect");
   mp_write_cstr(&w, "proto"); mp_write_cstr(&w, udp ? "udp" : "tcp");
   mp_write_cstr(&w, "family"); mp_write_int(&w, family);
   mp_write_cstr(&w, "addr"); mp_write_cstr(&w, text);
   mp_write_cstr(&w, "port"); mp_write_int(&w, port);
-  mp_write_cstr(&w, "timeoutMs"); mp_write_int(&w, timeout_ms);
+  mp_write_cstr(&w, "timeoutMs"); mp_write_int(&w, nonblock ? 0 : timeout_ms);
+  if (nonblock) {
+    mp_write_cstr(&w, "nonblock"); mp_write_bool(&w, true);
+  }
 
   uint8_t *body = NULL;
   struct mp_reader r;

@@ -208,7 +208,9 @@ struct reverse_reply {
 };
 
 /* Each returns 0 when the proxy answered (the reply says what), -1 when the channel
- * could not be used (connect -> ENETUNREACH, resolve -> EAI_AGAIN). */
+ * could not be used (connect -> ENETUNREACH, resolve -> EAI_AGAIN). proto_connect's
+ * timeout_ms: the pod-side limit of a blocking connect (0: none), or -1 for a
+ * non-blocking socket (the proxy may then answer before the pod's connect is done). */
 SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
                               struct connect_reply *out);
 SHIM_HIDDEN int proto_attach(int64_t stream, int port);

@@ -2,6 +2,7 @@
  * The outgoing path end to end, on the local node harness, with real programs: the
  * program runs on this machine; its connections, lookups and environment are the pod's.
  */
+import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
@@ -13,6 +14,7 @@ let db: Pod;
 let api: Pod;
 let udp: Pod;
 let pg: Pod;
+let slow: Pod;
 let agent: AgentProcess;
 const PY = '/usr/bin/python3';
 
@@ -35,13 +37,36 @@ while True:
     c, _ = s.accept(); held.append(c)
 `;
 
+// Answers one line of HTTP on 9100; the tests make the port silent or refusing with nft.
+const LATE = `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 9100)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nlate\\n'); c.close()
+`;
+
+/** Replaces the slow pod's filter of incoming port 9100 ('' lets everything in). */
+function filterSlowPort(verdict: '' | 'drop' | 'reject with tcp reset'): void {
+  const script = [
+    'table inet tsmtest {', '  chain in {', '    type filter hook input priority 0; policy accept;', '  }', '}',
+    'flush chain inet tsmtest in', ...(verdict ? [`add rule inet tsmtest in tcp dport 9100 ${verdict}`] : []), '',
+  ].join('\n');
+  const r = spawnSync('nsenter', ['-t', String(slow.pid), '-n', 'nft', '-f', '-'], { input: script, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`nft in the slow pod failed: ${r.stderr}`);
+}
+
 beforeAll(async () => {
   ({ harness, db, api } = await buildDemoNode({ name: 'outgoing' }));
   [udp, pg] = await Promise.all([
     harness.addPod({ name: 'udp', namespace: 'default', command: [PY, '-c', UDP_ECHO] }),
     harness.addPostgres({ name: 'pg', namespace: 'default' }),
     harness.addPod({ name: 'hold', namespace: 'default', command: [PY, '-c', HOLD], readyPort: 7000 }),
-  ]);
+    harness.addPod({ name: 'slow', namespace: 'default', command: [PY, '-c', LATE], readyPort: 9100 }),
+  ]).then(([u, p, , l]) => [u, p, l] as const).then(([u, p, l]) => {
+    slow = l;
+    return [u, p];
+  });
   agent = await startAgentProcess();
 });
 
@@ -164,6 +189,46 @@ describe('children and environment', () => {
     expect((await exec(['sh', '-c', 'exit 3'])).code).toBe(3);
     expect((await exec(['sh', '-c', 'kill -TERM $$'])).code).toBe(143);
   });
+});
+
+describe('non-blocking connects to slow and silent hosts', () => {
+  const url = () => `http://${slow.ip}:9100/`;
+  afterAll(() => filterSlowPort(''));
+
+  it("a silent host: the program's own connect timeout applies, and its event loop keeps running", async () => {
+    filterSlowPort('drop');
+    // The pod's kernel would retry the SYN for about two minutes; the program gives up first.
+    const curl = await exec(['curl', '-sS', '--connect-timeout', '2', url()]);
+    expect(curl.code, curl.stderr).toBe(28);
+    expect(curl.ms).toBeLessThan(15000);
+    const py = await exec([PY, '-c', `import socket\ntry:\n  socket.create_connection(('${slow.ip}', 9100), timeout=1)\nexcept TimeoutError:\n  print('timed out')`]);
+    expect(py.stdout, py.stderr).toBe('timed out\n');
+    const node = await exec(['node', '-e', `let ticks = 0; const tick = setInterval(() => ticks++, 50);
+      const s = require('net').connect(9100, '${slow.ip}'); s.on('error', () => {});
+      setTimeout(() => { console.log(ticks >= 10 ? 'event loop alive' : 'event loop frozen: ' + ticks); s.destroy(); clearInterval(tick); }, 1000);`]);
+    expect(node.stdout, node.stderr).toBe('event loop alive\n');
+  }, 60000);
+
+  it('a connect the pod completes late completes in the program too', async () => {
+    filterSlowPort('drop');
+    const pending = exec(['curl', '-sS', '--connect-timeout', '20', url()], ['--verbose']);
+    await new Promise((r) => setTimeout(r, 400));
+    filterSlowPort(''); // the pod's next SYN (about 1 s after the first) gets through
+    const curl = await pending;
+    expect(curl.stdout, curl.stderr).toBe('late\n');
+    expect(curl.stderr).toContain('(1 answered before the pod\'s connect was done)');
+  }, 60000);
+
+  it('a connect the pod has refused late is refused in the program', async () => {
+    filterSlowPort('drop');
+    const pending = exec(['curl', '-sS', '--connect-timeout', '30', url()], ['--verbose']);
+    await new Promise((r) => setTimeout(r, 400));
+    filterSlowPort('reject with tcp reset');
+    const curl = await pending;
+    expect(curl.code, curl.stderr).toBe(7);
+    expect(curl.stderr).toContain('(1 answered before the pod\'s connect was done)');
+    expect(curl.ms).toBeLessThan(20000);
+  }, 60000);
 });
 
 describe('robustness', () => {
