@@ -41,7 +41,7 @@ export async function clusterAdmission(flags: ClusterFlags, log: (line: string) 
   }
   const pollMs = Number(flags.policyPoll);
   if (!Number.isFinite(pollMs) || pollMs < 50) throw new TsmError('TSM_ERR_USAGE', `--policy-poll must be a number of milliseconds ≥ 50, not "${flags.policyPoll}"`);
-  // Loaded only in cluster mode: @kubernetes/client-node takes ~0.4 s to import.
+  // Loaded only in cluster mode: @kubernetes/client-node takes ~75 ms to import, bundled.
   const { loadAgentKube } = await import('./kube.js');
   const { PolicyEnforcer } = await import('./policy.js');
   let kube;

@@ -3,9 +3,8 @@
  * session's namespace comes from the cluster, not from the client's word), its policy
  * ConfigMap, and TokenReview / SubjectAccessReview for the user behind a session.
  */
-import {
-  AuthenticationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig, type V1Pod,
-} from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
+import { AuthenticationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig } from '../cli/kubernetes-client.js';
 import { TsmError } from '../protocol/errors.js';
 
 export interface AgentKubeOptions {

@@ -3,7 +3,8 @@
  * applied with server-side apply (field manager `tsmirror`), then a wait until an agent
  * is ready on every node, with progress.
  */
-import { PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { PatchStrategy } from './kubernetes-client.js';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';

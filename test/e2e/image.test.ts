@@ -1,0 +1,63 @@
+/**
+ * The agent image's runtime stage (daemonset/Dockerfile) holds only what its COPY lines
+ * name. No Docker engine runs here, so the test lays out that same tree in a temporary
+ * folder, from this checkout's built files, and starts the agent from it as the image's
+ * ENTRYPOINT would.
+ */
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { repoRoot, run } from './tsm.js';
+
+const dockerfile = readFileSync(join(repoRoot, 'daemonset', 'Dockerfile'), 'utf8');
+const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+const workdir = /^WORKDIR (\S+)/m.exec(runtime)?.[1] ?? '/';
+const root = mkdtempSync(join(tmpdir(), 'tsm-image-'));
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** Copies what one `COPY --from=build SRC… DEST` line copies from /src (this checkout). */
+function copyLine(args: string[]): void {
+  const dest = args.pop() ?? '.';
+  for (const src of args) {
+    const from = join(repoRoot, src.replace(/^\/src\/?/, ''));
+    const to = dest.endsWith('/') ? join(root, dest.replace(workdir, ''), src.split('/').pop() ?? '') : join(root, dest.replace(workdir, ''));
+    if (src.endsWith('node_modules')) {
+      symlinkSync(from, to); // the same packages; a copy would only cost time
+    } else {
+      cpSync(from, to, { recursive: true });
+    }
+  }
+}
+
+describe('the agent image layout', () => {
+  it('starts the agent from only what the runtime stage copies', async () => {
+    const copies = [...runtime.matchAll(/^COPY --from=build (.+)$/gm)].map((m) => (m[1] ?? '').trim().split(/\s+/));
+    expect(copies.length).toBeGreaterThan(3);
+    for (const args of copies) copyLine(args);
+    const entry = /^ENTRYPOINT \[(.+)\]$/m.exec(runtime)?.[1]?.split(',').map((s) => JSON.parse(s.trim()) as string) ?? [];
+    expect(entry[0]).toBe('node');
+    const cli = join(root, (entry[1] ?? '').replace(workdir, ''));
+    expect(dirname(cli)).toBe(join(root, 'bin'));
+    const version = await run(process.execPath, [cli, '--version'], { cwd: root });
+    expect(version.stderr).toBe('');
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    const agent = spawn(process.execPath, [cli, 'agent', '--listen', '127.0.0.1:0'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    agent.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise<void>((r) => agent.once('exit', () => r()));
+    const t0 = Date.now();
+    while (!/listening on ws:/.test(log) && agent.exitCode === null && Date.now() - t0 < 15000) await new Promise((r) => setTimeout(r, 50));
+    agent.kill('SIGKILL');
+    await exited;
+    expect(log).toMatch(/listening on ws:/);
+    const shim = await run(process.execPath, ['-e', `import(${JSON.stringify(join(root, 'dist', 'native', 'index.js'))}).then((m) => { m.loadAddon(); console.log(m.shimPath()); })`], { cwd: root });
+    expect(shim.stderr).toBe('');
+    expect(shim.stdout.trim()).toBe(join(root, 'build', 'Release', 'libtsmirror.so'));
+    // The agent's cluster mode loads the bundled Kubernetes client from the image.
+    const kube = await run(process.execPath, ['-e', `import(${JSON.stringify(join(root, 'dist', 'cli', 'kubernetes-client.js'))}).then((m) => console.log(m.bundlePath, typeof m.KubeConfig))`], { cwd: root });
+    expect(kube.stdout.trim(), kube.stderr).toBe(`${join(root, 'dist', 'vendor', 'kubernetes-client.js')} function`);
+  });
+});
