@@ -9,7 +9,8 @@
  *   - with an unfiltered steal: relays the connection to that session;
  *   - with filtered steals: routes each HTTP/1.1 request on its own (agent/http1.ts) to
  *     the first session whose filter matches, or to the pod's app; an Upgrade goes with
- *     its first request and then is relayed both ways; a connection that is not HTTP
+ *     its first request and then is relayed both ways; HTTP/2 with prior knowledge (h2c)
+ *     is routed per stream the same way (agent/http2.ts); a connection that is neither
  *     (checked on the first bytes, waiting at most 1 s) goes to the app;
  *   - otherwise: relays it to the pod's app.
  * Connections to the app are made in the pod with SO_MARK, so the rules skip them.
@@ -22,6 +23,7 @@ import { loadAddon } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import type { HttpFilter, IncomingMode, IncomingOpen } from '../protocol/messages.js';
 import { Http1Parser, HttpParseError, keepAlive, looksLikeHttp1, requestPath, type HttpEvent, type MessageHead } from './http1.js';
+import { H2Router, looksLikeH2 } from './http2.js';
 import { NetnsRedirect, PASS_MARK, removeStaleTables } from './redirect.js';
 
 export { removeStaleTables as removeStaleRedirects };
@@ -202,6 +204,14 @@ class PortHub {
     return socket;
   }
 
+  /** The first filtered steal whose filter matches the request; undefined: the app. */
+  route(head: MessageHead): Subscription | undefined {
+    for (const s of this.subs) {
+      if (s.mode === 'steal' && s.filter && filterMatches(s.filter, head)) return s;
+    }
+    return undefined;
+  }
+
   openSession(sub: Subscription, client: net.Socket): Duplex | undefined {
     const stream = sub.client.openStream({
       port: this.port, mode: sub.mode,
@@ -238,8 +248,9 @@ class PortHub {
     if (all) {
       new RawRelay(this, client, () => this.openSession(all, client), true);
     } else if (steals.length > 0) {
-      detectHttp(client, (start, http) => {
-        if (http) new HttpRouter(this, client, start);
+      detectHttp(client, (start, kind) => {
+        if (kind === 'http1') new HttpRouter(this, client, start);
+        else if (kind === 'h2') new H2Router(this, client, start);
         else new RawRelay(this, client, () => this.connectApp(client), false, start);
       });
     } else {
@@ -270,27 +281,31 @@ class PortHub {
   }
 }
 
-/** Waits for the first bytes of a connection (at most DETECT_MS) and says whether they look like HTTP/1.x. */
-function detectHttp(client: net.Socket, decide: (start: Buffer, http: boolean) => void): void {
+/** Waits for the first bytes of a connection (at most DETECT_MS) and says whether they are HTTP/1.x, h2c or other. */
+function detectHttp(client: net.Socket, decide: (start: Buffer, kind: 'http1' | 'h2' | 'other') => void): void {
   let start = Buffer.alloc(0);
   let done = false;
-  const finish = (http: boolean): void => {
+  const finish = (kind: 'http1' | 'h2' | 'other'): void => {
     if (done) return;
     done = true;
     clearTimeout(timer);
     client.off('data', onData);
     client.off('end', onEnd);
     client.pause();
-    decide(start, http);
+    decide(start, kind);
   };
   const onData = (chunk: Buffer): void => {
     start = Buffer.concat([start, chunk]);
+    const h2 = looksLikeH2(start);
+    if (h2 === 'yes') return finish('h2');
+    if (h2 === 'maybe') return undefined; // "PRI * HTTP/2.0…" so far: wait for the whole preface
     const v = looksLikeHttp1(start);
-    if (v !== 'maybe') finish(v === 'yes');
+    if (v !== 'maybe') finish(v === 'yes' ? 'http1' : 'other');
+    return undefined;
   };
-  const onEnd = (): void => finish(false);
+  const onEnd = (): void => finish('other');
   // Server-speaks-first protocols send nothing: after DETECT_MS they go to the app.
-  const timer = setTimeout(() => finish(false), DETECT_MS);
+  const timer = setTimeout(() => finish('other'), DETECT_MS);
   client.on('data', onData);
   client.once('end', onEnd);
   client.resume();
@@ -457,10 +472,7 @@ class HttpRouter {
   }
 
   #route(head: MessageHead): Subscription | undefined {
-    for (const s of this.#hub.subs) {
-      if (s.mode === 'steal' && s.filter && filterMatches(s.filter, head)) return s;
-    }
-    return undefined;
+    return this.#hub.route(head);
   }
 
   #pump(): void {

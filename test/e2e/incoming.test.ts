@@ -238,22 +238,30 @@ describe('filtered steal', () => {
     }
   });
 
-  it('h2c (HTTP/2 with prior knowledge) on a filtered port passes through to the app, header or not', async () => {
-    const h2 = await harness.addPod({
-      name: 'h2',
-      command: ['/usr/bin/node', '-e', "require('http2').createServer((q, s) => s.end('h2 from pod ' + q.headers['x-dev'] + '\\n')).listen(8443)"],
-      readyPort: 8443,
-    });
+  it('h2c (HTTP/2 with prior knowledge) is routed per request: matching streams to the program, the rest to the app, trailers and bodies intact', async () => {
+    const H2 = join(FIX, 'h2-server.mjs');
+    const h2 = await harness.addPod({ name: 'h2', command: ['/usr/bin/node', H2, 'pod', '8443'], readyPort: 8443 });
     try {
-      const s = startSession(['--steal', '--http-header', 'x-dev: alice'],
-        ['/usr/bin/node', '-e', "require('http2').createServer((q, s) => s.end('h2 local\\n')).listen(8443)"], agent.url, h2);
+      const s = startSession(['--steal', '--http-header', 'x-dev: alice'], ['/usr/bin/node', H2, 'local', '8443'], agent.url, h2);
       await s.waitFor(/port 8443 of the pod/);
-      const r = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', '-H', 'x-dev: alice', `http://${h2.ip}:8443/`], { timeoutMs: 20000 });
-      expect(r.stdout, r.stderr).toBe('h2 from pod alice\n');
-      // Without the header it is the pod's too, as it would be for HTTP/1.1.
-      const h1 = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', `http://${h2.ip}:8443/`], { timeoutMs: 20000 });
-      expect(h1.stdout, h1.stderr).toBe('h2 from pod undefined\n');
+      const stolen = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', '-H', 'x-dev: alice', `http://${h2.ip}:8443/a?q=1`], { timeoutMs: 20000 });
+      expect(stolen.stdout, stolen.stderr).toMatch(/^local \/a\?q=1 x-dev=alice /);
+      const passed = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', `http://${h2.ip}:8443/b`], { timeoutMs: 20000 });
+      expect(passed.stdout, passed.stderr).toMatch(/^pod \/b x-dev=- /);
+      // 20 requests multiplexed on one connection, alternating, and a 1 MiB POST.
+      const many = await harness.exec(client, ['/usr/bin/node', join(FIX, 'h2-client.mjs'), `http://${h2.ip}:8443`, '20'], { timeoutMs: 30000 });
+      expect(many.code, many.stderr).toBe(0);
+      const results = many.stdout.trim().split('\n').map((l) => JSON.parse(l) as { i: number; dev: boolean; body: string; trailer: string; sent: string });
+      expect(results).toHaveLength(20);
+      for (const r of results) {
+        const who = r.dev ? 'local' : 'pod';
+        expect(r.body, JSON.stringify(r)).toBe(`${who} /r${r.i} x-dev=${r.dev ? 'alice' : '-'} sha256=${r.sent}`);
+        expect(r.trailer, JSON.stringify(r)).toBe(who);
+      }
       await s.stop();
+      // The session gone, h2c with the header goes to the app.
+      const after = await harness.exec(client, ['curl', '-sS', '--max-time', '10', '--http2-prior-knowledge', '-H', 'x-dev: alice', `http://${h2.ip}:8443/c`], { timeoutMs: 20000 });
+      expect(after.stdout, after.stderr).toMatch(/^pod \/c x-dev=alice /);
       await noRulesLeft(h2);
     } finally {
       await harness.removePod(h2);
