@@ -5,7 +5,7 @@
  * ENTRYPOINT would.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -59,5 +59,23 @@ describe('the agent image layout', () => {
     // The agent's cluster mode loads the bundled Kubernetes client from the image.
     const kube = await run(process.execPath, ['-e', `import(${JSON.stringify(join(root, 'dist', 'cli', 'kubernetes-client.js'))}).then((m) => console.log(m.bundlePath, typeof m.KubeConfig))`], { cwd: root });
     expect(kube.stdout.trim(), kube.stderr).toBe(`${join(root, 'dist', 'vendor', 'kubernetes-client.js')} function`);
+  });
+
+  it('bin/tsmirror.js runs the bundled CLI when it was built, the compiled modules otherwise', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsm-bin-'));
+    try {
+      mkdirSync(join(dir, 'bin'));
+      cpSync(join(repoRoot, 'bin', 'tsmirror.js'), join(dir, 'bin', 'tsmirror.js'));
+      writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+      for (const [folder, says] of [['cli', 'modules'], ['cli-bundle', 'bundle']]) {
+        mkdirSync(join(dir, 'dist', folder), { recursive: true });
+        writeFileSync(join(dir, 'dist', folder, 'main.js'), `console.log(${JSON.stringify(says)});`);
+      }
+      expect((await run(process.execPath, [join(dir, 'bin', 'tsmirror.js')])).stdout).toBe('bundle\n');
+      rmSync(join(dir, 'dist', 'cli-bundle'), { recursive: true });
+      expect((await run(process.execPath, [join(dir, 'bin', 'tsmirror.js')])).stdout).toBe('modules\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
