@@ -5,7 +5,7 @@
  * ENTRYPOINT would.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -61,17 +61,21 @@ describe('the agent image layout', () => {
     expect(kube.stdout.trim(), kube.stderr).toBe(`${join(root, 'dist', 'vendor', 'kubernetes-client.js')} function`);
   });
 
-  it('bin/tsmirror.js runs the bundled CLI when it was built, the compiled modules otherwise', async () => {
+  it('bin/tsmirror.js runs the bundled CLI when it was built, the compiled modules when there is none or it is older', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tsm-bin-'));
     try {
       mkdirSync(join(dir, 'bin'));
       cpSync(join(repoRoot, 'bin', 'tsmirror.js'), join(dir, 'bin', 'tsmirror.js'));
       writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
-      for (const [folder, says] of [['cli', 'modules'], ['cli-bundle', 'bundle']]) {
+      for (const [folder, says] of [['cli', 'modules'], ['cli-bundle', 'bundle']] as const) {
         mkdirSync(join(dir, 'dist', folder), { recursive: true });
         writeFileSync(join(dir, 'dist', folder, 'main.js'), `console.log(${JSON.stringify(says)});`);
       }
       expect((await run(process.execPath, [join(dir, 'bin', 'tsmirror.js')])).stdout).toBe('bundle\n');
+      // Modules compiled after the bundle (a bare tsc): the bundle is stale.
+      const later = new Date(Date.now() + 5000);
+      utimesSync(join(dir, 'dist', 'cli', 'main.js'), later, later);
+      expect((await run(process.execPath, [join(dir, 'bin', 'tsmirror.js')])).stdout).toBe('modules\n');
       rmSync(join(dir, 'dist', 'cli-bundle'), { recursive: true });
       expect((await run(process.execPath, [join(dir, 'bin', 'tsmirror.js')])).stdout).toBe('modules\n');
     } finally {
