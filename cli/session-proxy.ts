@@ -40,10 +40,10 @@ export const HOLD_MS = 100;
 /** Held connects at once (each keeps three fds here); beyond it a connect waits, as blocking ones do. */
 const MAX_HOLDS = 256;
 /**
- * After a held connect is released the program's socket is connected already; the pair
- * completes at once. Before it, the program's SYN retransmissions are up to 64 s apart.
+ * A held connect's pairing waits for the pod's connect, which the pod's kernel gives up
+ * on after about 127 s (six SYN retries); released, it completes at once.
  */
-const HELD_PAIR_TIMEOUT_MS = 70000;
+const HELD_PAIR_TIMEOUT_MS = 150000;
 const UDP_IDLE_MS = 120000;
 
 
@@ -381,7 +381,17 @@ export class SessionProxy {
     const hold = this.#holds.get(stream);
     if (!hold) return;
     hold.connected = true;
-    if (hold.clientPort !== undefined) this.#release(stream, hold);
+    if (hold.clientPort !== undefined) {
+      this.#release(stream, hold);
+      return;
+    }
+    // The shim attaches right after its connect returns; a program that died in between
+    // never will, and its stream and listener must not live as long as the session.
+    setTimeout(() => {
+      if (this.#holds.get(stream) !== hold || hold.clientPort !== undefined) return;
+      this.#dropHold(stream);
+      this.#agent.peer.mux.close(stream);
+    }, PAIR_TIMEOUT_MS).unref();
   }
 
   /** The pod's connection is made: connect the held program socket (simultaneous open). */
