@@ -11,7 +11,7 @@ import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
 import { parseDestRule, type RoutingPolicy } from './routing.js';
-import { SessionProxy } from './session-proxy.js';
+import { SessionProxy, sweepStaleSessionDirs } from './session-proxy.js';
 import { fileRules } from './files.js';
 import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incoming.js';
 import { parseTarget } from './target.js';
@@ -156,6 +156,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     env.TSMIRROR_SHIM = shim;
     env.TSMIRROR_SOCK = proxy.socketPath;
 
+    // Folders of sessions that were killed before they could remove theirs (see there).
+    setImmediate(() => sweepStaleSessionDirs());
     let programEnded = false;
     agent.peer.once('closed', () => {
       const why = agent.closedError;

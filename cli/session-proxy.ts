@@ -14,7 +14,7 @@
  * program's own connect timeout therefore works, and its event loop never waits for the pod.
  */
 import dgram from 'node:dgram';
-import { chmodSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +45,46 @@ const MAX_HOLDS = 256;
  */
 const HELD_PAIR_TIMEOUT_MS = 150000;
 const UDP_IDLE_MS = 120000;
+/** The private folder of a session: its unix socket and pod-file scratch space. */
+const DIR_PREFIX = 'tsmirror-';
+
+/**
+ * Removes the private folders that sessions killed without a chance to clean up (SIGKILL,
+ * a crash) left in the temporary folder: those of this user whose CLI pid is gone.
+ * Returns how many it removed. Cheap enough to run once per session, off its start path.
+ */
+export function sweepStaleSessionDirs(dir = tmpdir()): number {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  const uid = process.getuid?.() ?? -1;
+  for (const name of names) {
+    const m = /^tsmirror-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive (or a pid reused by another process): leave it
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    const path = join(dir, name);
+    try {
+      const st = lstatSync(path);
+      if (!st.isDirectory() || st.uid !== uid) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
+  }
+  return removed;
+}
 
 
 export interface ProxyStats {
@@ -121,7 +161,8 @@ export class SessionProxy {
   private constructor(agent: AgentConnection, opts: SessionProxyOptions) {
     this.#agent = agent;
     this.#opts = opts;
-    this.#dir = mkdtempSync(join(tmpdir(), 'tsmirror-'));
+    // The CLI's pid in the name lets a later session remove it if this one is SIGKILLed.
+    this.#dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`));
     chmodSync(this.#dir, 0o700);
     this.socketPath = join(this.#dir, 'proxy.sock');
     this.#unix = net.createServer((c) => this.#serveShim(c));

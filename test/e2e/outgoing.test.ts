@@ -4,6 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
@@ -272,5 +273,10 @@ describe('robustness', () => {
     while (readdirSync(`/proc/${agent.child.pid}/fd`).length > fdsBefore && Date.now() - settled < 3000) await new Promise((r) => setTimeout(r, 100));
     expect(readdirSync(`/proc/${agent.child.pid}/fd`).length).toBeLessThanOrEqual(fdsBefore);
     await run('pkill', ['-KILL', '-f', '^sleep 60$']);
+    // The killed CLI could not remove its private folder; the next session does.
+    const left = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsmirror-${cli.pid}-`));
+    expect(left()).toHaveLength(1);
+    expect((await exec(['true'])).code).toBe(0);
+    expect(left()).toHaveLength(0);
   });
 });
