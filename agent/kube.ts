@@ -3,8 +3,9 @@
  * session's namespace comes from the cluster, not from the client's word), its policy
  * ConfigMap, and TokenReview / SubjectAccessReview for the user behind a session.
  */
-import type { V1Pod } from '@kubernetes/client-node';
-import { AuthenticationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig } from '../cli/kubernetes-client.js';
+import {
+  AuthenticationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig, type V1Pod,
+} from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
 
 export interface AgentKubeOptions {

@@ -9,7 +9,7 @@ import type { InstallFlags } from './install.js';
 import type { KubeFlags } from './kube.js';
 
 // The commands load their modules when they run: @kubernetes/client-node takes ~75 ms to
-// import even bundled (cli/kubernetes-client.ts), which `exec` on a pid/container target and `agent` should not pay.
+// import even bundled, which `exec` on a pid/container target and `agent` should not pay.
 const DEFAULT_IMAGE = `ghcr.io/tsmirror/agent:${packageVersion}`;
 
 function kubeOptions(cmd: Command): Command {

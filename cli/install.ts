@@ -3,8 +3,7 @@
  * applied with server-side apply (field manager `tsmirror`), then a wait until an agent
  * is ready on every node, with progress.
  */
-import type { KubernetesObject } from '@kubernetes/client-node';
-import { PatchStrategy } from './kubernetes-client.js';
+import { PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';

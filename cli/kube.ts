@@ -8,7 +8,7 @@ import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import {
   ApisApi, AppsV1Api, AuthorizationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, VersionApi,
-} from './kubernetes-client.js';
+} from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
 
 export interface KubeFlags {

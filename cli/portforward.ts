@@ -5,7 +5,7 @@
  * a WebSocket session or an HTTP request runs over it with `createConnection`.
  */
 import { Duplex, PassThrough, Writable } from 'node:stream';
-import { PortForward, type KubeConfig } from './kubernetes-client.js';
+import { PortForward, type KubeConfig } from '@kubernetes/client-node';
 import type WebSocket from 'ws';
 import { TsmError } from '../protocol/errors.js';
 

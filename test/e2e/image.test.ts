@@ -56,9 +56,11 @@ describe('the agent image layout', () => {
     const shim = await run(process.execPath, ['-e', `import(${JSON.stringify(join(root, 'dist', 'native', 'index.js'))}).then((m) => { m.loadAddon(); console.log(m.shimPath()); })`], { cwd: root });
     expect(shim.stderr).toBe('');
     expect(shim.stdout.trim()).toBe(join(root, 'build', 'Release', 'libtsmirror.so'));
-    // The agent's cluster mode loads the bundled Kubernetes client from the image.
-    const kube = await run(process.execPath, ['-e', `import(${JSON.stringify(join(root, 'dist', 'cli', 'kubernetes-client.js'))}).then((m) => console.log(m.bundlePath, typeof m.KubeConfig))`], { cwd: root });
-    expect(kube.stdout.trim(), kube.stderr).toBe(`${join(root, 'dist', 'vendor', 'kubernetes-client.js')} function`);
+    // The Kubernetes client (in the bundle) loads from the image: its YAML parser reports a bad kubeconfig.
+    writeFileSync(join(root, 'bad-kubeconfig'), 'x: [');
+    const kube = await run(process.execPath, [cli, 'targets', '--kubeconfig', join(root, 'bad-kubeconfig')], { cwd: root });
+    expect(kube.code).toBe(125);
+    expect(kube.stderr).toMatch(/cannot read the kubeconfig .*bad-kubeconfig: unexpected end of the stream[\s\S]*TSM_ERR_KUBE_CONFIG/);
   });
 
   it('bin/tsmirror.js runs the bundled CLI when it was built, the compiled modules when there is none or it is older', async () => {
