@@ -48,6 +48,13 @@ export function h2Head(headers: IncomingHttpHeaders): MessageHead {
   return { method: String(headers[':method'] ?? ''), target: String(headers[':path'] ?? ''), status: 0, version: 'HTTP/2', headers: fields };
 }
 
+/** Received header fields as fields to send (pseudo-headers too unless `fieldsOnly`). */
+function outgoing(headers: IncomingHttpHeaders, fieldsOnly = false): http2.OutgoingHttpHeaders {
+  const out: http2.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined && !(fieldsOnly && name.startsWith(':'))) out[name] = value;
+  return out;
+}
+
 /** The client socket as a plain Duplex that first yields `start` (bytes already read). */
 function withStart(client: net.Socket, start: Buffer): Duplex {
   const d = new Duplex({
@@ -124,9 +131,7 @@ export class H2Router<S> {
     let out: http2.ClientHttp2Stream;
     try {
       const upstream = this.#upstream(this.#hub.route(h2Head(headers)));
-      const request: http2.OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(headers)) if (value !== undefined) request[name] = value;
-      out = upstream.request(request, { endStream: stream.endAfterHeaders });
+      out = upstream.request(outgoing(headers), { endStream: stream.endAfterHeaders });
     } catch (err) {
       this.#hub.logOnce(`h2c request could not be forwarded: ${(err as Error).message}`);
       stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -137,18 +142,12 @@ export class H2Router<S> {
     let trailers: http2.IncomingHttpHeaders | undefined;
     out.on('response', (response) => {
       if (stream.destroyed) return;
-      const head: http2.OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(response)) if (value !== undefined) head[name] = value;
       // Trailers (gRPC's status) are known only at the end: always wait for them.
-      stream.respond(head, { waitForTrailers: true });
+      stream.respond(outgoing(response), { waitForTrailers: true });
       out.pipe(stream);
     });
     out.on('trailers', (t) => (trailers = t));
-    stream.on('wantTrailers', () => {
-      const t: http2.OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(trailers ?? {})) if (value !== undefined && !name.startsWith(':')) t[name] = value;
-      stream.sendTrailers(t);
-    });
+    stream.on('wantTrailers', () => stream.sendTrailers(outgoing(trailers ?? {}, true)));
     // A reset on either side resets the other.
     out.once('close', () => {
       if (!stream.destroyed && !stream.headersSent) stream.close(out.rstCode || http2.constants.NGHTTP2_INTERNAL_ERROR);

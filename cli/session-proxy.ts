@@ -62,8 +62,9 @@ export function sweepStaleSessionDirs(dir = tmpdir()): number {
     return 0;
   }
   const uid = process.getuid?.() ?? -1;
+  const pattern = new RegExp(`^${DIR_PREFIX}(\\d+)-[A-Za-z0-9]{6}$`);
   for (const name of names) {
-    const m = /^tsmirror-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+    const m = pattern.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid === process.pid) continue;
