@@ -182,6 +182,11 @@ Napi::Value PathOpJs(const Napi::CallbackInfo& info) {
 
 // ---- incoming traffic (agent/incoming.ts) ----
 
+int PortOf(const sockaddr_storage& ss) {
+  return ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port)
+                                   : ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+}
+
 // A listening TCP socket in the namespace at ns_fd on an ephemeral port of the wildcard
 // address: dual-stack [::] when the namespace has IPv6, else 0.0.0.0. The redirect rules
 // send the pod's incoming connections here.
@@ -216,7 +221,7 @@ Napi::Value NetnsListen(const Napi::CallbackInfo& info) {
     close(fd);
     throw ErrnoError(env, "bind/listen", err);
   }
-  int port = v6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  int port = PortOf(ss);
   Napi::Object out = Napi::Object::New(env);
   out.Set("fd", Napi::Number::New(env, fd));
   out.Set("port", Napi::Number::New(env, port));
@@ -267,9 +272,9 @@ sockaddr_storage Loopback(int family, int port, socklen_t* len) {
   return ss;
 }
 
-// A socket bound to loopback `port` (0: any) with SO_REUSEPORT; -errno on failure.
-int ReusePortSocket(int family, int port, bool nonblock) {
-  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+// A non-blocking socket bound to loopback `port` (0: any) with SO_REUSEPORT; -errno on failure.
+int ReusePortSocket(int family, int port) {
+  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return -errno;
   int one = 1;
   socklen_t len;
@@ -295,7 +300,7 @@ Napi::Value HoldListen(const Napi::CallbackInfo& info) {
   const char* usage = "usage: holdListen(family: 4 | 6) -> { fd, port, fillers: [fd, fd] }";
   if (info.Length() != 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, usage);
   int family = FamilyArg(info, 0, usage);
-  int fd = ReusePortSocket(family, 0, true);
+  int fd = ReusePortSocket(family, 0);
   if (fd < 0) throw ErrnoError(env, "socket/bind", -fd);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -304,7 +309,7 @@ Napi::Value HoldListen(const Napi::CallbackInfo& info) {
     close(fd);
     throw ErrnoError(env, "listen", err);
   }
-  int port = family == 6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  int port = PortOf(ss);
   // A backlog of 1 queues two connections (the queue is full when it holds more than the
   // backlog); these two fill it. Loopback handshakes complete inside connect().
   int fillers[2] = {-1, -1};
@@ -336,7 +341,7 @@ Napi::Value HoldRelease(const Napi::CallbackInfo& info) {
   int port = info[1].As<Napi::Number>().Int32Value();
   int client_port = info[2].As<Napi::Number>().Int32Value();
   if (port <= 0 || port > 65535 || client_port <= 0 || client_port > 65535) throw Napi::TypeError::New(env, usage);
-  int fd = ReusePortSocket(family, port, true);
+  int fd = ReusePortSocket(family, port);
   if (fd < 0) throw ErrnoError(env, "socket/bind", -fd);
   socklen_t len;
   sockaddr_storage to = Loopback(family, client_port, &len);
