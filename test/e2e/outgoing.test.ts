@@ -59,15 +59,12 @@ function filterSlowPort(verdict: '' | 'drop' | 'reject with tcp reset'): void {
 
 beforeAll(async () => {
   ({ harness, db, api } = await buildDemoNode({ name: 'outgoing' }));
-  [udp, pg] = await Promise.all([
+  [udp, pg, , slow] = await Promise.all([
     harness.addPod({ name: 'udp', namespace: 'default', command: [PY, '-c', UDP_ECHO] }),
     harness.addPostgres({ name: 'pg', namespace: 'default' }),
     harness.addPod({ name: 'hold', namespace: 'default', command: [PY, '-c', HOLD], readyPort: 7000 }),
     harness.addPod({ name: 'slow', namespace: 'default', command: [PY, '-c', LATE], readyPort: 9100 }),
-  ]).then(([u, p, , l]) => [u, p, l] as const).then(([u, p, l]) => {
-    slow = l;
-    return [u, p];
-  });
+  ]);
   agent = await startAgentProcess();
 });
 
