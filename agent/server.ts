@@ -69,7 +69,7 @@ function incomingOf(hello: ClientHello): { incoming?: { mode: 'mirror' | 'steal'
 export async function startAgent(options: Partial<AgentOptions> = {}): Promise<RunningAgent> {
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
-  const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs };
+  const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' } };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
 
   const server = createServer((req, res) => {

@@ -76,7 +76,10 @@ export class AgentSession {
   /** A stream the agent opens toward the CLI for one incoming connection (incoming.open). */
   #openIncomingStream(o: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined {
     if (this.#peer.closed) return undefined;
-    const stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
+    // Ids wrap after 2^31 streams; skip any still in use.
+    let stream: number;
+    do stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
+    while (!this.#peer.mux.isFree(stream));
     this.#peer.send({ type: 'incoming.open', stream, ...o });
     const [mine, theirs] = streamPair();
     this.#peer.mux.open(stream);
@@ -109,8 +112,8 @@ export class AgentSession {
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
-    'tcp.connect': (m) => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs, m.holdMs ?? 0),
-    'udp.open': (m) => this.#udpOpen(m.stream, m.host, m.port, m.family),
+    'tcp.connect': (m) => this.#withPeerStream(m.stream, () => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs, m.holdMs ?? 0)),
+    'udp.open': (m) => this.#withPeerStream(m.stream, () => this.#udpOpen(m.stream, m.host, m.port, m.family)),
     'dns.lookup': async (m) => {
       try {
         return await this.#resolver.lookup(m.name, m.family);
@@ -150,6 +153,26 @@ export class AgentSession {
     },
     'port.unsubscribe': (m) => this.#incoming.unsubscribe(m.port),
   };
+
+  /**
+   * Runs a request that opens the client-chosen stream `stream`: the id is claimed first
+   * (a duplicate or an id in the agent's range ends the session), and given back if the
+   * request fails before the stream opened.
+   */
+  async #withPeerStream<T>(stream: number, open: () => Promise<T>): Promise<T> {
+    try {
+      this.#peer.mux.claimPeerStream(stream);
+    } catch (err) {
+      const e = err as TsmError;
+      this.#peer.fail(e.code, e.message);
+      throw e;
+    }
+    try {
+      return await open();
+    } finally {
+      this.#peer.mux.releaseClaim(stream);
+    }
+  }
 
   #podFiles(): PodFiles {
     if (this.#pid === 0) throw new RemoteError('TSM_ERR_FILE', 'a targetless session has no pod files', osConstants.errno.ENOENT);

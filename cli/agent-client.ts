@@ -103,7 +103,8 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
         { hint: 'check that the agent is running (`tsmirror agent --listen HOST:PORT`) and that the address is right' }));
     });
   });
-  const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, options.peer ?? DEFAULT_PEER_OPTIONS);
+  const peerOptions = options.peer ?? DEFAULT_PEER_OPTIONS;
+  const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, { ...peerOptions, mux: { ...peerOptions.mux, peerIds: 'agent' } });
   const hello = await new Promise<AgentHello>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new TsmError('TSM_ERR_HANDSHAKE', `the agent at ${options.url} did not answer the hello within ${timeoutMs} ms`));

@@ -52,14 +52,20 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
         this.fail(e.code, e.message);
         return;
       }
-      if (message.type === 'ping') {
-        this.send({ type: 'pong', t: (message as unknown as { t: number }).t } as Out);
-      } else if (message.type === 'pong') {
-        // lastSeen is enough
-      } else if (isStreamMessage(message)) {
-        this.mux.handle(message);
-      } else {
-        this.emit('message', message);
+      try {
+        if (message.type === 'ping') {
+          this.send({ type: 'pong', t: (message as unknown as { t: number }).t } as Out);
+        } else if (message.type === 'pong') {
+          // lastSeen is enough
+        } else if (isStreamMessage(message)) {
+          this.mux.handle(message);
+        } else {
+          this.emit('message', message);
+        }
+      } catch (err) {
+        // Whatever a peer's message makes fail ends this session, never the process.
+        const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
+        this.fail(e.code, e.message);
       }
     });
     ws.on('close', (code: number, reason: Buffer) => {
