@@ -69,6 +69,8 @@ export interface AdmissionRequest {
   target: TargetRef;
   /** The host PID the target resolved to (0 when targetless). */
   pid: number;
+  /** The target's held /proc directory (agent/target.ts; empty when targetless). */
+  proc: string;
 }
 
 export interface Admission {
@@ -150,7 +152,7 @@ export class PolicyEnforcer {
   async #podOf(req: AdmissionRequest): Promise<PodRef | undefined> {
     let ids: string[];
     if (req.target.kind === 'container') ids = [req.target.id.replace(/^[a-z-]+:\/\//, '').toLowerCase()];
-    else if (req.pid > 0) ids = containerIdsInCgroup(await readFile(`/proc/${req.pid}/cgroup`, 'utf8').catch(() => ''));
+    else if (req.pid > 0) ids = containerIdsInCgroup(await readFile(`${req.proc}/cgroup`, 'utf8').catch(() => ''));
     else ids = [];
     return ids.length ? this.#o.kube.podOfContainer(this.#o.node, ids) : undefined;
   }

@@ -15,7 +15,7 @@ import {
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
-import { resolveTarget } from './target.js';
+import { releaseTarget, resolveTarget, type ResolvedTarget } from './target.js';
 import { releaseAllRedirects, removeStaleRedirects } from './incoming.js';
 
 export interface AgentOptions {
@@ -32,7 +32,7 @@ export interface AgentOptions {
    * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
    * refuse it. Returns the user the API server vouched for and the target's pod.
    */
-  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
+  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
 }
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
@@ -90,6 +90,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     const peer = new Peer<ClientMessage, AgentMessage>(ws, decodeClientMessage, peerOptions);
     const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
     let session: AgentSession | undefined;
+    /** The target's process while the session is being set up (the session owns it after). */
+    let held: ResolvedTarget | undefined;
     const helloTimer = setTimeout(() => peer.fail('TSM_ERR_HANDSHAKE', `no hello within ${opts.helloTimeoutMs} ms`), opts.helloTimeoutMs);
 
     peer.once('closed', (err: TsmError | undefined) => {
@@ -118,7 +120,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
         try {
           const ref = parseTargetRef(hello.target);
           const target = await resolveTarget(ref);
-          const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid }) : undefined;
+          held = target;
+          const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid, proc: target.proc }) : undefined;
           const client = hello.client as { user?: unknown; host?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
@@ -128,6 +131,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             target: admitted ? `pod ${admitted.pod.namespace}/${admitted.pod.name} container ${admitted.pod.container}: ${target.description}` : target.description,
             startedAt: Date.now(),
             ...incomingOf(hello),
+            files: hello.files?.mode === 'write' ? 'write' : 'read',
           });
           if (peer.closed) {
             session.dispose();
@@ -136,9 +140,10 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           sessions.set(id, session);
           const dns = await session.resolvConf();
           const capabilities = CAPABILITIES.filter((c) => hello.capabilities.includes(c));
-          peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { ...target, nameservers: dns.nameservers, search: dns.search } });
+          peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { pid: target.pid, description: target.description, nameservers: dns.nameservers, search: dns.search } });
           opts.log(`session ${id} opened: ${session.info.user}@${session.info.host} → ${target.description}`);
         } catch (err) {
+          if (!session && held) releaseTarget(held);
           const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', String(err));
           peer.fail(e.code, e.message);
         }

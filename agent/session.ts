@@ -4,7 +4,7 @@
  * away with it.
  */
 import dgram from 'node:dgram';
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -12,15 +12,22 @@ import { constants as osConstants } from 'node:os';
 import { loadAddon } from '../native/index.js';
 import { RemoteError, TsmError, isErrorCode } from '../protocol/errors.js';
 import {
-  FS_MAX_READ, type AgentMessage, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
+  FS_MAX_READ, type AgentMessage, type FilesMode, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
-import { PodFiles } from './files.js';
+import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
 import { SessionIncoming } from './incoming.js';
 import { streamPair } from './stream-pair.js';
 import { PodResolver, ResolveError, closeDatagramSocket, type ResolvConf } from './resolver.js';
-import type { ResolvedTarget } from './target.js';
+import { releaseTarget, targetAlive, type ResolvedTarget } from './target.js';
+
+const O_PATH = 0o10000000;
+
+/** Open flags that would change the file: write access, create, truncate, append. */
+function opensForWriting(flags: number): boolean {
+  return (flags & 3) !== fsConstants.O_RDONLY || (flags & (fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND)) !== 0;
+}
 
 const errnoOf = (code: string | undefined): number | undefined =>
   code ? (osConstants.errno as Record<string, number>)[code] : undefined;
@@ -34,6 +41,8 @@ export interface SessionInfo {
   streams: number;
   /** From the hello: how the session takes incoming traffic (absent: not declared). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  /** From the hello: `write` only when the session asked to change pod files; enforced here. */
+  files: FilesMode;
 }
 
 export class AgentSession {
@@ -43,6 +52,10 @@ export class AgentSession {
   readonly #resolver: PodResolver;
   readonly #sockets = new Set<net.Socket | dgram.Socket>();
   readonly #targetWatch: NodeJS.Timeout | undefined;
+  /** The target's root directory (O_PATH), for the resolver's files; -1 when targetless. */
+  readonly #rootFd: number;
+  /** The target's process, held by a /proc descriptor (agent/target.ts). */
+  readonly #target: ResolvedTarget;
   /** The target's files (agent/files.ts), opened on first use; none when targetless. */
   #files: PodFiles | undefined;
   readonly info: SessionInfo;
@@ -53,16 +66,19 @@ export class AgentSession {
     this.#peer = peer;
     this.info = { ...info, streams: 0 };
     this.#pid = target.pid;
+    this.#target = target;
     // Holding the namespace open keeps it usable for this session's lifetime.
-    this.#nsFd = target.pid > 0 ? openSync(`/proc/${target.pid}/ns/net`, 'r') : -1;
-    const root = target.pid > 0 ? `/proc/${target.pid}/root` : '';
+    this.#nsFd = target.pid > 0 ? openSync(`${target.proc}/ns/net`, 'r') : -1;
+    this.#rootFd = target.pid > 0 ? openSync(`${target.proc}/root`, O_PATH | fsConstants.O_DIRECTORY) : -1;
     // resolv.conf and hosts are re-read on every lookup (the pod may change them), and
     // synchronously: both are small local files kubelet writes, and a synchronous read
     // costs microseconds where fs.promises.readFile costs four thread-pool round trips.
-    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => readFileSync(`${root}${path}`, 'utf8'));
+    // They are pod files like any other: confined to the pod's root, never blocking.
+    const rootFd = this.#rootFd;
+    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
-        readFile(`/proc/${target.pid}/stat`).catch(() => this.#peer.fail('TSM_ERR_TARGET_GONE', `the target process ${target.pid} exited`));
+        if (!targetAlive(target)) this.#targetGone();
       }, 2000);
       this.#targetWatch.unref();
     }
@@ -109,6 +125,15 @@ export class AgentSession {
     this.#sockets.clear();
     this.#files?.dispose();
     if (this.#nsFd >= 0) closeSync(this.#nsFd);
+    if (this.#rootFd >= 0) closeSync(this.#rootFd);
+    releaseTarget(this.#target);
+  }
+
+  /** Ends the session: its process is gone, and its PID may already name another one. */
+  #targetGone(): never {
+    const message = `the target process ${this.#pid} exited (its PID may now belong to another process, which this session will not serve)`;
+    this.#peer.fail('TSM_ERR_TARGET_GONE', message);
+    throw new TsmError('TSM_ERR_TARGET_GONE', message);
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
@@ -132,16 +157,26 @@ export class AgentSession {
     },
     'env.get': async () => ({ env: await this.#environment() }),
     // pod files (agent/files.ts)
-    'fs.open': async (m) => this.#podFiles().open(m.path, m.flags, m.mode, Math.min(m.inlineMax, FS_MAX_READ)),
+    'fs.open': async (m) => {
+      if (opensForWriting(m.flags)) this.#mayWrite(m.path);
+      return this.#podFiles().open(m.path, m.flags, m.mode, Math.min(m.inlineMax, FS_MAX_READ));
+    },
     'fs.read': (m) => this.#podFiles().read(m.handle, m.offset, m.length),
-    'fs.write': (m) => this.#podFiles().write(m.handle, m.offset, m.data),
-    'fs.truncate': async (m) => this.#podFiles().truncate(m.handle, m.path, m.size),
+    'fs.write': (m) => {
+      this.#mayWrite(`handle ${m.handle}`);
+      return this.#podFiles().write(m.handle, m.offset, m.data);
+    },
+    'fs.truncate': async (m) => {
+      this.#mayWrite(m.path || `handle ${m.handle}`);
+      return this.#podFiles().truncate(m.handle, m.path, m.size);
+    },
     'fs.close': async (m) => this.#podFiles().close(m.handle),
     'fs.stat': async (m) => this.#podFiles().stat(m.path, m.follow),
     'fs.readdir': async (m) => this.#podFiles().readdir(m.path, m.offset),
     'fs.readlink': async (m) => this.#podFiles().readlink(m.path),
     'fs.change': async (m) => {
       if (!['mkdir', 'unlink', 'rmdir', 'rename'].includes(m.op)) throw new TsmError('TSM_ERR_BAD_FRAME', `unknown fs.change op "${m.op.slice(0, 32)}"`);
+      this.#mayWrite(m.path);
       return this.#podFiles().change(m);
     },
     'port.subscribe': (m) => {
@@ -174,9 +209,15 @@ export class AgentSession {
     }
   }
 
+  /** Writes to pod files need a session opened with files mode `write`: the agent decides, not the CLI. */
+  #mayWrite(what: string): void {
+    if (this.info.files === 'write') return;
+    throw new RemoteError('TSM_ERR_FILE', `this session may only read the pod's files (${what}): it was opened with --fs-mode read`, osConstants.errno.EROFS);
+  }
+
   #podFiles(): PodFiles {
     if (this.#pid === 0) throw new RemoteError('TSM_ERR_FILE', 'a targetless session has no pod files', osConstants.errno.ENOENT);
-    this.#files ??= new PodFiles(this.#pid);
+    this.#files ??= new PodFiles(this.#target.proc, this.#pid);
     return this.#files;
   }
 
@@ -287,7 +328,8 @@ export class AgentSession {
   async #environment(): Promise<Record<string, string>> {
     const pid = this.#pid;
     if (pid === 0) return {}; // targetless: no pod environment
-    const raw = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => {
+    const raw = await readFile(`${this.#target.proc}/environ`, 'latin1').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ESRCH' || !targetAlive(this.#target)) this.#targetGone();
       throw new TsmError('TSM_ERR_PERMISSION', `cannot read the environment of process ${pid}`);
     });
     const env: Record<string, string> = {};

@@ -10,7 +10,7 @@ import { MAX_FRAME_BYTES, decodeAgentMessage } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import {
   CAPABILITIES, PROTOCOL_VERSION, type AgentHello, type AgentMessage, type ClientMessage, type ClientRequest,
-  type ResultOf, type TargetRef,
+  type ResultOf, type TargetRef, type FilesMode,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 
@@ -82,6 +82,8 @@ export interface ConnectOptions {
   token?: string;
   /** The incoming traffic the session will ask for (policy checks it at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  /** Whether the session may change the pod's files (the agent enforces it). */
+  files?: { mode: FilesMode };
 }
 
 /** Opens a session on the agent at `url`. Fails with a TsmError that says what to do. */
@@ -138,6 +140,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       client: { version: packageVersion, user: userInfo().username, host: hostname() },
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.incoming === undefined ? {} : { incoming: options.incoming }),
+      ...(options.files === undefined ? {} : { files: options.files }),
     });
   });
   return new AgentConnection(peer, hello, options.transportError);

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { shimPath } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
-import type { TargetRef } from '../protocol/messages.js';
+import type { FilesMode, TargetRef } from '../protocol/messages.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
@@ -24,6 +24,8 @@ export interface SessionFlags extends KubeSessionFlags {
   target?: string;
   quiet?: boolean;
   verbose?: boolean;
+  /** --fs-mode (exec): declared in the hello, enforced by the agent. */
+  fsMode?: string;
 }
 
 export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
@@ -39,7 +41,6 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   watchIgnore?: string[];
   watchGrace?: string;
   /** Pod files (cli/files.ts). */
-  fsMode?: string;
   fsLocal?: string[];
   fsRemote?: string[];
   fsNotFound?: string[];
@@ -52,6 +53,11 @@ export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
 }
 
+/** What the hello declares about pod files: only --fs-mode write may change them. */
+function filesDeclared(flags: SessionFlags): { mode: FilesMode } {
+  return { mode: flags.fsMode === 'write' ? 'write' : 'read' };
+}
+
 export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
   const parsed = parseTarget(flags.target);
   if (parsed.kind === 'kubernetes') {
@@ -59,7 +65,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
     const started = Date.now();
     // Loaded only here: @kubernetes/client-node takes ~75 ms to import, bundled.
     const { openKubeSession } = await import('./kube-session.js');
-    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming);
+    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming, filesDeclared(flags));
     const h = agent.hello;
     progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
     return agent;
@@ -73,7 +79,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
   }
   progress(flags, `connecting to the agent at ${flags.agent}…`);
   const started = Date.now();
-  const agent = await connectAgent({ url: flags.agent, target, ...(incoming ? { incoming } : {}) });
+  const agent = await connectAgent({ url: flags.agent, target, files: filesDeclared(flags), ...(incoming ? { incoming } : {}) });
   const h = agent.hello;
   progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
   return agent;

@@ -3,6 +3,7 @@
  * find the agent pod on that pod's node, and reach the agent through the API server's
  * port-forward (or directly with --agent ws://…, which bypasses the port-forward).
  */
+import type { FilesMode } from '../protocol/messages.js';
 import type { V1Pod } from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
@@ -86,6 +87,7 @@ export async function openKubeSession(
   request: { resource: string; name: string; container: string | undefined },
   progress: (line: string) => void,
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean },
+  files?: { mode: FilesMode },
 ): Promise<KubeSession> {
   const kube = loadKube(flags);
   const target = await resolveKubeTarget(kube, { ...request, container: request.container ?? flags.container, node: flags.node });
@@ -100,6 +102,7 @@ export async function openKubeSession(
     target: { kind: 'container' as const, id: target.containerId },
     ...(token === undefined ? {} : { token }),
     ...(incoming === undefined ? {} : { incoming }),
+    ...(files === undefined ? {} : { files }),
   };
   if (flags.agent) {
     progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);

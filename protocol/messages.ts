@@ -123,7 +123,15 @@ export interface ClientHello {
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
   /** The user's bearer token from their kubeconfig, for the agent's TokenReview/SubjectAccessReview. */
   token?: string;
+  /**
+   * How the session may use the pod's files: `write` lets it change them; anything else
+   * (or absent) is read-only, and the agent refuses every write with EROFS.
+   */
+  files?: { mode: FilesMode };
 }
+
+/** `read`: pod files are never changed (writes go to the program's private copy); `write`: they are. */
+export type FilesMode = 'read' | 'write';
 
 export type ClientMessage = ClientHello | ClientRequest | StreamMessage | Ping | Pong;
 

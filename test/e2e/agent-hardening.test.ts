@@ -117,7 +117,11 @@ describe('a client that breaks the stream rules ends its own session only', () =
       bad.ws.send(encode({ type: 'data', stream: 11, data: chunk }));
     }
     await bad.closed;
-    expect(bad.messages.find((m) => m.type === 'session.error')).toMatchObject({ code: 'TSM_ERR_PROTOCOL', message: expect.stringContaining('window') });
+    // The agent's log says why (the session.error frame itself may be lost: the agent
+    // closes a connection whose unread 64 MiB make the kernel reset it).
+    const cutOff = /closed: TSM_ERR_PROTOCOL stream 11: the peer sent \d+ bytes against a 1048576-byte window/;
+    await until(() => cutOff.test(agent.log()));
+    expect(agent.log()).toMatch(cutOff);
     expect(await rssBytes(pid)).toBeLessThan(rssBefore + 48 * 1024 * 1024);
     await expectAgentServes(bystander);
     bystander.close();
