@@ -16,6 +16,7 @@ import {
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
 import { releaseTarget, resolveTarget, type ResolvedTarget } from './target.js';
+import { keyMatches, writeAgentKey } from '../common/local-agent-key.js';
 import { releaseAllRedirects, removeStaleRedirects } from './incoming.js';
 
 export interface AgentOptions {
@@ -33,6 +34,13 @@ export interface AgentOptions {
    * refuse it. Returns the user the API server vouched for and the target's pod.
    */
   admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
+  /**
+   * Without `admit` (local mode), sessions must present the key this agent writes for the
+   * user who started it (common/local-agent-key.ts). False only with --insecure-no-auth.
+   */
+  localAuth: boolean;
+  /** The home whose ~/.tsmirror/agents holds the key (default: this user's). */
+  keyHome?: string;
 }
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
@@ -41,6 +49,7 @@ export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
   heartbeatMs: DEFAULT_PEER_OPTIONS.heartbeatMs,
   heartbeatTimeoutMs: DEFAULT_PEER_OPTIONS.heartbeatTimeoutMs,
   helloTimeoutMs: 10000,
+  localAuth: true,
   log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
 };
 
@@ -71,12 +80,16 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   const sessions = new Map<string, AgentSession>();
   const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' } };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
+  // Local mode: only whoever can read this agent's key file (its user) may open sessions.
+  const localAuth = opts.admit === undefined && opts.localAuth;
+  let localKey: ReturnType<typeof writeAgentKey> | undefined;
 
   const server = createServer((req, res) => {
     if (req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (req.url === '/status') {
-      const body = { version: packageVersion, protocol: PROTOCOL_VERSION, node, sessions: [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })) };
+      const auth = opts.admit ? 'cluster' : localAuth ? 'local-key' : 'none';
+      const body = { version: packageVersion, protocol: PROTOCOL_VERSION, node, auth, sessions: [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })) };
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     } else {
       res.writeHead(404).end();
@@ -115,6 +128,11 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
         const hello: ClientHello = first;
         if (hello.protocol !== PROTOCOL_VERSION) {
           peer.fail('TSM_ERR_VERSION', `the CLI speaks protocol ${hello.protocol} and this agent (tsmirror ${packageVersion}) speaks protocol ${PROTOCOL_VERSION}; install matching versions of the CLI and the agent`);
+          return;
+        }
+        if (localAuth && !(localKey !== undefined && keyMatches(hello.key, localKey.key))) {
+          opts.log(`refused a session from ${remote} (${String((hello.client as { user?: unknown }).user).slice(0, 64)}): ${hello.key === undefined ? 'no key' : 'wrong key'}`);
+          peer.fail('TSM_ERR_UNAUTHENTICATED', `this agent was started by hand (local mode) and serves only the user who started it (uid ${process.getuid?.() ?? '?'}): ${hello.key === undefined ? 'no key came with the session' : 'the key that came with the session is not this agent\'s'}; run tsmirror as that user (its key is in ~/.tsmirror/agents/), or start an agent of your own`);
           return;
         }
         try {
@@ -157,13 +175,15 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
 
   const port = await listenOn(server, opts.host, opts.port, '--listen');
   const url = `ws://${hostForUrl(opts.host)}:${port}`;
-  opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})`);
+  if (localAuth) localKey = writeAgentKey(url, port, opts.keyHome);
+  opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})${localAuth ? `; sessions need the key in ${localKey?.path}` : opts.admit ? '' : '; WARNING: --insecure-no-auth: any local user can use this agent'}`);
 
   return {
     server,
     url,
     sessions: () => [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })),
     close: async () => {
+      localKey?.remove();
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

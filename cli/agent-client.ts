@@ -13,6 +13,7 @@ import {
   type ResultOf, type TargetRef, type FilesMode,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
+import { readAgentKey } from '../common/local-agent-key.js';
 
 type RequestBody<K extends ClientRequest['type']> = Omit<Extract<ClientRequest, { type: K }>, 'id'>;
 
@@ -106,6 +107,8 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
     });
   });
   const peerOptions = options.peer ?? DEFAULT_PEER_OPTIONS;
+  // An agent this user started by hand left its key where only this user can read it.
+  const localKey = options.createConnection ? undefined : readAgentKey(options.url);
   const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, { ...peerOptions, mux: { ...peerOptions.mux, peerIds: 'agent' } });
   const hello = await new Promise<AgentHello>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -141,6 +144,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.incoming === undefined ? {} : { incoming: options.incoming }),
       ...(options.files === undefined ? {} : { files: options.files }),
+      ...(localKey === undefined ? {} : { key: localKey }),
     });
   });
   return new AgentConnection(peer, hello, options.transportError);

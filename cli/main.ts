@@ -216,7 +216,8 @@ program.command('agent')
   .option('--policy-poll <ms>', 'how often to look for policy changes', '5000')
   .option('--node-name <node>', "this node's name (default: $NODE_NAME)")
   .option('--health-listen <host:port>', 'also serve GET /healthz here, on the pod network, for the kubelet probes')
-  .action(async (flags: ClusterFlags & { listen: string; heartbeatInterval: string; heartbeatTimeout: string; healthListen?: string }) => {
+  .option('--insecure-no-auth', 'local mode: serve every local user, not only the one who started the agent (its key in ~/.tsmirror/agents/ is what the CLI sends); never use it on a shared machine')
+  .action(async (flags: ClusterFlags & { listen: string; heartbeatInterval: string; heartbeatTimeout: string; healthListen?: string; insecureNoAuth?: boolean }) => {
     // The CLI's other commands need none of the agent: it is loaded here.
     const { DEFAULT_AGENT_OPTIONS, startAgent } = await import('../agent/server.js');
     const { clusterAdmission, parseListen, startHealthServer } = await import('../agent/cluster.js');
@@ -233,6 +234,7 @@ program.command('agent')
         port,
         heartbeatMs: Number(flags.heartbeatInterval),
         heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
+        localAuth: flags.insecureNoAuth !== true,
         ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
       });
     } catch (err) {

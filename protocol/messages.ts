@@ -128,6 +128,8 @@ export interface ClientHello {
    * (or absent) is read-only, and the agent refuses every write with EROFS.
    */
   files?: { mode: FilesMode };
+  /** An agent started by hand (local mode) serves only whoever can read its key file (common/local-agent-key.ts). */
+  key?: string;
 }
 
 /** `read`: pod files are never changed (writes go to the program's private copy); `write`: they are. */

@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import { decodeAgentMessage, encode } from '../../protocol/codec.js';
 import { AGENT_STREAM_BASE, PROTOCOL_VERSION, type AgentMessage, type ClientMessage } from '../../protocol/messages.js';
 import { connectAgent, type AgentConnection } from '../../cli/agent-client.js';
+import { readAgentKey } from '../../common/local-agent-key.js';
 import { rssBytes, startAgentProcess, type AgentProcess } from './tsm.js';
 
 let agent: AgentProcess;
@@ -44,7 +45,7 @@ async function rawSession(): Promise<RawSession> {
   ws.on('message', (d: Buffer) => messages.push(decodeAgentMessage(d)));
   ws.on('error', () => undefined);
   await new Promise((r) => ws.once('open', r));
-  const hello: ClientMessage = { type: 'hello', protocol: PROTOCOL_VERSION, capabilities: ['tcp', 'udp', 'dns', 'env'], target: { kind: 'pid', pid: target.pid ?? 0 }, client: { version: 'test', user: 'mallory', host: 'test' } };
+  const hello: ClientMessage = { type: 'hello', protocol: PROTOCOL_VERSION, capabilities: ['tcp', 'udp', 'dns', 'env'], target: { kind: 'pid', pid: target.pid ?? 0 }, client: { version: 'test', user: 'mallory', host: 'test' }, key: readAgentKey(agent.url) ?? '' };
   ws.send(encode(hello));
   await until(() => messages.some((m) => m.type === 'hello' || m.type === 'session.error'));
   return { ws, messages, closed };

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sweepStaleAgentKeys } from '../../common/local-agent-key.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
 export const cliPath = join(repoRoot, 'bin', 'tsmirror.js');
@@ -41,6 +42,7 @@ export async function startAgentProcess(extra: string[] = []): Promise<AgentProc
       const gone = new Promise<void>((r) => child.once('exit', () => r()));
       child.kill('SIGKILL');
       await gone;
+      sweepStaleAgentKeys(); // a SIGKILLed agent cannot remove its key file
     },
   };
 }
