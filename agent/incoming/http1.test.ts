@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Http1Parser, HttpParseError, keepAlive, looksLikeHttp1, requestPath, type HttpEvent } from './http1.js';
-import { compileFilter, filterMatches } from './incoming.js';
+import { compileFilter, filterMatches } from './filters.js';
 
 /** Feeds bytes in pieces of `step` and returns the events, body bytes joined per message. */
 function feed(p: Http1Parser, text: string | Buffer, step = Infinity): HttpEvent[] {
