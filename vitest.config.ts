@@ -8,7 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['protocol/**/*.test.ts', 'cli/**/*.test.ts', 'agent/**/*.test.ts'],
+          include: ['protocol/**/*.test.ts', 'common/**/*.test.ts', 'cli/**/*.test.ts', 'agent/**/*.test.ts'],
         },
       },
       {

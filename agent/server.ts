@@ -16,7 +16,8 @@ import {
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
 import { resolveTarget } from './target.js';
-import { releaseAllRedirects, removeStaleRedirects } from './incoming.js';
+import { IncomingRegistry } from './incoming/namespaces.js';
+import { removeStaleTables } from './incoming/redirect.js';
 
 export interface AgentOptions {
   host: string;
@@ -69,6 +70,7 @@ function incomingOf(hello: ClientHello): { incoming?: { mode: 'mirror' | 'steal'
 export async function startAgent(options: Partial<AgentOptions> = {}): Promise<RunningAgent> {
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
+  const incoming = new IncomingRegistry();
   const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
 
@@ -128,7 +130,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             target: admitted ? `pod ${admitted.pod.namespace}/${admitted.pod.name} container ${admitted.pod.container}: ${target.description}` : target.description,
             startedAt: Date.now(),
             ...incomingOf(hello),
-          });
+          }, incoming);
           if (peer.closed) {
             session.dispose();
             return;
@@ -147,7 +149,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   });
 
   // Redirect tables left by an agent that was killed are removed before serving.
-  const stale = await removeStaleRedirects(opts.log);
+  const stale = await removeStaleTables(opts.log);
   if (stale > 0) opts.log(`removed ${stale} redirect table(s) left by an earlier agent`);
 
   const port = await listenOn(server, opts.host, opts.port, '--listen');
@@ -162,7 +164,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await releaseAllRedirects();
+      await incoming.releaseAll();
     },
   };
 }
