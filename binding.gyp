@@ -22,7 +22,12 @@
         "native/shim/pathrules.c",
         "native/shim/fsproto.c",
         "native/shim/rfile.c",
-        "native/shim/files.c",
+        "native/shim/files_open.c",
+        "native/shim/files_stdio.c",
+        "native/shim/files_stat.c",
+        "native/shim/files_paths.c",
+        "native/shim/files_change.c",
+        "native/shim/files_temp.c",
         "native/shim/dirs.c",
         "native/shim/listen.c"
       ],

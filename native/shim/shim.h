@@ -261,7 +261,19 @@ SHIM_HIDDEN int shim_sock_type(int fd);
 SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
                                   int saved_errno);
 
-/* ---- pod files (pathrules.c, fsproto.c, rfile.c, files.c, dirs.c; docs/shim-ipc.md "Files") ---- */
+/* ---- pod files (pathrules.c, fsproto.c, rfile.c, files_*.c, dirs.c; docs/shim-ipc.md "Files") ---- */
+
+/* What a remote_* helper did with a call, so every hook that may pass through reads the
+ * same way: `if (remote_x(..., &result) != REMOTE_PASS) return result;` then the real
+ * call. A helper leaves errno as the program had it unless it returns REMOTE_FAILED. */
+enum remote_result {
+  REMOTE_PASS = 0, /* not the pod's: the hook calls the real function */
+  REMOTE_DONE,     /* answered for the pod: success */
+  REMOTE_FAILED,   /* answered for the pod: failure, errno set */
+};
+
+/* The 0 / -1 return of a call that has no other result (access, mkdir, ...). */
+static inline int remote_status(enum remote_result r) { return r == REMOTE_DONE ? 0 : -1; }
 
 enum fs_route { FS_LOCAL, FS_REMOTE, FS_NOT_FOUND };
 
