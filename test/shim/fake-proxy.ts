@@ -1,8 +1,10 @@
 /**
  * A stand-in for the CLI's session proxy (docs/shim-ipc.md), for the shim's own suite
  * (native/shim/test/run.sh, test/shim/shim.test.ts). Every frame the shim sends is
- * decoded and checked by decodeRequest; answers are encoded with the project's codec, so
- * the shim's C decoder reads exactly what the TypeScript side writes.
+ * decoded and checked by protocol/shim-wire.ts (decodeShimRequest), every op is handled
+ * (ShimHandlers: a new op fails to compile until the fake answers it), and answers are
+ * encoded by the same module, so the shim's C decoder reads exactly what the session
+ * proxy would write.
  *
  * "Remote" is this machine: made-up pod addresses map to loopback servers started here.
  *   10.250.0.1:80   tcp -> a small HTTP server ("hello from remote <path>")
@@ -14,9 +16,12 @@
  * Names: db, web, *.svc.cluster.local -> 10.250.0.1; nx.test -> EAI_NONAME; again.test ->
  * EAI_AGAIN; v6.test -> fd00::1; everything else (localhost, ...) -> local.
  * Reverse: 10.250.0.1 -> db.default.svc.cluster.local; 127.x/::1 -> local; else EAI_NONAME.
+ * Edge cases of the codec (shimtest's "codec" section): many.test -> 100 addresses (the
+ * shim keeps 64); 10.250.0.1:82 -> ECONNREFUSED with a 320-character message;
+ * 10.250.0.2 reverses to a 214-character name.
  * Incoming: one subscriber per port (a second listen gets EADDRINUSE); a connection from
  * 127.0.0.1:31999 stands for the pod client 10.250.0.9:5555 on 10.244.1.5:8080.
- * Files: no fs.* request is known here ("unknown op", EINVAL): the shim then reads locally.
+ * Files: every fs.* call is answered "unknown op" (EINVAL): the shim then reads locally.
  *
  * usage: node dist/test/shim/fake-proxy.js SOCKET_PATH [LOG_PATH]
  * Prints "ready" once listening; LOG_PATH gets one line per request the shim sent.
@@ -26,50 +31,10 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { packPlain, unpackPlain } from '../../protocol/codec.js';
-
-type Reply = Record<string, unknown>;
-
-/** The requests the fake answers, as decodeRequest checks them; any other op is kept by name. */
-type FakeRequest =
-  | { op: 'connect'; proto: string; family: number; addr: string; port: number }
-  | { op: 'resolve'; name: string; family: number }
-  | { op: 'reverse'; family: number; addr: string }
-  | { op: 'listen'; port: number }
-  | { op: 'unlisten'; port: number }
-  | { op: 'peer'; port: number }
-  | { op: 'attach'; stream: number; port: number }
-  | { op: 'other'; name: string };
-
-const fieldsByOp: Record<Exclude<FakeRequest['op'], 'other'>, Record<string, 'str' | 'int'>> = {
-  connect: { proto: 'str', family: 'int', addr: 'str', port: 'int' },
-  resolve: { name: 'str', family: 'int' },
-  reverse: { family: 'int', addr: 'str' },
-  listen: { port: 'int' },
-  unlisten: { port: 'int' },
-  peer: { port: 'int' },
-  attach: { stream: 'int', port: 'int' },
-};
-
-/**
- * Decodes and checks one frame from the shim; throws on a malformed one. The one place
- * that knows the wire's shape: protocol/shim-wire.ts's decodeShimRequest replaces it.
- */
-function decodeRequest(frame: Uint8Array): { request: FakeRequest; raw: Record<string, unknown> } {
-  const raw = unpackPlain(frame);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('frame is not a map');
-  const map = raw as Record<string, unknown>;
-  const op = map['op'];
-  if (typeof op !== 'string') throw new Error('frame has no string "op"');
-  const fields = Object.hasOwn(fieldsByOp, op) ? fieldsByOp[op as keyof typeof fieldsByOp] : undefined;
-  if (!fields) return { request: { op: 'other', name: op }, raw: map };
-  for (const [field, kind] of Object.entries(fields)) {
-    const v = map[field];
-    const ok = kind === 'str' ? typeof v === 'string' : typeof v === 'number' && Number.isSafeInteger(v);
-    if (!ok) throw new Error(`"${op}" has a bad "${field}"`);
-  }
-  return { request: map as FakeRequest, raw: map };
-}
+import {
+  decodeShimRequest, encodeShimReply, isShimNotification, shimFrame,
+  type ShimCallOp, type ShimErrorReply, type ShimHandlers, type ShimReplyOf, type ShimRequest,
+} from '../../protocol/shim-wire.js';
 
 interface Target {
   host: string;
@@ -185,57 +150,80 @@ class FakeProxy {
     return addr.startsWith('127.') || addr === '::1';
   }
 
-  async #answer(m: FakeRequest): Promise<Reply> {
-    switch (m.op) {
-      case 'connect': {
-        if (this.#isLocal(m.addr)) return { ok: true, action: 'local' };
-        if (m.proto === 'tcp') {
-          const target = this.#tcpTarget(m.addr, m.port);
-          if (!target) return { ok: false, errno: 101, message: 'no route in fake pod' };
-          return this.#connectTcp(target);
-        }
-        const target = this.#udpTarget(m.addr, m.port);
+  /** No file is the pod's here: every fs.* call fails, and the shim then keeps files local. */
+  static readonly #unknownOp: ShimErrorReply = { ok: false, errno: 22, message: 'unknown op' };
+
+  readonly #handlers: ShimHandlers = {
+    connect: async (m) => {
+      if (this.#isLocal(m.addr)) return { ok: true, action: 'local' };
+      if (m.addr === '10.250.0.1' && m.port === 82) return { ok: false, errno: 111, message: 'refused '.repeat(40) };
+      if (m.proto === 'tcp') {
+        const target = this.#tcpTarget(m.addr, m.port);
         if (!target) return { ok: false, errno: 101, message: 'no route in fake pod' };
-        return { ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: await this.#udpRelay(target), stream: 0 };
+        return this.#connectTcp(target);
       }
-      case 'resolve': {
-        const { name, family } = m;
-        if (name === 'db' || name === 'web' || name.endsWith('.svc.cluster.local')) {
-          if (family === 6) return { ok: false, eai: -5, message: 'no AAAA' };
-          return { ok: true, action: 'remote', addrs: [{ family: 4, addr: '10.250.0.1' }], canonname: 'db.default.svc.cluster.local' };
-        }
-        if (name === 'v6.test') {
-          if (family === 4) return { ok: false, eai: -5, message: 'no A' };
-          return { ok: true, action: 'remote', addrs: [{ family: 6, addr: 'fd00::1' }] };
-        }
-        if (name === 'nx.test') return { ok: false, eai: -2, message: 'NXDOMAIN' };
-        if (name === 'again.test') return { ok: false, eai: -3, message: 'timeout' };
-        return { ok: true, action: 'local' };
+      const target = this.#udpTarget(m.addr, m.port);
+      if (!target) return { ok: false, errno: 101, message: 'no route in fake pod' };
+      return { ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: await this.#udpRelay(target), stream: 0 };
+    },
+    attach: (m) => this.#attach(m.port, m.stream),
+    resolve: ({ name, family }) => {
+      if (name === 'db' || name === 'web' || name.endsWith('.svc.cluster.local')) {
+        if (family === 6) return { ok: false, eai: -5, message: 'no AAAA' };
+        return { ok: true, action: 'remote', addrs: [{ family: 4, addr: '10.250.0.1' }], canonname: 'db.default.svc.cluster.local' };
       }
-      case 'reverse':
-        if (m.addr === '10.250.0.1') return { ok: true, action: 'remote', name: 'db.default.svc.cluster.local' };
-        if (this.#isLocal(m.addr)) return { ok: true, action: 'local' };
-        return { ok: false, eai: -2, message: 'no PTR' };
-      case 'listen':
-        // One subscriber per port, like an unfiltered steal: a second listen is refused.
-        if (this.#subscribed.has(m.port)) {
-          return { ok: false, errno: 98, message: `port ${m.port} is already stolen by someone@elsewhere` };
-        }
-        this.#subscribed.add(m.port);
-        return { ok: true, action: 'remote' };
-      case 'peer':
-        // A connection from 127.0.0.1:31999 stands for the pod client 10.250.0.9:5555.
-        if (m.port === 31999) {
-          return { ok: true, action: 'remote', addr: '10.250.0.9', port: 5555, localAddr: '10.244.1.5', localPort: 8080 };
-        }
-        return { ok: true, action: 'local' };
-      default:
-        return { ok: false, errno: 22, message: 'unknown op' };
-    }
-  }
+      if (name === 'v6.test') {
+        if (family === 4) return { ok: false, eai: -5, message: 'no A' };
+        // canonname is the wire's; Python's fake sent none, which the shim reads as "".
+        return { ok: true, action: 'remote', addrs: [{ family: 6, addr: 'fd00::1' }], canonname: '' };
+      }
+      if (name === 'many.test') {
+        const addrs = Array.from({ length: 100 }, (_, i) => ({ family: 4 as const, addr: `10.1.${i >> 8}.${i & 255}` }));
+        return { ok: true, action: 'remote', addrs, canonname: 'many.default.svc.cluster.local' };
+      }
+      if (name === 'nx.test') return { ok: false, eai: -2, message: 'NXDOMAIN' };
+      if (name === 'again.test') return { ok: false, eai: -3, message: 'timeout' };
+      return { ok: true, action: 'local' };
+    },
+    reverse: (m) => {
+      if (m.addr === '10.250.0.1') return { ok: true, action: 'remote', name: 'db.default.svc.cluster.local' };
+      if (m.addr === '10.250.0.2') return { ok: true, action: 'remote', name: 'x'.repeat(200) + '.cluster.local' };
+      if (this.#isLocal(m.addr)) return { ok: true, action: 'local' };
+      return { ok: false, eai: -2, message: 'no PTR' };
+    },
+    listen: (m) => {
+      // One subscriber per port, like an unfiltered steal: a second listen is refused.
+      if (this.#subscribed.has(m.port)) {
+        return { ok: false, errno: 98, message: `port ${m.port} is already stolen by someone@elsewhere` };
+      }
+      this.#subscribed.add(m.port);
+      return { ok: true, action: 'remote' };
+    },
+    unlisten: (m) => {
+      this.#subscribed.delete(m.port);
+    },
+    peer: (m) => {
+      // A connection from 127.0.0.1:31999 stands for the pod client 10.250.0.9:5555.
+      if (m.port === 31999) {
+        return { ok: true, action: 'remote', addr: '10.250.0.9', port: 5555, localAddr: '10.244.1.5', localPort: 8080 };
+      }
+      return { ok: true, action: 'local' };
+    },
+    'fs.config': () => FakeProxy.#unknownOp,
+    'fs.open': () => FakeProxy.#unknownOp,
+    'fs.fill': () => FakeProxy.#unknownOp,
+    'fs.writeback': () => FakeProxy.#unknownOp,
+    'fs.release': () => undefined,
+    'fs.stat': () => FakeProxy.#unknownOp,
+    'fs.access': () => FakeProxy.#unknownOp,
+    'fs.readlink': () => FakeProxy.#unknownOp,
+    'fs.readdir': () => FakeProxy.#unknownOp,
+    'fs.change': () => FakeProxy.#unknownOp,
+    'fs.truncate': () => FakeProxy.#unknownOp,
+  };
 
   /** Opens the "pod's" connection now; the shim's socket is paired with it on attach. */
-  #connectTcp(target: Target): Promise<Reply> {
+  #connectTcp(target: Target): Promise<ShimReplyOf['connect']> {
     return new Promise((resolve) => {
       const remote = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
       remote.once('connect', () => {
@@ -245,7 +233,7 @@ class FakeProxy {
         this.#streams.set(stream, remote);
         resolve({
           ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: this.#pairPort, stream,
-          localAddr: '10.244.1.5', localPort: remote.localPort,
+          localAddr: '10.244.1.5', localPort: remote.localPort ?? 0,
         });
       });
       remote.once('error', (e: NodeJS.ErrnoException) => {
@@ -293,32 +281,24 @@ class FakeProxy {
       while (buffer.length >= 4 && buffer.length >= 4 + buffer.readUInt32BE(0)) {
         const frame = buffer.subarray(4, 4 + buffer.readUInt32BE(0));
         buffer = buffer.subarray(4 + frame.length);
-        let decoded: ReturnType<typeof decodeRequest>;
+        let request: ShimRequest;
         try {
-          decoded = decodeRequest(frame);
+          request = decodeShimRequest(frame);
         } catch (e) {
           this.#log(`channel ${channel} sent a bad frame: ${(e as Error).message}`);
           c.destroy();
           return;
         }
-        const { request, raw } = decoded;
-        if (request.op === 'unlisten') {
-          this.#log(`channel ${channel} unlisten ${JSON.stringify(raw)}`);
-          this.#subscribed.delete(request.port);
+        if (isShimNotification(request.op)) {
+          this.#log(`channel ${channel} ${request.op} ${JSON.stringify(request)}`);
+          (this.#handlers[request.op] as (r: ShimRequest) => void)(request);
           continue;
         }
-        if (request.op === 'attach') {
-          this.#log(`channel ${channel} attach ${JSON.stringify(raw)}`);
-          this.#attach(request.port, request.stream);
-          continue;
-        }
+        const handler = this.#handlers[request.op] as (r: ShimRequest) => ShimReplyOf[ShimCallOp] | Promise<ShimReplyOf[ShimCallOp]>;
         chain = chain.then(async () => {
-          const reply = await this.#answer(request);
-          this.#log(`channel ${channel} ${JSON.stringify(raw)} -> ${JSON.stringify(reply)}`);
-          const body = packPlain(reply);
-          const header = Buffer.alloc(4);
-          header.writeUInt32BE(body.length);
-          if (!c.destroyed) c.write(Buffer.concat([header, body]));
+          const reply = await handler(request);
+          this.#log(`channel ${channel} ${JSON.stringify(request)} -> ${JSON.stringify(reply)}`);
+          if (!c.destroyed) c.write(shimFrame(encodeShimReply(reply)));
         });
       }
     });

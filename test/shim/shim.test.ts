@@ -116,6 +116,11 @@ const checks: Record<string, string[]> = {
     'connect of a socket whose port is still taken: EADDRINUSE',
     'close() unsubscribed: the port can be subscribed again',
   ],
+  codec: [
+    '100 addresses: the first 64 are kept',
+    'a refusal with a 320-character message',
+    'a 214-character reverse name',
+  ],
   unreachable: ['connect fails with ENETUNREACH', 'getaddrinfo gives EAI_AGAIN', 'gethostbyname gives TRY_AGAIN'],
   inert: [
     'loopback connect works',
@@ -128,6 +133,7 @@ const checks: Record<string, string[]> = {
     'shimtest with an unreachable proxy finishes',
     'shimtest without TSMIRROR_SOCK finishes',
   ],
+  wire: ['every frame the shim sent is valid for protocol/shim-wire.ts'],
   programs: [
     'curl by IP',
     'curl by name',

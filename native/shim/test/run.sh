@@ -112,5 +112,9 @@ const dgram = require('node:dgram'), dns = require('node:dns'), net = require('n
 check "node child_process env {}" "hello from remote /nchild" node -e "
 console.log(require('node:child_process').execFileSync('curl', ['-sS', 'http://db/nchild'], {env: {PATH: process.env.PATH}}).toString())"
 
+bad_frames=$(grep -c "sent a bad frame" "$work/proxy.log")
+report $((bad_frames == 0)) "wire / every frame the shim sent is valid for protocol/shim-wire.ts" \
+  "$(grep -m3 "sent a bad frame" "$work/proxy.log")"
+
 if [ $failed = 0 ]; then echo "ALL PASSED"; else echo "SOME FAILED"; fi
 exit $failed

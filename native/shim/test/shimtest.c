@@ -466,6 +466,25 @@ static void test_listen(void) {
   close(e);
 }
 
+/* What the TypeScript codec writes at the edges of what the shim keeps. */
+static void test_codec(void) {
+  struct addrinfo h = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = AI_CANONNAME}, *res = NULL;
+  int r = getaddrinfo("many.test", "80", &h, &res), n = 0;
+  for (struct addrinfo *ai = r ? NULL : res; ai; ai = ai->ai_next) n++;
+  CHECK(r == 0 && n == 64 && strcmp(res->ai_canonname, "many.default.svc.cluster.local") == 0,
+        "100 addresses: the first 64 are kept", "r=%d entries=%d", r, n);
+  if (!r) freeaddrinfo(res);
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 82);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == ECONNREFUSED, "a refusal with a 320-character message", "r=%d errno=%d", r, errno);
+  close(s);
+  a = in4("10.250.0.2", 80);
+  char host[1025] = "";
+  r = getnameinfo((struct sockaddr *)&a, sizeof a, host, sizeof host, NULL, 0, NI_NAMEREQD);
+  CHECK(r == 0 && strlen(host) == 214, "a 214-character reverse name", "r=%d length=%zu", r, strlen(host));
+}
+
 /* Run with TSMIRROR_SOCK pointing nowhere. */
 static void test_unreachable(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -575,6 +594,7 @@ int main(int argc, char **argv) {
   RUN(processes, true)
   RUN(fds, true)
   RUN(listen, true)
+  RUN(codec, true)
   RUN(unreachable, false)
   RUN(inert, false)
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
