@@ -7,7 +7,7 @@
 
 #include <fcntl.h>
 
-/* `what` names the change for the proxy; `to` is the second path of a rename. */
+/* `what`: WIRE_CHANGE_* or SHIM_CHANGE_TRUNCATE (fsproto_change); `to` is the second path of a rename. */
 static enum remote_result remote_change(const char *what, int dirfd, const char *path, int64_t arg,
                                         int to_dirfd, const char *to) {
   if (!shim_intercepting() || !path) return REMOTE_PASS;
@@ -40,33 +40,33 @@ out:
   return real_call;
 
 SHIM_EXPORT int mkdir(const char *path, mode_t mode) {
-  CHANGE_BODY(remote_change("mkdir", AT_FDCWD, path, mode, AT_FDCWD, NULL), REAL(mkdir)(path, mode))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_MKDIR, AT_FDCWD, path, mode, AT_FDCWD, NULL), REAL(mkdir)(path, mode))
 }
 SHIM_EXPORT int mkdirat(int dirfd, const char *path, mode_t mode) {
-  CHANGE_BODY(remote_change("mkdir", dirfd, path, mode, AT_FDCWD, NULL), REAL(mkdirat)(dirfd, path, mode))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_MKDIR, dirfd, path, mode, AT_FDCWD, NULL), REAL(mkdirat)(dirfd, path, mode))
 }
 SHIM_EXPORT int unlink(const char *path) {
-  CHANGE_BODY(remote_change("unlink", AT_FDCWD, path, 0, AT_FDCWD, NULL), REAL(unlink)(path))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_UNLINK, AT_FDCWD, path, 0, AT_FDCWD, NULL), REAL(unlink)(path))
 }
 SHIM_EXPORT int unlinkat(int dirfd, const char *path, int flags) {
-  CHANGE_BODY(remote_change((flags & AT_REMOVEDIR) ? "rmdir" : "unlink", dirfd, path, 0, AT_FDCWD, NULL),
+  CHANGE_BODY(remote_change((flags & AT_REMOVEDIR) ? WIRE_CHANGE_RMDIR : WIRE_CHANGE_UNLINK, dirfd, path, 0, AT_FDCWD, NULL),
               REAL(unlinkat)(dirfd, path, flags))
 }
 SHIM_EXPORT int rmdir(const char *path) {
-  CHANGE_BODY(remote_change("rmdir", AT_FDCWD, path, 0, AT_FDCWD, NULL), REAL(rmdir)(path))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_RMDIR, AT_FDCWD, path, 0, AT_FDCWD, NULL), REAL(rmdir)(path))
 }
 SHIM_EXPORT int rename(const char *from, const char *to) {
-  CHANGE_BODY(remote_change("rename", AT_FDCWD, from, 0, AT_FDCWD, to), REAL(rename)(from, to))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_RENAME, AT_FDCWD, from, 0, AT_FDCWD, to), REAL(rename)(from, to))
 }
 SHIM_EXPORT int renameat(int fromfd, const char *from, int tofd, const char *to) {
-  CHANGE_BODY(remote_change("rename", fromfd, from, 0, tofd, to), REAL(renameat)(fromfd, from, tofd, to))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_RENAME, fromfd, from, 0, tofd, to), REAL(renameat)(fromfd, from, tofd, to))
 }
 SHIM_EXPORT int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned int flags) {
-  CHANGE_BODY(remote_change("rename", fromfd, from, 0, tofd, to), REAL(renameat2)(fromfd, from, tofd, to, flags))
+  CHANGE_BODY(remote_change(WIRE_CHANGE_RENAME, fromfd, from, 0, tofd, to), REAL(renameat2)(fromfd, from, tofd, to, flags))
 }
 SHIM_EXPORT int truncate(const char *path, off_t size) {
-  CHANGE_BODY(remote_change("truncate", AT_FDCWD, path, size, AT_FDCWD, NULL), REAL(truncate)(path, size))
+  CHANGE_BODY(remote_change(SHIM_CHANGE_TRUNCATE, AT_FDCWD, path, size, AT_FDCWD, NULL), REAL(truncate)(path, size))
 }
 SHIM_EXPORT int truncate64(const char *path, off64_t size) {
-  CHANGE_BODY(remote_change("truncate", AT_FDCWD, path, size, AT_FDCWD, NULL), REAL(truncate64)(path, size))
+  CHANGE_BODY(remote_change(SHIM_CHANGE_TRUNCATE, AT_FDCWD, path, size, AT_FDCWD, NULL), REAL(truncate64)(path, size))
 }

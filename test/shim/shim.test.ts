@@ -20,8 +20,8 @@ const tools = ['/usr/bin/python3', '/usr/bin/gcc', '/usr/bin/curl'].every((p) =>
 /** Every check run.sh reports, by section (shimtest.c's test_* functions, then run.sh's own). */
 const checks: Record<string, string[]> = {
   fuzz: [
-    'response parsers survive random and mutated frames',
-    'file response parsers survive random and mutated frames',
+    'response parsers accept every reply shape from TypeScript and survive random and mutated frames',
+    'file response parsers accept every reply shape from TypeScript and survive random and mutated frames',
   ],
   tcp: [
     'blocking connect succeeds, errno preserved',
