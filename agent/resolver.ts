@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { createRequire } from 'node:module';
 import type dnsPacketTypes from 'dns-packet';
 import type { Family } from '../protocol/messages.js';
+import { parseResolvConf, type ResolvConf } from '../common/resolv-conf.js';
 
 /** Closes a UDP socket that may already be closed (a session's teardown closes it too). */
 export function closeDatagramSocket(socket: DgramSocket): void {
@@ -21,35 +22,6 @@ export function closeDatagramSocket(socket: DgramSocket): void {
 export const EAI_NONAME = -2;
 export const EAI_AGAIN = -3;
 export const EAI_FAIL = -4;
-
-export interface ResolvConf {
-  nameservers: string[];
-  search: string[];
-  ndots: number;
-  timeoutMs: number;
-  attempts: number;
-}
-
-export function parseResolvConf(text: string): ResolvConf {
-  const conf: ResolvConf = { nameservers: [], search: [], ndots: 1, timeoutMs: 5000, attempts: 2 };
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/[#;].*$/, '').trim();
-    const [key, ...rest] = line.split(/\s+/);
-    if (key === 'nameserver' && rest[0] && isIP(rest[0])) conf.nameservers.push(rest[0]);
-    else if (key === 'search' || key === 'domain') conf.search = rest.filter(Boolean);
-    else if (key === 'options') {
-      for (const opt of rest) {
-        const [k, v] = opt.split(':');
-        const n = Number(v);
-        if (k === 'ndots' && Number.isFinite(n)) conf.ndots = Math.min(n, 15);
-        if (k === 'timeout' && Number.isFinite(n)) conf.timeoutMs = Math.min(n, 30) * 1000;
-        if (k === 'attempts' && Number.isFinite(n)) conf.attempts = Math.min(Math.max(n, 1), 5);
-      }
-    }
-  }
-  if (conf.nameservers.length === 0) conf.nameservers.push('127.0.0.1');
-  return conf;
-}
 
 export interface HostsEntry { address: string; family: Family; names: string[] }
 
@@ -81,8 +53,8 @@ export class ResolveError extends Error {
 }
 
 /** dns-packet decodes `rcode` but its types leave it out. */
-// Loaded on first use: the CLI imports this module for parseResolvConf and should not
-// pay for loading dns-packet at start.
+// Loaded on first use: a session that never looks a name up does not pay for loading
+// dns-packet.
 let dnsPacketModule: typeof dnsPacketTypes | undefined;
 const dnsPacket = (): typeof dnsPacketTypes => (dnsPacketModule ??= createRequire(import.meta.url)('dns-packet') as typeof dnsPacketTypes);
 

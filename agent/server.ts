@@ -17,7 +17,8 @@ import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.j
 import { AgentSession, type SessionInfo } from './session.js';
 import { releaseTarget, resolveTarget, type ResolvedTarget } from './target.js';
 import { keyMatches, writeAgentKey } from '../common/local-agent-key.js';
-import { releaseAllRedirects, removeStaleRedirects } from './incoming.js';
+import { IncomingRegistry } from './incoming/namespaces.js';
+import { removeStaleTables } from './incoming/redirect.js';
 
 export interface AgentOptions {
   host: string;
@@ -78,6 +79,7 @@ function incomingOf(hello: ClientHello): { incoming?: { mode: 'mirror' | 'steal'
 export async function startAgent(options: Partial<AgentOptions> = {}): Promise<RunningAgent> {
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
+  const incoming = new IncomingRegistry();
   const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' } };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
   // Local mode: only whoever can read this agent's key file (its user) may open sessions.
@@ -150,7 +152,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             startedAt: Date.now(),
             ...incomingOf(hello),
             files: hello.files?.mode === 'write' ? 'write' : 'read',
-          });
+          }, incoming);
           if (peer.closed) {
             session.dispose();
             return;
@@ -170,7 +172,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   });
 
   // Redirect tables left by an agent that was killed are removed before serving.
-  const stale = await removeStaleRedirects(opts.log);
+  const stale = await removeStaleTables(opts.log);
   if (stale > 0) opts.log(`removed ${stale} redirect table(s) left by an earlier agent`);
 
   const port = await listenOn(server, opts.host, opts.port, '--listen');
@@ -187,7 +189,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await releaseAllRedirects();
+      await incoming.releaseAll();
     },
   };
 }

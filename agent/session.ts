@@ -17,10 +17,13 @@ import {
 import type { Peer } from '../protocol/peer.js';
 import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
-import { SessionIncoming } from './incoming.js';
-import { streamPair } from './stream-pair.js';
-import { PodResolver, ResolveError, closeDatagramSocket, type ResolvConf } from './resolver.js';
-import { releaseTarget, targetAlive, type ResolvedTarget } from './target.js';
+import type { IncomingRegistry } from './incoming/namespaces.js';
+import { SessionIncoming } from './incoming/subscriptions.js';
+import { streamPair } from '../common/stream-pair.js';
+import type { ResolvConf } from '../common/resolv-conf.js';
+import { PodResolver, ResolveError, closeDatagramSocket } from './resolver.js';
+import type { ResolvedTarget } from './target.js';
+import { releaseTarget, targetAlive } from './target.js';
 
 const O_PATH = 0o10000000;
 
@@ -62,7 +65,8 @@ export class AgentSession {
   readonly #incoming: SessionIncoming;
   #nextAgentStream = 0;
 
-  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>) {
+  /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
+  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry) {
     this.#peer = peer;
     this.info = { ...info, streams: 0 };
     this.#pid = target.pid;
@@ -83,7 +87,7 @@ export class AgentSession {
       this.#targetWatch.unref();
     }
     const ns = this.#nsFd >= 0 ? fstatSync(this.#nsFd) : undefined;
-    this.#incoming = new SessionIncoming(
+    this.#incoming = new SessionIncoming(incoming,
       { id: info.id, user: info.user, host: info.host, openStream: (o) => this.#openIncomingStream(o) },
       target.pid, ns ? `${ns.dev}:${ns.ino}` : '', (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
     peer.on('message', (m: ClientMessage) => void this.#dispatch(m));

@@ -6,6 +6,7 @@ import { closeSync, constants as fsConstants, openSync, readFileSync } from 'nod
 import { readdir, readFile } from 'node:fs/promises';
 import { TsmError } from '../protocol/errors.js';
 import type { TargetRef } from '../protocol/messages.js';
+import { normalizeContainerId } from '../common/container-id.js';
 
 export interface ResolvedTarget {
   /** Host PID of the target (0 for targetless: the agent's own namespaces). */
@@ -82,15 +83,6 @@ export function containerIdsInCgroup(text: string): string[] {
     for (const m of path.matchAll(HEX64)) ids.add(m[1] as string);
   }
   return [...ids];
-}
-
-/** Accepts `containerd://<id>`, `cri-o://<id>`, `docker://<id>` or the bare id (12+ hex). */
-export function normalizeContainerId(raw: string): string {
-  const id = raw.replace(/^[a-z-]+:\/\//, '').toLowerCase();
-  if (!/^[0-9a-f]{12,64}$/.test(id)) {
-    throw new TsmError('TSM_ERR_USAGE', `"${raw}" is not a container id (expected 12 to 64 hex digits, optionally prefixed by containerd://, cri-o:// or docker://)`);
-  }
-  return id;
 }
 
 async function readCgroup(pid: number): Promise<string | undefined> {

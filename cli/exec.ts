@@ -17,7 +17,7 @@ import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incom
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
 import type { KubeSessionFlags } from './kube-session.js';
-import { parseResolvConf } from '../agent/resolver.js';
+import { parseResolvConf } from '../common/resolv-conf.js';
 
 export interface SessionFlags extends KubeSessionFlags {
   agent?: string;

@@ -15,6 +15,7 @@ import { constants as osConstants, homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import { FS_MAX_READ, type FsStatValue } from '../protocol/messages.js';
+import { SHIM_FILE_BLOCK_BYTES, SHIM_LAZY_ABOVE_BYTES, SHIM_READ_AHEAD_MAX_BYTES } from '../protocol/shim-wire.js';
 import type { AgentConnection } from './agent-client.js';
 
 export type FsMode = 'read' | 'write' | 'local';
@@ -29,15 +30,10 @@ export interface FileRules {
   keep: string[];
 }
 
-/** Whole-file prefixes that are local by default (a path equal to one or under it). */
-export const DEFAULT_LOCAL_PREFIXES = ['/usr', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt', '/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp', '/etc'];
-/** Pod-specific files that are remote although under a local prefix. */
-export const DEFAULT_REMOTE_PREFIXES = ['/etc/resolv.conf', '/etc/hosts', '/etc/hostname', '/etc/ssl/certs'];
-
 /** Files up to this size come back whole in the open's answer (one round trip). */
 const INLINE_MAX = 256 * 1024;
 /** Files up to this size are copied whole at open; bigger ones are filled as they are read. */
-const EAGER_MAX = 8 * 1024 * 1024;
+const EAGER_MAX = SHIM_LAZY_ABOVE_BYTES;
 /** Parallel fs.read requests when filling a range. */
 const PARALLEL_READS = 4;
 
@@ -112,9 +108,9 @@ interface LazyFile {
 }
 
 /** The fill granularity, the same as the shim's chunk. */
-const BLOCK = 64 * 1024;
+const BLOCK = SHIM_FILE_BLOCK_BYTES;
 /** The largest read-ahead the proxy starts on its own after a sequential fill. */
-const PREFETCH_MAX = 16 * 1024 * 1024;
+const PREFETCH_MAX = SHIM_READ_AHEAD_MAX_BYTES;
 
 export class FileProxy {
   readonly stats: FileStats = { filesRead: 0, bytesIn: 0, bytesOut: 0, requests: 0 };
@@ -159,6 +155,8 @@ export class FileProxy {
           return { ok: true, target: (await this.#request({ type: 'fs.readlink', path: str(req.path, 'path') })).target };
         case 'fs.change':
           return await this.#change(req);
+        case 'fs.truncate':
+          return await this.#truncate(req);
         default:
           return { ok: false, errno: osConstants.errno.ENOSYS, message: `unknown op ${String(req.op).slice(0, 32)}` };
       }
@@ -399,14 +397,16 @@ export class FileProxy {
 
   async #change(req: Req): Promise<Resp> {
     if (this.#rules.mode !== 'write') return { ok: false, errno: osConstants.errno.EROFS, message: 'the pod\'s files are read-only unless --fs-mode write' };
-    const what = str(req.what, 'what');
+    const change = str(req.change, 'change');
     const path = str(req.path, 'path');
-    if (what === 'truncate') {
-      await this.#request({ type: 'fs.truncate', handle: 0, path, size: uint(req.size, 'size') });
-      return { ok: true };
-    }
-    if (what !== 'mkdir' && what !== 'unlink' && what !== 'rmdir' && what !== 'rename') throw new TsmError('TSM_ERR_BAD_FRAME', `unknown change "${what}"`);
-    await this.#request({ type: 'fs.change', op: what, path, mode: uint(req.mode ?? 0, 'mode'), to: what === 'rename' ? str(req.to, 'to') : '' });
+    if (change !== 'mkdir' && change !== 'unlink' && change !== 'rmdir' && change !== 'rename') throw new TsmError('TSM_ERR_BAD_FRAME', `unknown change "${change}"`);
+    await this.#request({ type: 'fs.change', op: change, path, mode: uint(req.mode ?? 0, 'mode'), to: change === 'rename' ? str(req.to, 'to') : '' });
+    return { ok: true };
+  }
+
+  async #truncate(req: Req): Promise<Resp> {
+    if (this.#rules.mode !== 'write') return { ok: false, errno: osConstants.errno.EROFS, message: 'the pod\'s files are read-only unless --fs-mode write' };
+    await this.#request({ type: 'fs.truncate', handle: 0, path: str(req.path, 'path'), size: uint(req.size, 'size') });
     return { ok: true };
   }
 }

@@ -24,6 +24,9 @@ describe('incoming flags', () => {
     expect(() => parseIncomingFlags({ ...base, mirror: true, httpHeader: ['x: y'] })).toThrow(/select requests to steal/);
     expect(() => parseIncomingFlags({ ...base, httpHeader: ['no-colon'] })).toThrow(/NAME: VALUE/);
     expect(() => parseIncomingFlags({ ...base, httpHeader: ['x: ('] })).toThrow(/not a valid regular expression/);
+    // The agent's limits (common/http-filter.ts), refused before a session opens.
+    expect(() => parseIncomingFlags({ ...base, httpPath: 'a'.repeat(513) })).toThrow('--http-path is longer than 512 characters');
+    expect(() => parseIncomingFlags({ ...base, httpHeader: Array.from({ length: 33 }, (_, i) => `x-${i}: v`) })).toThrow('at most 32 header filters');
     expect(() => parseIncomingFlags({ ...base, portMap: ['3000'] })).toThrow(/LOCAL:REMOTE/);
     expect(() => parseIncomingFlags({ ...base, portMap: ['3000:70000'] })).toThrow(/not a port/);
     expect(() => parseIncomingFlags({ ...base, ports: '80,x' })).toThrow(/not a port/);

@@ -11,7 +11,8 @@ import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import type { AgentMessage, HttpFilter, IncomingMode, IncomingOpen } from '../protocol/messages.js';
-import { streamPair } from '../agent/stream-pair.js';
+import { PORT_CONFLICT_HINT, checkHeaderFilterCount, isHeaderName, isMethodName, wholeMatchPattern } from '../common/http-filter.js';
+import { streamPair } from '../common/stream-pair.js';
 import type { AgentConnection } from './agent-client.js';
 
 /**
@@ -46,11 +47,7 @@ export interface IncomingFlags {
 }
 
 function checkRegex(source: string, what: string): string {
-  try {
-    new RegExp(`^(?:${source})$`);
-  } catch (err) {
-    throw new TsmError('TSM_ERR_USAGE', `${what} "${source}" is not a valid regular expression: ${(err as Error).message}`);
-  }
+  wholeMatchPattern(source, what);
   return source;
 }
 
@@ -62,10 +59,11 @@ function port(text: string, what: string): number {
 
 /** The incoming options from exec's flags; throws TSM_ERR_USAGE with what to fix. */
 export function parseIncomingFlags(flags: IncomingFlags): IncomingOptions {
+  checkHeaderFilterCount(flags.httpHeader.length);
   const headers = flags.httpHeader.map((h) => {
     const colon = h.indexOf(':');
     const name = colon > 0 ? h.slice(0, colon).trim() : '';
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) {
+    if (!isHeaderName(name)) {
       throw new TsmError('TSM_ERR_USAGE', `--http-header "${h}" must be 'NAME: VALUE'`, { hint: "for example --http-header 'x-dev: alice' (VALUE is a regular expression matching the whole value)" });
     }
     return { name, value: checkRegex(h.slice(colon + 1).trim(), `--http-header ${name}`) };
@@ -73,7 +71,7 @@ export function parseIncomingFlags(flags: IncomingFlags): IncomingOptions {
   const filter: HttpFilter = { headers };
   if (flags.httpPath !== undefined) filter.path = checkRegex(flags.httpPath, '--http-path');
   if (flags.httpMethod !== undefined) {
-    if (!/^[A-Za-z]{1,20}$/.test(flags.httpMethod)) throw new TsmError('TSM_ERR_USAGE', `--http-method "${flags.httpMethod}" is not a method name`);
+    if (!isMethodName(flags.httpMethod)) throw new TsmError('TSM_ERR_USAGE', `--http-method "${flags.httpMethod}" is not a method name`);
     filter.method = flags.httpMethod.toUpperCase();
   }
   const filtered = headers.length > 0 || filter.path !== undefined || filter.method !== undefined;
@@ -182,7 +180,7 @@ export class IncomingManager {
       const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', String(err));
       process.stderr.write(`tsmirror: cannot take port ${remotePort} of the pod: ${e.message} [${e.code}]\n`);
       if (e.hint) process.stderr.write(`  → ${e.hint}\n`);
-      else if (e.code === 'TSM_ERR_PORT_CONFLICT') process.stderr.write('  → steal a filtered slice (--http-header, --http-path, --http-method), use --mirror, or ask that developer to stop\n');
+      else if (e.code === 'TSM_ERR_PORT_CONFLICT') process.stderr.write(`  → ${PORT_CONFLICT_HINT}\n`);
       const errno = err instanceof RemoteError && err.code === 'TSM_ERR_PORT_CONFLICT' ? osConstants.errno.EADDRINUSE : osConstants.errno.EACCES;
       return { ok: false, errno, message: e.message };
     }

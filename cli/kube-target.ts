@@ -5,7 +5,7 @@
  */
 import type { V1Container, V1ObjectMeta, V1Pod } from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
-import { normalizeContainerId } from '../agent/target.js';
+import { normalizeContainerId } from '../common/container-id.js';
 import { httpStatus, kubeError, type Kube } from './kube.js';
 
 export interface KubeTargetRequest {

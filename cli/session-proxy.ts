@@ -20,6 +20,7 @@ import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packPlain, unpackPlain } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
+import { SHIM_MAX_FRAME_BYTES } from '../protocol/shim-wire.js';
 import type { AgentMessage, Family } from '../protocol/messages.js';
 import { loadAddon } from '../native/index.js';
 import type { AgentConnection } from './agent-client.js';
@@ -27,7 +28,7 @@ import { FileProxy, type FileRules } from './files.js';
 import type { IncomingManager } from './incoming.js';
 import { route, unmapAddress, type RoutingPolicy } from './routing.js';
 
-const MAX_SHIM_FRAME = 1024 * 1024;
+const MAX_SHIM_FRAME = SHIM_MAX_FRAME_BYTES;
 const EAI_AGAIN = -3;
 const EAI_NONAME = -2;
 const PAIR_TIMEOUT_MS = 10000;

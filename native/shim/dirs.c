@@ -142,32 +142,33 @@ static struct dirent64 *next_entry(struct rdir *rd) {
   return e;
 }
 
-/* NULL when local (caller does the real call); else the DIR or NULL with errno and *handled. */
-static struct rdir *remote_opendir(int dirfd, const char *path, bool *handled) {
-  *handled = false;
-  if (!shim_intercepting() || !path) return NULL;
+/* REMOTE_DONE: *dir lists the pod directory; REMOTE_FAILED: *dir is NULL, errno set. */
+static enum remote_result remote_opendir(int dirfd, const char *path, struct rdir **dir) {
+  *dir = NULL;
+  if (!shim_intercepting() || !path) return REMOTE_PASS;
   int saved = errno;
   SHIM_ENTER();
   char abs[4096];
   struct rdir *rd = NULL;
   int err = 0;
+  enum remote_result result = REMOTE_PASS;
   enum fs_route route = fs_route_at(dirfd, path, abs, sizeof abs);
   if (route == FS_NOT_FOUND) {
-    *handled = true;
     err = ENOENT;
   } else if (route == FS_REMOTE) {
-    *handled = true;
     rd = load(abs, &err);
   }
+  if (route != FS_LOCAL) result = rd ? REMOTE_DONE : REMOTE_FAILED;
   SHIM_LEAVE();
-  errno = rd ? saved : err;
-  return rd;
+  errno = result == REMOTE_FAILED ? err : saved;
+  *dir = rd;
+  return result;
 }
 
 SHIM_EXPORT DIR *opendir(const char *path) {
-  bool handled;
-  struct rdir *rd = remote_opendir(AT_FDCWD, path, &handled);
-  return handled ? (DIR *)rd : REAL(opendir)(path);
+  struct rdir *rd;
+  if (remote_opendir(AT_FDCWD, path, &rd) != REMOTE_PASS) return (DIR *)rd;
+  return REAL(opendir)(path);
 }
 
 SHIM_EXPORT DIR *fdopendir(int fd) {
@@ -328,19 +329,23 @@ static int remote_scandir(struct rdir *rd, struct dirent64 ***namelist, filter64
 SHIM_EXPORT int scandir(const char *__restrict path, struct dirent ***__restrict namelist,
                         int (*filter)(const struct dirent *),
                         int (*compar)(const struct dirent **, const struct dirent **)) {
-  bool handled;
-  struct rdir *rd = remote_opendir(AT_FDCWD, path, &handled);
-  if (!handled) return REAL(scandir)(path, namelist, filter, compar);
-  if (!rd) return -1;
+  struct rdir *rd;
+  switch (remote_opendir(AT_FDCWD, path, &rd)) {
+    case REMOTE_FAILED: return -1;
+    case REMOTE_PASS: return REAL(scandir)(path, namelist, filter, compar);
+    case REMOTE_DONE: break;
+  }
   return remote_scandir(rd, (struct dirent64 ***)namelist, (filter64_t)filter, (compar64_t)compar);
 }
 
 SHIM_EXPORT int scandir64(const char *__restrict path, struct dirent64 ***__restrict namelist,
                           int (*filter)(const struct dirent64 *),
                           int (*compar)(const struct dirent64 **, const struct dirent64 **)) {
-  bool handled;
-  struct rdir *rd = remote_opendir(AT_FDCWD, path, &handled);
-  if (!handled) return REAL(scandir64)(path, namelist, filter, compar);
-  if (!rd) return -1;
+  struct rdir *rd;
+  switch (remote_opendir(AT_FDCWD, path, &rd)) {
+    case REMOTE_FAILED: return -1;
+    case REMOTE_PASS: return REAL(scandir64)(path, namelist, filter, compar);
+    case REMOTE_DONE: break;
+  }
   return remote_scandir(rd, namelist, filter, compar);
 }

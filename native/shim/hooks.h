@@ -63,7 +63,7 @@
                            struct hostent *__restrict ret, char *__restrict buf,         \
                            size_t buflen, struct hostent **__restrict result,            \
                            int *__restrict h_errnop))                                    \
-  /* pod files: opens (files.c) */                                                      \
+  /* pod files: opens (files_open.c, files_stdio.c, files_temp.c) */                     \
   X(int, open, (const char *path, int flags, ...))                                       \
   X(int, open64, (const char *path, int flags, ...))                                     \
   X(int, openat, (int dirfd, const char *path, int flags, ...))                          \
@@ -89,7 +89,7 @@
   X(int, mkstemps64, (char *tmpl, int suffixlen))                                        \
   X(int, mkostemps, (char *tmpl, int suffixlen, int flags))                              \
   X(int, mkostemps64, (char *tmpl, int suffixlen, int flags))                            \
-  /* pod files: metadata (files.c) */                                                    \
+  /* pod files: metadata (files_stat.c, files_paths.c) */                                \
   X(int, stat, (const char *__restrict path, struct stat *__restrict buf))               \
   X(int, stat64, (const char *__restrict path, struct stat64 *__restrict buf))           \
   X(int, lstat, (const char *__restrict path, struct stat *__restrict buf))              \
@@ -125,7 +125,7 @@
   X(ssize_t, lgetxattr, (const char *path, const char *name, void *value, size_t size))  \
   X(ssize_t, listxattr, (const char *path, char *list, size_t size))                     \
   X(ssize_t, llistxattr, (const char *path, char *list, size_t size))                    \
-  /* pod files: changes, write mode (files.c) */                                         \
+  /* pod files: changes, write mode (files_change.c) */                                  \
   X(int, mkdir, (const char *path, mode_t mode))                                         \
   X(int, mkdirat, (int dirfd, const char *path, mode_t mode))                            \
   X(int, unlink, (const char *path))                                                     \

@@ -1,43 +1,67 @@
 #!/bin/bash
-# Runs the shim's checks against fakeproxy.py with real programs (C test, curl, python,
-# node). usage: native/shim/test/run.sh [path/to/libtsmirror.so]
+# Runs the shim's checks against the fake session proxy (test/shim/fake-proxy.ts, run from
+# dist/) with real programs (C test, curl, python, node).
+# usage: native/shim/test/run.sh [path/to/libtsmirror.so]
+#
+# Prints one machine-readable line per check, which test/shim/shim.test.ts reads:
+#   ok<TAB>SECTION / NAME
+#   FAIL<TAB>SECTION / NAME<TAB>what was seen
+# Any other line (build output, summaries) is for people.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 so=${1:-$root/build/Release/libtsmirror.so}
-[ -f "$so" ] || { echo "no shim at $so (build with: npx node-gyp rebuild)"; exit 2; }
+proxy=$root/dist/test/shim/fake-proxy.js
+[ -f "$so" ] || { echo "no shim at $so (build with: npm run build:native)"; exit 2; }
+[ -f "$proxy" ] || { echo "no fake proxy at $proxy (build with: npx tsc -p tsconfig.json)"; exit 2; }
 work=$(mktemp -d /tmp/tsmirror-shimtest.XXXXXX)
 sock=$work/proxy.sock
 proxy_pid=
 cleanup() { [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-/usr/bin/python3 "$here/fakeproxy.py" "$sock" "$work/proxy.log" > "$work/proxy.out" 2>&1 &
+node "$proxy" "$sock" "$work/proxy.log" > "$work/proxy.out" 2>&1 &
 proxy_pid=$!
 for _ in $(seq 50); do grep -q ready "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$work/proxy.out" || { echo "the fake proxy did not start:"; cat "$work/proxy.out"; exit 2; }
 
 gcc -O1 -Wall -Wextra -Werror -Wno-unused-result -o "$work/shimtest" "$here/shimtest.c" -lpthread || exit 2
 
 shim_env=(LD_PRELOAD="$so" TSMIRROR_SHIM="$so" TSMIRROR_SOCK="$sock" TSMIRROR_SHIM_LOG="$work/shim.log")
 failed=0
+report() { # ok(0|1), name, detail
+  if [ "$1" = 1 ]; then printf 'ok\t%s\n' "$2"; else printf 'FAIL\t%s\t%s\n' "$2" "${3//$'\n'/ | }"; failed=1; fi
+}
 check() { # name, expected substring, command...
   local name=$1 want=$2; shift 2
   local out; out=$(timeout 60 env "${shim_env[@]}" "$@" 2>&1)
-  if [[ "$out" == *"$want"* ]]; then echo "ok   $name"; else echo "FAIL $name: $out"; failed=1; fi
+  if [[ "$out" == *"$want"* ]]; then report 1 "programs / $name"; else report 0 "programs / $name" "$out"; fi
+}
+# shimtest prints its own lines; this says whether it got to the end (status 0 or 1).
+finished() { # name, status
+  if [ "$2" -le 1 ]; then report 1 "runs / $1"; else report 0 "runs / $1" "exit status $2"; fi
+  [ "$2" = 0 ] || failed=1
 }
 
+# Sample replies of every shape, written from the TypeScript definition of the wire
+# (protocol/shim-wire.ts): the fuzzers check the shim accepts each, then mutate them.
+node "$root/dist/protocol/shim-wire-gen.js" seeds "$work/seeds" || { echo "cannot write the seeds (build dist/ with: npx tsc -p tsconfig.json)"; exit 2; }
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../msgpack.c" -lpthread || exit 2
-"$work/fuzz_proto" 200000 && echo "ok   response parsers survive random and mutated frames" || failed=1
+  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
+"$work/fuzz_proto" 200000 "$work/seeds"; status=$?
+report $((status == 0)) "fuzz / response parsers accept every reply shape from TypeScript and survive random and mutated frames" "exit status $status"
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../msgpack.c" -lpthread || exit 2
-"$work/fuzz_fsproto" 200000 && echo "ok   file response parsers survive random and mutated frames" || failed=1
+  -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
+"$work/fuzz_fsproto" 200000 "$work/seeds"; status=$?
+report $((status == 0)) "fuzz / file response parsers accept every reply shape from TypeScript and survive random and mutated frames" "exit status $status"
 
-timeout 300 env "${shim_env[@]}" "$work/shimtest" || failed=1
-timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable | grep -v '^PASSED' || failed=1
+timeout 300 env "${shim_env[@]}" "$work/shimtest"; finished "shimtest with the fake proxy finishes" $?
+timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable
+finished "shimtest with an unreachable proxy finishes" $?
 n_before=$(wc -l < "$work/proxy.log")
-timeout 60 env LD_PRELOAD="$so" "$work/shimtest" inert | grep -v '^PASSED' || failed=1
-[ "$(wc -l < "$work/proxy.log")" = "$n_before" ] && echo "ok   inert shim asked the proxy nothing" || { echo "FAIL inert shim talked to the proxy"; failed=1; }
+timeout 60 env LD_PRELOAD="$so" "$work/shimtest" inert; finished "shimtest without TSMIRROR_SOCK finishes" $?
+n_after=$(wc -l < "$work/proxy.log")
+report $((n_after == n_before)) "inert / the shim asked the proxy nothing" "the proxy logged $((n_after - n_before)) request(s)"
 
 check "curl by IP" "hello from remote /ip" curl -sS http://10.250.0.1/ip
 check "curl by name" "hello from remote /name" curl -sS http://db/name
@@ -90,6 +114,10 @@ const dgram = require('node:dgram'), dns = require('node:dns'), net = require('n
 })();"
 check "node child_process env {}" "hello from remote /nchild" node -e "
 console.log(require('node:child_process').execFileSync('curl', ['-sS', 'http://db/nchild'], {env: {PATH: process.env.PATH}}).toString())"
+
+bad_frames=$(grep -c "sent a bad frame" "$work/proxy.log")
+report $((bad_frames == 0)) "wire / every frame the shim sent is valid for protocol/shim-wire.ts" \
+  "$(grep -m3 "sent a bad frame" "$work/proxy.log")"
 
 if [ $failed = 0 ]; then echo "ALL PASSED"; else echo "SOME FAILED"; fi
 exit $failed

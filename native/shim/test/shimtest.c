@@ -1,6 +1,7 @@
 /*
- * Checks of libtsmirror.so against test/fakeproxy.py. Run through run.sh, which sets
- * LD_PRELOAD and TSMIRROR_SOCK. Prints one line per check; exits 1 if any failed.
+ * Checks of libtsmirror.so against the fake session proxy (test/shim/fake-proxy.ts). Run
+ * through run.sh, which sets LD_PRELOAD and TSMIRROR_SOCK. Prints one machine-readable
+ * line per check (see check() below); exits 1 if any failed.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -11,6 +12,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,17 +23,29 @@
 #include <unistd.h>
 
 static int failures;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (cond) {                                            \
-      printf("ok   ");                                     \
-    } else {                                               \
-      printf("FAIL ");                                     \
-      failures++;                                          \
-    }                                                      \
-    printf(__VA_ARGS__);                                   \
-    printf("  [%s:%d]\n", __FILE__, __LINE__);             \
-  } while (0)
+static const char *section; /* the test_* function running, named on every line */
+
+/* "ok<TAB>SECTION / NAME" or "FAIL<TAB>SECTION / NAME<TAB>detail [shimtest.c:LINE]". NAME
+ * is a fixed string (test/shim/shim.test.ts lists every one, so a check that silently
+ * stops running fails there); what was seen goes into the detail. A check repeated in a
+ * loop prints its name once per round. */
+static void __attribute__((format(printf, 4, 5))) check(int ok, const char *name, int line, const char *fmt, ...) {
+  if (ok) {
+    printf("ok\t%s / %s\n", section, name);
+    return;
+  }
+  failures++;
+  printf("FAIL\t%s / %s\t", section, name);
+  va_list ap;
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf(" [%s:%d]\n", __FILE__, line);
+}
+/* CHECK(condition, name) or CHECK(condition, name, detail format, ...); without a detail
+ * the format is "", which is what -Wformat-zero-length would complain about. */
+#pragma GCC diagnostic ignored "-Wformat-zero-length"
+#define CHECK(cond, name, ...) check(!!(cond), name, __LINE__, "" __VA_ARGS__)
 
 static struct sockaddr_in in4(const char *ip, int port) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -71,7 +86,7 @@ static void test_tcp(void) {
   struct sockaddr_in a = in4("10.250.0.1", 7);
   errno = 4242;
   int r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r == 0 && errno == 4242, "blocking connect succeeds, errno preserved (r=%d errno=%d)", r, errno);
+  CHECK(r == 0 && errno == 4242, "blocking connect succeeds, errno preserved", "r=%d errno=%d", r, errno);
   struct sockaddr_in peer, me;
   socklen_t len = sizeof peer;
   getpeername(s, (struct sockaddr *)&peer, &len);
@@ -81,7 +96,7 @@ static void test_tcp(void) {
   getsockname(s, (struct sockaddr *)&me, &len);
   char ip[64];
   inet_ntop(AF_INET, &me.sin_addr, ip, sizeof ip);
-  CHECK(strcmp(ip, "10.244.1.5") == 0, "getsockname reports the pod-side address (%s)", ip);
+  CHECK(strcmp(ip, "10.244.1.5") == 0, "getsockname reports the pod-side address", "%s", ip);
   /* short buffer: truncated copy, full length reported */
   char tiny[4];
   len = sizeof tiny;
@@ -96,7 +111,7 @@ static void test_tcp(void) {
   connect(s, (struct sockaddr *)&big, sizeof big);
   len = sizeof big;
   getpeername(s, (struct sockaddr *)&big, &len);
-  CHECK(len == sizeof(struct sockaddr_in), "peer length follows the family (%u)", (unsigned)len);
+  CHECK(len == sizeof(struct sockaddr_in), "peer length follows the family", "%u", (unsigned)len);
 
   int d = dup(s);
   len = sizeof peer;
@@ -115,13 +130,13 @@ static void test_tcp(void) {
   s = socket(AF_INET, SOCK_STREAM, 0);
   a = in4("10.250.0.1", 81);
   r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r < 0 && errno == ECONNREFUSED, "remote refusal is ECONNREFUSED (errno=%d)", errno);
+  CHECK(r < 0 && errno == ECONNREFUSED, "remote refusal is ECONNREFUSED", "errno=%d", errno);
   close(s);
 
   s = socket(AF_INET, SOCK_STREAM, 0);
   a = in4("10.250.9.9", 80);
   r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r < 0 && errno == ENETUNREACH, "proxy's errno passes through (ENETUNREACH, errno=%d)", errno);
+  CHECK(r < 0 && errno == ENETUNREACH, "proxy's errno passes through", "ENETUNREACH, errno=%d", errno);
   close(s);
 
   /* v6 socket to a v4-mapped address */
@@ -144,18 +159,18 @@ static void test_nonblocking(void) {
   int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   struct sockaddr_in a = in4("10.250.0.1", 7);
   int r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r < 0 && errno == EINPROGRESS, "non-blocking connect gives EINPROGRESS (r=%d errno=%d)", r, errno);
+  CHECK(r < 0 && errno == EINPROGRESS, "non-blocking connect gives EINPROGRESS", "r=%d errno=%d", r, errno);
   CHECK(fcntl(s, F_GETFL) & O_NONBLOCK, "socket stays non-blocking");
   struct pollfd p = {.fd = s, .events = POLLOUT};
   poll(&p, 1, 5000);
   int err = -1;
   socklen_t len = sizeof err;
   getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
-  CHECK(err == 0, "connection completes (SO_ERROR=%d)", err);
+  CHECK(err == 0, "connection completes", "SO_ERROR=%d", err);
   r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK((r == 0 || errno == EISCONN), "second connect does not open a new remote connection (r=%d errno=%d)", r, errno);
+  CHECK((r == 0 || errno == EISCONN), "second connect does not open a new remote connection", "r=%d errno=%d", r, errno);
   r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r < 0 && errno == EISCONN, "third connect: EISCONN (errno=%d)", errno);
+  CHECK(r < 0 && errno == EISCONN, "third connect: EISCONN", "errno=%d", errno);
   close(s);
 }
 
@@ -185,7 +200,7 @@ static void test_udp(void) {
   for (int i = 0; i < 2; i++)
     mm[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iv[i], .msg_iovlen = 1}};
   int sent = sendmmsg(u, mm, 2, 0);
-  CHECK(sent == 2 && mm[0].msg_len == 2, "sendmmsg sends both (%d)", sent);
+  CHECK(sent == 2 && mm[0].msg_len == 2, "sendmmsg sends both", "%d", sent);
   struct sockaddr_in froms[2];
   char b2[2][16];
   struct iovec riv[2] = {{b2[0], 16}, {b2[1], 16}};
@@ -260,7 +275,8 @@ static void compare_with_glibc(const char *service, int family, int socktype, in
   char s1[1024] = "", s2[1024] = "";
   if (!r1) addrinfo_shape(ours, s1, sizeof s1);
   if (!r2) addrinfo_shape(theirs, s2, sizeof s2);
-  CHECK(r1 == r2 && strcmp(s1, s2) == 0, "getaddrinfo(db, %s, fam %d type %d proto %d flags %#x) = glibc's (%d %s | %d %s)",
+  CHECK(r1 == r2 && strcmp(s1, s2) == 0, "getaddrinfo(db) has glibc's shape for 10.250.0.1, every hint",
+        "service %s, fam %d type %d proto %d flags %#x: %d %s | %d %s",
         service ? service : "NULL", family, socktype, protocol, flags, r1, s1, r2, s2);
   if (!r1) freeaddrinfo(ours);
   if (!r2) freeaddrinfo(theirs);
@@ -286,14 +302,14 @@ static void test_getaddrinfo(void) {
   r = getaddrinfo("db", "80", &h, &res);
   char s[512] = "";
   if (!r) addrinfo_shape(res, s, sizeof s), freeaddrinfo(res);
-  CHECK(r == 0 && strstr(s, "::ffff:10.250.0.1"), "AI_V4MAPPED maps v4 answers (%s)", s);
+  CHECK(r == 0 && strstr(s, "::ffff:10.250.0.1"), "AI_V4MAPPED maps v4 answers", "%s", s);
   r = getaddrinfo("nx.test", "80", NULL, &res);
-  CHECK(r == EAI_NONAME, "missing name: EAI_NONAME (%d)", r);
+  CHECK(r == EAI_NONAME, "missing name: EAI_NONAME", "%d", r);
   r = getaddrinfo("again.test", NULL, NULL, &res);
-  CHECK(r == EAI_AGAIN, "EAI_AGAIN passes through (%d)", r);
+  CHECK(r == EAI_AGAIN, "EAI_AGAIN passes through", "%d", r);
   h = (struct addrinfo){.ai_flags = AI_NUMERICHOST};
   r = getaddrinfo("db", NULL, &h, &res);
-  CHECK(r == EAI_NONAME, "AI_NUMERICHOST goes to the real resolver (%d)", r);
+  CHECK(r == EAI_NONAME, "AI_NUMERICHOST goes to the real resolver", "%d", r);
   h = (struct addrinfo){.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM};
   r = getaddrinfo(NULL, "8080", &h, &res);
   CHECK(r == 0 && res->ai_family == AF_INET, "NULL node + AI_PASSIVE: glibc's answer");
@@ -312,9 +328,9 @@ static void test_hostent(void) {
   he = gethostbyname2("v6.test", AF_INET6);
   CHECK(he && he->h_length == 16, "gethostbyname2 AF_INET6");
   he = gethostbyname("nx.test");
-  CHECK(!he && h_errno == HOST_NOT_FOUND, "gethostbyname miss: HOST_NOT_FOUND (%d)", h_errno);
+  CHECK(!he && h_errno == HOST_NOT_FOUND, "gethostbyname miss: HOST_NOT_FOUND", "%d", h_errno);
   he = gethostbyname("again.test");
-  CHECK(!he && h_errno == TRY_AGAIN, "gethostbyname: TRY_AGAIN (%d)", h_errno);
+  CHECK(!he && h_errno == TRY_AGAIN, "gethostbyname: TRY_AGAIN", "%d", h_errno);
 
   struct hostent ret, *result;
   char buf[1024];
@@ -322,11 +338,11 @@ static void test_hostent(void) {
   int r = gethostbyname_r("web", &ret, buf, sizeof buf, &result, &herr);
   CHECK(r == 0 && result == &ret && ret.h_addr_list[0], "gethostbyname_r");
   r = gethostbyname_r("web", &ret, buf, 8, &result, &herr);
-  CHECK(r == ERANGE && result == NULL, "gethostbyname_r small buffer: ERANGE (%d)", r);
+  CHECK(r == ERANGE && result == NULL, "gethostbyname_r small buffer: ERANGE", "%d", r);
   r = gethostbyname_r("nx.test", &ret, buf, sizeof buf, &result, &herr);
-  CHECK(r == 0 && result == NULL && herr == HOST_NOT_FOUND, "gethostbyname_r miss (%d %d)", r, herr);
+  CHECK(r == 0 && result == NULL && herr == HOST_NOT_FOUND, "gethostbyname_r miss", "%d %d", r, herr);
   r = gethostbyname2_r("db", AF_INET6, &ret, buf, sizeof buf, &result, &herr);
-  CHECK(result == NULL && herr == NO_DATA, "gethostbyname2_r wrong family: NO_DATA (%d)", herr);
+  CHECK(result == NULL && herr == NO_DATA, "gethostbyname2_r wrong family: NO_DATA", "%d", herr);
 
   struct in_addr a;
   inet_pton(AF_INET, "10.250.0.1", &a);
@@ -339,7 +355,7 @@ static void test_hostent(void) {
   char host[256], serv[32];
   r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, sizeof host, serv, sizeof serv, 0);
   CHECK(r == 0 && strcmp(host, "db.default.svc.cluster.local") == 0 && strcmp(serv, "http") == 0,
-        "getnameinfo remote (%s %s)", host, serv);
+        "getnameinfo remote", "%s %s", host, serv);
   r = getnameinfo((struct sockaddr *)&sa, sizeof sa, host, 5, NULL, 0, 0);
   CHECK(r == EAI_OVERFLOW, "getnameinfo small host buffer: EAI_OVERFLOW");
   sa = in4("10.250.0.9", 80);
@@ -349,37 +365,37 @@ static void test_hostent(void) {
   CHECK(r == EAI_NONAME, "getnameinfo NI_NAMEREQD: EAI_NONAME");
 }
 
-static void test_fd_protection(void) {
+static void test_fds(void) {
   int before = count_fds();
   CHECK(echo_roundtrip("a") == 0, "round trip before");
   /* The shim's fds are the high ones (log and this thread's channel). */
   int mine[8], n = 0;
   for (int fd = 1000; fd < 70000 && n < 8; fd++)
     if (fcntl(fd, F_GETFD) >= 0) mine[n++] = fd;
-  CHECK(n >= 1 && mine[0] > 2, "found %d shim fd(s), first %d", n, n ? mine[0] : -1);
+  CHECK(n >= 1 && mine[0] > 2, "found the shim's fds, above 2", "%d fd(s), first %d", n, n ? mine[0] : -1);
   for (int i = 0; i < n; i++) {
-    CHECK(fcntl(mine[i], F_GETFD) & FD_CLOEXEC, "shim fd %d is close-on-exec", mine[i]);
-    CHECK(close(mine[i]) < 0 && errno == EBADF, "close(%d) pretends EBADF", mine[i]);
-    CHECK(dup(mine[i]) < 0 && errno == EBADF, "dup(%d) pretends EBADF", mine[i]);
-    CHECK(fcntl(mine[i], F_DUPFD, 0) < 0 && errno == EBADF, "F_DUPFD(%d) pretends EBADF", mine[i]);
+    CHECK(fcntl(mine[i], F_GETFD) & FD_CLOEXEC, "shim fd is close-on-exec", "fd %d", mine[i]);
+    CHECK(close(mine[i]) < 0 && errno == EBADF, "close(shim fd) pretends EBADF", "fd %d", mine[i]);
+    CHECK(dup(mine[i]) < 0 && errno == EBADF, "dup(shim fd) pretends EBADF", "fd %d", mine[i]);
+    CHECK(fcntl(mine[i], F_DUPFD, 0) < 0 && errno == EBADF, "F_DUPFD(shim fd) pretends EBADF", "fd %d", mine[i]);
   }
   int p[2];
   pipe(p);
   for (int i = 0; i < n; i++) {
-    CHECK(dup2(p[0], mine[i]) == mine[i], "dup2 onto shim fd %d succeeds", mine[i]);
-    CHECK(echo_roundtrip("b") == 0, "channel still works after dup2 onto %d", mine[i]);
+    CHECK(dup2(p[0], mine[i]) == mine[i], "dup2 onto a shim fd succeeds", "fd %d", mine[i]);
+    CHECK(echo_roundtrip("b") == 0, "channel still works after dup2 onto a shim fd", "fd %d", mine[i]);
     close(mine[i]);
   }
   for (int i = 0; i < n; i++) {
-    CHECK(dup3(p[1], mine[i], O_CLOEXEC) == mine[i], "dup3 onto %d succeeds", mine[i]);
-    CHECK(echo_roundtrip("b") == 0, "channel still works after dup3 onto %d", mine[i]);
+    CHECK(dup3(p[1], mine[i], O_CLOEXEC) == mine[i], "dup3 onto a shim fd succeeds", "fd %d", mine[i]);
+    CHECK(echo_roundtrip("b") == 0, "channel still works after dup3 onto a shim fd", "fd %d", mine[i]);
     close(mine[i]);
   }
   close(p[0]);
   close(p[1]);
   CHECK(close_range(3, ~0U, 0) == 0, "close_range(3, ~0U)");
   CHECK(echo_roundtrip("c") == 0, "channel survives close_range");
-  CHECK(count_fds() <= before, "no fd leak (before %d, after %d)", before, count_fds());
+  CHECK(count_fds() <= before, "no fd leak", "before %d, after %d", before, count_fds());
 }
 
 static void test_listen(void) {
@@ -396,12 +412,12 @@ static void test_listen(void) {
   struct sockaddr_in want = in4("127.0.0.1", port), got;
   errno = 4242;
   int r = bind(b, (struct sockaddr *)&want, sizeof want);
-  CHECK(r == 0 && errno == 4242, "bind to a port taken here succeeds elsewhere (r=%d errno=%d)", r, errno);
+  CHECK(r == 0 && errno == 4242, "bind to a port taken here succeeds elsewhere", "r=%d errno=%d", r, errno);
   len = sizeof got;
   getsockname(b, (struct sockaddr *)&got, &len);
-  CHECK(ntohs(got.sin_port) == port, "getsockname shows the port asked for (%d)", ntohs(got.sin_port));
+  CHECK(ntohs(got.sin_port) == port, "getsockname shows the port asked for", "%d", ntohs(got.sin_port));
   r = listen(b, 8);
-  CHECK(r < 0 && errno == EADDRINUSE, "listen refused by the proxy fails with its errno (r=%d errno=%d)", r, errno);
+  CHECK(r < 0 && errno == EADDRINUSE, "listen refused by the proxy fails with its errno", "r=%d errno=%d", r, errno);
   close(b);
 
   int c = socket(AF_INET, SOCK_STREAM, 0);
@@ -415,22 +431,22 @@ static void test_listen(void) {
   char ip[64] = "";
   inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
   CHECK(s >= 0 && len == sizeof peer && strcmp(ip, "10.250.0.9") == 0 && ntohs(peer.sin_port) == 5555,
-        "accept reports the pod client (%s:%d)", ip, ntohs(peer.sin_port));
+        "accept reports the pod client", "%s:%d", ip, ntohs(peer.sin_port));
   len = sizeof peer;
   getpeername(s, (struct sockaddr *)&peer, &len);
   inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
-  CHECK(strcmp(ip, "10.250.0.9") == 0, "getpeername agrees (%s)", ip);
+  CHECK(strcmp(ip, "10.250.0.9") == 0, "getpeername agrees", "%s", ip);
   len = sizeof peer;
   getsockname(s, (struct sockaddr *)&peer, &len);
   inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
-  CHECK(strcmp(ip, "10.244.1.5") == 0 && ntohs(peer.sin_port) == 8080, "getsockname is the pod side (%s:%d)", ip, ntohs(peer.sin_port));
+  CHECK(strcmp(ip, "10.244.1.5") == 0 && ntohs(peer.sin_port) == 8080, "getsockname is the pod side", "%s:%d", ip, ntohs(peer.sin_port));
 
   int d = socket(AF_INET, SOCK_STREAM, 0);
   connect(d, (struct sockaddr *)&me, sizeof me);
   len = sizeof peer;
   int s2 = accept4(a, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
   inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
-  CHECK(s2 >= 0 && strcmp(ip, "127.0.0.1") == 0, "a plain local connection is reported as it is (%s)", ip);
+  CHECK(s2 >= 0 && strcmp(ip, "127.0.0.1") == 0, "a plain local connection is reported as it is", "%s", ip);
   close(s2); close(d); close(s); close(c);
 
   /* A client binding a source port that is taken gets EADDRINUSE from connect(). */
@@ -439,15 +455,34 @@ static void test_listen(void) {
   r = bind(f, (struct sockaddr *)&want, sizeof want);
   CHECK(r == 0 && errno == 4242, "bind to a taken port (deferred)");
   r = connect(f, (struct sockaddr *)&me, sizeof me);
-  CHECK(r < 0 && errno == EADDRINUSE, "connect of a socket whose port is still taken: EADDRINUSE (r=%d errno=%d)", r, errno);
+  CHECK(r < 0 && errno == EADDRINUSE, "connect of a socket whose port is still taken: EADDRINUSE", "r=%d errno=%d", r, errno);
   close(f);
 
   close(a);
   int e = socket(AF_INET, SOCK_STREAM, 0);
   setsockopt(e, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   bind(e, (struct sockaddr *)&want, sizeof want);
-  CHECK(listen(e, 8) == 0, "close() unsubscribed: the port can be subscribed again (errno %d)", errno);
+  CHECK(listen(e, 8) == 0, "close() unsubscribed: the port can be subscribed again", "errno %d", errno);
   close(e);
+}
+
+/* What the TypeScript codec writes at the edges of what the shim keeps. */
+static void test_codec(void) {
+  struct addrinfo h = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = AI_CANONNAME}, *res = NULL;
+  int r = getaddrinfo("many.test", "80", &h, &res), n = 0;
+  for (struct addrinfo *ai = r ? NULL : res; ai; ai = ai->ai_next) n++;
+  CHECK(r == 0 && n == 64 && strcmp(res->ai_canonname, "many.default.svc.cluster.local") == 0,
+        "100 addresses: the first 64 are kept", "r=%d entries=%d", r, n);
+  if (!r) freeaddrinfo(res);
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = in4("10.250.0.1", 82);
+  r = connect(s, (struct sockaddr *)&a, sizeof a);
+  CHECK(r < 0 && errno == ECONNREFUSED, "a refusal with a 320-character message", "r=%d errno=%d", r, errno);
+  close(s);
+  a = in4("10.250.0.2", 80);
+  char host[1025] = "";
+  r = getnameinfo((struct sockaddr *)&a, sizeof a, host, sizeof host, NULL, 0, NI_NAMEREQD);
+  CHECK(r == 0 && strlen(host) == 214, "a 214-character reverse name", "r=%d length=%zu", r, strlen(host));
 }
 
 /* Run with TSMIRROR_SOCK pointing nowhere. */
@@ -455,13 +490,13 @@ static void test_unreachable(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = in4("10.250.0.1", 7);
   int r = connect(s, (struct sockaddr *)&a, sizeof a);
-  CHECK(r < 0 && errno == ENETUNREACH, "proxy unreachable: connect fails with ENETUNREACH (%d)", errno);
+  CHECK(r < 0 && errno == ENETUNREACH, "connect fails with ENETUNREACH", "%d", errno);
   close(s);
   struct addrinfo *res;
   r = getaddrinfo("db", "80", NULL, &res);
-  CHECK(r == EAI_AGAIN, "proxy unreachable: getaddrinfo gives EAI_AGAIN (%d)", r);
+  CHECK(r == EAI_AGAIN, "getaddrinfo gives EAI_AGAIN", "%d", r);
   struct hostent *he = gethostbyname("db");
-  CHECK(!he && h_errno == TRY_AGAIN, "proxy unreachable: gethostbyname TRY_AGAIN");
+  CHECK(!he && h_errno == TRY_AGAIN, "gethostbyname gives TRY_AGAIN");
 }
 
 /* Run without TSMIRROR_SOCK: nothing is asked, loopback works, numeric lookups work. */
@@ -473,15 +508,15 @@ static void test_inert(void) {
   socklen_t len = sizeof a;
   getsockname(l, (struct sockaddr *)&a, &len);
   int s = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "inert: loopback connect works");
+  CHECK(connect(s, (struct sockaddr *)&a, sizeof a) == 0, "loopback connect works");
   close(s);
   close(l);
   struct addrinfo *res;
-  CHECK(getaddrinfo("127.0.0.1", "80", NULL, &res) == 0, "inert: numeric getaddrinfo");
+  CHECK(getaddrinfo("127.0.0.1", "80", NULL, &res) == 0, "numeric getaddrinfo works");
   freeaddrinfo(res);
   int hi = 0;
   for (int fd = 1000; fd < 70000; fd++) hi += fcntl(fd, F_GETFD) >= 0;
-  CHECK(hi == 0, "inert: the shim opened no fds");
+  CHECK(hi == 0, "the shim opened no fds");
 }
 
 static void *thread_body(void *arg) {
@@ -502,8 +537,8 @@ static void test_threads(void) {
     bad += (long)r;
   }
   int after = count_fds();
-  CHECK(bad == 0, "32 threads x 100 connects (%ld failed)", bad);
-  CHECK(after == before, "no fd leak after threads exit (before %d, after %d)", before, after);
+  CHECK(bad == 0, "32 threads x 100 connects", "%ld failed", bad);
+  CHECK(after == before, "no fd leak after threads exit", "before %d, after %d", before, after);
 }
 
 static int wait_ok(pid_t pid) {
@@ -545,17 +580,23 @@ static void test_processes(void) {
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char *only = argc > 1 ? argv[1] : "";
-  if (!*only || !strcmp(only, "tcp")) test_tcp();
-  if (!*only || !strcmp(only, "nonblocking")) test_nonblocking();
-  if (!*only || !strcmp(only, "udp")) test_udp();
-  if (!*only || !strcmp(only, "getaddrinfo")) test_getaddrinfo();
-  if (!*only || !strcmp(only, "hostent")) test_hostent();
-  if (!*only || !strcmp(only, "threads")) test_threads();
-  if (!*only || !strcmp(only, "processes")) test_processes();
-  if (!*only || !strcmp(only, "fds")) test_fd_protection();
-  if (!*only || !strcmp(only, "listen")) test_listen();
-  if (!strcmp(only, "unreachable")) test_unreachable();
-  if (!strcmp(only, "inert")) test_inert();
+#define RUN(name, by_default)                                          \
+  if ((by_default && !*only) || !strcmp(only, #name)) {                \
+    section = #name;                                                   \
+    test_##name();                                                     \
+  }
+  RUN(tcp, true)
+  RUN(nonblocking, true)
+  RUN(udp, true)
+  RUN(getaddrinfo, true)
+  RUN(hostent, true)
+  RUN(threads, true)
+  RUN(processes, true)
+  RUN(fds, true)
+  RUN(listen, true)
+  RUN(codec, true)
+  RUN(unreachable, false)
+  RUN(inert, false)
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures != 0;
 }

@@ -1,8 +1,10 @@
 /**
  * Two cross-wired Duplex ends: what is written to one is read from the other, with
- * backpressure. The agent binds one end to a mux stream (as if it were a socket) and its
- * request router uses the other, so a session's stream and a TCP connection to the pod's
- * app look the same to the router. (Node 22 has stream.duplexPair; Node 20 does not.)
+ * backpressure. Both sides bind one end to a mux stream as if it were a socket: the agent
+ * so that its request router sees a session's stream and a TCP connection to the pod's
+ * app alike, the CLI so that a mirror's stream carries the copy in and drops the
+ * program's replies.
+ * (Node 22 has stream.duplexPair; Node 20 does not.)
  */
 import { Duplex } from 'node:stream';
 

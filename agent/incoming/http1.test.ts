@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { Http1Parser, HttpParseError, keepAlive, looksLikeHttp1, requestPath, type HttpEvent } from './http1.js';
-import { compileFilter, filterMatches } from './incoming.js';
 
 /** Feeds bytes in pieces of `step` and returns the events, body bytes joined per message. */
 function feed(p: Http1Parser, text: string | Buffer, step = Infinity): HttpEvent[] {
@@ -119,33 +118,5 @@ describe('helpers', () => {
     const head = (target: string) => ({ method: 'GET', target, status: 0, version: 'HTTP/1.1', headers: [] });
     expect(requestPath(head('/api/x?q=1'))).toBe('/api/x');
     expect(requestPath(head('http://svc:8080/api/x?q=1'))).toBe('/api/x');
-  });
-});
-
-describe('request filters', () => {
-  const req = (method: string, target: string, headers: Array<[string, string]>) => ({ method, target, status: 0, version: 'HTTP/1.1', headers });
-
-  it('header names are case-insensitive, values match whole as regular expressions, all must match', () => {
-    const f = compileFilter({ headers: [{ name: 'X-Dev', value: 'alice|bob' }, { name: 'x-team', value: 'core' }] });
-    if (!f) throw new Error('no filter');
-    expect(filterMatches(f, req('GET', '/', [['x-dev', 'alice'], ['X-TEAM', 'core']]))).toBe(true);
-    expect(filterMatches(f, req('GET', '/', [['x-dev', 'bob'], ['x-team', 'core']]))).toBe(true);
-    expect(filterMatches(f, req('GET', '/', [['x-dev', 'alicex'], ['x-team', 'core']]))).toBe(false);
-    expect(filterMatches(f, req('GET', '/', [['x-dev', 'alice']]))).toBe(false);
-  });
-
-  it('path (without the query) and method', () => {
-    const f = compileFilter({ headers: [], path: '/api/.*', method: 'post' });
-    if (!f) throw new Error('no filter');
-    expect(filterMatches(f, req('POST', '/api/v1?x=1', []))).toBe(true);
-    expect(filterMatches(f, req('GET', '/api/v1', []))).toBe(false);
-    expect(filterMatches(f, req('POST', '/apix', []))).toBe(false);
-  });
-
-  it('no parts is no filter; bad patterns are usage errors', () => {
-    expect(compileFilter({ headers: [] })).toBeUndefined();
-    expect(() => compileFilter({ headers: [{ name: 'x', value: '(' }] })).toThrow(/not a valid regular expression/);
-    expect(() => compileFilter({ headers: [{ name: 'bad name', value: 'x' }] })).toThrow(/header name/);
-    expect(() => compileFilter({ headers: [], method: 'G E T' })).toThrow(/method/);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { H2_PREFACE, h2Head, looksLikeH2 } from './http2.js';
-import { compileFilter, filterMatches } from './incoming.js';
+import { compileFilter, filterMatches } from './filters.js';
 
 describe('h2c detection and routing heads', () => {
   it('recognises the client preface, byte by byte, and nothing else', () => {

@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { TsmError } from '../protocol/errors.js';
+import { TsmError } from '../../protocol/errors.js';
 
 export const TABLE = 'tsmirror';
 export const PASS_MARK = 0x7473;

@@ -1,6 +1,6 @@
 /**
  * HTTP/2 with prior knowledge (h2c) on a filtered port: each request (an HTTP/2 stream) is
- * routed on its own, as HTTP/1.1 requests are (agent/incoming.ts), to the first session
+ * routed on its own, as HTTP/1.1 requests are (agent/incoming/http1-router.ts), to the first session
  * whose filter matches or to the pod's app. gRPC services are the common case.
  *
  * Unlike HTTP/1.1, where the client's bytes are forwarded as they came, HTTP/2 is
@@ -16,6 +16,7 @@ import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHt
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import type { MessageHead } from './http1.js';
+import type { RequestRouter, RouterHub, StartRouter } from './router.js';
 
 /** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -25,17 +26,6 @@ export function looksLikeH2(start: Buffer): 'yes' | 'no' | 'maybe' {
   const n = Math.min(start.byteLength, H2_PREFACE.byteLength);
   if (!start.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return 'no';
   return n === H2_PREFACE.byteLength ? 'yes' : 'maybe';
-}
-
-/** What the router needs of the port's hub; `S` is a subscription. */
-export interface H2Hub<S> {
-  /** The session whose filter matches the request, or undefined for the app. */
-  route(head: MessageHead): S | undefined;
-  /** A connection to the pod's app (marked: the redirect skips it). */
-  connectApp(client: net.Socket): Duplex;
-  /** A stream to the session's program; undefined when the session is gone. */
-  openSession(sub: S, client: net.Socket): Duplex | undefined;
-  logOnce(line: string): void;
 }
 
 /** The request as the filters see it: the method, the path with its query, the fields. */
@@ -82,12 +72,15 @@ function withStart(client: net.Socket, start: Buffer): Duplex {
   return d;
 }
 
-export class H2Router<S> {
-  readonly #hub: H2Hub<S>;
+/** Routes each HTTP/2 stream of one h2c connection to a session or the pod's app. */
+export class H2Router<S> implements RequestRouter {
+  readonly protocol = 'h2';
+  readonly #hub: RouterHub<S>;
   readonly #client: net.Socket;
   readonly #upstreams = new Map<S | 'app', ClientHttp2Session>();
+  #requests = 0;
 
-  constructor(hub: H2Hub<S>, client: net.Socket, start: Buffer) {
+  constructor(hub: RouterHub<S>, client: net.Socket, start: Buffer) {
     this.#hub = hub;
     this.#client = client;
     const server = http2.createServer();
@@ -98,6 +91,10 @@ export class H2Router<S> {
     });
     server.emit('connection', withStart(client, start));
     client.once('close', () => this.#closeUpstreams());
+  }
+
+  get requests(): number {
+    return this.#requests;
   }
 
   #closeUpstreams(): void {
@@ -132,6 +129,7 @@ export class H2Router<S> {
     try {
       const upstream = this.#upstream(this.#hub.route(h2Head(headers)));
       out = upstream.request(outgoing(headers), { endStream: stream.endAfterHeaders });
+      this.#requests++;
     } catch (err) {
       this.#hub.logOnce(`h2c request could not be forwarded: ${(err as Error).message}`);
       stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -158,3 +156,5 @@ export class H2Router<S> {
     });
   }
 }
+
+export const startH2Router: StartRouter = (hub, client, start) => new H2Router(hub, client, start);
