@@ -77,6 +77,11 @@ export interface Admission {
   pod: PodRef;
   /** The user the API server vouched for (when a token was given). */
   user: string | undefined;
+  /**
+   * Checks each port.subscribe against the policy in force then: what the session really
+   * asks for, not what its hello declared (a client may declare nothing and steal later).
+   */
+  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
 }
 
 export interface PolicyOptions {
@@ -149,6 +154,13 @@ export class PolicyEnforcer {
       { hint: 'ask the cluster admin who owns the tsmirror policy, or choose another target' });
   }
 
+  /** Unfiltered steal is refused in a protected namespace (by the policy in force now). */
+  #checkSteal(namespace: string, filtered: boolean): void {
+    if (filtered) return;
+    const rule = matchingRule(this.#policy.protectedNamespaces, namespace);
+    if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${namespace}; steal with an HTTP filter, or mirror`);
+  }
+
   async #podOf(req: AdmissionRequest): Promise<PodRef | undefined> {
     let ids: string[];
     if (req.target.kind === 'container') ids = [req.target.id.replace(/^[a-z-]+:\/\//, '').toLowerCase()];
@@ -175,16 +187,17 @@ export class PolicyEnforcer {
       throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
     }
     // Anything but an explicit `filtered: true` counts as unfiltered.
-    if (incoming?.mode === 'steal' && incoming.filtered !== true) {
-      const rule = matchingRule(policy.protectedNamespaces, ns);
-      if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${ns}; steal with an HTTP filter, or mirror`);
-    }
+    if (incoming?.mode === 'steal') this.#checkSteal(ns, incoming.filtered === true);
+    const authorizeIncoming = (mode: 'mirror' | 'steal', filtered: boolean): void => {
+      if (this.#invalid !== undefined) throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses new subscriptions: ${this.#invalid}`);
+      if (mode === 'steal') this.#checkSteal(ns, filtered);
+    };
     const token = req.hello.token;
     if (token === undefined || token === '') {
       if (policy.requireUserAuth) {
         throw this.#refuse('requireUserAuth: true', 'the session carries no bearer token, so the agent cannot check who you are; use a kubeconfig whose credentials are a token (or an exec plugin that yields one)');
       }
-      return { pod, user: undefined };
+      return { pod, user: undefined, authorizeIncoming };
     }
     const review = await this.#o.kube.reviewToken(token);
     if ('error' in review) {
@@ -196,6 +209,6 @@ export class PolicyEnforcer {
         throw this.#refuse(`"users must be allowed to ${what} in the target's namespace"`, `user ${review.user.username} may not ${what} in namespace ${ns} (SubjectAccessReview)`);
       }
     }
-    return { pod, user: review.user.username };
+    return { pod, user: review.user.username, authorizeIncoming };
   }
 }

@@ -34,7 +34,7 @@ export interface AgentOptions {
    * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
    * refuse it. Returns the user the API server vouched for and the target's pod.
    */
-  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
+  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string }; authorizeIncoming?: (mode: 'mirror' | 'steal', filtered: boolean) => void }>;
   /**
    * Without `admit` (local mode), sessions must present the key this agent writes for the
    * user who started it (common/local-agent-key.ts). False only with --insecure-no-auth.
@@ -152,7 +152,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             startedAt: Date.now(),
             ...incomingOf(hello),
             files: hello.files?.mode === 'write' ? 'write' : 'read',
-          }, incoming);
+          }, incoming, admitted?.authorizeIncoming);
           if (peer.closed) {
             session.dispose();
             return;

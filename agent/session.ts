@@ -19,6 +19,7 @@ import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
 import type { IncomingRegistry } from './incoming/namespaces.js';
 import { SessionIncoming } from './incoming/subscriptions.js';
+import { compileFilter } from './incoming/filters.js';
 import { streamPair } from '../common/stream-pair.js';
 import type { ResolvConf } from '../common/resolv-conf.js';
 import { PodResolver, ResolveError, closeDatagramSocket } from './resolver.js';
@@ -66,7 +67,12 @@ export class AgentSession {
   #nextAgentStream = 0;
 
   /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
-  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry) {
+  /** The policy's check of each subscription (cluster mode; none in local mode). */
+  readonly #authorizeIncoming: ((mode: 'mirror' | 'steal', filtered: boolean) => void) | undefined;
+
+  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry,
+    authorizeIncoming?: (mode: 'mirror' | 'steal', filtered: boolean) => void) {
+    this.#authorizeIncoming = authorizeIncoming;
     this.#peer = peer;
     this.info = { ...info, streams: 0 };
     this.#pid = target.pid;
@@ -184,9 +190,13 @@ export class AgentSession {
       return this.#podFiles().change(m);
     },
     'port.subscribe': (m) => {
+      // What the subscription really is decides, not what the client calls it: a filter
+      // that lets every request through is a steal of everything (agent/incoming/filters.ts).
+      const filtered = m.mode === 'steal' && compileFilter(m.filter) !== undefined;
+      this.#authorizeIncoming?.(m.mode, filtered);
       const declared = this.info.incoming;
-      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== (m.filter !== undefined)))) {
-        throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${m.filter ? 'filtered ' : ''}${m.mode}`);
+      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== filtered))) {
+        throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${filtered ? 'filtered ' : ''}${m.mode}`);
       }
       return this.#incoming.subscribe(m.port, m.mode, m.filter);
     },

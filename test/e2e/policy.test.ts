@@ -88,6 +88,35 @@ async function hello(target: TargetRef, extra: Partial<ClientHello> = {}): Promi
   return answer;
 }
 
+/** A raw session kept open for requests: each resolves with the agent's result or error message. */
+async function openRaw(target: TargetRef, extra: Partial<ClientHello> = {}): Promise<{ request: (m: Record<string, unknown>) => Promise<AgentMessage>; close: () => void }> {
+  const ws = new WebSocket(agent.url);
+  const messages: AgentMessage[] = [];
+  ws.on('message', (d: Buffer) => messages.push(decodeAgentMessage(d)));
+  await new Promise((r) => ws.once('open', r));
+  ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities: ['tcp', 'incoming'], target, client: { version: 'test', user: 'test', host: 'test' }, ...extra }));
+  const waitFor = async (pick: (m: AgentMessage) => boolean): Promise<AgentMessage> => {
+    const started = Date.now();
+    for (;;) {
+      const m = messages.find(pick);
+      if (m) return m;
+      if (Date.now() - started > 10000) throw new Error(`no answer; got ${JSON.stringify(messages.map((x) => x.type))}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const first = await waitFor((m) => m.type === 'hello' || m.type === 'session.error');
+  if (first.type !== 'hello') throw new Error(refusal(first));
+  let id = 0;
+  return {
+    request: async (m) => {
+      const mine = ++id;
+      ws.send(encode({ ...m, id: mine } as never));
+      return waitFor((x) => (x.type === 'result' || x.type === 'error') && x.id === mine);
+    },
+    close: () => ws.close(),
+  };
+}
+
 const inPay = (): TargetRef => ({ kind: 'container', id: pay.containerId });
 const inCart = (): TargetRef => ({ kind: 'container', id: cart.containerId });
 const refusal = (m: AgentMessage): string => (m.type === 'session.error' ? `${m.code}: ${m.message}` : `accepted (${m.type})`);
@@ -110,6 +139,33 @@ describe('policy', () => {
     expect((await hello(inPay(), { token: 'alice-token' })).type).toBe('hello');
     // The namespace is the pod's, from the API: an unprotected one allows unfiltered steal.
     expect((await hello(inCart(), { incoming: { mode: 'steal', filtered: false } })).type).toBe('hello');
+  });
+
+  it('the policy holds for what a session subscribes, whatever its hello declared (a later subscribe, a match-all filter)', async () => {
+    // A client that declares no incoming traffic at all, then steals: refused at the subscribe.
+    const s = await openRaw(inPay(), { token: 'alice-token' });
+    try {
+      const unfiltered = await s.request({ type: 'port.subscribe', port: 8080, mode: 'steal' });
+      expect(unfiltered).toMatchObject({ type: 'error', code: 'TSM_ERR_POLICY', message: expect.stringContaining('protectedNamespaces "prod-.*"') });
+      // Filters that let every request through count as none.
+      for (const filter of [{ headers: [] }, { headers: [], path: '.*' }, { headers: [], path: '/.*' }, { headers: [{ name: 'host', value: '.*' }] }, { headers: [], path: '/[^Q]*' }]) {
+        const r = await s.request({ type: 'port.subscribe', port: 8080, mode: 'steal', filter });
+        expect(r, JSON.stringify(filter)).toMatchObject({ type: 'error', code: 'TSM_ERR_POLICY' });
+      }
+    } finally {
+      s.close();
+    }
+    // Declared filtered, subscribing with an empty filter: refused too.
+    const declared = await openRaw(inPay(), { token: 'alice-token', incoming: { mode: 'steal', filtered: true } });
+    try {
+      const r = await declared.request({ type: 'port.subscribe', port: 8080, mode: 'steal', filter: { headers: [] } });
+      expect(r).toMatchObject({ type: 'error', code: 'TSM_ERR_POLICY' });
+      // A filter that selects some requests is allowed, as before.
+      const ok = await declared.request({ type: 'port.subscribe', port: 8080, mode: 'steal', filter: { headers: [{ name: 'x-dev', value: 'alice' }] } });
+      expect(ok).toMatchObject({ type: 'result' });
+    } finally {
+      declared.close();
+    }
   });
 
   it('a denied namespace refuses every session; the ConfigMap is re-read when it changes', async () => {
