@@ -12,7 +12,7 @@ export interface ClusterSettings {
   /** Reach the API server with this kubeconfig; without it, the pod's service account. */
   kubeconfig: string | undefined;
   node: string;
-  /** The ConfigMap holding the policy; without it, the default policy. */
+  /** The ConfigMap holding the policy; without it, the empty policy. */
   configMap: { namespace: string; name: string } | undefined;
   pollMs: number;
 }
