@@ -257,6 +257,8 @@ describe('robustness', () => {
     const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
     await pollUntil(async () => (await status()) !== 0, 10000);
     expect(await status()).toBe(1);
+    // The CLI makes its private folder just after the session opens: kill it once it has.
+    await pollUntil(() => readdirSync(tmpdir()).some((n) => n.startsWith(`tsmirror-${cli.pid}-`)), 10000, 10);
     cli.kill('SIGKILL');
     await pollUntil(async () => (await status()) === 0, 15000);
     expect(await status()).toBe(0);
