@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { connectAgent } from '../../cli/agent-client.js';
 import { RemoteError } from '../../protocol/errors.js';
-import { run, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
+import { run, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 const TOKEN_PATH = '/var/run/secrets/kubernetes.io/serviceaccount/token';
@@ -52,8 +52,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
+  await stopAll({ agent, harness });
   rmSync(SECRET_PATH, { force: true });
 });
 

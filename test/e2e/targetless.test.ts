@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
 import { forwardToPod, type Forward } from '../harness/forward.js';
-import { cliPath, run } from './tsm.js';
+import { cliPath, run, runCli } from './tsm.js';
 
 let harness: Harness;
 let agentPod: Pod;
@@ -29,7 +29,7 @@ afterAll(async () => {
 
 describe('targetless', () => {
   it("reaches cluster services and DNS through the agent's own network, says so once, imports no environment", async () => {
-    const r = await run(process.execPath, [cliPath, 'exec', '--agent', `ws://127.0.0.1:${forward.port}`, '--',
+    const r = await runCli(['exec', '--agent', `ws://127.0.0.1:${forward.port}`, '--',
       'sh', '-c', 'curl -sS http://db.default.svc.cluster.local:8080/ && echo "[${AGENT_ONLY:-}]"'], { timeoutMs: 30000 });
     expect(r.stdout).toBe('hello from db\n[]\n');
     expect(r.code).toBe(0);
