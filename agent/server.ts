@@ -69,7 +69,7 @@ function parseTargetRef(value: unknown): TargetRef {
   throw new TsmError('TSM_ERR_BAD_FRAME', 'hello has a malformed target');
 }
 
-/** The hello's declared incoming mode (issue 4), when well-formed. */
+/** The hello's declared incoming mode (mirror or steal, filtered or not), when well-formed. */
 function incomingOf(hello: ClientHello): { incoming?: { mode: 'mirror' | 'steal'; filtered: boolean } } {
   const i = hello.incoming as { mode?: unknown; filtered?: unknown } | undefined;
   if (!i || (i.mode !== 'mirror' && i.mode !== 'steal') || typeof i.filtered !== 'boolean') return {};

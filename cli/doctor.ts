@@ -10,7 +10,7 @@ import { TsmError } from '../protocol/errors.js';
 import { findProgram, inspectProgram } from './launch.js';
 import { kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
 import { resolveKubeTarget } from './kube-target.js';
-import { AGENT_NAMESPACE, findAgent, listAgentPods, type AgentPod } from './kube-session.js';
+import { AGENT_NAMESPACE, findAgent, listAgentPods, type AgentPod } from './agent-pod.js';
 import { agentGet, type AgentStatus } from './status.js';
 import { parseTarget } from './target.js';
 

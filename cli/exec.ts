@@ -16,7 +16,7 @@ import { fileRules } from './files.js';
 import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incoming.js';
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
-import type { KubeSessionFlags } from './kube-session.js';
+import type { KubeSessionFlags } from './agent-pod.js';
 import { parseResolvConf } from '../common/resolv-conf.js';
 
 export interface SessionFlags extends KubeSessionFlags {
@@ -64,7 +64,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
     // Kubernetes targets: resolved through the API, reached through the port-forward.
     const started = Date.now();
     // Loaded only here: @kubernetes/client-node takes ~75 ms to import, bundled.
-    const { openKubeSession } = await import('./kube-session.js');
+    const { openKubeSession } = await import('./agent-pod.js');
     const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming, filesDeclared(flags));
     const h = agent.hello;
     progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);

@@ -7,7 +7,7 @@ import { PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
-import { AGENT_NAMESPACE, listAgentPods } from './kube-session.js';
+import { AGENT_NAMESPACE, listAgentPods } from './agent-pod.js';
 import { POLICY_CONFIGMAP, allManifests, defaultImage, toYamlDocuments, type Manifest } from './manifests.js';
 
 export interface InstallFlags extends KubeFlags {

@@ -5,7 +5,7 @@
 import { request } from 'node:http';
 import { TsmError } from '../protocol/errors.js';
 import { loadKube, type Kube, type KubeFlags } from './kube.js';
-import { AGENT_NAMESPACE, forwardToAgent, listAgentPods, type AgentPod } from './kube-session.js';
+import { AGENT_NAMESPACE, forwardToAgent, listAgentPods, type AgentPod } from './agent-pod.js';
 
 export interface AgentSessionStatus { id: string; user: string; host: string; target: string; startedAt: number; streams: number }
 export interface AgentStatus { version: string; protocol: number; node: string; sessions: AgentSessionStatus[] }

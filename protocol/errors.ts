@@ -1,6 +1,7 @@
 /**
  * Every failure tsmirror reports has a stable `TSM_ERR_*` code. The codes are listed
- * here, in one place, with the sentence users see in `docs/errors.md`.
+ * here, in one place, each with what it means; `docs/troubleshooting.md` explains each to
+ * users, with its fix.
  */
 export const ErrorCodes = {
   TSM_ERR_USAGE: 'the command line or configuration is wrong',

@@ -65,7 +65,7 @@ export interface FsStatValue {
 export const FS_MAX_READ = 2 * 1024 * 1024;
 
 
-// ---- incoming traffic (issue 4): the program listens on `port`; the agent redirects the
+// ---- incoming traffic (mirror and steal): the program listens on `port`; the agent redirects the
 // pod's incoming connections on it (see docs/ARCHITECTURE.md, "Incoming traffic").
 export type IncomingMode = 'mirror' | 'steal';
 /** HTTP request filter: every given part must match (header names case-insensitive, values/path whole-match regexes). */

@@ -10,7 +10,7 @@ import { decodeAgentMessage, encode, MAX_FRAME_BYTES } from '../../protocol/code
 import { PROTOCOL_VERSION, type AgentMessage, type ClientMessage } from '../../protocol/messages.js';
 import { connectAgent } from '../../cli/agent-client.js';
 import { readAgentKey } from '../../common/local-agent-key.js';
-import { cliPath, run, startAgentProcess, type AgentProcess } from './tsm.js';
+import { pollUntil, runCli, startAgentProcess, type AgentProcess } from './tsm.js';
 
 let agent: AgentProcess;
 let target: ChildProcess;
@@ -37,10 +37,7 @@ async function rawSession(h = hello()): Promise<{ ws: WebSocket; messages: Agent
   ws.on('message', (d: Buffer) => messages.push(decodeAgentMessage(d)));
   await new Promise((r) => ws.once('open', r));
   ws.send(encode(h));
-  const started = Date.now();
-  while (!messages.some((m) => m.type === 'hello' || m.type === 'session.error') && Date.now() - started < 5000) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await pollUntil(() => messages.some((m) => m.type === 'hello' || m.type === 'session.error'), 5000, 10);
   return { ws, messages, closed };
 }
 
@@ -93,9 +90,7 @@ describe('agent sessions', () => {
     s.ws.pause();
     (s.ws as unknown as { _socket: { pause(): void } })._socket.pause();
     const started = Date.now();
-    while ((await status()).sessions.some((x) => x.id === id) && Date.now() - started < 5000) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await pollUntil(async () => !(await status()).sessions.some((x) => x.id === id), 5000);
     const after = Date.now() - started;
     expect((await status()).sessions.map((x) => x.id)).not.toContain(id);
     expect(after).toBeGreaterThanOrEqual(700);
@@ -112,10 +107,10 @@ describe('agent sessions', () => {
 
   it('a port already in use is a usage error naming the flag, not an internal error', async () => {
     const taken = new URL(agent.url).port;
-    const listen = await run(process.execPath, [cliPath, 'agent', '--listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
+    const listen = await runCli(['agent', '--listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
     expect(listen.code).toBe(125);
     expect(listen.stderr).toContain(`cannot listen on 127.0.0.1:${taken} (--listen): that port is already in use; choose another --listen, or port 0 for any free one [TSM_ERR_USAGE]`);
-    const health = await run(process.execPath, [cliPath, 'agent', '--listen', '127.0.0.1:0', '--health-listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
+    const health = await runCli(['agent', '--listen', '127.0.0.1:0', '--health-listen', `127.0.0.1:${taken}`], { timeoutMs: 15000 });
     expect(health.code).toBe(125);
     expect(health.stderr).toContain(`cannot listen on 127.0.0.1:${taken} (--health-listen): that port is already in use`);
   });

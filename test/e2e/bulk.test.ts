@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { cliPath, peakRss, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
+import { cliPath, peakRss, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 const MiB = 1024 * 1024;
@@ -66,10 +66,7 @@ beforeAll(async () => {
   agent = await startAgentProcess();
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
-});
+afterAll(() => stopAll({ agent, harness }));
 
 describe('bulk transfers', () => {
   it('a 200 MB download through the pod arrives intact', async () => {

@@ -4,7 +4,7 @@
  * wait for ready agents), status with live sessions, doctor's checks, targets, uninstall.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -20,8 +20,8 @@ import { parseAllDocuments } from 'yaml';
 import { packageVersion } from '../../native/index.js';
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
-import { FakeApiServer, randomHex, type KubeObject } from '../k8s/apiserver.js';
-import { cliPath, run, startAgentProcess, type AgentProcess, type RunOptions } from './tsm.js';
+import { FakeApiServer, type KubeObject } from '../k8s/apiserver.js';
+import { addAgentPod, cliPath, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -48,21 +48,15 @@ beforeAll(async () => {
   kubeconfig = api.writeKubeconfig(dir, { namespace: 'shop' });
 }, 120000);
 
-afterAll(async () => {
-  await agent?.stop();
-  await api?.close();
-  await harness?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => stopAll({ agent, api, harness, dirs: [dir] }));
 
-const tsm = (args: string[], opts: RunOptions = {}) => run(process.execPath, [cliPath, ...args], { timeoutMs: 60000, ...opts });
+const tsm = (args: string[], opts: RunOptions = {}) => runCli(args, { timeoutMs: 60000, ...opts });
 
 /** Plays the DaemonSet controller: an agent pod on node-1 (backed by the real agent) once the DaemonSet exists. */
 function agentPodFor(ds: KubeObject, version = packageVersion): void {
-  api.addPod({
+  addAgentPod(api, agent, {
     name: 'tsmirror-agent-x8k2z', namespace: ds.metadata.namespace ?? 'tsmirror-system', node: 'node-1',
-    labels: { 'app.kubernetes.io/name': 'tsmirror-agent', 'app.kubernetes.io/version': version },
-    containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
+    labels: { 'app.kubernetes.io/version': version },
     owner: { apiVersion: 'apps/v1', kind: 'DaemonSet', name: ds.metadata.name, uid: ds.metadata.uid ?? '' },
   });
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeApiServer, randomHex } from '../k8s/apiserver.js';
-import { cliPath, run } from './tsm.js';
+import { cliPath, run, runCli } from './tsm.js';
 
 let bin: string;
 let env: NodeJS.ProcessEnv;
@@ -80,7 +80,7 @@ describe('shell completion', () => {
         `clusters: [{name: x, cluster: {server: "http://127.0.0.1:${port}", insecure-skip-tls-verify: true}}]`,
         'contexts: [{name: x, context: {cluster: x, user: x}}]', 'users: [{name: x, user: {token: t}}]', '',
       ].join('\n'));
-      const r = await run(process.execPath, [cliPath, '__complete', '3', 'tsmirror', 'exec', '--target', 'deployment/', '--kubeconfig', dead], { env, timeoutMs: 15000 });
+      const r = await runCli(['__complete', '3', 'tsmirror', 'exec', '--target', 'deployment/', '--kubeconfig', dead], { env, timeoutMs: 15000 });
       expect(r.stdout).toBe('');
       expect(r.code).toBe(0); // not killed by the timeout: it gave up by itself
       expect(held.length).toBeGreaterThan(0);
@@ -91,7 +91,7 @@ describe('shell completion', () => {
   });
 
   it('an unknown shell is refused with the list', async () => {
-    const r = await run(process.execPath, [cliPath, 'completion', 'tcsh']);
+    const r = await runCli(['completion', 'tcsh']);
     expect(r.code).toBe(125);
     expect(r.stderr).toContain('choose one of bash, zsh, fish');
   });

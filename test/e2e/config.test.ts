@@ -3,14 +3,13 @@
  * directory, runs a program against a harness pod with no flags, lets flags and
  * TSMIRROR_* variables override the file, and refuses a bad file before connecting.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { cliPath, repoRoot, run, startAgentProcess, stopCli, type AgentProcess } from './tsm.js';
+import { repoRoot, runCli, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let db: Pod;
@@ -27,17 +26,13 @@ beforeAll(async () => {
   mkdirSync(join(project, '.tsmirror'));
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
-  if (project) rmSync(project, { recursive: true, force: true });
-});
+afterAll(() => stopAll({ agent, harness, dirs: [project] }));
 
 const writeConfig = (config: Record<string, unknown>): void => {
   writeFileSync(join(project, '.tsmirror', 'config.json'), JSON.stringify(config));
 };
 const tsm = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-  run(process.execPath, [cliPath, ...args], { cwd: join(project, 'src', 'deep'), env: { ...process.env, ...env }, timeoutMs: 30000 });
+  runCli(args, { cwd: join(project, 'src', 'deep'), env: { ...process.env, ...env }, timeoutMs: 30000 });
 
 describe('.tsmirror/config.json', () => {
   it('names agent and target: `tsmirror exec -- curl` works with no flags, from a subdirectory', async () => {
@@ -88,23 +83,15 @@ describe('.tsmirror/config.json', () => {
   it('${USER} in a header filter is expanded: a filtered steal from the file takes only that user\'s requests', async () => {
     writeConfig({ agent: agent.url, target: `pid/${api.pid}`, steal: true, httpHeader: ['x-dev: ${USER}'] });
     const server = 'import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n  def do_GET(self):\n    self.send_response(200); self.end_headers(); self.wfile.write(b"local\\n")\n  def log_message(self, *a): pass\nhttp.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()';
-    const cli = spawn(process.execPath, [cliPath, 'exec', '--', '/usr/bin/python3', '-c', server], {
-      cwd: join(project, 'src', 'deep'), env: { ...process.env, USER: 'alice-cfg' }, stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    cli.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const cli = startCli(['exec', '--', '/usr/bin/python3', '-c', server], { cwd: join(project, 'src', 'deep'), env: { ...process.env, USER: 'alice-cfg' } });
     try {
-      const until = Date.now() + 20000;
-      while (!/stealing requests matching x-dev: alice-cfg on port 8080/.test(err)) {
-        if (Date.now() > until || cli.exitCode !== null) throw new Error(`no steal:\n${err}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await cli.waitFor(/stealing requests matching x-dev: alice-cfg on port 8080/, 20000);
       const get = async (header: string[]): Promise<string> =>
         (await harness.exec(db, ['curl', '-sS', '--max-time', '10', ...header, `http://${api.ip}:8080/`])).stdout;
       expect(await get(['-H', 'x-dev: alice-cfg'])).toBe('local\n');
       expect(await get(['-H', 'x-dev: bob'])).toBe('hello from api\n');
     } finally {
-      await stopCli(cli);
+      await stopCli(cli.child);
     }
   });
 
@@ -121,11 +108,11 @@ describe('.tsmirror/config.json', () => {
   it('config init writes a starter file that validates; --config picks another file', async () => {
     const other = mkdtempSync(join(tmpdir(), 'tsm-init-'));
     try {
-      const init = await run(process.execPath, [cliPath, 'config', 'init', '--dir', other, '--target', `pid/${api.pid}`, '--agent', agent.url]);
+      const init = await runCli(['config', 'init', '--dir', other, '--target', `pid/${api.pid}`, '--agent', agent.url]);
       expect(init.code).toBe(0);
       const written = join(other, '.tsmirror', 'config.json');
       expect(JSON.parse(readFileSync(written, 'utf8'))).toMatchObject({ target: `pid/${api.pid}`, agent: agent.url });
-      const again = await run(process.execPath, [cliPath, 'config', 'init', '--dir', other]);
+      const again = await runCli(['config', 'init', '--dir', other]);
       expect(again.code).toBe(125);
       expect(again.stderr).toContain('already exists');
       writeConfig({ agent: 'ws://127.0.0.1:9' });
@@ -137,9 +124,9 @@ describe('.tsmirror/config.json', () => {
   });
 
   it('the shipped JSON Schema and docs/config-reference.md are what the exec options define (npm run schema)', async () => {
-    const r = await run(process.execPath, [cliPath, 'config', 'schema']);
+    const r = await runCli(['config', 'schema']);
     expect(JSON.parse(r.stdout)).toEqual(JSON.parse(readFileSync(join(repoRoot, 'schema', 'config.schema.json'), 'utf8')));
-    const md = await run(process.execPath, [cliPath, 'config', 'schema', '--markdown']);
+    const md = await runCli(['config', 'schema', '--markdown']);
     expect(md.stdout).toBe(readFileSync(join(repoRoot, 'docs', 'config-reference.md'), 'utf8'));
   });
 });

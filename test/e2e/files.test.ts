@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { connectAgent } from '../../cli/agent-client.js';
 import { RemoteError } from '../../protocol/errors.js';
-import { run, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
+import { run, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 const TOKEN_PATH = '/var/run/secrets/kubernetes.io/serviceaccount/token';
@@ -52,8 +52,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
+  await stopAll({ agent, harness });
   rmSync(SECRET_PATH, { force: true });
 });
 
@@ -205,6 +204,18 @@ describe('pod files', () => {
     const py = await exec([PY, '-c', "open('/data/py.txt','w').write('from python\\n')"], ['--fs-mode', 'write']);
     expect(py.code).toBe(0);
     expect(readFileSync(join(pod.dataDir, 'py.txt'), 'utf8')).toBe('from python\n');
+  });
+
+  it('write mode: truncate() of a pod path (fs.truncate) and mkdir/rmdir (fs.change) reach the pod', async () => {
+    const py = await exec([PY, '-c', [
+      'import os', "open('/data/cut.txt','w').write('0123456789')", "os.truncate('/data/cut.txt', 4)",
+      "os.mkdir('/data/dir-made')", "os.mkdir('/data/dir-gone')", "os.rmdir('/data/dir-gone')",
+    ].join('\n')], ['--fs-mode', 'write']);
+    expect(py.stderr).toBe('');
+    expect(py.code).toBe(0);
+    expect(readFileSync(join(pod.dataDir, 'cut.txt'), 'utf8')).toBe('0123');
+    expect(existsSync(join(pod.dataDir, 'dir-made'))).toBe(true);
+    expect(existsSync(join(pod.dataDir, 'dir-gone'))).toBe(false);
   });
 
   it('local mode: the pod files are not visible', async () => {

@@ -4,14 +4,14 @@
  * too; a `client` pod sends requests (curl, node) to the app's pod IP. Mirror, steal,
  * HTTP filters, several sessions on one port, fail-open.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { cliPath, repoRoot, startAgentProcess, type AgentProcess } from './tsm.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
 const SERVER = join(FIX, 'incoming-server.mjs');
@@ -36,9 +36,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of sessions) s.kill();
-  await agent?.stop();
-  await harness?.destroy();
-  if (localDir) rmSync(localDir, { recursive: true, force: true });
+  await stopAll({ agent, harness, dirs: [localDir] });
 });
 
 afterEach(async () => {
@@ -54,38 +52,18 @@ function bigBody(): Buffer {
   return big;
 }
 
-/** A `tsmirror exec` running in the background, its output collected. */
-interface Session {
-  child: ChildProcess;
-  out: () => string;
-  err: () => string;
-  waitFor: (re: RegExp, ms?: number) => Promise<RegExpExecArray>;
+/** A `tsmirror exec` running in the background (in its own process group), its output collected. */
+interface Session extends RunningCli {
   kill: () => void;
   stop: () => Promise<void>;
 }
 const sessions = new Set<Session>();
 
 function startSession(flags: string[], command: string[], agentUrl = agent.url, target: Pod = app): Session {
-  const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agentUrl, '--target', `pid/${target.pid}`, ...flags, '--', ...command],
-    { stdio: ['ignore', 'pipe', 'pipe'], cwd: localDir, detached: true });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const cli = startCli(['exec', '--agent', agentUrl, '--target', `pid/${target.pid}`, ...flags, '--', ...command], { cwd: localDir, detached: true });
+  const { child } = cli;
   const s: Session = {
-    child,
-    out: () => out,
-    err: () => err,
-    waitFor: (re, ms = 15000) => new Promise((resolve, reject) => {
-      const t0 = Date.now();
-      const tick = (): void => {
-        const m = re.exec(out + err);
-        if (m) resolve(m);
-        else if (Date.now() - t0 > ms || child.exitCode !== null) reject(new Error(`no ${re} in output:\n${out}\n${err}`));
-        else setTimeout(tick, 50);
-      };
-      tick();
-    }),
+    ...cli,
     // The whole process group: tsmirror and the program it runs.
     kill: () => {
       try {
@@ -130,8 +108,7 @@ function tables(pod: Pod): string {
 }
 
 async function noRulesLeft(pod: Pod): Promise<void> {
-  const t0 = Date.now();
-  while (tables(pod).includes('tsmirror') && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+  await pollUntil(() => !tables(pod).includes('tsmirror'), 5000);
   expect(tables(pod)).not.toContain('tsmirror');
 }
 

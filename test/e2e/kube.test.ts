@@ -5,14 +5,14 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
 import { FakeApiServer, randomHex } from '../k8s/apiserver.js';
-import { cliPath, run, startAgentProcess, type AgentProcess, type RunOptions } from './tsm.js';
+import { addAgentPod, cliPath, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -35,17 +35,14 @@ beforeAll(async () => {
   kubeconfig = api.writeKubeconfig(dir, { namespace: 'default' });
   api.addNode('node-1');
   api.addNode('node-2');
-  api.addPod({
-    name: 'tsmirror-agent-n1', namespace: 'tsmirror-system', node: 'node-1', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' },
-    containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
-  });
+  addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
   api.addHarnessPod(db, { name: 'db-0' });
   api.addDeployment('shop', 'api', [{ pod: web }]);
   api.addDeployment('shop', 'worker', [{ pod: web, ready: false }]);
   api.addDeployment('shop', 'far', [{ pod: web, node: 'node-2' }]);
   // node-3's agent pod exists but nothing listens on its session port.
   api.addNode('node-3');
-  api.addPod({ name: 'tsmirror-agent-n3', namespace: 'tsmirror-system', node: 'node-3', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' }, containers: [{ name: 'agent', id: randomHex() }], forwards: {} });
+  addAgentPod(api, undefined, { name: 'tsmirror-agent-n3', node: 'node-3' });
   api.addDeployment('shop', 'deaf', [{ pod: web, node: 'node-3' }]);
   api.addWorkload('StatefulSet', 'shop', 'cache', [{ pod: web }]);
   api.addWorkload('Job', 'shop', 'migrate', [{ pod: web }]);
@@ -58,15 +55,10 @@ beforeAll(async () => {
   });
 }, 120000);
 
-afterAll(async () => {
-  await agent?.stop();
-  await api?.close();
-  await harness?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => stopAll({ agent, api, harness, dirs: [dir] }));
 
 function tsm(args: string[], opts: RunOptions = {}) {
-  return run(process.execPath, [cliPath, ...args], { timeoutMs: 60000, ...opts });
+  return runCli(args, { timeoutMs: 60000, ...opts });
 }
 const exec = (target: string, command: string[], flags: string[] = []) =>
   tsm(['exec', '--kubeconfig', kubeconfig, '--target', target, ...flags, '--', ...command]);
@@ -184,7 +176,7 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     const started = Date.now();
-    while (!stdout.includes('ready') && Date.now() - started < 20000) await new Promise((r) => setTimeout(r, 50));
+    await pollUntil(() => stdout.includes('ready'), 20000);
     expect(stdout).toContain('ready');
     api.dropPortForwards();
     const code = await exited;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { run, startAgentProcess, tsmExec, type AgentProcess } from './tsm.js';
+import { pollUntil, run, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let db: Pod;
@@ -68,10 +68,7 @@ beforeAll(async () => {
   agent = await startAgentProcess();
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
-});
+afterAll(() => stopAll({ agent, harness }));
 
 const exec = (command: string[], flags: string[] = [], target = `pid/${api.pid}`) => tsmExec(agent.url, target, command, flags, { timeoutMs: 60000 });
 
@@ -258,16 +255,15 @@ describe('robustness', () => {
     const fdsBefore = readdirSync(`/proc/${agent.child.pid}/fd`).length;
     const { spawn } = await import('node:child_process');
     const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
-    const started = Date.now();
-    while ((await status()) === 0 && Date.now() - started < 10000) await new Promise((r) => setTimeout(r, 50));
+    await pollUntil(async () => (await status()) !== 0, 10000);
     expect(await status()).toBe(1);
+    // The CLI makes its private folder just after the session opens: kill it once it has.
+    await pollUntil(() => readdirSync(tmpdir()).some((n) => n.startsWith(`tsmirror-${cli.pid}-`)), 10000, 10);
     cli.kill('SIGKILL');
-    const killed = Date.now();
-    while ((await status()) > 0 && Date.now() - killed < 15000) await new Promise((r) => setTimeout(r, 50));
+    await pollUntil(async () => (await status()) === 0, 15000);
     expect(await status()).toBe(0);
     // Sockets of the session close asynchronously; wait for the count to settle.
-    const settled = Date.now();
-    while (readdirSync(`/proc/${agent.child.pid}/fd`).length > fdsBefore && Date.now() - settled < 3000) await new Promise((r) => setTimeout(r, 100));
+    await pollUntil(() => readdirSync(`/proc/${agent.child.pid}/fd`).length <= fdsBefore, 3000, 100);
     expect(readdirSync(`/proc/${agent.child.pid}/fd`).length).toBeLessThanOrEqual(fdsBefore);
     await run('pkill', ['-KILL', '-f', '^sleep 60$']);
     // The killed CLI could not remove its private folder; the next session does.

@@ -4,7 +4,7 @@
  * requireUserAuth. Steal itself is not needed: the session-level check runs on the hello's
  * `incoming` request.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,8 +14,8 @@ import { decodeAgentMessage, encode } from '../../protocol/codec.js';
 import { PROTOCOL_VERSION, type AgentMessage, type ClientHello, type TargetRef } from '../../protocol/messages.js';
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
-import { FakeApiServer, randomHex } from '../k8s/apiserver.js';
-import { cliPath, run, startAgentProcess, type AgentProcess } from './tsm.js';
+import { FakeApiServer } from '../k8s/apiserver.js';
+import { addAgentPod, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -60,18 +60,10 @@ beforeAll(async () => {
   // Port 0: the agent takes a free port and says which (a fixed guess once collided in CI).
   agent = await startAgentProcess(['--kubeconfig', agentConfig, '--policy-configmap', 'tsmirror-system/tsmirror-policy', '--policy-poll', '100', '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
   healthPort = Number(/health endpoint on http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(agent.log())?.[1]);
-  api.addPod({
-    name: 'tsmirror-agent-n1', namespace: 'tsmirror-system', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' },
-    containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
-  });
+  addAgentPod(api, agent, { name: 'tsmirror-agent-n1' });
 }, 120000);
 
-afterAll(async () => {
-  await agent?.stop();
-  await api?.close();
-  await harness?.destroy();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => stopAll({ agent, api, harness, dirs: [dir] }));
 
 /** Says hello by hand; resolves with the agent's answer (hello or session.error). */
 async function hello(target: TargetRef, extra: Partial<ClientHello> = {}): Promise<AgentMessage> {
@@ -80,8 +72,7 @@ async function hello(target: TargetRef, extra: Partial<ClientHello> = {}): Promi
   ws.on('message', (d: Buffer) => messages.push(decodeAgentMessage(d)));
   await new Promise((r) => ws.once('open', r));
   ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities: ['tcp'], target, client: { version: 'test', user: 'test', host: 'test' }, ...extra }));
-  const started = Date.now();
-  while (!messages.some((m) => m.type === 'hello' || m.type === 'session.error') && Date.now() - started < 10000) await new Promise((r) => setTimeout(r, 10));
+  await pollUntil(() => messages.some((m) => m.type === 'hello' || m.type === 'session.error'), 10000, 10);
   ws.terminate();
   const answer = messages.find((m) => m.type === 'hello' || m.type === 'session.error');
   if (!answer) throw new Error('no answer to the hello');
@@ -122,9 +113,8 @@ const inCart = (): TargetRef => ({ kind: 'container', id: cart.containerId });
 const refusal = (m: AgentMessage): string => (m.type === 'session.error' ? `${m.code}: ${m.message}` : `accepted (${m.type})`);
 
 async function waitForPolicy(marker: string): Promise<void> {
-  const started = Date.now();
   const since = (): string => agent.log().slice(logMark);
-  while (!since().includes(marker) && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+  await pollUntil(() => since().includes(marker), 5000, 20);
   expect(since()).toContain(marker);
 }
 
@@ -223,10 +213,10 @@ describe('policy', () => {
   it('the CLI sends its kubeconfig token: alice gets a session, bob is refused naming the rule', async () => {
     const aliceConfig = api.writeKubeconfig(dir, { token: 'alice-token', file: 'alice' });
     const bobConfig = api.writeKubeconfig(dir, { token: 'bob-token', file: 'bob' });
-    const alice = await run(process.execPath, [cliPath, 'exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'curl', '-sS', 'http://cart:8080/'], { timeoutMs: 60000 });
+    const alice = await runCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'curl', '-sS', 'http://cart:8080/'], { timeoutMs: 60000 });
     expect(alice.stdout, alice.stderr).toBe('cart\n');
     // bob may port-forward to the agent (tsmirror-system) but not in shop: the agent says no.
-    const bob = await run(process.execPath, [cliPath, 'exec', '--kubeconfig', bobConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'true'], { timeoutMs: 60000 });
+    const bob = await runCli(['exec', '--kubeconfig', bobConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'true'], { timeoutMs: 60000 });
     expect(bob.code).toBe(125);
     expect(bob.stderr).toContain('user bob may not create pods/portforward in namespace shop (SubjectAccessReview) [TSM_ERR_POLICY]');
   });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
 import { forwardToPod, type Forward } from '../harness/forward.js';
-import { cliPath, run } from './tsm.js';
+import { cliPath, run, runCli } from './tsm.js';
 import { homedir } from 'node:os';
 import { readAgentKey } from '../../common/local-agent-key.js';
 
@@ -34,7 +34,7 @@ describe('targetless', () => {
     // Reached through a forward on another port, the agent's key comes as a tunnel's user passes it.
     const key = readAgentKey('ws://127.0.0.1:7777', `/proc/${agentPod.pid}/root${homedir()}`);
     expect(key).toBeDefined();
-    const r = await run(process.execPath, [cliPath, 'exec', '--agent', `ws://127.0.0.1:${forward.port}`, '--',
+    const r = await runCli(['exec', '--agent', `ws://127.0.0.1:${forward.port}`, '--',
       'sh', '-c', 'curl -sS http://db.default.svc.cluster.local:8080/ && echo "[${AGENT_ONLY:-}]"'], { timeoutMs: 30000, env: { ...process.env, TSMIRROR_AGENT_KEY: key } });
     expect(r.stdout).toBe('hello from db\n[]\n');
     expect(r.code).toBe(0);

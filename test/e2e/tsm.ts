@@ -1,11 +1,15 @@
 /**
  * Running tsmirror for real in end-to-end tests: the agent as its own process (as the
- * DaemonSet runs it), and `tsmirror exec` as a user types it.
+ * DaemonSet runs it), `tsmirror …` as a user types it (to completion, or in the
+ * background with its output collected), the agent's pod as the API server lists it, and
+ * the teardown every suite does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sweepStaleAgentKeys } from '../../common/local-agent-key.js';
+import { randomHex, type FakeApiServer, type FakePodSpec } from '../k8s/apiserver.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
 export const cliPath = join(repoRoot, 'bin', 'tsmirror.js');
@@ -81,6 +85,11 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
   });
 }
 
+/** `tsmirror ARGS…` to completion. */
+export function runCli(args: string[], opts: RunOptions = {}): Promise<Result> {
+  return run(process.execPath, [cliPath, ...args], opts);
+}
+
 /** `tsmirror exec --agent URL --target TARGET [flags] -- command…` */
 export function tsmExec(agentUrl: string, target: string, command: string[], flags: string[] = [], opts: RunOptions = {}): Promise<Result> {
   return run(process.execPath, [cliPath, 'exec', '--quiet', '--agent', agentUrl, '--target', target, ...flags, '--', ...command], opts);
@@ -122,4 +131,75 @@ export async function stopCli(child: ChildProcess, ms = 5000): Promise<void> {
   const timer = setTimeout(() => child.kill('SIGKILL'), ms);
   await closed;
   clearTimeout(timer);
+}
+
+/** Waits until `done()` holds or `ms` passed, looking every `everyMs`; says whether it holds. */
+export async function pollUntil(done: () => boolean | Promise<boolean>, ms: number, everyMs = 50): Promise<boolean> {
+  const started = Date.now();
+  while (!(await done())) {
+    if (Date.now() - started >= ms) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return true;
+}
+
+/** A `tsmirror …` running in the background, its output collected. */
+export interface RunningCli {
+  child: ChildProcess;
+  out: () => string;
+  err: () => string;
+  /** Resolves when the output (stdout, then stderr) matches; rejects after `ms` or if tsmirror exits first. */
+  waitFor: (re: RegExp, ms?: number) => Promise<RegExpExecArray>;
+}
+
+/** Starts `tsmirror ARGS…` in the background (stdin closed). */
+export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; detached?: boolean } = {}): RunningCli {
+  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const waitFor = async (re: RegExp, ms = 15000): Promise<RegExpExecArray> => {
+    const until = Date.now() + ms;
+    for (;;) {
+      const m = re.exec(out + err);
+      if (m) return m;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${re}\n--- stdout\n${out}\n--- stderr\n${err}`);
+      if (child.exitCode !== null) throw new Error(`tsmirror exited (${child.exitCode}) waiting for ${re}\n--- stdout\n${out}\n--- stderr\n${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { child, out: () => out, err: () => err, waitFor };
+}
+
+/**
+ * Registers a pod of the agent DaemonSet with the fake API server (labelled as the
+ * CLI looks for it, in tsmirror-system unless told), its session port 7777 forwarded
+ * to `agent` when given (without one, nothing listens behind the port-forward).
+ */
+export function addAgentPod(api: FakeApiServer, agent: AgentProcess | undefined, pod: Partial<FakePodSpec> & { name: string }): void {
+  const { labels, ...rest } = pod;
+  api.addPod({
+    namespace: 'tsmirror-system',
+    labels: { 'app.kubernetes.io/name': 'tsmirror-agent', ...labels },
+    containers: [{ name: 'agent', id: randomHex() }],
+    forwards: agent ? { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } } : {},
+    ...rest,
+  });
+}
+
+/**
+ * A suite's teardown: stops whichever of these it got to start (the agent, the API
+ * server, the harness, in that order), then removes its folders.
+ */
+export async function stopAll(parts: {
+  agent?: AgentProcess | undefined;
+  api?: { close(): Promise<void> } | undefined;
+  harness?: { destroy(): Promise<void> } | undefined;
+  dirs?: Array<string | undefined>;
+}): Promise<void> {
+  await parts.agent?.stop();
+  await parts.api?.close();
+  await parts.harness?.destroy();
+  for (const dir of parts.dirs ?? []) if (dir) rmSync(dir, { recursive: true, force: true });
 }

@@ -3,14 +3,13 @@
  * sees one session), each restart prints one line with its time, a program that ignores
  * SIGTERM is killed after the grace period, and Ctrl-C ends everything.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { cliPath, startAgentProcess, stopCli, type AgentProcess } from './tsm.js';
+import { startAgentProcess, startCli, stopAll, stopCli, type AgentProcess, type RunningCli } from './tsm.js';
 
 let harness: Harness;
 let api: Pod;
@@ -26,11 +25,7 @@ beforeAll(async () => {
   mkdirSync(join(project, 'node_modules'));
 });
 
-afterAll(async () => {
-  await agent?.stop();
-  await harness?.destroy();
-  if (project) rmSync(project, { recursive: true, force: true });
-});
+afterAll(() => stopAll({ agent, harness, dirs: [project] }));
 
 /** A program that fetches from the pod's network at start, says which version it is, then waits. */
 const app = (version: string, ignoreTerm = false): string => `
@@ -41,23 +36,8 @@ print('${version}', body, flush=True)
 while True: time.sleep(1)
 `;
 
-interface Watched { child: ChildProcess; out: () => string; err: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void> }
-
-function start(args: string[]): Watched {
-  const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agent.url, '--target', `pid/${api.pid}`, ...args], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const waitFor = async (re: RegExp, ms = 15000): Promise<void> => {
-    const until = Date.now() + ms;
-    while (!re.test(out + err)) {
-      if (Date.now() > until) throw new Error(`timed out waiting for ${re}\n--- stdout\n${out}\n--- stderr\n${err}`);
-      if (child.exitCode !== null) throw new Error(`tsmirror exited (${child.exitCode}) waiting for ${re}\n${out}\n${err}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  return { child, out: () => out, err: () => err, waitFor };
+function start(args: string[]): RunningCli {
+  return startCli(['exec', '--agent', agent.url, '--target', `pid/${api.pid}`, ...args], { cwd: project });
 }
 
 const sessionsOpened = (): number => (agent.log().match(/session \S+ opened/g) ?? []).length;

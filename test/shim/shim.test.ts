@@ -22,6 +22,7 @@ const checks: Record<string, string[]> = {
   fuzz: [
     'response parsers accept every reply shape from TypeScript and survive random and mutated frames',
     'file response parsers accept every reply shape from TypeScript and survive random and mutated frames',
+    'every request the shim sends decodes with the TypeScript definition',
   ],
   tcp: [
     'blocking connect succeeds, errno preserved',

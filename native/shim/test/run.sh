@@ -55,6 +55,13 @@ gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wa
 "$work/fuzz_fsproto" 200000 "$work/seeds"; status=$?
 report $((status == 0)) "fuzz / file response parsers accept every reply shape from TypeScript and survive random and mutated frames" "exit status $status"
 
+gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
+  -o "$work/dump_requests" "$here/dump_requests.c" "$here/../proto.c" "$here/../fsproto.c" "$here/../replies.c" \
+  "$here/../msgpack.c" -lpthread || exit 2
+mkdir -p "$work/requests"
+out=$("$work/dump_requests" "$work/requests" 2>&1 >/dev/null && node "$here/check-requests.mjs" "$root" "$work/requests" 2>&1); status=$?
+report $((status == 0)) "fuzz / every request the shim sends decodes with the TypeScript definition" "$out"
+
 timeout 300 env "${shim_env[@]}" "$work/shimtest"; finished "shimtest with the fake proxy finishes" $?
 timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable
 finished "shimtest with an unreachable proxy finishes" $?

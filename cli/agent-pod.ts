@@ -1,7 +1,8 @@
 /**
- * Opening a session on a Kubernetes target: resolve the target to a pod and container,
- * find the agent pod on that pod's node, and reach the agent through the API server's
- * port-forward (or directly with --agent ws://…, which bypasses the port-forward).
+ * The agent pods (one per node: how they are found and reached) and opening a session on
+ * a Kubernetes target: resolve the target to a pod and container, find the agent pod on
+ * that pod's node, and reach the agent through the API server's port-forward (or directly
+ * with --agent ws://…, which bypasses the port-forward).
  */
 import type { FilesMode } from '../protocol/messages.js';
 import type { V1Pod } from '@kubernetes/client-node';

@@ -1,0 +1,28 @@
+/**
+ * `tsmirror agent`: the node agent (what the DaemonSet runs). Its options are declared
+ * here, so that --help and completion load none of the agent; what they start is
+ * agent/command.ts (runAgent, and AgentFlags naming these options), loaded when the
+ * command runs.
+ */
+import type { Command } from 'commander';
+
+export function registerAgent(program: Command): void {
+  program.command('agent')
+    .description('run the node agent (what the DaemonSet runs); serves sessions over WebSocket')
+    .option('--listen <host:port>', 'address to listen on (keep it on loopback: reach it through a port-forward)', '127.0.0.1:7777')
+    .option('--heartbeat-interval <ms>', 'how often to ping clients', '2000')
+    .option('--heartbeat-timeout <ms>', 'drop a session after this long without a frame from its client', '10000')
+    // In a cluster: Kubernetes access, policy, probes
+    .option('--in-cluster', "use the pod's service account to reach the API server (what the DaemonSet does)")
+    .option('--kubeconfig <path>', 'reach the API server with this kubeconfig instead')
+    .option('--policy-configmap <namespace/name>', 'the ConfigMap holding the policy (key policy.yaml); re-read when it changes')
+    .option('--policy-poll <ms>', 'how often to look for policy changes', '5000')
+    .option('--node-name <node>', "this node's name (default: $NODE_NAME)")
+    .option('--health-listen <host:port>', 'also serve GET /healthz here, on the pod network, for the kubelet probes')
+    .option('--insecure-no-auth', 'local mode: serve every local user, not only the one who started the agent (whose key in ~/.tsmirror/agents/ the CLI sends); never use it on a shared machine')
+    .action(async (flags) => {
+      // The CLI's one way into the agent: its other commands need none of it.
+      const { runAgent } = await import('../../agent/command.js');
+      await runAgent(flags);
+    });
+}
