@@ -28,8 +28,123 @@ export function encode(message: ClientMessage | AgentMessage): Buffer {
   return pack(message);
 }
 
-type FieldKind = 'uint' | 'int' | 'str' | 'bytes' | 'family' | 'family0' | 'strlist' | 'object' | 'any' | 'bool';
-type Spec = Record<string, FieldKind | `${FieldKind}?`>;
+/**
+ * The field specs both wires are checked against (this agent wire, and the shim's in
+ * protocol/shim-wire.ts). A field is a kind, written as a string (`'uint'`, `'str?'` when
+ * optional) or as an object that adds bounds: `{ kind: 'uint', max: 65535 }`,
+ * `{ kind: 'enum', values: ['tcp', 'udp'] }`, `{ kind: 'str', max: 4096, noNul: true }`,
+ * `{ kind: 'list', of: { family: 'family', addr: 'str' } }` (a list of maps).
+ */
+export type FieldKind = 'uint' | 'int' | 'str' | 'bytes' | 'family' | 'family0' | 'strlist' | 'object' | 'any' | 'bool' | 'enum' | 'list';
+/** The kinds a field can name as a plain string (enum and list need their values). */
+export type SimpleKind = Exclude<FieldKind, 'enum' | 'list'>;
+export interface FieldSpec {
+  readonly kind: FieldKind;
+  readonly optional?: boolean;
+  /** uint/int: the largest value; str: the longest string; strlist: the longest item. */
+  readonly max?: number;
+  /** uint/int: the smallest value. */
+  readonly min?: number;
+  /** enum: the values allowed. */
+  readonly values?: readonly (string | number)[];
+  /** strlist/list: the most items. */
+  readonly items?: number;
+  /** str/strlist: no NUL character (it would cut a C string short). */
+  readonly noNul?: boolean;
+  /** list: the fields of each item (a map). */
+  readonly of?: Spec;
+  /** What the field means, for generated documentation. */
+  readonly doc?: string;
+  /** A typical value, for generated documentation and sample frames. */
+  readonly example?: unknown;
+}
+export type Field = SimpleKind | `${SimpleKind}?` | FieldSpec;
+export type Spec = { readonly [field: string]: Field };
+
+/** Default bounds of the plain kinds (the agent wire's). */
+const MAX_STRLIST_ITEMS = 64;
+const MAX_STRLIST_ITEM = 256;
+const MAX_LIST_ITEMS = 1024;
+
+/** The object form of a field, whichever way it was written. */
+export function fieldSpec(field: Field): FieldSpec {
+  if (typeof field !== 'string') return field;
+  return field.endsWith('?') ? { kind: field.slice(0, -1) as SimpleKind, optional: true } : { kind: field as SimpleKind };
+}
+
+// ---- the TypeScript type a spec describes
+
+interface KindTypes {
+  uint: number; int: number; str: string; bytes: Uint8Array; family: 4 | 6; family0: 0 | 4 | 6;
+  strlist: string[]; object: Record<string, unknown>; any: unknown; bool: boolean;
+}
+/** The value type of one field. */
+export type FieldType<F> =
+  F extends { kind: 'enum'; values: readonly (infer V)[] } ? V
+    : F extends { kind: 'list'; of: infer O } ? Array<FieldsOf<O>>
+      : F extends { kind: infer K extends keyof KindTypes } ? KindTypes[K]
+        : F extends `${infer K extends keyof KindTypes}?` ? KindTypes[K]
+          : F extends keyof KindTypes ? KindTypes[F] : never;
+type IsOptional<F> = F extends { optional: true } ? true : F extends `${string}?` ? true : false;
+type Flatten<T> = { [K in keyof T]: T[K] };
+/** The object type a spec describes (optional fields optional). */
+export type FieldsOf<S> = Flatten<
+  { -readonly [K in keyof S as IsOptional<S[K]> extends true ? never : K]: FieldType<S[K]> } &
+  { -readonly [K in keyof S as IsOptional<S[K]> extends true ? K : never]?: FieldType<S[K]> }
+>;
+
+function stringOk(f: FieldSpec, v: unknown, max: number): boolean {
+  return typeof v === 'string' && v.length <= max && !(f.noNul === true && v.includes('\0'));
+}
+
+function intOk(f: FieldSpec, v: unknown, min: number): boolean {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= (f.min ?? min) && (f.max === undefined || v <= f.max);
+}
+
+/** Whether `v` is a valid value of the field (its presence aside). */
+export function fieldOk(field: Field, v: unknown): boolean {
+  const f = fieldSpec(field);
+  switch (f.kind) {
+    case 'uint': return intOk(f, v, 0);
+    case 'int': return intOk(f, v, Number.MIN_SAFE_INTEGER);
+    case 'str': return stringOk(f, v, f.max ?? MAX_STRING);
+    case 'bytes': return v instanceof Uint8Array;
+    case 'family': return v === 4 || v === 6;
+    case 'family0': return v === 0 || v === 4 || v === 6;
+    case 'strlist': return Array.isArray(v) && v.length <= (f.items ?? MAX_STRLIST_ITEMS) && v.every((s) => stringOk(f, s, f.max ?? MAX_STRLIST_ITEM));
+    case 'object': return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+    case 'any': return true;
+    case 'bool': return typeof v === 'boolean';
+    case 'enum': return (typeof v === 'string' || typeof v === 'number') && (f.values ?? []).includes(v);
+    case 'list': return Array.isArray(v) && v.length <= (f.items ?? MAX_LIST_ITEMS) && v.every((item) => isMap(item) && badField(f.of ?? {}, item) === undefined);
+  }
+}
+
+export function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+/** The first field of `spec` that `value` lacks or has wrong, or undefined when all are good. */
+export function badField(spec: Spec, value: Record<string, unknown>): string | undefined {
+  for (const [name, field] of Object.entries(spec)) {
+    const v = value[name];
+    if (v === undefined && fieldSpec(field).optional === true) continue;
+    if (!fieldOk(field, v)) return name;
+  }
+  return undefined;
+}
+
+/** Unpacks a msgpack frame that must be a map (TSM_ERR_BAD_FRAME otherwise). */
+export function unpackMap(frame: Uint8Array): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = unpack(frame);
+  } catch (cause) {
+    throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
+  }
+  if (!isMap(value)) throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not a msgpack map');
+  return value;
+}
 
 const common: Record<string, Spec> = {
   data: { stream: 'uint', data: 'bytes' },
@@ -73,45 +188,17 @@ const agentSpecs: Record<AgentMessage['type'], Spec> = {
   'tcp.connected': { stream: 'uint', localAddress: 'str', localPort: 'uint' },
 };
 
-function fieldOk(kind: FieldKind, v: unknown): boolean {
-  switch (kind) {
-    case 'uint': return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-    case 'int': return typeof v === 'number' && Number.isSafeInteger(v);
-    case 'str': return typeof v === 'string' && v.length <= MAX_STRING;
-    case 'bytes': return v instanceof Uint8Array;
-    case 'family': return v === 4 || v === 6;
-    case 'family0': return v === 0 || v === 4 || v === 6;
-    case 'strlist': return Array.isArray(v) && v.length <= 64 && v.every((s) => typeof s === 'string' && s.length <= 256);
-    case 'object': return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
-    case 'any': return true;
-    case 'bool': return typeof v === 'boolean';
-  }
-}
-
 function decodeWith<T>(frame: Uint8Array, specs: Record<string, Spec>): T {
   if (frame.byteLength > MAX_FRAME_BYTES) {
     throw new TsmError('TSM_ERR_FRAME_TOO_LARGE', `frame of ${frame.byteLength} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit`);
   }
-  let value: unknown;
-  try {
-    value = unpack(frame);
-  } catch (cause) {
-    throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not a msgpack map');
-  }
-  const type = (value as { type?: unknown }).type;
+  const value = unpackMap(frame);
+  const type = value.type;
   if (typeof type !== 'string') throw new TsmError('TSM_ERR_BAD_FRAME', 'frame has no string "type"');
   const spec = Object.hasOwn(specs, type) ? specs[type] : undefined;
   if (!spec) throw new TsmError('TSM_ERR_UNKNOWN_MESSAGE', `unknown message type "${type.slice(0, 64)}"`);
-  for (const [field, want] of Object.entries(spec)) {
-    const optional = want.endsWith('?');
-    const kind = (optional ? want.slice(0, -1) : want) as FieldKind;
-    const v = (value as Record<string, unknown>)[field];
-    if (v === undefined && optional) continue;
-    if (!fieldOk(kind, v)) throw new TsmError('TSM_ERR_BAD_FRAME', `message "${type}" has a bad "${field}"`);
-  }
+  const bad = badField(spec, value);
+  if (bad !== undefined) throw new TsmError('TSM_ERR_BAD_FRAME', `message "${type}" has a bad "${bad}"`);
   return value as T;
 }
 
