@@ -7,12 +7,12 @@
 import { RemoteError } from '../../protocol/errors.js';
 import { route, unmapAddress, type RoutingPolicy } from '../routing.js';
 import type { ProxyAgent } from './proxy-agent.js';
-import type { ResolveRequest, ReverseRequest, ShimReply } from './shim-requests.js';
+import type { ShimErrorReply, ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
 export const EAI_NONAME = -2;
 export const EAI_AGAIN = -3;
 
-function dnsFailure(err: unknown): ShimReply | undefined {
+function dnsFailure(err: unknown): ShimErrorReply | undefined {
   if (err instanceof RemoteError && err.code === 'TSM_ERR_DNS') return { ok: false, eai: -(err.errno ?? -EAI_NONAME), message: err.message };
   return undefined;
 }
@@ -27,12 +27,12 @@ export class PodDns {
     this.#routing = routing;
   }
 
-  async resolve(req: ResolveRequest): Promise<ShimReply> {
+  async resolve(req: ShimRequestOf<'resolve'>): Promise<ShimReplyOf['resolve']> {
     const lower = req.name.toLowerCase().replace(/\.$/, '');
     if (lower === 'localhost' || lower.endsWith('.localhost')) return { ok: true, action: 'local' };
     this.stats.lookups++;
     try {
-      const r = await this.#agent.request({ type: 'dns.lookup', name: req.name, family: req.family });
+      const r = await this.#agent.request({ type: 'dns.lookup', name: req.name, family: req.family ?? 0 });
       return { ok: true, action: 'remote', addrs: r.addresses.map((a) => ({ family: a.family, addr: a.address })), canonname: r.canonname };
     } catch (err) {
       const failure = dnsFailure(err);
@@ -41,7 +41,7 @@ export class PodDns {
     }
   }
 
-  async reverse(req: ReverseRequest): Promise<ShimReply> {
+  async reverse(req: ShimRequestOf<'reverse'>): Promise<ShimReplyOf['reverse']> {
     if (route(this.#routing, req.addr, 0) === 'local') return { ok: true, action: 'local' };
     try {
       const r = await this.#agent.request({ type: 'dns.reverse', address: unmapAddress(req.addr).address });

@@ -19,10 +19,7 @@ export interface FileRules {
   keep: string[];
 }
 
-/** Whole-file prefixes that are local by default (a path equal to one or under it). */
-export const DEFAULT_LOCAL_PREFIXES = ['/usr', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt', '/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp', '/etc'];
-/** Pod-specific files that are remote although under a local prefix. */
-export const DEFAULT_REMOTE_PREFIXES = ['/etc/resolv.conf', '/etc/hosts', '/etc/hostname', '/etc/ssl/certs'];
+// The default lists the shim applies after these rules: protocol/shim-wire.ts DEFAULT_PATH_RULES.
 
 function validRegex(flag: string, re: string): string {
   try {

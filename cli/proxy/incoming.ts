@@ -14,7 +14,7 @@ import type { AgentMessage, IncomingOpen } from '../../protocol/messages.js';
 import { streamPair } from '../../agent/stream-pair.js';
 import { DEBUGGER_PORTS, type IncomingOptions } from './incoming-flags.js';
 import type { ProxyAgent } from './proxy-agent.js';
-import type { ListenRequest, PeerRequest, ShimReply, UnlistenNotification } from './shim-requests.js';
+import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
 interface Listener {
   remotePort: number;
@@ -61,8 +61,9 @@ export class IncomingManager {
   }
 
   /** op listen: { port: what the program asked, localPort: where it really listens, addr } */
-  async listen(req: ListenRequest): Promise<ShimReply> {
-    const { port: asked, localPort, addr } = req;
+  async listen(req: ShimRequestOf<'listen'>): Promise<ShimReplyOf['listen']> {
+    const { port: asked, localPort } = req;
+    const addr = req.addr ?? '';
     const remotePort = this.#opts.portMap.get(asked) ?? asked;
     if (asked === 0 || (this.#opts.ports && !this.#opts.ports.has(remotePort))) return { ok: true, action: 'local' };
     if (!this.#opts.ports && DEBUGGER_PORTS.has(asked)) {
@@ -105,7 +106,7 @@ export class IncomingManager {
   }
 
   /** op unlisten (notification): { port: what the program asked } */
-  unlisten(req: UnlistenNotification): void {
+  unlisten(req: ShimRequestOf<'unlisten'>): void {
     const asked = req.port;
     const remotePort = this.#opts.portMap.get(asked) ?? asked;
     const l = this.#listeners.get(remotePort);
@@ -145,7 +146,7 @@ export class IncomingManager {
   }
 
   /** op peer: { port: the peer port of a connection the program accepted on loopback } */
-  peer(req: PeerRequest): ShimReply {
+  peer(req: ShimRequestOf<'peer'>): ShimReplyOf['peer'] {
     const p = req.port;
     let r = this.#byPort.get(p);
     if (!r) {

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { RemoteError, TsmError } from '../../protocol/errors.js';
 import type { Family } from '../../protocol/messages.js';
 import { route, unmapAddress, type RoutingPolicy } from '../routing.js';
-import type { ShimReply } from './shim-requests.js';
+import type { ShimErrorReply } from '../../protocol/shim-wire.js';
 
 export interface OutgoingPolicy {
   routing: RoutingPolicy;
@@ -31,7 +31,7 @@ export function destinationOf(policy: OutgoingPolicy, addr: string, port: number
 }
 
 /** The pod's own error for a connect (ECONNREFUSED, EHOSTUNREACH, …), as the shim's reply; undefined for any other failure. */
-export function podRefusal(err: unknown): ShimReply | undefined {
+export function podRefusal(err: unknown): ShimErrorReply | undefined {
   if (err instanceof RemoteError && err.errno !== undefined) return { ok: false, errno: err.errno, message: err.message };
   return undefined;
 }

@@ -14,7 +14,7 @@ import { loadAddon } from '../../native/index.js';
 import { HeldConnect, type HeldListener } from './held-connect.js';
 import { podRefusal, type Destination } from './outgoing-policy.js';
 import type { ProxyAgent } from './proxy-agent.js';
-import type { AttachNotification, ConnectRequest, ShimReply } from './shim-requests.js';
+import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
 /**
  * How long the pod may take on a non-blocking connect before the program's connect()
@@ -116,16 +116,16 @@ export class OutgoingTcp {
   }
 
   /** Opens the pod's connection for a `connect` to a remote destination, and tells the shim where to connect. */
-  async connect(req: ConnectRequest, dest: Extract<Destination, { action: 'remote' }>): Promise<ShimReply> {
+  async connect(req: ShimRequestOf<'connect'>, dest: Extract<Destination, { action: 'remote' }>): Promise<ShimReplyOf['connect']> {
     const proxyAddr = this.proxyAddress(req.family);
     const stream = this.#agent.allocateStream();
     // A held connect's failure arrives as the stream's close: its listener goes with it.
     this.#agent.peer.mux.open(stream, () => this.#held.get(stream)?.podFailed());
     try {
       this.stats.tcpConnects++;
-      const holdMs = req.nonblock && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
+      const holdMs = req.nonblock === true && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
       const r = await this.#agent.request({
-        type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs, ...(holdMs > 0 ? { holdMs } : {}),
+        type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs ?? 0, ...(holdMs > 0 ? { holdMs } : {}),
       });
       if (r.pending === true) {
         const held = this.#hold(stream, proxyAddr === '::1' ? 6 : 4);
@@ -143,7 +143,7 @@ export class OutgoingTcp {
   }
 
   /** The shim's attach: the program's socket for `stream` has local port `port`. */
-  attach(n: AttachNotification): void {
+  attach(n: ShimRequestOf<'attach'>): void {
     const held = this.#held.get(n.stream);
     if (held) {
       held.attached(n.port);

@@ -7,6 +7,7 @@
  */
 import { closeSync, fstatSync, readSync, writeSync } from 'node:fs';
 import { FS_MAX_READ } from '../../protocol/messages.js';
+import { SHIM_FILE_BLOCK_BYTES, SHIM_READ_AHEAD_MAX_BYTES } from '../../protocol/shim-wire.js';
 import type { ProxyAgent } from './proxy-agent.js';
 
 /** What a pod file's transfers need: requests to the agent (counted) and byte counters. */
@@ -18,9 +19,9 @@ export interface PodFileTransport {
 }
 
 /** The fill granularity, the same as the shim's chunk. */
-export const BLOCK = 64 * 1024;
+const BLOCK = SHIM_FILE_BLOCK_BYTES;
 /** The largest read-ahead the proxy starts on its own after a sequential fill. */
-const PREFETCH_MAX = 16 * 1024 * 1024;
+const PREFETCH_MAX = SHIM_READ_AHEAD_MAX_BYTES;
 /** Parallel fs.read requests when copying a range. */
 const PARALLEL_READS = 4;
 

@@ -14,10 +14,23 @@ import type { FsStatValue } from '../../protocol/messages.js';
 import type { FileRules } from './file-rules.js';
 import { copyFromPod, PodFileBuffer, type PodFileTransport } from './pod-file-buffer.js';
 import type { ProxyAgent } from './proxy-agent.js';
-import type {
-  FsAccessRequest, FsChangeRequest, FsFillRequest, FsOpenRequest, FsReaddirRequest, FsReleaseNotification, FsRequest,
-  FsWritebackRequest, ShimCallHandlers, ShimReply,
-} from './shim-requests.js';
+import type { FieldsOf } from '../../protocol/codec.js';
+import { SHIM_LAZY_ABOVE_BYTES, type SHIM_STAT_FIELDS, type ShimCallOp, type ShimErrorReply, type ShimHandlers, type ShimOp, type ShimReplyOf, type ShimRequestOf } from '../../protocol/shim-wire.js';
+
+/** The file ops (fs.*), requests and the fs.release notification. */
+export type FileOp = Extract<ShimOp, `fs.${string}`>;
+export type FileHandlers = Pick<ShimHandlers, FileOp>;
+
+/** A file op's handler whose failures become the shim's errno reply. */
+function answering<K extends Extract<FileOp, ShimCallOp>>(handle: (r: ShimRequestOf<K>) => Promise<ShimReplyOf[K]> | ShimReplyOf[K]) {
+  return async (r: ShimRequestOf<K>): Promise<ShimReplyOf[K]> => {
+    try {
+      return await handle(r);
+    } catch (err) {
+      return fileFailure(err) as ShimReplyOf[K];
+    }
+  };
+}
 
 export interface FileStats {
   /** Files whose content came from the pod. */
@@ -32,11 +45,9 @@ export interface FileStats {
 
 /** Files up to this size come back whole in the open's answer (one round trip). */
 const INLINE_MAX = 256 * 1024;
-/** Files up to this size are copied whole at open; bigger ones are filled as they are read. */
-const EAGER_MAX = 8 * 1024 * 1024;
 
 /** The stat fields as the shim reads them (flat integers). */
-function flatStat(s: FsStatValue): Record<string, number> {
+function flatStat(s: FsStatValue): FieldsOf<typeof SHIM_STAT_FIELDS> {
   return {
     dev: s.dev, ino: s.ino, mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, rdev: s.rdev, size: s.size,
     blksize: s.blksize, blocks: s.blocks, atime: s.atime[0], atimeNs: s.atime[1], mtime: s.mtime[0],
@@ -50,7 +61,7 @@ function openMemfd(req: { pid: number; fd: number }): number {
 }
 
 /** A failure as the shim's reply: the pod's errno, or a local one. */
-export function fileFailure(err: unknown): ShimReply {
+export function fileFailure(err: unknown): ShimErrorReply {
   if (err instanceof RemoteError && err.errno !== undefined) return { ok: false, errno: err.errno, message: err.message };
   if (err instanceof TsmError && err.code === 'TSM_ERR_BAD_FRAME') return { ok: false, errno: osConstants.errno.EINVAL, message: err.message };
   const e = err as { code?: string; message?: string };
@@ -67,7 +78,8 @@ export class FileProxy {
   readonly #buffers = new Map<number, PodFileBuffer>();
   #nextLocalHandle = 1;
   readonly #transport: PodFileTransport;
-  readonly #handlers: ShimCallHandlers<FsRequest>;
+  /** One handler per file op; failures are answered with an errno, never thrown. */
+  readonly handlers: FileHandlers;
 
   /** `privateDir` is the session proxy's 0700 directory. */
   constructor(agent: ProxyAgent, rules: FileRules, privateDir: string) {
@@ -76,16 +88,18 @@ export class FileProxy {
     this.#emptyDir = join(privateDir, 'empty-dir');
     mkdirSync(this.#emptyDir, { mode: 0o500 });
     this.#transport = { request: this.#request, stats: this.stats, sessionOpen: () => !this.#agent.peer.closed };
-    this.#handlers = {
+    this.handlers = {
       'fs.config': () => ({ ok: true, ...this.#rules, emptyDir: this.#emptyDir }),
-      'fs.open': (r) => this.#open(r),
-      'fs.fill': (r) => this.#fill(r),
-      'fs.writeback': (r) => this.#writeback(r),
-      'fs.stat': async (r) => ({ ok: true, ...flatStat((await this.#request({ type: 'fs.stat', path: r.path, follow: r.follow })).stat) }),
-      'fs.access': (r) => this.#access(r),
-      'fs.readdir': (r) => this.#readdir(r),
-      'fs.readlink': async (r) => ({ ok: true, target: (await this.#request({ type: 'fs.readlink', path: r.path })).target }),
-      'fs.change': (r) => this.#change(r),
+      'fs.open': answering((r) => this.#open(r)),
+      'fs.fill': answering((r) => this.#fill(r)),
+      'fs.writeback': answering((r) => this.#writeback(r)),
+      'fs.release': (n) => this.#releaseBuffer(n.handle),
+      'fs.stat': answering(async (r) => ({ ok: true, ...flatStat((await this.#request({ type: 'fs.stat', path: r.path, follow: r.follow !== false })).stat) })),
+      'fs.access': answering((r) => this.#access(r)),
+      'fs.readdir': answering((r) => this.#readdir(r)),
+      'fs.readlink': answering(async (r) => ({ ok: true, target: (await this.#request({ type: 'fs.readlink', path: r.path })).target })),
+      'fs.change': answering((r) => this.#change(r)),
+      'fs.truncate': answering((r) => this.#truncate(r)),
     };
   }
 
@@ -94,21 +108,11 @@ export class FileProxy {
     this.#buffers.clear();
   }
 
-  /** Answers a file request; never throws. */
-  async answer(req: FsRequest): Promise<ShimReply> {
-    try {
-      const handler = this.#handlers[req.op] as (r: FsRequest) => Promise<ShimReply> | ShimReply;
-      return await handler(req);
-    } catch (err) {
-      return fileFailure(err);
-    }
-  }
-
   /** The shim closed a file that has a handle (notification, no answer). */
-  release(n: FsReleaseNotification): void {
-    const f = this.#buffers.get(n.handle);
+  #releaseBuffer(handle: number): void {
+    const f = this.#buffers.get(handle);
     if (!f) return;
-    this.#buffers.delete(n.handle);
+    this.#buffers.delete(handle);
     f.release();
   }
 
@@ -117,8 +121,10 @@ export class FileProxy {
     return this.#agent.request(body);
   };
 
-  async #open(req: FsOpenRequest): Promise<ShimReply> {
-    const { path, flags, mode, eager } = req;
+  async #open(req: ShimRequestOf<'fs.open'>): Promise<ShimReplyOf['fs.open']> {
+    const { path, flags } = req;
+    const mode = req.mode ?? 0;
+    const eager = req.eager === true;
     const accmode = flags & 3;
     const writable = accmode !== fsConstants.O_RDONLY;
     const writeMode = this.#rules.mode === 'write';
@@ -157,7 +163,7 @@ export class FileProxy {
         this.stats.bytesIn += opened.data.byteLength;
         return { ok: true, kind: 'file', handle: 0, ...flatStat(stat) };
       }
-      if (!writable && !eager && stat.size > EAGER_MAX) {
+      if (!writable && !eager && stat.size > SHIM_LAZY_ABOVE_BYTES) {
         // A sparse memfd of the pod file's size; ranges are filled as the program reads them.
         const local = this.#nextLocalHandle++;
         ftruncateSync(memfd, stat.size);
@@ -182,20 +188,21 @@ export class FileProxy {
     }
   }
 
-  async #fill(req: FsFillRequest): Promise<ShimReply> {
+  async #fill(req: ShimRequestOf<'fs.fill'>): Promise<ShimReplyOf['fs.fill']> {
     const f = this.#buffers.get(req.handle);
     if (!f) return { ok: false, errno: osConstants.errno.EBADF, message: 'no such lazily filled file' };
     return { ok: true, filled: await f.fill(req.offset, req.length) };
   }
 
-  async #writeback(req: FsWritebackRequest): Promise<ShimReply> {
+  async #writeback(req: ShimRequestOf<'fs.writeback'>): Promise<ShimReplyOf['fs.writeback']> {
     const f = this.#buffers.get(req.handle);
     if (!f) return { ok: false, errno: osConstants.errno.EBADF, message: 'no such writable pod file' };
     return { ok: true, size: await f.writeBack() };
   }
 
-  async #access(req: FsAccessRequest): Promise<ShimReply> {
-    const { path, mode: want } = req;
+  async #access(req: ShimRequestOf<'fs.access'>): Promise<ShimReplyOf['fs.access']> {
+    const { path } = req;
+    const want = req.mode ?? 0;
     const { stat } = await this.#request({ type: 'fs.stat', path, follow: true });
     // The agent reads as root: like root, only execute needs a bit set somewhere.
     if ((want & 1) && (stat.mode & 0o170000) !== 0o040000 && (stat.mode & 0o111) === 0) {
@@ -204,7 +211,7 @@ export class FileProxy {
     return { ok: true };
   }
 
-  async #readdir(req: FsReaddirRequest): Promise<ShimReply> {
+  async #readdir(req: ShimRequestOf<'fs.readdir'>): Promise<ShimReplyOf['fs.readdir']> {
     const { path } = req;
     const memfd = openMemfd(req);
     try {
@@ -236,13 +243,22 @@ export class FileProxy {
     }
   }
 
-  async #change(req: FsChangeRequest): Promise<ShimReply> {
-    if (this.#rules.mode !== 'write') return { ok: false, errno: osConstants.errno.EROFS, message: 'the pod\'s files are read-only unless --fs-mode write' };
-    if (req.what === 'truncate') {
-      await this.#request({ type: 'fs.truncate', handle: 0, path: req.path, size: req.size });
-      return { ok: true };
-    }
-    await this.#request({ type: 'fs.change', op: req.what, path: req.path, mode: req.mode, to: req.to });
+  #readOnly(): ShimErrorReply | undefined {
+    if (this.#rules.mode === 'write') return undefined;
+    return { ok: false, errno: osConstants.errno.EROFS, message: 'the pod\'s files are read-only unless --fs-mode write' };
+  }
+
+  async #change(req: ShimRequestOf<'fs.change'>): Promise<ShimReplyOf['fs.change']> {
+    const refused = this.#readOnly();
+    if (refused) return refused;
+    await this.#request({ type: 'fs.change', op: req.change, path: req.path, mode: req.mode ?? 0, to: req.change === 'rename' ? req.to ?? '' : '' });
+    return { ok: true };
+  }
+
+  async #truncate(req: ShimRequestOf<'fs.truncate'>): Promise<ShimReplyOf['fs.truncate']> {
+    const refused = this.#readOnly();
+    if (refused) return refused;
+    await this.#request({ type: 'fs.truncate', handle: 0, path: req.path, size: req.size });
     return { ok: true };
   }
 }

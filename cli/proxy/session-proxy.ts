@@ -12,19 +12,35 @@ import { rmSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { TsmError } from '../../protocol/errors.js';
+import type { ShimErrorReply, ShimFrameError, ShimHandlers, ShimReply, ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 import { EAI_AGAIN, PodDns } from './dns.js';
 import type { FileRules } from './file-rules.js';
 import type { IncomingManager } from './incoming.js';
 import { destinationOf, type OutgoingPolicy } from './outgoing-policy.js';
 import { OutgoingTcp, type OutgoingTcpOptions } from './outgoing-tcp.js';
-import { fileFailure, FileProxy } from './pod-files.js';
+import { FileProxy, fileFailure, type FileHandlers } from './pod-files.js';
 import type { ProxyAgent } from './proxy-agent.js';
 import { createSessionFolder } from './session-folder.js';
-import { serveShimChannel, type ShimEndpoint } from './shim-channel.js';
-import type { ConnectRequest, ShimCall, ShimCallHandlers, ShimNotification, ShimNotificationHandlers, ShimReply } from './shim-requests.js';
+import { serveShimChannel, type ShimCall, type ShimEndpoint, type ShimNotification } from './shim-channel.js';
 import { UdpRelays, type UdpRelayOptions } from './udp-relay.js';
 
 export { sweepStaleSessionDirs } from './session-folder.js';
+
+/** Without pod files, fs.config says "local" and the shim asks nothing else. */
+const NO_POD_FILES: ShimErrorReply = { ok: false, errno: osConstants.errno.ENOSYS, message: 'this session has no pod files' };
+const WITHOUT_POD_FILES: FileHandlers = {
+  'fs.config': () => ({ ok: true, mode: 'local' }),
+  'fs.open': () => NO_POD_FILES,
+  'fs.fill': () => NO_POD_FILES,
+  'fs.writeback': () => NO_POD_FILES,
+  'fs.release': () => undefined,
+  'fs.stat': () => NO_POD_FILES,
+  'fs.access': () => NO_POD_FILES,
+  'fs.readlink': () => NO_POD_FILES,
+  'fs.readdir': () => NO_POD_FILES,
+  'fs.change': () => NO_POD_FILES,
+  'fs.truncate': () => NO_POD_FILES,
+};
 
 export interface ProxyStats {
   tcpConnects: number;
@@ -62,8 +78,8 @@ export class SessionProxy implements ShimEndpoint {
   readonly #dns: PodDns;
   #localPassThrough = 0;
   #failures = 0;
-  readonly #calls: ShimCallHandlers;
-  readonly #notifications: ShimNotificationHandlers;
+  /** One handler per op (a new op in protocol/shim-wire.ts fails to compile until it is here). */
+  readonly #handlers: ShimHandlers;
 
   private constructor(agent: ProxyAgent, opts: SessionProxyOptions, tcp: OutgoingTcp) {
     this.#opts = opts;
@@ -73,30 +89,17 @@ export class SessionProxy implements ShimEndpoint {
     this.#dir = createSessionFolder(opts.tmpdir);
     this.socketPath = join(this.#dir, 'proxy.sock');
     this.files = opts.files ? new FileProxy(agent, opts.files, this.#dir) : undefined;
-    const files = this.files;
     const incoming = opts.incoming;
-    const localFiles = (): ShimReply => ({ ok: true, mode: 'local' });
-    const localListen = (): ShimReply => ({ ok: true, action: 'local' });
-    this.#calls = {
+    const localListen = { ok: true, action: 'local' } as const;
+    this.#handlers = {
       connect: (r) => this.#connect(r),
+      attach: (n) => this.#tcp.attach(n),
       resolve: (r) => this.#dns.resolve(r),
       reverse: (r) => this.#dns.reverse(r),
-      listen: (r) => (incoming ? incoming.listen(r) : localListen()),
-      peer: (r) => (incoming ? incoming.peer(r) : localListen()),
-      'fs.config': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.open': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.fill': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.writeback': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.stat': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.access': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.readlink': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.readdir': (r) => (files ? files.answer(r) : localFiles()),
-      'fs.change': (r) => (files ? files.answer(r) : localFiles()),
-    };
-    this.#notifications = {
-      attach: (n) => this.#tcp.attach(n),
+      listen: (r) => (incoming ? incoming.listen(r) : localListen),
       unlisten: (n) => incoming?.unlisten(n),
-      'fs.release': (n) => files?.release(n),
+      peer: (r) => (incoming ? incoming.peer(r) : localListen),
+      ...(this.files?.handlers ?? WITHOUT_POD_FILES),
     };
     this.#unix = net.createServer((c) => {
       this.#clients.add(c);
@@ -135,7 +138,7 @@ export class SessionProxy implements ShimEndpoint {
   /** ShimEndpoint: a request's reply; never throws. */
   async answer(request: ShimCall): Promise<ShimReply> {
     try {
-      const handler = this.#calls[request.op] as (r: ShimCall) => Promise<ShimReply> | ShimReply;
+      const handler = this.#handlers[request.op] as (r: ShimCall) => Promise<ShimReply> | ShimReply;
       return await handler(request);
     } catch (err) {
       this.#failures++;
@@ -149,37 +152,35 @@ export class SessionProxy implements ShimEndpoint {
 
   /** ShimEndpoint: a notification (no reply). */
   notify(notification: ShimNotification): void {
-    const handler = this.#notifications[notification.op] as (n: ShimNotification) => void;
+    const handler = this.#handlers[notification.op] as (n: ShimNotification) => void;
     handler(notification);
   }
 
-  /** ShimEndpoint: the reply to a request whose fields did not check. */
-  refuse(op: unknown, err: TsmError): ShimReply | undefined {
-    switch (op) {
+  /** ShimEndpoint: the reply to a request that did not check (a malformed notification gets none). */
+  refuse(err: ShimFrameError): ShimReply | undefined {
+    switch (err.op) {
+      case undefined:
+        return { ok: false, errno: osConstants.errno.EINVAL, message: err.message }; // an op this proxy does not know
       case 'attach':
       case 'unlisten':
       case 'fs.release':
-        return undefined; // a malformed notification has nothing to answer
-      case 'connect':
-      case 'resolve':
-      case 'reverse':
-        this.#failures++;
-        return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
+        return undefined;
       case 'listen':
       case 'peer':
         if (!this.#opts.incoming) return { ok: true, action: 'local' };
         this.#failures++;
         return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
+      case 'connect':
+      case 'resolve':
+      case 'reverse':
+        this.#failures++;
+        return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
       default:
-        if (typeof op === 'string' && op.startsWith('fs.')) {
-          if (!this.files) return { ok: true, mode: 'local' };
-          return err.message.startsWith('unknown op') ? { ok: false, errno: osConstants.errno.ENOSYS, message: err.message } : fileFailure(err);
-        }
-        return { ok: false, errno: osConstants.errno.EINVAL, message: `unknown op ${String(op)}` };
+        return this.files ? fileFailure(err) : { ok: true, mode: 'local' };
     }
   }
 
-  async #connect(req: ConnectRequest): Promise<ShimReply> {
+  async #connect(req: ShimRequestOf<'connect'>): Promise<ShimReplyOf['connect']> {
     const dest = destinationOf(this.#opts, req.addr, req.port);
     if (dest.action === 'local') {
       this.#localPassThrough++;

@@ -9,7 +9,7 @@ import type net from 'node:net';
 import type { Family } from '../../protocol/messages.js';
 import { podRefusal, type Destination } from './outgoing-policy.js';
 import type { ProxyAgent } from './proxy-agent.js';
-import type { ConnectRequest, ShimReply } from './shim-requests.js';
+import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
 export interface UdpRelayOptions {
   /** A flow with no datagram either way for this long is closed (both ends). */
@@ -36,7 +36,7 @@ export class UdpRelays {
    * Opens the pod's side of a flow to `dest` and a relay on the loopback address `proxyAddr`
    * (the program's socket family decides which one it can reach).
    */
-  async open(req: ConnectRequest, dest: Extract<Destination, { action: 'remote' }>, proxyAddr: string): Promise<ShimReply> {
+  async open(req: ShimRequestOf<'connect'>, dest: Extract<Destination, { action: 'remote' }>, proxyAddr: string): Promise<ShimReplyOf['connect']> {
     const stream = this.#agent.allocateStream();
     this.#agent.peer.mux.open(stream);
     try {
