@@ -12,6 +12,7 @@
         "native/shim/fdtable.c",
         "native/shim/channel.c",
         "native/shim/msgpack.c",
+        "native/shim/replies.c",
         "native/shim/proto.c",
         "native/shim/connect.c",
         "native/shim/fds.c",

@@ -5,6 +5,7 @@
 import { Command, Option } from 'commander';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
+import { describeDefaultPathRules } from '../protocol/shim-constants.js';
 import type { ExecFlags } from './exec.js';
 import { EXIT } from './launch.js';
 import { SHELLS, complete, completionScript, type TargetLister } from './completion.js';
@@ -76,12 +77,7 @@ Examples:
   tsmirror exec --watch src -- node src/server.js     (restart on save; settings from .tsmirror/config.json)
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- cat /data/config.json
 
-Files: by default the program reads the pod's files except /usr, /lib*, /bin, /sbin, /opt,
-/proc, /sys, /dev, /run, /tmp, /var/tmp, /etc (but /etc/resolv.conf, /etc/hosts,
-/etc/hostname and /etc/ssl/certs come from the pod), the home directory, the program's
-directory, the current directory, node_modules, shared libraries and relative paths,
-which stay local. --fs-local, --fs-remote and --fs-not-found (in that precedence) override.
-  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- python3 -m http.server 8080
+${`Files: ${describeDefaultPathRules()} --fs-local, --fs-remote and --fs-not-found (in that precedence) override.`.replace(/(.{1,90})(?: |$)/g, '$1\n')}  tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 -- python3 -m http.server 8080
       (mirror: the program sees a copy of every connection to the pod's port 8080)
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --steal --http-header 'x-dev: alice' -- node server.js
       (only requests with "x-dev: alice" reach the program; the pod's app answers the rest)

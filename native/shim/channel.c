@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-#define MAX_FRAME (1u << 20)
+#define MAX_FRAME ((uint32_t)WIRE_MAX_FRAME_BYTES)
 
 struct channel {
   int fd;              /* -1 when not connected */

@@ -5,119 +5,52 @@
  */
 #include "shim.h"
 #include "msgpack.h"
+#include "replies.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static bool read_int(struct mp_reader *r, int64_t *out) {
-  struct mp_value v;
-  if (!mp_read(r, &v) || (v.type != MP_INT && v.type != MP_FLOAT) || !v.is_integral) return false;
-  *out = v.i;
-  return true;
-}
+#define FIELDS(t) t, sizeof t / sizeof t[0]
 
-/* errno values a file call can return; anything else becomes EIO. */
-static int sane_errno(int64_t e) {
-  static const int known[] = {ENOENT, EACCES, EPERM, EISDIR, ENOTDIR, ELOOP, EEXIST, ENOTEMPTY,
-                              EROFS, ENAMETOOLONG, EINVAL, EBADF, EMFILE, ENFILE, ENOSPC, EXDEV,
-                              EBUSY, ENXIO, ENODEV, ETXTBSY, EFBIG, EOVERFLOW, ENOMEM, EIO, ENOSYS};
-  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-    if (e == known[i]) return (int)e;
-  return EIO;
-}
-
-struct stat_key {
-  const char *name;
-  size_t offset;
-};
-
-#define K(f, n) {n, offsetof(struct rstat, f)}
-static const struct stat_key stat_keys[] = {
-  K(dev, "dev"), K(ino, "ino"), K(mode, "mode"), K(nlink, "nlink"), K(uid, "uid"), K(gid, "gid"),
-  K(rdev, "rdev"), K(size, "size"), K(blksize, "blksize"), K(blocks, "blocks"), K(atime, "atime"),
-  K(atime_ns, "atimeNs"), K(mtime, "mtime"), K(mtime_ns, "mtimeNs"), K(ctime, "ctime"),
-  K(ctime_ns, "ctimeNs"),
-};
-#undef K
-
-/* Sends the request in w and parses the answer into out. */
+/* Sends the request in w and reads the answer (any file reply) into out. */
 static int call(struct mp_writer *w, const char *op, struct fs_reply *out) {
   memset(out, 0, sizeof *out);
   if (w->overflow) {
     out->err = ENAMETOOLONG;
     return 0;
   }
-  uint8_t *body = NULL;
-  size_t len;
-  if (channel_call(w->buf, w->len, &body, &len) < 0) return -1;
-  struct mp_reader r;
-  mp_reader_init(&r, body, len);
-  struct mp_value v;
-  bool bad = !mp_read(&r, &v) || v.type != MP_MAP;
-  int ok = -1;
+  bool ok = false;
   int64_t err = EIO;
-  uint32_t n = bad ? 0 : v.len;
-  for (uint32_t i = 0; i < n && !bad; i++) {
-    struct mp_value key, val;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    bool matched = false;
-    for (size_t k = 0; k < sizeof stat_keys / sizeof stat_keys[0]; k++) {
-      if (mp_str_eq(&key, stat_keys[k].name)) {
-        if (!read_int(&r, (int64_t *)((char *)&out->st + stat_keys[k].offset))) bad = true;
-        matched = true;
-        break;
-      }
-    }
-    if (matched) continue;
-    if (mp_str_eq(&key, "ok")) {
-      if (!mp_read(&r, &val) || val.type != MP_BOOL) bad = true;
-      else ok = val.b;
-    } else if (mp_str_eq(&key, "errno")) {
-      if (!read_int(&r, &err)) bad = true;
-    } else if (mp_str_eq(&key, "kind")) {
-      if (!mp_read(&r, &val) || val.type != MP_STR) bad = true;
-      else out->dir = mp_str_eq(&val, "dir");
-    } else if (mp_str_eq(&key, "lazy") || mp_str_eq(&key, "writeback")) {
-      bool lazy = mp_str_eq(&key, "lazy");
-      if (!mp_read(&r, &val) || val.type != MP_BOOL) bad = true;
-      else if (lazy) out->lazy = val.b;
-      else out->writeback = val.b;
-    } else if (mp_str_eq(&key, "handle")) {
-      if (!read_int(&r, &out->handle)) bad = true;
-    } else if (mp_str_eq(&key, "count") || mp_str_eq(&key, "filled")) {
-      if (!read_int(&r, &out->count)) bad = true;
-    } else if (mp_str_eq(&key, "target")) {
-      if (!mp_read(&r, &val) || !mp_str_copy(&val, out->target, sizeof out->target)) bad = true;
-    } else if (!mp_skip(&r)) {
-      bad = true;
-    }
-  }
-  free(body);
-  if (bad || ok < 0) {
+  char kind[16] = "";
+#define STAT_FIELD(field, key) {key, RF_INT, &out->st.field, 0, NULL, NULL},
+  const struct reply_field fields[] = {
+    {WIRE_KEY_OK, RF_BOOL, &ok, 0, NULL, NULL},
+    {WIRE_KEY_ERRNO, RF_INT, &err, 0, NULL, NULL},
+    {WIRE_KEY_KIND, RF_STR, kind, sizeof kind, NULL, NULL},
+    {WIRE_KEY_LAZY, RF_BOOL, &out->lazy, 0, NULL, NULL},
+    {WIRE_KEY_WRITEBACK, RF_BOOL, &out->writeback, 0, NULL, NULL},
+    {WIRE_KEY_HANDLE, RF_INT, &out->handle, 0, NULL, NULL},
+    {WIRE_KEY_COUNT, RF_INT, &out->count, 0, NULL, NULL},
+    {WIRE_KEY_FILLED, RF_INT, &out->count, 0, NULL, NULL},
+    {WIRE_KEY_TARGET, RF_STR, out->target, sizeof out->target, NULL, NULL},
+    WIRE_STAT_FIELDS(STAT_FIELD)
+  };
+#undef STAT_FIELD
+  uint64_t seen;
+  int rc = reply_call(w, FIELDS(fields), &seen);
+  if (rc == -1) return -1;
+  if (rc == -2 || !RF_SEEN(seen, 0)) {
     shim_log("protocol error: malformed %s response", op);
     return -1;
   }
-  out->err = ok ? 0 : sane_errno(err);
+  out->dir = strcmp(kind, WIRE_KIND_DIR) == 0;
+  out->err = ok ? 0 : sane_file_errno(err);
   return 0;
 }
 
-static void header(struct mp_writer *w, uint32_t fields, const char *op) {
+static void request(struct mp_writer *w, uint32_t fields, const char *op) {
   mp_write_map(w, fields);
-  mp_write_cstr(w, "op");
-  mp_write_cstr(w, op);
-}
-
-static void kv_str(struct mp_writer *w, const char *k, const char *v) {
-  mp_write_cstr(w, k);
-  mp_write_cstr(w, v);
-}
-
-static void kv_int(struct mp_writer *w, const char *k, int64_t v) {
-  mp_write_cstr(w, k);
-  mp_write_int(w, v);
+  mp_write_kv_str(w, WIRE_KEY_OP, op);
 }
 
 #define WRITER(name, size) \
@@ -127,117 +60,102 @@ static void kv_int(struct mp_writer *w, const char *k, int64_t v) {
 SHIM_HIDDEN int fsproto_open(const char *path, int flags, int mode, int memfd, bool eager,
                              struct fs_reply *out) {
   WRITER(w, 4400);
-  header(&w, 7, "fs.open");
-  kv_str(&w, "path", path);
-  kv_int(&w, "flags", flags);
-  kv_int(&w, "mode", mode);
-  kv_int(&w, "pid", getpid());
-  kv_int(&w, "fd", memfd);
-  mp_write_cstr(&w, "eager");
-  mp_write_bool(&w, eager);
-  return call(&w, "fs.open", out);
+  request(&w, 7, WIRE_OP_FS_OPEN);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  mp_write_kv_int(&w, WIRE_KEY_FLAGS, flags);
+  mp_write_kv_int(&w, WIRE_KEY_MODE, mode);
+  mp_write_kv_int(&w, WIRE_KEY_PID, getpid());
+  mp_write_kv_int(&w, WIRE_KEY_FD, memfd);
+  mp_write_kv_bool(&w, WIRE_KEY_EAGER, eager);
+  return call(&w, WIRE_OP_FS_OPEN, out);
 }
 
 SHIM_HIDDEN int fsproto_fill(int64_t handle, int64_t offset, int64_t length, struct fs_reply *out) {
   WRITER(w, 128);
-  header(&w, 4, "fs.fill");
-  kv_int(&w, "handle", handle);
-  kv_int(&w, "offset", offset);
-  kv_int(&w, "length", length);
-  return call(&w, "fs.fill", out);
+  request(&w, 4, WIRE_OP_FS_FILL);
+  mp_write_kv_int(&w, WIRE_KEY_HANDLE, handle);
+  mp_write_kv_int(&w, WIRE_KEY_OFFSET, offset);
+  mp_write_kv_int(&w, WIRE_KEY_LENGTH, length);
+  return call(&w, WIRE_OP_FS_FILL, out);
 }
 
 SHIM_HIDDEN int fsproto_writeback(int64_t handle, struct fs_reply *out) {
   WRITER(w, 64);
-  header(&w, 2, "fs.writeback");
-  kv_int(&w, "handle", handle);
-  return call(&w, "fs.writeback", out);
+  request(&w, 2, WIRE_OP_FS_WRITEBACK);
+  mp_write_kv_int(&w, WIRE_KEY_HANDLE, handle);
+  return call(&w, WIRE_OP_FS_WRITEBACK, out);
 }
 
 SHIM_HIDDEN void fsproto_release(int64_t handle) {
   WRITER(w, 64);
-  header(&w, 2, "fs.release");
-  kv_int(&w, "handle", handle);
+  request(&w, 2, WIRE_OP_FS_RELEASE);
+  mp_write_kv_int(&w, WIRE_KEY_HANDLE, handle);
   if (!w.overflow) channel_notify(w.buf, w.len);
 }
 
 SHIM_HIDDEN int fsproto_stat(const char *path, bool follow, struct fs_reply *out) {
   WRITER(w, 4200);
-  header(&w, 3, "fs.stat");
-  kv_str(&w, "path", path);
-  mp_write_cstr(&w, "follow");
-  mp_write_bool(&w, follow);
-  return call(&w, "fs.stat", out);
+  request(&w, 3, WIRE_OP_FS_STAT);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  mp_write_kv_bool(&w, WIRE_KEY_FOLLOW, follow);
+  return call(&w, WIRE_OP_FS_STAT, out);
 }
 
 SHIM_HIDDEN int fsproto_access(const char *path, int mode, struct fs_reply *out) {
   WRITER(w, 4200);
-  header(&w, 3, "fs.access");
-  kv_str(&w, "path", path);
-  kv_int(&w, "mode", mode);
-  return call(&w, "fs.access", out);
+  request(&w, 3, WIRE_OP_FS_ACCESS);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  mp_write_kv_int(&w, WIRE_KEY_MODE, mode);
+  return call(&w, WIRE_OP_FS_ACCESS, out);
 }
 
 SHIM_HIDDEN int fsproto_readdir(const char *path, int memfd, struct fs_reply *out) {
   WRITER(w, 4200);
-  header(&w, 4, "fs.readdir");
-  kv_str(&w, "path", path);
-  kv_int(&w, "pid", getpid());
-  kv_int(&w, "fd", memfd);
-  return call(&w, "fs.readdir", out);
+  request(&w, 4, WIRE_OP_FS_READDIR);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  mp_write_kv_int(&w, WIRE_KEY_PID, getpid());
+  mp_write_kv_int(&w, WIRE_KEY_FD, memfd);
+  return call(&w, WIRE_OP_FS_READDIR, out);
 }
 
 SHIM_HIDDEN int fsproto_readlink(const char *path, struct fs_reply *out) {
   WRITER(w, 4200);
-  header(&w, 2, "fs.readlink");
-  kv_str(&w, "path", path);
-  return call(&w, "fs.readlink", out);
+  request(&w, 2, WIRE_OP_FS_READLINK);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  return call(&w, WIRE_OP_FS_READLINK, out);
 }
 
 SHIM_HIDDEN int fsproto_change(const char *what, const char *path, int64_t mode, const char *to,
                                struct fs_reply *out) {
   WRITER(w, 8500);
-  header(&w, to ? 5 : 4, "fs.change");
-  kv_str(&w, "what", what);
-  kv_str(&w, "path", path);
-  kv_int(&w, strcmp(what, "truncate") == 0 ? "size" : "mode", mode);
-  if (to) kv_str(&w, "to", to);
-  return call(&w, "fs.change", out);
+  if (strcmp(what, SHIM_CHANGE_TRUNCATE) == 0) {
+    request(&w, 3, WIRE_OP_FS_TRUNCATE);
+    mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+    mp_write_kv_int(&w, WIRE_KEY_SIZE, mode);
+    return call(&w, WIRE_OP_FS_TRUNCATE, out);
+  }
+  request(&w, to ? 5 : 4, WIRE_OP_FS_CHANGE);
+  mp_write_kv_str(&w, WIRE_KEY_CHANGE, what);
+  mp_write_kv_str(&w, WIRE_KEY_PATH, path);
+  mp_write_kv_int(&w, WIRE_KEY_MODE, mode);
+  if (to) mp_write_kv_str(&w, WIRE_KEY_TO, to);
+  return call(&w, WIRE_OP_FS_CHANGE, out);
 }
 
 SHIM_HIDDEN int fsproto_config(void (*field)(const char *key, const char *value, void *arg), void *arg) {
   WRITER(w, 64);
-  header(&w, 1, "fs.config");
-  uint8_t *body = NULL;
-  size_t len;
-  if (channel_call(w.buf, w.len, &body, &len) < 0) return -1;
-  struct mp_reader r;
-  mp_reader_init(&r, body, len);
-  struct mp_value v;
-  bool bad = !mp_read(&r, &v) || v.type != MP_MAP;
-  uint32_t n = bad ? 0 : v.len;
-  char key[32], *value = malloc(4097);
-  if (!value) bad = true;
-  for (uint32_t i = 0; i < n && !bad; i++) {
-    struct mp_value k, val;
-    if (!mp_read(&r, &k) || !mp_str_copy(&k, key, sizeof key) || !mp_read(&r, &val)) {
-      bad = true;
-      break;
-    }
-    if (val.type == MP_STR) {
-      if (mp_str_copy(&val, value, 4097)) field(key, value, arg);
-    } else if (val.type == MP_ARRAY) {
-      for (uint32_t j = 0; j < val.len && !bad; j++) {
-        struct mp_value item;
-        if (!mp_read(&r, &item)) bad = true;
-        else if (item.type == MP_STR && mp_str_copy(&item, value, 4097)) field(key, value, arg);
-      }
-    } else if (val.type == MP_MAP) {
-      for (uint32_t j = 0; j < 2 * val.len && !bad; j++) bad = !mp_skip(&r);
-    }
-  }
-  free(value);
-  free(body);
-  if (bad) shim_log("protocol error: malformed fs.config response");
-  return bad ? -1 : 0;
+  request(&w, 1, WIRE_OP_FS_CONFIG);
+  /* Every rule goes to the callback as it is read (arg is the callback's own). */
+  const struct reply_field fields[] = {
+    {WIRE_KEY_MODE, RF_STRINGS, arg, 0, NULL, field},
+    {WIRE_KEY_LOCAL, RF_STRINGS, arg, 0, NULL, field},
+    {WIRE_KEY_REMOTE, RF_STRINGS, arg, 0, NULL, field},
+    {WIRE_KEY_NOT_FOUND, RF_STRINGS, arg, 0, NULL, field},
+    {WIRE_KEY_KEEP, RF_STRINGS, arg, 0, NULL, field},
+    {WIRE_KEY_EMPTY_DIR, RF_STRINGS, arg, 0, NULL, field},
+  };
+  uint64_t seen;
+  int rc = reply_call(&w, FIELDS(fields), &seen);
+  if (rc == -2) shim_log("protocol error: malformed fs.config response");
+  return rc < 0 ? -1 : 0;
 }

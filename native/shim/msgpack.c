@@ -213,3 +213,18 @@ bool mp_str_copy(const struct mp_value *v, char *dst, size_t cap) {
   dst[v->len] = 0;
   return true;
 }
+
+void mp_write_kv_str(struct mp_writer *w, const char *key, const char *value) {
+  mp_write_cstr(w, key);
+  mp_write_cstr(w, value);
+}
+
+void mp_write_kv_int(struct mp_writer *w, const char *key, int64_t value) {
+  mp_write_cstr(w, key);
+  mp_write_int(w, value);
+}
+
+void mp_write_kv_bool(struct mp_writer *w, const char *key, bool value) {
+  mp_write_cstr(w, key);
+  mp_write_bool(w, value);
+}

@@ -24,6 +24,10 @@ void mp_write_cstr(struct mp_writer *w, const char *s);
 void mp_write_int(struct mp_writer *w, int64_t v);
 void mp_write_bool(struct mp_writer *w, bool v);
 void mp_write_nil(struct mp_writer *w);
+/* One entry of a map: a string key and its value. */
+void mp_write_kv_str(struct mp_writer *w, const char *key, const char *value);
+void mp_write_kv_int(struct mp_writer *w, const char *key, int64_t value);
+void mp_write_kv_bool(struct mp_writer *w, const char *key, bool value);
 
 enum mp_type { MP_ERROR, MP_NIL, MP_BOOL, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP, MP_EXT };
 

@@ -17,13 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RULES 64
+#define MAX_RULES WIRE_MAX_RULES
 
-static const char *const default_remote[] = {"/etc/resolv.conf", "/etc/hosts", "/etc/hostname",
-                                             "/etc/ssl/certs"};
-static const char *const default_local[] = {"/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin",
-                                            "/sbin", "/opt", "/proc", "/sys", "/dev", "/run",
-                                            "/tmp", "/var/tmp", "/etc"};
+/* The default rules, from protocol/shim-wire.ts (DEFAULT_PATH_RULES) through wire.h. */
+static const char *const default_remote[] = WIRE_DEFAULT_REMOTE_FILES;
+static const char *const default_local[] = WIRE_DEFAULT_LOCAL_TREES;
+static const char *const default_local_dir_names[] = WIRE_DEFAULT_LOCAL_DIR_NAMES;
 
 enum fs_mode { MODE_LOCAL, MODE_READ, MODE_WRITE };
 
@@ -31,7 +30,7 @@ static struct {
   enum fs_mode mode;
   regex_t local[MAX_RULES], remote[MAX_RULES], not_found[MAX_RULES];
   int nlocal, nremote, nnot_found;
-  char *keep[8];
+  char *keep[WIRE_MAX_KEEP];
   int nkeep;
   char empty_dir[4096];
 } rules;
@@ -51,22 +50,22 @@ static void add_regex(regex_t *set, int *n, const char *re) {
 
 static void config_field(const char *key, const char *value, void *arg) {
   (void)arg;
-  if (strcmp(key, "mode") == 0) {
-    rules.mode = strcmp(value, "read") == 0 ? MODE_READ : strcmp(value, "write") == 0 ? MODE_WRITE : MODE_LOCAL;
-  } else if (strcmp(key, "local") == 0) {
+  if (strcmp(key, WIRE_KEY_MODE) == 0) {
+    rules.mode = strcmp(value, WIRE_MODE_READ) == 0 ? MODE_READ : strcmp(value, WIRE_MODE_WRITE) == 0 ? MODE_WRITE : MODE_LOCAL;
+  } else if (strcmp(key, WIRE_KEY_LOCAL) == 0) {
     add_regex(rules.local, &rules.nlocal, value);
-  } else if (strcmp(key, "remote") == 0) {
+  } else if (strcmp(key, WIRE_KEY_REMOTE) == 0) {
     add_regex(rules.remote, &rules.nremote, value);
-  } else if (strcmp(key, "notFound") == 0) {
+  } else if (strcmp(key, WIRE_KEY_NOT_FOUND) == 0) {
     add_regex(rules.not_found, &rules.nnot_found, value);
-  } else if (strcmp(key, "keep") == 0) {
-    if (rules.nkeep < 8 && value[0] == '/' && strcmp(value, "/") != 0) {
+  } else if (strcmp(key, WIRE_KEY_KEEP) == 0) {
+    if (rules.nkeep < WIRE_MAX_KEEP && value[0] == '/' && strcmp(value, "/") != 0) {
       char *copy = strdup(value);
       size_t l = copy ? strlen(copy) : 0;
       while (l > 1 && copy[l - 1] == '/') copy[--l] = 0;
       if (copy) rules.keep[rules.nkeep++] = copy;
     }
-  } else if (strcmp(key, "emptyDir") == 0) {
+  } else if (strcmp(key, WIRE_KEY_EMPTY_DIR) == 0) {
     if (strlen(value) < sizeof rules.empty_dir) strcpy(rules.empty_dir, value);
   }
 }
@@ -123,6 +122,14 @@ SHIM_HIDDEN void fs_normalise(const char *in, char *out, size_t cap) {
   out[len] = 0;
 }
 
+/* The path goes through a directory named `name` (or is one). */
+static bool through_dir(const char *path, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = strstr(path, name); p; p = strstr(p + 1, name))
+    if (p > path && p[-1] == '/' && (p[n] == '/' || p[n] == 0)) return true;
+  return false;
+}
+
 static bool any_match(regex_t *set, int n, const char *path) {
   for (int i = 0; i < n; i++)
     if (regexec(&set[i], path, 0, NULL, 0) == 0) return true;
@@ -150,8 +157,8 @@ static enum fs_route decide(const char *norm) {
     if (under(norm, default_local[i])) return FS_LOCAL;
   for (int i = 0; i < rules.nkeep; i++)
     if (under(norm, rules.keep[i])) return FS_LOCAL;
-  if (strstr(norm, "/node_modules/") || (strlen(norm) >= 13 && strcmp(norm + strlen(norm) - 13, "/node_modules") == 0))
-    return FS_LOCAL;
+  for (size_t i = 0; i < sizeof default_local_dir_names / sizeof default_local_dir_names[0]; i++)
+    if (through_dir(norm, default_local_dir_names[i])) return FS_LOCAL;
   if (shared_library(norm)) return FS_LOCAL;
   return FS_REMOTE;
 }

@@ -4,6 +4,7 @@
  */
 #include "shim.h"
 #include "msgpack.h"
+#include "replies.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -41,37 +42,14 @@ static bool parse_ip(const char *text, int port, union shim_addr *out) {
   return false;
 }
 
-/* Sends a request and opens the response map. Returns the number of entries, or -1. */
-static int call(struct mp_writer *w, uint8_t **body, struct mp_reader *r) {
+/* Sends the request in w and reads the reply into the table (common fields first). 0, or
+ * -1 (channel failure or malformed reply, logged as `what`). */
+static int call(struct mp_writer *w, const struct reply_field *fields, size_t n, uint64_t *seen,
+                const char *what) {
   if (w->overflow) return -1;
-  size_t len;
-  if (channel_call(w->buf, w->len, body, &len) < 0) return -1;
-  mp_reader_init(r, *body, len);
-  struct mp_value v;
-  if (!mp_read(r, &v) || v.type != MP_MAP) {
-    shim_log("protocol error: response is not a map");
-    return -1;
-  }
-  return (int)v.len;
-}
-
-static bool read_int(struct mp_reader *r, int64_t *out) {
-  struct mp_value v;
-  if (!mp_read(r, &v) || (v.type != MP_INT && v.type != MP_FLOAT) || !v.is_integral) return false;
-  *out = v.i;
-  return true;
-}
-
-static const int known_errnos[] = {
-  ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, ECONNABORTED, EACCES,
-  EPERM, EADDRNOTAVAIL, EADDRINUSE, ENETDOWN, EHOSTDOWN, EAFNOSUPPORT, EINVAL, EAGAIN,
-  EINPROGRESS, EINTR, EIO, ENOBUFS, EMSGSIZE,
-};
-
-static int sane_errno(int64_t e) {
-  for (size_t i = 0; i < sizeof known_errnos / sizeof known_errnos[0]; i++)
-    if (e == known_errnos[i]) return (int)e;
-  return ECONNREFUSED;
+  int rc = reply_call(w, fields, n, seen);
+  if (rc == -2) shim_log("protocol error: malformed %s response", what);
+  return rc < 0 ? -1 : 0;
 }
 
 static int sane_eai(int64_t e) {
@@ -84,54 +62,21 @@ static int sane_eai(int64_t e) {
   }
 }
 
-/* Fields common to every response. Returns true if the key was one of them. */
-struct common {
-  int ok;          /* -1 missing */
-  char action[16];
-  int64_t err, eai;
-  bool has_err, has_eai;
-  char message[256];
-};
-
-static bool read_common(struct mp_reader *r, const struct mp_value *key, struct common *c,
-                        bool *bad) {
-  struct mp_value v;
-  if (mp_str_eq(key, "ok")) {
-    if (!mp_read(r, &v) || v.type != MP_BOOL) *bad = true;
-    else c->ok = v.b;
-  } else if (mp_str_eq(key, "action")) {
-    if (!mp_read(r, &v) || !mp_str_copy(&v, c->action, sizeof c->action)) *bad = true;
-  } else if (mp_str_eq(key, "errno")) {
-    c->has_err = read_int(r, &c->err);
-    if (!c->has_err) *bad = true;
-  } else if (mp_str_eq(key, "eai")) {
-    c->has_eai = read_int(r, &c->eai);
-    if (!c->has_eai) *bad = true;
-  } else if (mp_str_eq(key, "message")) {
-    if (!mp_read(r, &v)) *bad = true;
-    else if (v.type == MP_STR) {
-      size_t n = v.len < sizeof c->message - 1 ? v.len : sizeof c->message - 1;
-      memcpy(c->message, v.s, n);
-      c->message[n] = 0;
-    }
-  } else {
-    return false;
-  }
-  return true;
-}
-
-/* ok/action → kind; false if the response breaks the contract. */
-static bool classify(const struct common *c, const char *remote_action, enum reply_kind *kind) {
-  if (c->ok < 0) return false;
+/* ok/action -> kind; false if the reply breaks the contract (no ok, an unknown action). */
+static bool classify(const struct reply_common *c, uint64_t seen, const char *remote_action,
+                     enum reply_kind *kind) {
+  if (!RF_SEEN(seen, RC_OK)) return false;
   if (!c->ok) {
     *kind = REPLY_ERROR;
     return true;
   }
-  if (strcmp(c->action, "local") == 0) *kind = REPLY_LOCAL;
+  if (strcmp(c->action, WIRE_ACTION_LOCAL) == 0) *kind = REPLY_LOCAL;
   else if (strcmp(c->action, remote_action) == 0) *kind = REPLY_REMOTE;
   else return false;
   return true;
 }
+
+#define FIELDS(t) t, sizeof t / sizeof t[0]
 
 SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
                               struct connect_reply *out) {
@@ -142,56 +87,34 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   addr_text(dest, &family, text, &port);
   bool nonblock = timeout_ms < 0;
   mp_write_map(&w, nonblock ? 7 : 6);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "connect");
-  mp_write_cstr(&w, "proto"); mp_write_cstr(&w, udp ? "udp" : "tcp");
-  mp_write_cstr(&w, "family"); mp_write_int(&w, family);
-  mp_write_cstr(&w, "addr"); mp_write_cstr(&w, text);
-  mp_write_cstr(&w, "port"); mp_write_int(&w, port);
-  mp_write_cstr(&w, "timeoutMs"); mp_write_int(&w, nonblock ? 0 : timeout_ms);
-  if (nonblock) {
-    mp_write_cstr(&w, "nonblock"); mp_write_bool(&w, true);
-  }
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_CONNECT);
+  mp_write_kv_str(&w, WIRE_KEY_PROTO, udp ? WIRE_PROTO_UDP : WIRE_PROTO_TCP);
+  mp_write_kv_int(&w, WIRE_KEY_FAMILY, family);
+  mp_write_kv_str(&w, WIRE_KEY_ADDR, text);
+  mp_write_kv_int(&w, WIRE_KEY_PORT, port);
+  mp_write_kv_int(&w, WIRE_KEY_TIMEOUT_MS, nonblock ? 0 : timeout_ms);
+  if (nonblock) mp_write_kv_bool(&w, WIRE_KEY_NONBLOCK, true);
 
-  uint8_t *body = NULL;
-  struct mp_reader r;
-  int n = call(&w, &body, &r);
-  if (n < 0) {
-    free(body);
-    return -1;
-  }
-  struct common c = {.ok = -1};
-  char proxy_addr[64] = "", local_addr[64] = "";
+  struct reply_common c = {0};
+  char proxy_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "", local_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "";
   int64_t proxy_port = -1, local_port = -1, stream = -1;
-  bool bad = false;
-  for (int i = 0; i < n && !bad; i++) {
-    struct mp_value key, v;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    if (read_common(&r, &key, &c, &bad)) continue;
-    if (mp_str_eq(&key, "proxyAddr")) {
-      if (!mp_read(&r, &v) || !mp_str_copy(&v, proxy_addr, sizeof proxy_addr)) bad = true;
-    } else if (mp_str_eq(&key, "localAddr")) {
-      if (!mp_read(&r, &v) || !mp_str_copy(&v, local_addr, sizeof local_addr)) bad = true;
-    } else if (mp_str_eq(&key, "proxyPort")) {
-      if (!read_int(&r, &proxy_port)) bad = true;
-    } else if (mp_str_eq(&key, "localPort")) {
-      if (!read_int(&r, &local_port)) bad = true;
-    } else if (mp_str_eq(&key, "stream")) {
-      if (!read_int(&r, &stream)) bad = true;
-    } else if (!mp_skip(&r)) {
-      bad = true;
-    }
-  }
-  free(body);
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_PROXY_ADDR, RF_STR, proxy_addr, sizeof proxy_addr, NULL, NULL},
+    {WIRE_KEY_LOCAL_ADDR, RF_STR, local_addr, sizeof local_addr, NULL, NULL},
+    {WIRE_KEY_PROXY_PORT, RF_INT, &proxy_port, 0, NULL, NULL},
+    {WIRE_KEY_LOCAL_PORT, RF_INT, &local_port, 0, NULL, NULL},
+    {WIRE_KEY_STREAM, RF_INT, &stream, 0, NULL, NULL},
+  };
+  uint64_t seen;
   memset(out, 0, sizeof *out);
-  if (bad || !classify(&c, "proxy", &out->kind)) {
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_CONNECT) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_PROXY, &out->kind)) {
     shim_log("protocol error: malformed connect response");
     return -1;
   }
   if (out->kind == REPLY_ERROR) {
-    out->err = c.has_err ? sane_errno(c.err) : ECONNREFUSED;
+    out->err = RF_SEEN(seen, RC_ERRNO) ? sane_net_errno(c.err) : ECONNREFUSED;
     shim_log("connect %s:%d refused by proxy: errno %d %s", text, port, out->err, c.message);
     return 0;
   }
@@ -217,33 +140,29 @@ SHIM_HIDDEN int proto_attach(int64_t stream, int port) {
   uint8_t buf[128];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   mp_write_map(&w, 3);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "attach");
-  mp_write_cstr(&w, "stream"); mp_write_int(&w, stream);
-  mp_write_cstr(&w, "port"); mp_write_int(&w, port);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_ATTACH);
+  mp_write_kv_int(&w, WIRE_KEY_STREAM, stream);
+  mp_write_kv_int(&w, WIRE_KEY_PORT, port);
   if (w.overflow) return -1;
   return channel_notify(w.buf, w.len);
 }
 
-static bool read_addrs(struct mp_reader *r, struct resolve_reply *out) {
+/* resolve's addrs: a list of {family, addr}; the first SHIM_MAX_ADDRS are kept. */
+static bool read_addrs(struct mp_reader *r, void *dst) {
+  struct resolve_reply *out = dst;
   struct mp_value v;
   if (!mp_read(r, &v) || v.type != MP_ARRAY) return false;
-  uint32_t count = v.len;
-  for (uint32_t i = 0; i < count; i++) {
+  for (uint32_t i = 0; i < v.len; i++) {
     struct mp_value m;
     if (!mp_read(r, &m) || m.type != MP_MAP) return false;
     int64_t family = 0;
-    char text[64] = "";
-    for (uint32_t k = 0; k < m.len; k++) {
-      struct mp_value key, val;
-      if (!mp_read(r, &key) || key.type != MP_STR) return false;
-      if (mp_str_eq(&key, "family")) {
-        if (!read_int(r, &family)) return false;
-      } else if (mp_str_eq(&key, "addr")) {
-        if (!mp_read(r, &val) || !mp_str_copy(&val, text, sizeof text)) return false;
-      } else if (!mp_skip(r)) {
-        return false;
-      }
-    }
+    char text[WIRE_MAX_ADDRESS_TEXT + 1] = "";
+    const struct reply_field fields[] = {
+      {WIRE_KEY_FAMILY, RF_INT, &family, 0, NULL, NULL},
+      {WIRE_KEY_ADDR, RF_STR, text, sizeof text, NULL, NULL},
+    };
+    uint64_t seen;
+    if (!reply_read_map(r, m.len, FIELDS(fields), &seen)) return false;
     if (out->naddrs >= SHIM_MAX_ADDRS) continue; /* keep the first ones */
     struct resolved_addr *a = &out->addrs[out->naddrs];
     if (family == 4 && inet_pton(AF_INET, text, a->bytes) == 1) a->family = AF_INET;
@@ -258,42 +177,24 @@ SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply
   uint8_t buf[1400];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   mp_write_map(&w, 3);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "resolve");
-  mp_write_cstr(&w, "name"); mp_write_cstr(&w, name);
-  mp_write_cstr(&w, "family"); mp_write_int(&w, family == AF_INET ? 4 : family == AF_INET6 ? 6 : 0);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_RESOLVE);
+  mp_write_kv_str(&w, WIRE_KEY_NAME, name);
+  mp_write_kv_int(&w, WIRE_KEY_FAMILY, family == AF_INET ? 4 : family == AF_INET6 ? 6 : 0);
 
   memset(out, 0, sizeof *out);
-  uint8_t *body = NULL;
-  struct mp_reader r;
-  int n = call(&w, &body, &r);
-  if (n < 0) {
-    free(body);
-    return -1;
-  }
-  struct common c = {.ok = -1};
-  bool bad = false;
-  for (int i = 0; i < n && !bad; i++) {
-    struct mp_value key, v;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    if (read_common(&r, &key, &c, &bad)) continue;
-    if (mp_str_eq(&key, "addrs")) {
-      if (!read_addrs(&r, out)) bad = true;
-    } else if (mp_str_eq(&key, "canonname")) {
-      if (!mp_read(&r, &v)) bad = true;
-      else if (v.type == MP_STR && !mp_str_copy(&v, out->canonname, sizeof out->canonname)) bad = true;
-    } else if (!mp_skip(&r)) {
-      bad = true;
-    }
-  }
-  free(body);
-  if (bad || !classify(&c, "remote", &out->kind)) {
+  struct reply_common c = {0};
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_ADDRS, RF_CUSTOM, out, 0, read_addrs, NULL},
+    {WIRE_KEY_CANONNAME, RF_OPT_STR, out->canonname, sizeof out->canonname, NULL, NULL},
+  };
+  uint64_t seen;
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_RESOLVE) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_REMOTE, &out->kind)) {
     shim_log("protocol error: malformed resolve response");
     return -1;
   }
-  if (out->kind == REPLY_ERROR) out->eai = c.has_eai ? sane_eai(c.eai) : EAI_FAIL;
+  if (out->kind == REPLY_ERROR) out->eai = RF_SEEN(seen, RC_EAI) ? sane_eai(c.eai) : EAI_FAIL;
   shim_log("resolve %s family %d -> %s (%d addrs, eai %d) %s", name, family,
            out->kind == REPLY_LOCAL ? "local" : out->kind == REPLY_REMOTE ? "remote" : "error",
            out->naddrs, out->eai, c.message);
@@ -306,39 +207,23 @@ SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply
   uint8_t buf[256];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   mp_write_map(&w, 3);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "reverse");
-  mp_write_cstr(&w, "family"); mp_write_int(&w, family == AF_INET ? 4 : 6);
-  mp_write_cstr(&w, "addr"); mp_write_cstr(&w, text);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_REVERSE);
+  mp_write_kv_int(&w, WIRE_KEY_FAMILY, family == AF_INET ? 4 : 6);
+  mp_write_kv_str(&w, WIRE_KEY_ADDR, text);
 
   memset(out, 0, sizeof *out);
-  uint8_t *body = NULL;
-  struct mp_reader r;
-  int n = call(&w, &body, &r);
-  if (n < 0) {
-    free(body);
-    return -1;
-  }
-  struct common c = {.ok = -1};
-  bool bad = false;
-  for (int i = 0; i < n && !bad; i++) {
-    struct mp_value key, v;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    if (read_common(&r, &key, &c, &bad)) continue;
-    if (mp_str_eq(&key, "name")) {
-      if (!mp_read(&r, &v) || !mp_str_copy(&v, out->name, sizeof out->name)) bad = true;
-    } else if (!mp_skip(&r)) {
-      bad = true;
-    }
-  }
-  free(body);
-  if (bad || !classify(&c, "remote", &out->kind) || (out->kind == REPLY_REMOTE && !out->name[0])) {
+  struct reply_common c = {0};
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_NAME, RF_STR, out->name, sizeof out->name, NULL, NULL},
+  };
+  uint64_t seen;
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_REVERSE) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_REMOTE, &out->kind) || (out->kind == REPLY_REMOTE && !out->name[0])) {
     shim_log("protocol error: malformed reverse response");
     return -1;
   }
-  if (out->kind == REPLY_ERROR) out->eai = c.has_eai ? sane_eai(c.eai) : EAI_NONAME;
+  if (out->kind == REPLY_ERROR) out->eai = RF_SEEN(seen, RC_EAI) ? sane_eai(c.eai) : EAI_NONAME;
   shim_log("reverse %s -> %s %s", text,
            out->kind == REPLY_LOCAL ? "local" : out->kind == REPLY_REMOTE ? out->name : "error",
            c.message);
@@ -354,37 +239,22 @@ SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struc
   char text[INET6_ADDRSTRLEN];
   addr_text(bound, &family, text, &port);
   mp_write_map(&w, 5);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "listen");
-  mp_write_cstr(&w, "port"); mp_write_int(&w, asked_port);
-  mp_write_cstr(&w, "localPort"); mp_write_int(&w, port);
-  mp_write_cstr(&w, "family"); mp_write_int(&w, family);
-  mp_write_cstr(&w, "addr"); mp_write_cstr(&w, text);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_LISTEN);
+  mp_write_kv_int(&w, WIRE_KEY_PORT, asked_port);
+  mp_write_kv_int(&w, WIRE_KEY_LOCAL_PORT, port);
+  mp_write_kv_int(&w, WIRE_KEY_FAMILY, family);
+  mp_write_kv_str(&w, WIRE_KEY_ADDR, text);
 
   memset(out, 0, sizeof *out);
-  uint8_t *body = NULL;
-  struct mp_reader r;
-  int n = call(&w, &body, &r);
-  if (n < 0) {
-    free(body);
-    return -1;
-  }
-  struct common c = {.ok = -1};
-  bool bad = false;
-  for (int i = 0; i < n && !bad; i++) {
-    struct mp_value key;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    if (read_common(&r, &key, &c, &bad)) continue;
-    if (!mp_skip(&r)) bad = true;
-  }
-  free(body);
-  if (bad || !classify(&c, "remote", &out->kind)) {
+  struct reply_common c = {0};
+  const struct reply_field fields[] = {REPLY_COMMON_FIELDS(&c)};
+  uint64_t seen;
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_LISTEN) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_REMOTE, &out->kind)) {
     shim_log("protocol error: malformed listen response");
     return -1;
   }
-  if (out->kind == REPLY_ERROR) out->err = c.has_err ? sane_errno(c.err) : EADDRINUSE;
+  if (out->kind == REPLY_ERROR) out->err = RF_SEEN(seen, RC_ERRNO) ? sane_net_errno(c.err) : EADDRINUSE;
   shim_log("listen port %d (here %s:%d) -> %s %s", asked_port, text, port,
            out->kind == REPLY_LOCAL ? "local" : out->kind == REPLY_REMOTE ? "pod" : "refused",
            c.message);
@@ -395,8 +265,8 @@ SHIM_HIDDEN int proto_unlisten(int asked_port) {
   uint8_t buf[64];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   mp_write_map(&w, 2);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "unlisten");
-  mp_write_cstr(&w, "port"); mp_write_int(&w, asked_port);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_UNLISTEN);
+  mp_write_kv_int(&w, WIRE_KEY_PORT, asked_port);
   if (w.overflow) return -1;
   return channel_notify(w.buf, w.len);
 }
@@ -405,42 +275,23 @@ SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out) {
   uint8_t buf[64];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   mp_write_map(&w, 2);
-  mp_write_cstr(&w, "op"); mp_write_cstr(&w, "peer");
-  mp_write_cstr(&w, "port"); mp_write_int(&w, port);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_PEER);
+  mp_write_kv_int(&w, WIRE_KEY_PORT, port);
 
   memset(out, 0, sizeof *out);
-  uint8_t *body = NULL;
-  struct mp_reader r;
-  int n = call(&w, &body, &r);
-  if (n < 0) {
-    free(body);
-    return -1;
-  }
-  struct common c = {.ok = -1};
-  char addr[64] = "", local_addr[64] = "";
+  struct reply_common c = {0};
+  char addr[WIRE_MAX_ADDRESS_TEXT + 1] = "", local_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "";
   int64_t rport = -1, lport = -1;
-  bool bad = false;
-  for (int i = 0; i < n && !bad; i++) {
-    struct mp_value key, v;
-    if (!mp_read(&r, &key) || key.type != MP_STR) {
-      bad = true;
-      break;
-    }
-    if (read_common(&r, &key, &c, &bad)) continue;
-    if (mp_str_eq(&key, "addr")) {
-      if (!mp_read(&r, &v) || !mp_str_copy(&v, addr, sizeof addr)) bad = true;
-    } else if (mp_str_eq(&key, "localAddr")) {
-      if (!mp_read(&r, &v) || !mp_str_copy(&v, local_addr, sizeof local_addr)) bad = true;
-    } else if (mp_str_eq(&key, "port")) {
-      if (!read_int(&r, &rport)) bad = true;
-    } else if (mp_str_eq(&key, "localPort")) {
-      if (!read_int(&r, &lport)) bad = true;
-    } else if (!mp_skip(&r)) {
-      bad = true;
-    }
-  }
-  free(body);
-  if (bad || !classify(&c, "remote", &out->kind) || out->kind == REPLY_ERROR) {
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_ADDR, RF_STR, addr, sizeof addr, NULL, NULL},
+    {WIRE_KEY_LOCAL_ADDR, RF_STR, local_addr, sizeof local_addr, NULL, NULL},
+    {WIRE_KEY_PORT, RF_INT, &rport, 0, NULL, NULL},
+    {WIRE_KEY_LOCAL_PORT, RF_INT, &lport, 0, NULL, NULL},
+  };
+  uint64_t seen;
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_PEER) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_REMOTE, &out->kind) || out->kind == REPLY_ERROR) {
     shim_log("protocol error: malformed peer response");
     return -1;
   }

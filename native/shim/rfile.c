@@ -22,8 +22,9 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 
-#define CHUNK (64 * 1024)
-#define WINDOW_MAX (16 * 1024 * 1024)
+/* The proxy fills in the same blocks and reads ahead as far (protocol/shim-wire.ts). */
+#define CHUNK WIRE_FILE_BLOCK_BYTES
+#define WINDOW_MAX WIRE_READ_AHEAD_MAX_BYTES
 #define SLOTS_BITS 10
 #define SLOTS (1u << SLOTS_BITS)
 #define MAX_SLOTS 1024u

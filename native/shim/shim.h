@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "hooks.h"
+#include "wire.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 #define SHIM_HIDDEN __attribute__((visibility("hidden")))
@@ -186,7 +187,7 @@ struct connect_reply {
   union shim_addr local;         /* localAddr:localPort */
 };
 
-#define SHIM_MAX_ADDRS 64
+#define SHIM_MAX_ADDRS WIRE_MAX_ADDRS
 
 struct resolved_addr {
   int family;                    /* AF_INET or AF_INET6 */
@@ -196,7 +197,7 @@ struct resolved_addr {
 struct resolve_reply {
   enum reply_kind kind;
   int eai;                       /* REPLY_ERROR: EAI_* (negative) */
-  char canonname[1025];
+  char canonname[WIRE_MAX_NAME + 1];
   int naddrs;
   struct resolved_addr addrs[SHIM_MAX_ADDRS];
 };
@@ -204,7 +205,7 @@ struct resolve_reply {
 struct reverse_reply {
   enum reply_kind kind;
   int eai;
-  char name[1025];
+  char name[WIRE_MAX_NAME + 1];
 };
 
 /* Each returns 0 when the proxy answered (the reply says what), -1 when the channel
@@ -287,7 +288,7 @@ struct fs_reply {
   int64_t handle;        /* fs.open: the proxy's handle (0: none) */
   int64_t count;         /* fs.readdir: entries; fs.fill: bytes */
   struct rstat st;       /* fs.open, fs.stat */
-  char target[4096];     /* fs.readlink */
+  char target[WIRE_MAX_PATH + 1]; /* fs.readlink */
 };
 
 /* Each returns 0 when the proxy answered (out->err says how), -1 if the channel failed. */
@@ -299,7 +300,8 @@ SHIM_HIDDEN int fsproto_stat(const char *path, bool follow, struct fs_reply *out
 SHIM_HIDDEN int fsproto_access(const char *path, int mode, struct fs_reply *out);
 SHIM_HIDDEN int fsproto_readdir(const char *path, int memfd, struct fs_reply *out);
 SHIM_HIDDEN int fsproto_readlink(const char *path, struct fs_reply *out);
-/* what: mkdir, unlink, rmdir, rename, truncate */
+/* what: WIRE_CHANGE_* (fs.change), or SHIM_CHANGE_TRUNCATE (sent as fs.truncate, `mode` the size) */
+#define SHIM_CHANGE_TRUNCATE "truncate"
 SHIM_HIDDEN int fsproto_change(const char *what, const char *path, int64_t mode, const char *to,
                                struct fs_reply *out);
 /* Sends fs.config and hands each field to the callback; -1 if the channel failed. */

@@ -2,10 +2,11 @@
  * Feeds random and mutated responses to the shim's response parsers (proto.c over
  * msgpack.c), built with ASan/UBSan by run.sh. The channel is stubbed: channel_call
  * returns the current input. Checks only that nothing crashes or reads out of bounds.
- * usage: fuzz_proto [iterations]
+ * usage: fuzz_proto [iterations] [seed-dir]   (seeds: see seeds.h)
  */
 #include "../shim.h"
 #include "../msgpack.h"
+#include "seeds.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +71,61 @@ static void seed(int which) {
   input_len = w.len;
 }
 
+static int network_seed(const char *name) { return !starts_with(name, "fs."); }
+
+/* A sample reply from the TypeScript side must parse as the shape it names. */
+static int replay(const struct seed *s) {
+  memcpy(input, s->data, s->len);
+  input_len = s->len;
+  union shim_addr dest = {.in = {.sin_family = AF_INET}};
+  unsigned char a4[4] = {1, 2, 3, 4};
+  enum reply_kind want = shape_is(s->name, "error") ? REPLY_ERROR : shape_is(s->name, "local") ? REPLY_LOCAL : REPLY_REMOTE;
+  int rc = -1;
+  enum reply_kind got = REPLY_ERROR;
+  if (starts_with(s->name, "connect.")) {
+    struct connect_reply r;
+    rc = proto_connect(false, &dest, 0, &r);
+    got = r.kind;
+  } else if (starts_with(s->name, "resolve.")) {
+    struct resolve_reply *r = malloc(sizeof *r);
+    rc = proto_resolve("x", AF_UNSPEC, r);
+    got = r->kind;
+    if (rc == 0 && got == REPLY_REMOTE && r->naddrs == 0) rc = -1;
+    free(r);
+  } else if (starts_with(s->name, "reverse.")) {
+    struct reverse_reply *r = malloc(sizeof *r);
+    rc = proto_reverse(AF_INET, a4, r);
+    got = r->kind;
+    free(r);
+  } else if (starts_with(s->name, "listen.")) {
+    struct listen_reply r;
+    rc = proto_listen(8080, &dest, &r);
+    got = r.kind;
+  } else if (starts_with(s->name, "peer.")) {
+    struct peer_reply r;
+    rc = proto_peer(1234, &r);
+    got = r.kind;
+  } else {
+    fprintf(stderr, "seed %s: no parser for its op\n", s->name);
+    return 0;
+  }
+  if (rc != 0 || got != want) {
+    fprintf(stderr, "seed %s: the shim rejects a reply the proxy may send (rc %d, kind %d, want %d)\n", s->name, rc, got, want);
+    return 0;
+  }
+  return 1;
+}
+
 int main(int argc, char **argv) {
   long iterations = argc > 1 ? atol(argv[1]) : 200000;
+  struct seed *seeds = NULL;
+  size_t nseeds = argc > 2 ? load_seeds(argv[2], network_seed, sizeof input, &seeds) : 0;
+  if (argc > 2 && nseeds == 0) {
+    fprintf(stderr, "no seeds in %s\n", argv[2]);
+    return 2;
+  }
+  for (size_t k = 0; k < nseeds; k++)
+    if (!replay(&seeds[k])) return 1;
   srand(12345);
   struct connect_reply cr;
   struct resolve_reply *rr = malloc(sizeof *rr);
@@ -84,16 +138,14 @@ int main(int argc, char **argv) {
       input_len = (size_t)(rand() % 64);
       for (size_t k = 0; k < input_len; k++) input[k] = (uint8_t)rand();
     } else {
-      seed(rand() % 5);
-      int flips = 1 + rand() % 4;
-      for (int f = 0; f < flips; f++) {
-        size_t at = (size_t)rand() % input_len;
-        switch (rand() % 3) {
-          case 0: input[at] = (uint8_t)rand(); break;
-          case 1: input_len = at + 1; break; /* truncate */
-          case 2: input[at] ^= (uint8_t)(1u << (rand() % 8)); break;
-        }
+      if (nseeds > 0 && rand() % 4 != 0) {
+        const struct seed *s = &seeds[(size_t)rand() % nseeds];
+        memcpy(input, s->data, s->len);
+        input_len = s->len;
+      } else {
+        seed(rand() % 5);
       }
+      mutate(input, &input_len);
     }
     parsed += proto_connect(false, &dest, 0, &cr) == 0;
     parsed += proto_resolve("x", AF_UNSPEC, rr) == 0;
@@ -106,7 +158,9 @@ int main(int argc, char **argv) {
     mp_reader_init(&r, input, input_len);
     while (mp_skip(&r)) {}
   }
-  printf("fuzz: %ld iterations, %ld responses accepted, no crash\n", iterations, parsed);
+  printf("fuzz: %zu seeds from TypeScript accepted; %ld iterations, %ld responses accepted, no crash\n", nseeds, iterations, parsed);
+  for (size_t k = 0; k < nseeds; k++) free(seeds[k].data);
+  free(seeds);
   free(rr);
   free(vr);
   return 0;

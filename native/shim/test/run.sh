@@ -26,12 +26,15 @@ check() { # name, expected substring, command...
   if [[ "$out" == *"$want"* ]]; then echo "ok   $name"; else echo "FAIL $name: $out"; failed=1; fi
 }
 
+# Sample replies of every shape, written from the TypeScript definition of the wire
+# (protocol/shim-wire.ts): the fuzzers check the shim accepts each, then mutate them.
+node "$root/dist/protocol/shim-wire-gen.js" seeds "$work/seeds" || { echo "cannot write the seeds (build dist/ with: npx tsc -p tsconfig.json)"; exit 2; }
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../msgpack.c" -lpthread || exit 2
-"$work/fuzz_proto" 200000 && echo "ok   response parsers survive random and mutated frames" || failed=1
+  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
+"$work/fuzz_proto" 200000 "$work/seeds" && echo "ok   response parsers accept every reply shape from TypeScript and survive random and mutated frames" || failed=1
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../msgpack.c" -lpthread || exit 2
-"$work/fuzz_fsproto" 200000 && echo "ok   file response parsers survive random and mutated frames" || failed=1
+  -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
+"$work/fuzz_fsproto" 200000 "$work/seeds" && echo "ok   file response parsers accept every reply shape from TypeScript and survive random and mutated frames" || failed=1
 
 timeout 300 env "${shim_env[@]}" "$work/shimtest" || failed=1
 timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable | grep -v '^PASSED' || failed=1
