@@ -73,26 +73,31 @@ export class OutgoingTcp {
   /** Every loopback connection of the program, paired or not: they end with the session. */
   readonly #connections = new Set<net.Socket>();
 
-  private constructor(agent: ProxyAgent, options: OutgoingTcpOptions) {
+  /** Not listening yet: see listen() (or start()). */
+  constructor(agent: ProxyAgent, options: Partial<OutgoingTcpOptions> = {}) {
     this.#agent = agent;
-    this.#opts = options;
+    this.#opts = { ...DEFAULT_OUTGOING_TCP_OPTIONS, ...options };
     agent.peer.on('message', (m: AgentMessage) => {
       if (m.type === 'tcp.connected') this.#held.get(m.stream)?.podConnected();
     });
   }
 
-  /** Listens on 127.0.0.1 and, where there is one, ::1. */
   static async start(agent: ProxyAgent, options: Partial<OutgoingTcpOptions> = {}): Promise<OutgoingTcp> {
-    const tcp = new OutgoingTcp(agent, { ...DEFAULT_OUTGOING_TCP_OPTIONS, ...options });
+    const tcp = new OutgoingTcp(agent, options);
+    await tcp.listen();
+    return tcp;
+  }
+
+  /** Listens on 127.0.0.1 and, where there is one, ::1. */
+  async listen(): Promise<void> {
     for (const [family, host] of [[4, '127.0.0.1'], [6, '::1']] as const) {
-      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => tcp.#accepted(s));
+      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.#accepted(s));
       const port = await new Promise<number>((resolve) => {
         server.once('error', () => resolve(0)); // no IPv6 loopback here: IPv6 sockets use ::ffff:127.0.0.1
         server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port));
       });
-      if (port > 0) tcp.#listeners.set(family, { server, port });
+      if (port > 0) this.#listeners.set(family, { server, port });
     }
-    return tcp;
   }
 
   get listening(): boolean {

@@ -81,9 +81,9 @@ export class SessionProxy implements ShimEndpoint {
   /** One handler per op (a new op in protocol/shim-wire.ts fails to compile until it is here). */
   readonly #handlers: ShimHandlers;
 
-  private constructor(agent: ProxyAgent, opts: SessionProxyOptions, tcp: OutgoingTcp) {
+  private constructor(agent: ProxyAgent, opts: SessionProxyOptions) {
     this.#opts = opts;
-    this.#tcp = tcp;
+    this.#tcp = new OutgoingTcp(agent, opts.tcp);
     this.#udp = new UdpRelays(agent, opts.udp);
     this.#dns = new PodDns(agent, opts.routing);
     this.#dir = createSessionFolder(opts.tmpdir);
@@ -109,13 +109,13 @@ export class SessionProxy implements ShimEndpoint {
   }
 
   static async start(agent: ProxyAgent, opts: SessionProxyOptions): Promise<SessionProxy> {
-    const tcp = await OutgoingTcp.start(agent, opts.tcp);
-    const proxy = new SessionProxy(agent, opts, tcp);
+    const proxy = new SessionProxy(agent, opts);
     await new Promise<void>((resolve, reject) => {
       proxy.#unix.once('error', reject);
       proxy.#unix.listen(proxy.socketPath, () => resolve());
     });
-    if (!tcp.listening) throw new TsmError('TSM_ERR_INTERNAL', 'cannot listen on 127.0.0.1 for the session proxy');
+    await proxy.#tcp.listen();
+    if (!proxy.#tcp.listening) throw new TsmError('TSM_ERR_INTERNAL', 'cannot listen on 127.0.0.1 for the session proxy');
     return proxy;
   }
 
