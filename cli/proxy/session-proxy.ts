@@ -54,7 +54,7 @@ export interface ProxyStats {
 
 export interface SessionProxyOptions extends OutgoingPolicy {
   log: (line: string) => void;
-  /** Pod files (file-rules.ts); without it every file op is answered "local". */
+  /** Pod files (file-rules.ts); without it fs.config answers "local" (and the shim asks nothing else). */
   files?: FileRules;
   /** Incoming traffic (listen/unlisten/peer ops); without it the program's listeners stay local. */
   incoming?: IncomingManager;
