@@ -19,6 +19,16 @@ describe('generated from protocol/shim-wire.ts (run `npm run build:ts && npm run
   });
 });
 
+describe('the C shim', () => {
+  it('names ops and keys only through wire.h (no string literal where a key or an op is written or matched)', () => {
+    const keyed = /(?:mp_write_cstr|mp_write_kv_\w+|mp_str_eq|strcmp)\([^;]*?"[A-Za-z.]+"/g;
+    for (const file of ['proto.c', 'fsproto.c', 'replies.c', 'pathrules.c']) {
+      const source = readFileSync(join(root, 'native/shim', file), 'utf8');
+      expect(source.match(keyed) ?? [], file).toEqual([]);
+    }
+  });
+});
+
 describe('sample replies (the fuzzers\' seeds)', () => {
   it('cover every shape of every op that has a reply, and each is a valid reply', () => {
     const samples = sampleReplies();

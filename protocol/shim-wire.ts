@@ -13,8 +13,7 @@
  *
  * Framing: a 4-byte big-endian length, then one msgpack map with string keys.
  */
-import { packPlain } from './codec.js';
-import { badField, type FieldsOf, type Spec, unpackMap } from './codec.js';
+import { badField, packPlain, unpackMap, type FieldsOf, type Spec } from './codec.js';
 import { TsmError, type ErrorCode } from './errors.js';
 
 // The constants both sides share and the default path rules live in a module of their own

@@ -24,7 +24,7 @@ static int call(struct mp_writer *w, const char *op, struct fs_reply *out) {
   char kind[16] = "";
 #define STAT_FIELD(field, key) {key, RF_INT, &out->st.field, 0, NULL, NULL},
   const struct reply_field fields[] = {
-    {WIRE_KEY_OK, RF_BOOL, &ok, 0, NULL, NULL},
+    {WIRE_KEY_OK, RF_BOOL, &ok, 0, NULL, NULL}, /* first: RF_SEEN(seen, 0) below */
     {WIRE_KEY_ERRNO, RF_INT, &err, 0, NULL, NULL},
     {WIRE_KEY_KIND, RF_STR, kind, sizeof kind, NULL, NULL},
     {WIRE_KEY_LAZY, RF_BOOL, &out->lazy, 0, NULL, NULL},
@@ -39,7 +39,7 @@ static int call(struct mp_writer *w, const char *op, struct fs_reply *out) {
   uint64_t seen;
   int rc = reply_call(w, FIELDS(fields), &seen);
   if (rc == -1) return -1;
-  if (rc == -2 || !RF_SEEN(seen, 0)) {
+  if (rc == -2 || !RF_SEEN(seen, 0)) { /* no ok */
     shim_log("protocol error: malformed %s response", op);
     return -1;
   }

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum reply_kind_of_field {
+enum reply_field_kind {
   RF_BOOL,    /* bool *: a bool */
   RF_INT,     /* int64_t *: an integer (or a whole float) */
   RF_STR,     /* char[cap]: a string that fits, without NUL */
@@ -28,7 +28,7 @@ enum reply_kind_of_field {
 
 struct reply_field {
   const char *key;
-  enum reply_kind_of_field kind;
+  enum reply_field_kind kind;
   void *dst;
   size_t cap;                                                 /* RF_STR, RF_OPT_STR, RF_TEXT */
   bool (*read)(struct mp_reader *r, void *dst);               /* RF_CUSTOM */

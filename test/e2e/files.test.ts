@@ -207,6 +207,18 @@ describe('pod files', () => {
     expect(readFileSync(join(pod.dataDir, 'py.txt'), 'utf8')).toBe('from python\n');
   });
 
+  it('write mode: truncate() of a pod path (fs.truncate) and mkdir/rmdir (fs.change) reach the pod', async () => {
+    const py = await exec([PY, '-c', [
+      'import os', "open('/data/cut.txt','w').write('0123456789')", "os.truncate('/data/cut.txt', 4)",
+      "os.mkdir('/data/dir-made')", "os.mkdir('/data/dir-gone')", "os.rmdir('/data/dir-gone')",
+    ].join('\n')], ['--fs-mode', 'write']);
+    expect(py.stderr).toBe('');
+    expect(py.code).toBe(0);
+    expect(readFileSync(join(pod.dataDir, 'cut.txt'), 'utf8')).toBe('0123');
+    expect(existsSync(join(pod.dataDir, 'dir-made'))).toBe(true);
+    expect(existsSync(join(pod.dataDir, 'dir-gone'))).toBe(false);
+  });
+
   it('local mode: the pod files are not visible', async () => {
     const r = await exec(['cat', '/data/config.json'], ['--fs-mode', 'local']);
     expect(r.stdout).toBe('');

@@ -36,6 +36,13 @@ gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wa
   -o "$work/fuzz_fsproto" "$here/fuzz_fsproto.c" "$here/../fsproto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
 "$work/fuzz_fsproto" 200000 "$work/seeds" && echo "ok   file response parsers accept every reply shape from TypeScript and survive random and mutated frames" || failed=1
 
+gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
+  -o "$work/dump_requests" "$here/dump_requests.c" "$here/../proto.c" "$here/../fsproto.c" "$here/../replies.c" \
+  "$here/../msgpack.c" -lpthread || exit 2
+mkdir -p "$work/requests" && "$work/dump_requests" "$work/requests" >/dev/null &&
+  node "$here/check-requests.mjs" "$root" "$work/requests" &&
+  echo "ok   every request the shim sends decodes with the TypeScript definition" || failed=1
+
 timeout 300 env "${shim_env[@]}" "$work/shimtest" || failed=1
 timeout 60 env LD_PRELOAD="$so" TSMIRROR_SOCK="$work/nobody.sock" "$work/shimtest" unreachable | grep -v '^PASSED' || failed=1
 n_before=$(wc -l < "$work/proxy.log")
