@@ -176,7 +176,7 @@ export class SessionProxy implements ShimEndpoint {
         this.#failures++;
         return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
       default:
-        return this.files ? fileFailure(err) : { ok: true, mode: 'local' };
+        return fileFailure(err); // EINVAL, as docs/shim-ipc.md says for the file ops
     }
   }
 
