@@ -11,9 +11,10 @@ import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
 import { parseDestRule, type RoutingPolicy } from './routing.js';
-import { SessionProxy, sweepStaleSessionDirs } from './session-proxy.js';
-import { fileRules } from './files.js';
-import { IncomingManager, parseIncomingFlags, type IncomingFlags } from './incoming.js';
+import { SessionProxy, sweepStaleSessionDirs } from './proxy/session-proxy.js';
+import { fileRules } from './proxy/file-rules.js';
+import { IncomingManager } from './proxy/incoming.js';
+import { parseIncomingFlags, type IncomingFlags } from './proxy/incoming-flags.js';
 import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
 import type { KubeSessionFlags } from './agent-pod.js';
@@ -40,14 +41,14 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   watch?: string[];
   watchIgnore?: string[];
   watchGrace?: string;
-  /** Pod files (cli/files.ts). */
+  /** Pod files (cli/proxy/file-rules.ts). */
   fsLocal?: string[];
   fsRemote?: string[];
   fsNotFound?: string[];
 }
 
-/** How long incoming connections wait for a program that --watch restarts. */
-export const WATCH_HOLD_MS = 10_000;
+/** How long incoming connections wait for a program that --watch restarts to listen again. */
+export const WATCH_RELISTEN_WAIT_MS = 10_000;
 
 export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
@@ -144,7 +145,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined });
   let proxy: SessionProxy | undefined;
   // With --watch, a restarting program keeps its ports: requests wait for it (up to 10 s).
-  const incoming = new IncomingManager(agent, { ...incomingOptions, holdMs: (flags.watch ?? []).length > 0 ? WATCH_HOLD_MS : 0 }, (line) => progress(flags, line));
+  const incoming = new IncomingManager(agent, { ...incomingOptions, relistenWaitMs: (flags.watch ?? []).length > 0 ? WATCH_RELISTEN_WAIT_MS : 0 }, (line) => progress(flags, line));
   try {
     const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
     const env = mergeEnvironment(process.env, podEnv, envOptions(flags));

@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { TsmError } from '../protocol/errors.js';
-import { fileRules } from './files.js';
+import { TsmError } from '../../protocol/errors.js';
+import { fileRules } from './file-rules.js';
 
 const base = { local: [], remote: [], notFound: [], programPath: '/usr/bin/node', cwd: '/home/dev/app', targetless: false };
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseIncomingFlags } from './incoming.js';
+import { parseIncomingFlags } from './incoming-flags.js';
 
 const base = { httpHeader: [] as string[], portMap: [] as string[] };
 

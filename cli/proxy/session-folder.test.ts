@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sweepStaleSessionDirs } from './session-proxy.js';
+import { createSessionFolder, sweepStaleSessionDirs } from './session-folder.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsm-sweep-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,5 +27,15 @@ describe('sweepStaleSessionDirs', () => {
     expect(existsSync(stale)).toBe(false);
     for (const kept of [live, mine, old, other, file]) expect(existsSync(kept), kept).toBe(true);
     expect(sweepStaleSessionDirs(join(dir, 'no-such-folder'))).toBe(0);
+  });
+});
+
+describe('createSessionFolder', () => {
+  it('makes a 0700 folder named with this CLI pid, which the sweep of another session would keep while we live', () => {
+    const made = createSessionFolder(dir);
+    expect(made.startsWith(join(dir, `tsmirror-${process.pid}-`))).toBe(true);
+    expect(statSync(made).mode & 0o777).toBe(0o700);
+    sweepStaleSessionDirs(dir);
+    expect(existsSync(made)).toBe(true);
   });
 });

@@ -1,0 +1,237 @@
+/**
+ * Outgoing TCP (docs/ARCHITECTURE.md, "Outgoing TCP"). The proxy opens the connection in
+ * the pod first (so the program sees the pod's error, e.g. ECONNREFUSED), then lets the
+ * program's own socket connect to a loopback listener here and pairs the two by the
+ * program's local port: the shim's attach (on the unix socket) and the accept (on the
+ * listener) race, and whichever comes second completes the pair. Bytes never pass a hook.
+ *
+ * A non-blocking connect that the pod has not finished within HOLD_MS is answered at once
+ * and completes on its own later: see held-connect.ts.
+ */
+import net from 'node:net';
+import type { AgentMessage, Family } from '../../protocol/messages.js';
+import { loadAddon } from '../../native/index.js';
+import { HeldConnect, type HeldListener } from './held-connect.js';
+import { podRefusal, type Destination } from './outgoing-policy.js';
+import type { ProxyAgent } from './proxy-agent.js';
+import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
+
+/**
+ * How long the pod may take on a non-blocking connect before the program's connect()
+ * returns (EINPROGRESS) and the connection completes on its own. Refusals and in-cluster
+ * connects are far quicker, so they stay exact; only slow or silent hosts are held.
+ */
+export const HOLD_MS = 100;
+
+export interface OutgoingTcpOptions {
+  /** An unpaired half (attach without accept, or the reverse) is dropped after this long. */
+  pairTimeoutMs: number;
+  /**
+   * A held connect's pairing waits for the pod's connect, which the pod's kernel gives up
+   * on after about 127 s (six SYN retries); released, it completes at once.
+   */
+  heldPairTimeoutMs: number;
+  holdMs: number;
+  /** Held connects at once (each keeps three fds here); beyond it a connect waits, as blocking ones do. */
+  maxHeld: number;
+  /** The held listener and its release (native/addon). */
+  holdListen: (family: Family) => HeldListener;
+  holdRelease: (family: Family, listenPort: number, clientPort: number) => number;
+}
+
+export const DEFAULT_OUTGOING_TCP_OPTIONS: OutgoingTcpOptions = {
+  pairTimeoutMs: 10000,
+  heldPairTimeoutMs: 150000,
+  holdMs: HOLD_MS,
+  maxHeld: 256,
+  holdListen: (family) => loadAddon().holdListen(family),
+  holdRelease: (family, port, clientPort) => loadAddon().holdRelease(family, port, clientPort),
+};
+
+export interface OutgoingTcpStats {
+  tcpConnects: number;
+  /** Non-blocking connects answered before the pod's connect was done. */
+  heldConnects: number;
+}
+
+/** One half of a connection waiting for the other: the stream (from the attach) or the socket (from the accept). */
+interface PendingPair {
+  stream: number | undefined;
+  socket: net.Socket | undefined;
+  timer: NodeJS.Timeout;
+}
+
+export class OutgoingTcp {
+  readonly stats: OutgoingTcpStats = { tcpConnects: 0, heldConnects: 0 };
+  readonly #agent: ProxyAgent;
+  readonly #opts: OutgoingTcpOptions;
+  readonly #listeners = new Map<Family, { server: net.Server; port: number }>();
+  /** Pending pairs by the program's local port. */
+  readonly #pairs = new Map<number, PendingPair>();
+  /** Held connects still waiting, by stream. */
+  readonly #held = new Map<number, HeldConnect>();
+  /** Every loopback connection of the program, paired or not: they end with the session. */
+  readonly #connections = new Set<net.Socket>();
+
+  /** Not listening yet: see listen() (or start()). */
+  constructor(agent: ProxyAgent, options: Partial<OutgoingTcpOptions> = {}) {
+    this.#agent = agent;
+    this.#opts = { ...DEFAULT_OUTGOING_TCP_OPTIONS, ...options };
+    agent.peer.on('message', (m: AgentMessage) => {
+      if (m.type === 'tcp.connected') this.#held.get(m.stream)?.podConnected();
+    });
+  }
+
+  static async start(agent: ProxyAgent, options: Partial<OutgoingTcpOptions> = {}): Promise<OutgoingTcp> {
+    const tcp = new OutgoingTcp(agent, options);
+    await tcp.listen();
+    return tcp;
+  }
+
+  /** Listens on 127.0.0.1 and, where there is one, ::1. */
+  async listen(): Promise<void> {
+    for (const [family, host] of [[4, '127.0.0.1'], [6, '::1']] as const) {
+      const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.#accepted(s));
+      const port = await new Promise<number>((resolve) => {
+        server.once('error', () => resolve(0)); // no IPv6 loopback here: IPv6 sockets use ::ffff:127.0.0.1
+        server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port));
+      });
+      if (port > 0) this.#listeners.set(family, { server, port });
+    }
+  }
+
+  get listening(): boolean {
+    return this.#listeners.has(4);
+  }
+
+  /** Whether ::1 exists here: IPv6 program sockets reach the proxy there, else at ::ffff:127.0.0.1. */
+  get hasIpv6Loopback(): boolean {
+    return this.#listeners.has(6);
+  }
+
+  /** The loopback address a program socket of `family` reaches the proxy at. */
+  proxyAddress(family: Family): string {
+    if (family === 4) return '127.0.0.1';
+    return this.hasIpv6Loopback ? '::1' : '::ffff:127.0.0.1';
+  }
+
+  /** Held connects still waiting (for tests and --verbose). */
+  get heldCount(): number {
+    return this.#held.size;
+  }
+
+  /** Opens the pod's connection for a `connect` to a remote destination, and tells the shim where to connect. */
+  async connect(req: ShimRequestOf<'connect'>, dest: Extract<Destination, { action: 'remote' }>): Promise<ShimReplyOf['connect']> {
+    const proxyAddr = this.proxyAddress(req.family);
+    const stream = this.#agent.allocateStream();
+    // A held connect's failure arrives as the stream's close: its listener goes with it.
+    this.#agent.peer.mux.open(stream, () => this.#held.get(stream)?.podFailed());
+    try {
+      this.stats.tcpConnects++;
+      const holdMs = req.nonblock === true && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
+      const r = await this.#agent.request({
+        type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs ?? 0, ...(holdMs > 0 ? { holdMs } : {}),
+      });
+      if (r.pending === true) {
+        const held = this.#hold(stream, proxyAddr === '::1' ? 6 : 4);
+        this.stats.heldConnects++;
+        return { ok: true, action: 'proxy', proxyAddr, proxyPort: held.listenPort, stream };
+      }
+      const listener = this.#listeners.get(req.family) ?? this.#listeners.get(4);
+      return { ok: true, action: 'proxy', proxyAddr, proxyPort: listener?.port ?? 0, stream, localAddr: r.localAddress, localPort: r.localPort };
+    } catch (err) {
+      this.#agent.peer.mux.close(stream);
+      const refusal = podRefusal(err);
+      if (refusal) return refusal;
+      throw err;
+    }
+  }
+
+  /** The shim's attach: the program's socket for `stream` has local port `port`. */
+  attach(n: ShimRequestOf<'attach'>): void {
+    const held = this.#held.get(n.stream);
+    if (held) {
+      held.attached(n.port);
+      return;
+    }
+    const pair = this.#pair(n.port);
+    pair.stream = n.stream;
+    this.#complete(n.port, pair);
+  }
+
+  async close(): Promise<void> {
+    // A program that has exited leaves half-closed connections whose pod side may never
+    // close (a server that keeps the connection open); they must not keep tsmirror alive.
+    for (const c of this.#connections) c.destroy();
+    for (const p of this.#pairs.values()) {
+      clearTimeout(p.timer);
+      p.socket?.destroy();
+    }
+    this.#pairs.clear();
+    for (const held of [...this.#held.values()]) held.drop();
+    const servers = [...this.#listeners.values()].map((l) => l.server);
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  #hold(stream: number, family: Family): HeldConnect {
+    const held = new HeldConnect({
+      family,
+      listener: this.#opts.holdListen(family),
+      release: this.#opts.holdRelease,
+      onReleased: (socket) => {
+        this.#track(socket);
+        this.#agent.peer.mux.bindSocket(stream, socket);
+      },
+      closeStream: () => this.#agent.peer.mux.close(stream),
+      onSettled: () => {
+        if (this.#held.get(stream) === held) this.#held.delete(stream);
+      },
+      heldPairTimeoutMs: this.#opts.heldPairTimeoutMs,
+      attachTimeoutMs: this.#opts.pairTimeoutMs,
+    });
+    this.#held.set(stream, held);
+    return held;
+  }
+
+  #pair(port: number): PendingPair {
+    let pair = this.#pairs.get(port);
+    if (!pair) {
+      const created: PendingPair = {
+        stream: undefined, socket: undefined,
+        timer: setTimeout(() => {
+          this.#pairs.delete(port);
+          created.socket?.destroy();
+          if (created.stream !== undefined) this.#agent.peer.mux.close(created.stream);
+        }, this.#opts.pairTimeoutMs),
+      };
+      this.#pairs.set(port, created);
+      pair = created;
+    }
+    return pair;
+  }
+
+  #complete(port: number, pair: PendingPair): void {
+    if (pair.stream === undefined || !pair.socket) return;
+    clearTimeout(pair.timer);
+    this.#pairs.delete(port);
+    this.#agent.peer.mux.bindSocket(pair.stream, pair.socket);
+  }
+
+  #track(socket: net.Socket): void {
+    this.#connections.add(socket);
+    socket.once('close', () => this.#connections.delete(socket));
+    socket.on('error', () => undefined);
+  }
+
+  #accepted(socket: net.Socket): void {
+    const port = socket.remotePort;
+    if (port === undefined) {
+      socket.destroy();
+      return;
+    }
+    this.#track(socket);
+    const pair = this.#pair(port);
+    pair.socket = socket;
+    this.#complete(port, pair);
+  }
+}
