@@ -42,7 +42,15 @@ export interface AgentOptions {
   localAuth: boolean;
   /** The home whose ~/.tsmirror/agents holds the key (default: this user's). */
   keyHome?: string;
+  /**
+   * What one session's streams may hold in the agent's memory together: above it the agent
+   * stops reading that session's WebSocket until half has drained (--session-memory).
+   */
+  sessionMemoryBytes: number;
 }
+
+/** 64 MiB: 64 streams' full windows at once. */
+export const DEFAULT_SESSION_MEMORY = 64 * 1024 * 1024;
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
   host: '127.0.0.1',
@@ -51,6 +59,7 @@ export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
   heartbeatTimeoutMs: DEFAULT_PEER_OPTIONS.heartbeatTimeoutMs,
   helloTimeoutMs: 10000,
   localAuth: true,
+  sessionMemoryBytes: DEFAULT_SESSION_MEMORY,
   log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
 };
 
@@ -80,7 +89,9 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
   const incoming = new IncomingRegistry();
-  const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' } };
+  const peerOptions: PeerOptions = {
+    heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' }, sessionBudget: opts.sessionMemoryBytes,
+  };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
   // Local mode: only whoever can read this agent's key file (its user) may open sessions.
   const localAuth = opts.admit === undefined && opts.localAuth;

@@ -55,11 +55,44 @@ export class Mux {
   readonly #streams = new Map<number, Endpoint>();
   /** Peer-chosen ids reserved by a request that has not opened its stream yet. */
   readonly #claimed = new Set<number>();
+  /** Bytes the peer sent on all streams that this side has not credited back: what the session holds. */
+  #held = 0;
+  #budget = 0;
+  #overBudget = false;
+  #onPressure: ((over: boolean) => void) | undefined;
 
   constructor(send: (m: StreamMessage) => void, bufferedAmount: () => number, options: Partial<MuxOptions> = {}) {
     this.#send = send;
     this.#buffered = bufferedAmount;
     this.#opts = { window: DEFAULT_WINDOW, datagramHighWater: 4 * 1024 * 1024, peerIds: undefined, ...options };
+  }
+
+  /**
+   * Bounds the bytes all streams together may hold: above `bytes`, `onPressure(true)` asks
+   * the transport to stop reading (the peer's own buffers then fill, not ours); once half
+   * of it has drained, `onPressure(false)`. Each stream's window still applies.
+   */
+  setBudget(bytes: number, onPressure: (over: boolean) => void): void {
+    this.#budget = bytes;
+    this.#onPressure = onPressure;
+    this.#account(0);
+  }
+
+  /** What the streams hold now (bytes received and not yet credited back). */
+  get held(): number {
+    return this.#held;
+  }
+
+  #account(delta: number): void {
+    this.#held += delta;
+    if (this.#budget <= 0) return;
+    if (!this.#overBudget && this.#held > this.#budget) {
+      this.#overBudget = true;
+      this.#onPressure?.(true);
+    } else if (this.#overBudget && this.#held <= this.#budget / 2) {
+      this.#overBudget = false;
+      this.#onPressure?.(false);
+    }
   }
 
   get size(): number {
@@ -176,6 +209,7 @@ export class Mux {
     switch (m.type) {
       case 'data':
         ep.received += m.data.byteLength;
+        this.#account(m.data.byteLength);
         if (ep.received > this.#opts.window) {
           throw violation(`stream ${ep.id}: the peer sent ${ep.received} bytes against a ${this.#opts.window}-byte window`);
         }
@@ -222,6 +256,7 @@ export class Mux {
       if (ep.unacked >= this.#opts.window / 4 || socket.writableLength === 0) {
         this.#send({ type: 'window', stream: ep.id, bytes: ep.unacked });
         ep.received -= ep.unacked;
+        this.#account(-ep.unacked);
         ep.unacked = 0;
       }
     });
@@ -239,6 +274,8 @@ export class Mux {
   #finish(ep: Endpoint, errno: number | undefined, tellPeer: boolean): void {
     if (!this.#streams.has(ep.id)) return;
     this.#streams.delete(ep.id);
+    this.#account(-ep.received); // whatever it still held is dropped with it
+    ep.received = 0;
     if (tellPeer && !ep.sentClose) {
       ep.sentClose = true;
       this.#send(errno === undefined ? { type: 'close', stream: ep.id } : { type: 'close', stream: ep.id, errno });
