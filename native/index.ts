@@ -66,6 +66,12 @@ export interface Addon {
    * simultaneous open): both ends are connected when it returns the proxy's fd.
    */
   holdRelease(family: 4 | 6, port: number, clientPort: number): number;
+  /**
+   * Who owns the other end of a local TCP connection (ours: localAddr:localPort, the peer's:
+   * peerAddr:peerPort), by a sock_diag lookup of that four-tuple: its socket inode (0 when
+   * its owner has closed it) and uid; null when there is no such socket.
+   */
+  loopbackPeerOwner(family: 4 | 6, localAddr: string, localPort: number, peerAddr: string, peerPort: number): { inode: number; uid: number } | null;
 }
 
 let addon: Addon | undefined;
