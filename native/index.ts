@@ -1,5 +1,5 @@
 /**
- * The TypeScript face of native/: where the built shim and addon are, and the typed
+ * The TypeScript face of native/: where the built shim, launcher and addon are, and the typed
  * surface of the addon. Both are built by `npm ci` (node-gyp, from binding.gyp).
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -33,6 +33,11 @@ function built(file: string): string {
 /** Absolute path of libtsmirror.so, the preloaded shim. */
 export function shimPath(): string {
   return built('libtsmirror.so');
+}
+
+/** Absolute path of tsmirror-launch, which starts the program with a parent-death signal (native/launcher). */
+export function launcherPath(): string {
+  return built('tsmirror-launch');
 }
 
 export interface Addon {
