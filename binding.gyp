@@ -38,6 +38,13 @@
       "libraries": ["-ldl", "-lpthread"]
     },
     {
+      # The program's launcher: a parent-death signal, then exec (native/launcher/launch.c).
+      "target_name": "tsmirror-launch",
+      "type": "executable",
+      "sources": ["native/launcher/launch.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
+    },
+    {
       # The node-addon-api addon: what Node cannot do itself.
       "target_name": "tsmirror_addon",
       "sources": ["native/addon/addon.cc"],

@@ -8,6 +8,7 @@ import { accessSync, constants as fsConstants, openSync, readSync, closeSync, st
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { TsmError } from '../protocol/errors.js';
+import { launcherPath } from '../native/index.js';
 
 /** tsmirror's own exit codes (the program's own code is passed through otherwise). */
 export const EXIT = {
@@ -123,11 +124,15 @@ export const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
  * Spawns the program and relays SIGINT, SIGTERM, SIGHUP and SIGQUIT to it. When stdin is
  * a terminal, SIGINT and SIGQUIT from the keyboard already reach the program (same
  * process group), so they are not sent twice.
+ *
+ * The program starts through tsmirror-launch (native/launcher), which gives it a
+ * parent-death signal and then becomes it (same pid): a SIGKILLed CLI takes its program
+ * with it instead of leaving it running with its remote calls broken.
  */
 export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>, options: { ownGroup?: boolean } = {}): RunningProgram {
   // In its own process group (--watch) the program and everything it started can be
   // stopped together; the caller then relays signals itself.
-  const child = spawn(path, args, { stdio: 'inherit', env, argv0, detached: options.ownGroup ?? false });
+  const child = spawn(launcherPath(), [String(process.pid), path, argv0, ...args], { stdio: 'inherit', env, detached: options.ownGroup ?? false });
   const handlers = new Map<string, () => void>();
   for (const signal of options.ownGroup ? [] : RELAYED) {
     const handler = (): void => {

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { unpackPlain } from '../../protocol/codec.js';
 import { encodeShimRequest, shimFrame, type ShimRequest } from '../../protocol/shim-wire.js';
-import { echoServer, InProcessAgent } from './in-process-agent.js';
+import { echoServer, InProcessAgent, programSocketClaim } from './in-process-agent.js';
 import { SessionProxy } from './session-proxy.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsm-proxy-'));
@@ -58,7 +58,7 @@ describe('session proxy: one op, one handler', () => {
     expect(reply).toMatchObject({ ok: true, action: 'proxy', proxyAddr: '127.0.0.1', stream: 1 });
     const program = net.connect({ port: reply?.proxyPort ?? 0, host: '127.0.0.1' });
     await new Promise((r) => program.once('connect', r));
-    await ask([{ op: 'attach', stream: reply?.stream, port: program.localPort }], 0);
+    await ask([{ op: 'attach', stream: reply?.stream, ...programSocketClaim(program) }], 0);
     program.write('through the pod');
     expect(await new Promise<string>((resolve) => program.once('data', (d: Buffer) => resolve(d.toString())))).toBe('through the pod');
     program.destroy();
@@ -98,7 +98,7 @@ describe('session proxy: one op, one handler', () => {
       { op: 'fs.config' },
       { op: 'fs.stat', path: '/data/x' },
       { op: 'listen', port: 8080, localPort: 8080, family: 4 },
-      { op: 'peer', port: 40000 },
+      { op: 'peer', port: 40000, addr: '127.0.0.1', localPort: 8080 },
     ])).toEqual([
       { ok: true, mode: 'local' },
       { ok: false, errno: osConstants.errno.ENOSYS, message: 'this session has no pod files' },

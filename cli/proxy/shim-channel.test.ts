@@ -93,11 +93,11 @@ describe('shim channel framing', () => {
 
   it('gives notifications to notify and sends no reply for them', async () => {
     const c = await shim();
-    c.socket.write(Buffer.concat([frame({ op: 'attach', stream: 3, port: 4000 }), frame({ op: 'fs.release', handle: 2 }), frame({ op: 'resolve', name: 'db' })]));
+    c.socket.write(Buffer.concat([frame({ op: 'attach', stream: 3, port: 4000, inode: 995270, uid: 1000 }), frame({ op: 'fs.release', handle: 2 }), frame({ op: 'resolve', name: 'db' })]));
     await c.replyCount(1);
     await new Promise((r) => setTimeout(r, 30));
     expect(c.replies).toEqual([{ ok: true, action: 'remote', name: 'db' }]);
-    expect(endpoint.notifications).toEqual([{ op: 'attach', stream: 3, port: 4000 }, { op: 'fs.release', handle: 2 }]);
+    expect(endpoint.notifications).toEqual([{ op: 'attach', stream: 3, port: 4000, inode: 995270, uid: 1000 }, { op: 'fs.release', handle: 2 }]);
     c.socket.destroy();
   });
 

@@ -217,11 +217,16 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   fdtable_set_sock(fd, &st);
 
   if (!udp) {
+    /* The socket's inode names it to the proxy: another local user can connect to the
+     * proxy's listener from the same port (another loopback address), never from this
+     * socket. */
     union shim_addr me;
     socklen_t me_len = sizeof me;
-    if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 ||
-        proto_attach(reply.stream, ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port
-                                                                    : me.in6.sin6_port)) < 0) {
+    struct stat sock_stat;
+    if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 || REAL(fstat)(fd, &sock_stat) < 0 ||
+        proto_attach(reply.stream,
+                     ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port : me.in6.sin6_port),
+                     (uint64_t)sock_stat.st_ino, (uint32_t)sock_stat.st_uid) < 0) {
       shim_log("connect: could not attach stream %lld; failing with ENETUNREACH",
                (long long)reply.stream);
       fdtable_clear(fd);

@@ -214,7 +214,7 @@ struct reverse_reply {
  * non-blocking socket (the proxy may then answer before the pod's connect is done). */
 SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
                               struct connect_reply *out);
-SHIM_HIDDEN int proto_attach(int64_t stream, int port);
+SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
 SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
 
@@ -234,7 +234,8 @@ struct peer_reply {
 
 SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struct listen_reply *out);
 SHIM_HIDDEN int proto_unlisten(int asked_port);
-SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out);
+/* from: the accepted connection's peer (loopback); local_port: the connection's own port. */
+SHIM_HIDDEN int proto_peer(const union shim_addr *from, int local_port, struct peer_reply *out);
 
 /* Called by accept/accept4 (connect.c) and close (fds.c), getsockname (connect.c). */
 SHIM_HIDDEN bool listen_is_subscribed(int fd);

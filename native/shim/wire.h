@@ -54,6 +54,7 @@
 #define WIRE_KEY_GID "gid"
 #define WIRE_KEY_HANDLE "handle"
 #define WIRE_KEY_INO "ino"
+#define WIRE_KEY_INODE "inode"
 #define WIRE_KEY_KEEP "keep"
 #define WIRE_KEY_KIND "kind"
 #define WIRE_KEY_LAZY "lazy"
