@@ -65,6 +65,21 @@ describe('session proxy: one op, one handler', () => {
     expect(proxy.stats).toMatchObject({ tcpConnects: 1, heldConnects: 0, localPassThrough: 0, failures: 0 });
   });
 
+  it('a blocking connect whose shim closed its channel meanwhile (a signal interrupted it): the pod connection is closed, not kept for the session', async () => {
+    agent.answers['tcp.connect'] = async (b) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return agent.connectInPod(b.stream, echo.port);
+    };
+    shim.write(shimFrame(encodeShimRequest({ op: 'connect', proto: 'tcp', family: 4, addr: '10.0.0.9', port: 80, timeoutMs: 0 })));
+    await new Promise((r) => setTimeout(r, 20));
+    shim.destroy();
+    const end = Date.now() + 3000;
+    while ((agent.peer.mux.size > 0 || echo.connections.size > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    expect(agent.requests.map((r) => r.type)).toEqual(['tcp.connect']);
+    expect(agent.peer.mux.size).toBe(0);
+    expect(echo.connections.size).toBe(0);
+  });
+
   it('loopback stays local; names go to the pod; localhost does not', async () => {
     agent.answers['dns.lookup'] = () => ({ addresses: [{ family: 4, address: '10.96.0.7' }], canonname: 'db.default.svc.cluster.local' });
     expect(await ask([

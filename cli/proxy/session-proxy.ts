@@ -71,6 +71,7 @@ export class SessionProxy implements ShimEndpoint {
   readonly files: FileProxy | undefined;
   readonly #dir: string;
   readonly #opts: SessionProxyOptions;
+  readonly #agent: ProxyAgent;
   readonly #unix: net.Server;
   readonly #clients = new Set<net.Socket>();
   readonly #tcp: OutgoingTcp;
@@ -83,6 +84,7 @@ export class SessionProxy implements ShimEndpoint {
 
   private constructor(agent: ProxyAgent, opts: SessionProxyOptions) {
     this.#opts = opts;
+    this.#agent = agent;
     this.#tcp = new OutgoingTcp(agent, opts.tcp);
     this.#udp = new UdpRelays(agent, opts.udp);
     this.#dns = new PodDns(agent, opts.routing);
@@ -178,6 +180,17 @@ export class SessionProxy implements ShimEndpoint {
       default:
         return fileFailure(err); // EINVAL, as docs/shim-ipc.md says for the file ops
     }
+  }
+
+  /**
+   * ShimEndpoint: the shim closed its channel before this answer went out (a signal
+   * interrupted the program's blocking connect). A pod connection nobody will attach to
+   * is closed now rather than at the end of the session.
+   */
+  undelivered(request: ShimCall, reply: ShimReply): void {
+    if (request.op !== 'connect' || request.proto !== 'tcp' || !reply.ok || !('stream' in reply)) return;
+    const stream = reply.stream;
+    if (typeof stream === 'number' && stream > 0) this.#agent.peer.mux.close(stream);
   }
 
   async #connect(req: ShimRequestOf<'connect'>): Promise<ShimReplyOf['connect']> {

@@ -24,6 +24,9 @@ struct channel {
 };
 
 static __thread struct channel *my_channel __attribute__((tls_model("initial-exec")));
+/* The wait for this thread's next answer may end with a signal (channel_interruptible). */
+static __thread bool wait_interruptible __attribute__((tls_model("initial-exec")));
+static __thread bool wait_interrupted __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct channel *registry;
@@ -135,10 +138,17 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* The channel has no receive timeout, so the kernel restarts recv() by itself after a
+ * handler installed with SA_RESTART: EINTR here means the program's handler wants its
+ * blocking call interrupted. */
 static int read_all(int fd, uint8_t *p, size_t n) {
   while (n) {
     ssize_t r = recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EINTR) {
+      if (!wait_interruptible) continue;
+      wait_interrupted = true;
+      return -1;
+    }
     if (r <= 0) return -1;
     p += r;
     n -= (size_t)r;
@@ -188,7 +198,10 @@ SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, siz
       continue;
     }
     if (recv_frame(ch->fd, resp, resp_len) < 0) {
-      shim_log("channel receive failed");
+      /* Interrupted or not, the answer is still owed on this connection: closing it keeps
+       * the next request from reading this one's answer (the proxy drops what it owes). */
+      shim_log(wait_interrupted ? "channel wait interrupted by a signal; dropping the channel"
+                                : "channel receive failed");
       drop(ch);
       return -1;
     }
@@ -196,6 +209,13 @@ SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, siz
   }
   return -1;
 }
+
+SHIM_HIDDEN void channel_interruptible(bool on) {
+  wait_interruptible = on;
+  wait_interrupted = false;
+}
+
+SHIM_HIDDEN bool channel_interrupted(void) { return wait_interrupted; }
 
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len) {
   struct channel *ch = ready_channel();

@@ -166,6 +166,12 @@ SHIM_HIDDEN void channel_global_init(void);
 /* Sends one framed request and reads the response body into a malloc'd buffer. */
 SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len);
+/* Whether this thread's next waits for an answer end on a signal (EINTR) instead of
+ * waiting on; channel_interrupted() says whether the last one did (its channel is then
+ * closed). Only for waits that can last and whose call may fail with EINTR: a blocking
+ * connect, not a name lookup (getaddrinfo has no EINTR). */
+SHIM_HIDDEN void channel_interruptible(bool on);
+SHIM_HIDDEN bool channel_interrupted(void);
 /* A shim fd changed number (evicted); update whoever owns it. */
 SHIM_HIDDEN bool channel_renumber(int old_fd, int new_fd);
 SHIM_HIDDEN void channel_atfork_prepare(void);

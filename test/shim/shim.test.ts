@@ -144,6 +144,8 @@ const checks: Record<string, string[]> = {
     'python urllib',
     'python subprocess env={}',
     'python non-blocking connect',
+    'python: SIGALRM interrupts a blocking connect the pod never answers',
+    'python: with SA_RESTART a blocking connect goes on waiting',
     'python UDP',
     'python 16 threads x 50 connects, no fd leak',
     'node fetch/net/dgram/dns',
