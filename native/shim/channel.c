@@ -18,6 +18,8 @@
 struct channel {
   int fd;              /* -1 when not connected */
   pid_t pid;           /* the process that opened fd */
+  dev_t dev;           /* fd's socket, to notice that fd was closed where no hook sees it */
+  ino_t ino;           /* (a raw close_range syscall) and its number reused */
   void *scratch;       /* gethostby* result buffer of this thread */
   size_t scratch_size;
   struct channel *next;
@@ -40,6 +42,26 @@ static void unregister_locked(struct channel *ch) {
   }
 }
 
+/* Whether ch->fd is still the socket this channel opened. A microsecond of fstat against
+ * a round trip of ~100 us; without it, frames would be written into whatever file the
+ * program opened at that number. */
+static bool intact(const struct channel *ch) {
+  struct stat st;
+  int saved = errno;
+  bool same = REAL(fstat)(ch->fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == ch->dev &&
+              st.st_ino == ch->ino;
+  errno = saved;
+  return same;
+}
+
+/* Lets go of ch->fd: closes it if it is still ours, else only forgets it (the number is
+ * the program's now; fdtable_is_shim drops its mark unless another shim fd took it). */
+static void let_go(struct channel *ch) {
+  if (intact(ch)) shim_fd_release(ch->fd);
+  else (void)fdtable_is_shim(ch->fd);
+  ch->fd = -1;
+}
+
 /* pthread key destructor: the thread is exiting. */
 static void channel_thread_exit(void *arg) {
   struct channel *ch = arg;
@@ -47,7 +69,7 @@ static void channel_thread_exit(void *arg) {
   pthread_mutex_lock(&registry_lock);
   unregister_locked(ch);
   pthread_mutex_unlock(&registry_lock);
-  if (ch->fd >= 0 && ch->pid == getpid()) shim_fd_release(ch->fd);
+  if (ch->fd >= 0 && ch->pid == getpid()) let_go(ch);
   free(ch->scratch);
   free(ch);
   my_channel = NULL;
@@ -84,7 +106,7 @@ SHIM_HIDDEN void *channel_thread_scratch(size_t size) {
 
 static void drop(struct channel *ch) {
   if (ch->fd >= 0) {
-    if (ch->pid == getpid()) shim_fd_release(ch->fd);
+    if (ch->pid == getpid()) let_go(ch);
     ch->fd = -1;
   }
 }
@@ -107,8 +129,15 @@ static int open_channel(struct channel *ch) {
   }
   s = shim_fd_adopt(s);
   if (s < 0) return -1;
+  struct stat st;
+  if (REAL(fstat)(s, &st) < 0) {
+    shim_fd_release(s);
+    return -1;
+  }
   ch->fd = s;
   ch->pid = getpid();
+  ch->dev = st.st_dev;
+  ch->ino = st.st_ino;
   return 0;
 }
 
@@ -118,8 +147,11 @@ static struct channel *ready_channel(void) {
   if (ch->fd >= 0 && ch->pid != getpid()) {
     /* Inherited through a fork that skipped the atfork handlers (clone, _Fork): the
      * connection is the parent's; drop our reference to it. */
-    shim_fd_release(ch->fd);
-    ch->fd = -1;
+    let_go(ch);
+  }
+  if (ch->fd >= 0 && !intact(ch)) {
+    shim_log("the channel's fd %d was closed behind the shim's back; opening a new channel", ch->fd);
+    let_go(ch);
   }
   if (ch->fd < 0 && open_channel(ch) < 0) return NULL;
   return ch;
@@ -263,8 +295,12 @@ SHIM_HIDDEN void channel_atfork_child(void) {
   while (ch) {
     struct channel *next = ch->next;
     if (ch->fd >= 0) {
-      fdtable_mark_shim(ch->fd, false);
-      REAL(close)(ch->fd);
+      if (intact(ch)) {
+        fdtable_mark_shim(ch->fd, false);
+        REAL(close)(ch->fd);
+      } else {
+        (void)fdtable_is_shim(ch->fd);
+      }
       ch->fd = -1;
     }
     if (ch == keep) {

@@ -26,6 +26,7 @@
   /* descriptors (fds.c) */                                                              \
   X(int, close, (int fd))                                                                \
   X(int, close_range, (unsigned int first, unsigned int last, int flags))                \
+  X(void, closefrom, (int lowfd))                                                        \
   X(int, dup, (int fd))                                                                  \
   X(int, dup2, (int fd, int fd2))                                                        \
   X(int, dup3, (int fd, int fd2, int flags))                                             \

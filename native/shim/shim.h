@@ -144,7 +144,9 @@ SHIM_HIDDEN void fdtable_udp_add(int fd, const struct udp_flow *flow);
 /* Rewrite a datagram's source address from a relay back to its destination. */
 SHIM_HIDDEN void fdtable_udp_unrelay(int fd, void *addr, socklen_t cap, socklen_t *len);
 SHIM_HIDDEN void fdtable_forget_peer(int fd);
-/* The shim's own fds. */
+/* The shim's own fds. Marking one records its identity (st_dev/st_ino); fdtable_is_shim
+ * checks it, and drops the mark of an fd closed behind the shim's back (a raw close_range
+ * syscall, a closefrom without our hook) whose number now holds another file. */
 SHIM_HIDDEN void fdtable_mark_shim(int fd, bool owned);
 SHIM_HIDDEN bool fdtable_is_shim(int fd);
 /* Shim fds in [first, last], ascending, at most max; returns the count. */

@@ -122,6 +122,18 @@ const checks: Record<string, string[]> = {
     'a refusal with a 320-character message',
     'a 214-character reverse name',
   ],
+  closed_unseen: [
+    'round trip before',
+    "closefrom(3) leaves the shim's fds open",
+    'after closefrom(3) a remote connect reaches the proxy',
+    'after closefrom(3) a remote getaddrinfo reaches the proxy',
+    "the program's files get the shim's old numbers",
+    'after a raw close_range a remote connect still works',
+    'after a raw close_range a remote getaddrinfo still works',
+    'a new channel was opened',
+    "the program's file at a shim's old number holds only what it wrote",
+    "the program can close its file at a shim's old number",
+  ],
   unreachable: ['connect fails with ENETUNREACH', 'getaddrinfo gives EAI_AGAIN', 'gethostbyname gives TRY_AGAIN'],
   inert: [
     'loopback connect works',
