@@ -244,6 +244,13 @@ SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struc
 SHIM_HIDDEN int proto_unlisten(int asked_port);
 SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out);
 
+/* ---- what the preload cannot see (unseen.c, docs/shim-ipc.md: notice) ---- */
+/* proto.c: the notice notification; what is a WIRE_WHAT_* value. */
+SHIM_HIDDEN int proto_notice(const char *what);
+/* syscall(): a call that goes past the hooks (raw connect/open, io_uring) is counted and
+ * reported once (not emulated). Outside SHIM_ENTER; a1, a2: the call's first arguments. */
+SHIM_HIDDEN void unseen_syscall(long number, long a1, long a2);
+
 /* Called by accept/accept4 (connect.c) and close (fds.c), getsockname (connect.c). */
 SHIM_HIDDEN bool listen_is_subscribed(int fd);
 /* A bind() deferred because its port was taken here: bind now (any_port: a free port of

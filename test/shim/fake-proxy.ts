@@ -220,6 +220,7 @@ class FakeProxy {
       }
       return { ok: true, action: 'local' };
     },
+    notice: () => undefined, // logged with every notification
     'fs.config': () => FakeProxy.#unknownOp,
     'fs.open': () => FakeProxy.#unknownOp,
     'fs.fill': () => FakeProxy.#unknownOp,

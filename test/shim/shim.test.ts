@@ -146,6 +146,11 @@ const checks: Record<string, string[]> = {
     'shimtest with an unreachable proxy finishes',
     'shimtest without TSMIRROR_SOCK finishes',
   ],
+  unseen: [
+    'a program that connects through libc reports nothing',
+    'io_uring_setup through syscall() is reported once',
+    'connect through syscall() is reported once',
+  ],
   wire: ['every frame the shim sent is valid for protocol/shim-wire.ts'],
   programs: [
     'curl by IP',

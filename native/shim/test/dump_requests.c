@@ -70,6 +70,8 @@ int main(int argc, char **argv) {
   proto_listen(8080, &v4, &lr);
   proto_unlisten(8080);
   proto_peer(51234, &pr);
+  proto_notice(WIRE_WHAT_IO_URING);
+  proto_notice(WIRE_WHAT_RAW_CONNECT);
   fsproto_config(field, NULL);
   fsproto_open("/data/config.json", O_RDWR | O_CREAT, 0644, 57, true, fr);
   fsproto_fill(3, 65536, 131072, fr);

@@ -144,6 +144,19 @@ const dgram = require('node:dgram'), dns = require('node:dns'), net = require('n
 check "node child_process env {}" "hello from remote /nchild" node -e "
 console.log(require('node:child_process').execFileSync('curl', ['-sS', 'http://db/nchild'], {env: {PATH: process.env.PATH}}).toString())"
 
+# What the preload cannot see is reported (notice), once per kind; a program that uses
+# libc reports nothing.
+gcc -O1 -Wall -Wextra -Werror -o "$work/bypass" "$here/bypass.c" || exit 2
+notices() { grep -c "\"op\":\"notice\",\"what\":\"$1\"" "$work/proxy.log"; }
+n_io=$(notices io_uring); n_raw=$(notices raw-connect)
+out=$(timeout 60 env "${shim_env[@]}" "$work/bypass" plain 2>&1)
+report $(( $(notices io_uring) == n_io && $(notices raw-connect) == n_raw )) "unseen / a program that connects through libc reports nothing" "$out"
+out=$(timeout 60 env "${shim_env[@]}" "$work/bypass" bypass 2>&1)
+report $(( $(notices io_uring) == n_io + 1 )) "unseen / io_uring_setup through syscall() is reported once" \
+  "$out; $(( $(notices io_uring) - n_io )) io_uring notice(s)"
+report $(( $(notices raw-connect) == n_raw + 1 )) "unseen / connect through syscall() is reported once" \
+  "$out; $(( $(notices raw-connect) - n_raw )) raw-connect notice(s)"
+
 bad_frames=$(grep -c "sent a bad frame" "$work/proxy.log")
 report $((bad_frames == 0)) "wire / every frame the shim sent is valid for protocol/shim-wire.ts" \
   "$(grep -m3 "sent a bad frame" "$work/proxy.log")"
