@@ -30,7 +30,8 @@
         "native/shim/files_change.c",
         "native/shim/files_temp.c",
         "native/shim/dirs.c",
-        "native/shim/listen.c"
+        "native/shim/listen.c",
+        "native/shim/unseen.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],

@@ -65,6 +65,7 @@ function checkProgram(program: string): Check {
     if (info.kind === 'static') {
       return fail(`${path} is statically linked: the shim cannot be preloaded into it`, info.go ? 'rebuild the Go program with CGO_ENABLED=1 (a dynamically linked build)' : 'use a dynamically linked build of the program');
     }
+    if (info.ioUring === true) return { ok: 'warn', what: `${path} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim`, fix: 'expect those to reach this machine, not the pod' };
     if (info.go) return { ok: 'warn', what: `${path} is a dynamically linked Go program: its own socket system calls bypass the shim`, fix: 'expect name lookups, not connections, to be redirected' };
     return { ok: true, what: `${path} is ${info.kind === 'script' ? 'a script' : 'dynamically linked'}: the shim can intercept it` };
   } catch (err) {

@@ -142,6 +142,11 @@ export const SHIM_OPS = {
       },
     },
   },
+  notice: {
+    doc: 'the program used a way the preload cannot follow (io_uring; connect or open through syscall()); sent once per kind and process',
+    request: { what: { kind: 'enum', values: ['io_uring', 'raw-connect', 'raw-open'], doc: 'which way', example: 'io_uring' } },
+    notification: true,
+  },
   'fs.config': {
     doc: "once per process, on its first file call: the path rules",
     request: {},

@@ -168,7 +168,18 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
 
   struct connect_reply reply;
-  if (proto_connect(udp, &dest, udp ? 0 : connect_timeout_ms(fd), &reply) < 0) {
+  int timeout_ms = udp ? 0 : connect_timeout_ms(fd);
+  /* A blocking connect may wait for the pod as long as its kernel tries: a signal whose
+   * handler has no SA_RESTART interrupts it, as it would the real connect. */
+  channel_interruptible(!udp && timeout_ms >= 0);
+  int asked = proto_connect(udp, &dest, timeout_ms, &reply);
+  bool interrupted = channel_interrupted();
+  channel_interruptible(false);
+  if (asked < 0 && interrupted) {
+    errno = EINTR;
+    return -1;
+  }
+  if (asked < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
     errno = ENETUNREACH;
     return -1;

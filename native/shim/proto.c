@@ -149,6 +149,16 @@ SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t 
   return channel_notify(w.buf, w.len);
 }
 
+SHIM_HIDDEN int proto_notice(const char *what) {
+  uint8_t buf[64];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  mp_write_map(&w, 2);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_NOTICE);
+  mp_write_kv_str(&w, WIRE_KEY_WHAT, what);
+  if (w.overflow) return -1;
+  return channel_notify(w.buf, w.len);
+}
+
 /* resolve's addrs: a list of {family, addr}; the first SHIM_MAX_ADDRS are kept. */
 static bool read_addrs(struct mp_reader *r, void *dst) {
   struct resolve_reply *out = dst;

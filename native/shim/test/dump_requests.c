@@ -71,6 +71,8 @@ int main(int argc, char **argv) {
   proto_unlisten(8080);
   union shim_addr relay = {.in = {.sin_family = AF_INET, .sin_port = htons(51234), .sin_addr = {htonl(0x7f000001)}}};
   proto_peer(&relay, 8080, &pr);
+  proto_notice(WIRE_WHAT_IO_URING);
+  proto_notice(WIRE_WHAT_RAW_CONNECT);
   fsproto_config(field, NULL);
   fsproto_open("/data/config.json", O_RDWR | O_CREAT, 0644, 57, true, fr);
   fsproto_fill(3, 65536, 131072, fr);
