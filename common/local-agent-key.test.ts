@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -39,9 +39,13 @@ describe('local agent keys', () => {
     const h = home();
     const dead = spawnSync('true').pid ?? 0; // a pid that has exited
     writeAgentKey('ws://127.0.0.1:1', 1, h);
-    writeFileSync(agentKeyPath(2, h), JSON.stringify({ key: 'k', url: 'ws://127.0.0.1:2', pid: dead }), { mode: 0o600 });
+    const pidns = readlinkSync('/proc/self/ns/pid');
+    writeFileSync(agentKeyPath(2, h), JSON.stringify({ key: 'k', url: 'ws://127.0.0.1:2', pid: dead, pidns }), { mode: 0o600 });
+    // An agent in another PID namespace is left alone: its pid means nothing here.
+    writeFileSync(agentKeyPath(3, h), JSON.stringify({ key: 'k', url: 'ws://127.0.0.1:3', pid: dead, pidns: 'pid:[1]' }), { mode: 0o600 });
     expect(sweepStaleAgentKeys(agentKeyDir(h))).toBe(1);
     expect(existsSync(agentKeyPath(1, h))).toBe(true);
     expect(existsSync(agentKeyPath(2, h))).toBe(false);
+    expect(existsSync(agentKeyPath(3, h))).toBe(true);
   });
 });

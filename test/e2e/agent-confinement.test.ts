@@ -13,6 +13,7 @@ import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectAgent } from '../../cli/agent-client.js';
+import { agentKeyPath } from '../../common/local-agent-key.js';
 import { RemoteError } from '../../protocol/errors.js';
 import { startAgentProcess, cliPath, type AgentProcess } from './tsm.js';
 
@@ -163,5 +164,7 @@ describe('a target whose PID is reused', () => {
     await closed;
     expect(session.closedError).toMatchObject({ code: 'TSM_ERR_TARGET_GONE' });
     ns.kill('SIGKILL');
+    // That agent lived in its own PID namespace, where no sweep from here can judge it.
+    rmSync(agentKeyPath(Number(new URL(url).port)), { force: true });
   });
 });
