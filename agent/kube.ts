@@ -1,11 +1,11 @@
 /**
  * What the agent asks the Kubernetes API: the pod that owns a container on its node (so a
  * session's namespace comes from the cluster, not from the client's word), its policy
- * ConfigMap, and TokenReview / SubjectAccessReview for the user behind a session.
+ * ConfigMap, and the Session objects users create (read, claimed through their status).
+ * The agent asks with its own service account only; it never holds a user's credentials.
  */
-import {
-  AuthenticationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig, type V1Pod,
-} from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { SESSION_GROUP, SESSION_PLURAL, SESSION_VERSION, type SessionObject } from '../common/session-object.js';
 import { TsmError } from '../protocol/errors.js';
 
 export interface AgentKubeOptions {
@@ -13,9 +13,13 @@ export interface AgentKubeOptions {
   kubeconfig?: string | undefined;
 }
 
-export interface PodRef { namespace: string; name: string; container: string }
-export interface ReviewedUser { username: string; groups: string[]; uid: string; extra: Record<string, string[]> }
-export interface AccessQuestion { namespace: string; verb: string; resource: string; subresource?: string }
+export interface PodRef {
+  namespace: string;
+  name: string;
+  container: string;
+  /** The container's id as the pod's status reports it, normalized (common/container-id.ts). */
+  containerId: string;
+}
 
 /** The agent's view of the API, injectable so the policy can be tested on its own. */
 export interface AgentKube {
@@ -23,8 +27,13 @@ export interface AgentKube {
   podOfContainer(node: string, containerIds: string[]): Promise<PodRef | undefined>;
   /** The ConfigMap's data and version, or undefined when it does not exist. */
   readConfigMap(namespace: string, name: string): Promise<{ data: Record<string, string>; version: string } | undefined>;
-  reviewToken(token: string): Promise<{ user: ReviewedUser } | { error: string }>;
-  canUser(user: ReviewedUser, question: AccessQuestion): Promise<boolean>;
+  /** The Session object, or undefined when it does not exist. */
+  readSession(namespace: string, name: string): Promise<SessionObject | undefined>;
+  /**
+   * Marks the Session used (its status names this agent), on the condition that it is still
+   * the version read: false when someone else changed it first.
+   */
+  claimSession(session: SessionObject, by: string): Promise<boolean>;
 }
 
 function code(err: unknown): number {
@@ -43,8 +52,8 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
   if (options.kubeconfig) kc.loadFromFile(options.kubeconfig);
   else kc.loadFromCluster();
   const core = kc.makeApiClient(CoreV1Api);
-  const authn = kc.makeApiClient(AuthenticationV1Api);
-  const authz = kc.makeApiClient(AuthorizationV1Api);
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const sessionAddress = (namespace: string, name: string) => ({ group: SESSION_GROUP, version: SESSION_VERSION, plural: SESSION_PLURAL, namespace, name });
   return {
     async podOfContainer(node, ids) {
       let pods: V1Pod[];
@@ -57,7 +66,7 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
         for (const s of [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])]) {
           const id = (s.containerID ?? '').replace(/^[a-z-]+:\/\//, '');
           if (id && ids.some((want) => id.startsWith(want) || want.startsWith(id))) {
-            return { namespace: pod.metadata?.namespace ?? '', name: pod.metadata?.name ?? '', container: s.name };
+            return { namespace: pod.metadata?.namespace ?? '', name: pod.metadata?.name ?? '', container: s.name, containerId: id.toLowerCase() };
           }
         }
       }
@@ -72,30 +81,26 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
         throw apiFailure(err, `read the ConfigMap ${namespace}/${name}`);
       }
     },
-    async reviewToken(token) {
+    async readSession(namespace, name) {
       try {
-        const review = await authn.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } } });
-        const s = review.status;
-        if (!s?.authenticated || !s.user?.username) return { error: s?.error ?? 'the token is not valid' };
-        return { user: { username: s.user.username, groups: s.user.groups ?? [], uid: s.user.uid ?? '', extra: s.user.extra ?? {} } };
+        return await custom.getNamespacedCustomObject(sessionAddress(namespace, name)) as SessionObject;
       } catch (err) {
-        throw apiFailure(err, 'review the user\'s token (TokenReview)');
+        if (code(err) === 404) return undefined;
+        throw apiFailure(err, `read the Session ${namespace}/${name}`);
       }
     },
-    async canUser(user, q) {
+    async claimSession(session, by) {
+      const { namespace, name } = session.metadata;
       try {
-        const review = await authz.createSubjectAccessReview({
-          body: {
-            apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
-            spec: {
-              user: user.username, groups: user.groups, uid: user.uid, extra: user.extra,
-              resourceAttributes: { namespace: q.namespace, verb: q.verb, resource: q.resource, ...(q.subresource ? { subresource: q.subresource } : {}) },
-            },
-          },
+        // PUT with the resourceVersion read: the API server refuses it (409) if the object changed.
+        await custom.replaceNamespacedCustomObjectStatus({
+          ...sessionAddress(namespace, name),
+          body: { ...session, status: { claimedBy: by, claimedAt: new Date().toISOString() } },
         });
-        return review.status?.allowed === true;
+        return true;
       } catch (err) {
-        throw apiFailure(err, 'check the user\'s permissions (SubjectAccessReview)');
+        if (code(err) === 409) return false;
+        throw apiFailure(err, `mark the Session ${namespace}/${name} used`);
       }
     },
   };

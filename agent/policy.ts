@@ -1,21 +1,27 @@
 /**
  * The agent's policy, read from a ConfigMap (key `policy.yaml`) and re-read when it
- * changes. At every session's open it decides, from the namespace of the pod that owns the
- * target container (looked up in the API, never taken from the client):
+ * changes, and the session's identity. At every session's open it decides, from the
+ * namespace of the pod that owns the target container (looked up in the API, never taken
+ * from the client):
  *
  * - `deniedNamespaces` (regexes, whole-name match): every session there is refused;
- * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed);
- * - with a bearer token in the hello: TokenReview, then SubjectAccessReview — the user must be
- *   allowed to `create pods/portforward` and `get pods` in the target's namespace;
- * - `requireUserAuth: true`: sessions without a token are refused.
+ * - the Session object (agent/session-identity.ts): who the user is (as the API server
+ *   authenticated them when they created it) and what they may do there (files, incoming
+ *   traffic: as RBAC and the admission policy allowed them to declare);
+ * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed).
+ *
+ * `requireUserAuth` is still read (old ConfigMaps keep working) but means nothing now: every
+ * session needs a Session object.
  *
  * A refusal names the rule (TSM_ERR_POLICY). A ConfigMap that does not parse refuses every
  * session until it is fixed (fail closed), and says why.
  */
 import { parse as parseYaml } from 'yaml';
 import { TsmError } from '../protocol/errors.js';
-import type { ClientHello, TargetRef } from '../protocol/messages.js';
+import type { ClientHello, FilesMode, TargetRef } from '../protocol/messages.js';
 import type { AgentKube, PodRef } from './kube.js';
+import { verifySession, watchSession } from './session-identity.js';
+import type { SessionIncomingMode } from '../common/session-object.js';
 import { containerIdsInCgroup } from './target.js';
 import { readFile } from 'node:fs/promises';
 
@@ -75,13 +81,18 @@ export interface AdmissionRequest {
 
 export interface Admission {
   pod: PodRef;
-  /** The user the API server vouched for (when a token was given). */
-  user: string | undefined;
+  /** The user, from the Session object (the admission policy tied it to who created it). */
+  user: string;
+  /** What the Session declared, which the agent enforces. */
+  files: FilesMode;
+  incoming: { mode: SessionIncomingMode; filtered: boolean };
   /**
-   * Checks each port.subscribe against the policy in force then: what the session really
-   * asks for, not what its hello declared (a client may declare nothing and steal later).
+   * Checks each port.subscribe against the Session's mode and the policy in force then: what
+   * the session really asks for, not what its hello declared.
    */
   authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  /** Watches the Session object while the session lives; `ended` when it is deleted. Returns the stop. */
+  watch: (ended: (why: TsmError) => void) => () => void;
 }
 
 export interface PolicyOptions {
@@ -91,6 +102,10 @@ export interface PolicyOptions {
   configMap: { namespace: string; name: string } | undefined;
   pollMs: number;
   log: (line: string) => void;
+  /** This agent's name, written into the Sessions it claims. */
+  agentName: string;
+  /** How often a live session's Session object is checked. */
+  sessionPollMs?: number;
 }
 
 export class PolicyEnforcer {
@@ -186,29 +201,22 @@ export class PolicyEnforcer {
     if (incoming !== undefined && incoming.mode !== 'mirror' && incoming.mode !== 'steal') {
       throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
     }
-    // Anything but an explicit `filtered: true` counts as unfiltered.
+    const verified = await verifySession(this.#o.kube, req.hello, pod, this.#o.node, this.#o.agentName);
+    const declared = verified.spec.mode;
+    // The hello's declaration is checked too: anything but an explicit `filtered: true` is unfiltered.
     if (incoming?.mode === 'steal') this.#checkSteal(ns, incoming.filtered === true);
+    if (declared.incoming === 'steal') this.#checkSteal(ns, declared.filtered);
     const authorizeIncoming = (mode: 'mirror' | 'steal', filtered: boolean): void => {
       if (this.#invalid !== undefined) throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses new subscriptions: ${this.#invalid}`);
+      if (declared.incoming === 'none' || (mode === 'steal' && declared.incoming !== 'steal') || (mode === 'steal' && declared.filtered && !filtered)) {
+        const has = declared.incoming === 'none' ? 'no incoming traffic' : `${declared.incoming}${declared.filtered ? ' with a filter' : ''}`;
+        throw new TsmError('TSM_ERR_POLICY', `the Session ${verified.ref} declared ${has}, so this session may not ${mode}${filtered ? '' : ' unfiltered'}; run tsmirror again with the flags that declare it (--mirror, --steal, --http-*)`);
+      }
       if (mode === 'steal') this.#checkSteal(ns, filtered);
     };
-    const token = req.hello.token;
-    if (token === undefined || token === '') {
-      if (policy.requireUserAuth) {
-        throw this.#refuse('requireUserAuth: true', 'the session carries no bearer token, so the agent cannot check who you are; use a kubeconfig whose credentials are a token (or an exec plugin that yields one)');
-      }
-      return { pod, user: undefined, authorizeIncoming };
-    }
-    const review = await this.#o.kube.reviewToken(token);
-    if ('error' in review) {
-      throw new TsmError('TSM_ERR_UNAUTHENTICATED', `the API server did not accept your token (TokenReview: ${review.error})`, { hint: 'log in to the cluster again; the agent checks your kubeconfig credentials' });
-    }
-    for (const q of [{ verb: 'create', resource: 'pods', subresource: 'portforward' }, { verb: 'get', resource: 'pods' }]) {
-      if (!(await this.#o.kube.canUser(review.user, { namespace: ns, ...q }))) {
-        const what = `${q.verb} ${q.resource}${q.subresource ? `/${q.subresource}` : ''}`;
-        throw this.#refuse(`"users must be allowed to ${what} in the target's namespace"`, `user ${review.user.username} may not ${what} in namespace ${ns} (SubjectAccessReview)`);
-      }
-    }
-    return { pod, user: review.user.username, authorizeIncoming };
+    return {
+      pod, user: verified.spec.user, files: declared.files, incoming: { mode: declared.incoming, filtered: declared.filtered }, authorizeIncoming,
+      watch: (ended) => watchSession(this.#o.kube, verified, ended, this.#o.log, this.#o.sessionPollMs),
+    };
   }
 }
