@@ -34,6 +34,8 @@ export interface AgentKube {
    * the version read: false when someone else changed it first.
    */
   claimSession(session: SessionObject, by: string): Promise<boolean>;
+  /** Deletes this Session (that uid only: a new object of the same name is left alone); gone already is fine. */
+  deleteSession(session: SessionObject): Promise<void>;
 }
 
 function code(err: unknown): number {
@@ -87,6 +89,15 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
       } catch (err) {
         if (code(err) === 404) return undefined;
         throw apiFailure(err, `read the Session ${namespace}/${name}`);
+      }
+    },
+    async deleteSession(session) {
+      const { namespace, name, uid } = session.metadata;
+      try {
+        await custom.deleteNamespacedCustomObject({ ...sessionAddress(namespace, name), ...(uid ? { body: { preconditions: { uid } } } : {}) });
+      } catch (err) {
+        if (code(err) === 404 || code(err) === 409) return;
+        throw apiFailure(err, `delete the Session ${namespace}/${name}`);
       }
     },
     async claimSession(session, by) {

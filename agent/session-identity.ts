@@ -89,7 +89,10 @@ export async function verifySession(kube: AgentKube, hello: ClientHello, pod: Po
 /**
  * Polls the Session while its session lives; calls `ended` once when it is gone (deleted,
  * or replaced by another object of the same name). API errors are retried: an API server
- * that cannot answer does not end sessions.
+ * that cannot answer does not end sessions. The returned function, called when the session
+ * ends, stops polling and deletes the Session: the CLI deletes it too, but a CLI killed
+ * (SIGKILL, a lost laptop) cannot, and `kubectl get sessions.tsmirror.dev` must list only
+ * live sessions.
  */
 export function watchSession(kube: AgentKube, verified: VerifiedSession, ended: (why: TsmError) => void, log: (line: string) => void, pollMs = SESSION_POLL_MS): () => void {
   const { namespace, name, uid } = verified.object.metadata;
@@ -114,5 +117,6 @@ export function watchSession(kube: AgentKube, verified: VerifiedSession, ended: 
   return () => {
     stopped = true;
     clearTimeout(timer);
+    kube.deleteSession(verified.object).catch((err: unknown) => log(`session ${verified.ref}: could not delete its Session object: ${err instanceof Error ? err.message : String(err)}`));
   };
 }

@@ -103,24 +103,37 @@ export async function openKubeSession(
   agentLookup?.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
   // Who the user is and what they may do is the API server's to say: the Session object is
   // created with their credentials, and the agent reads it. No credential reaches the agent.
-  const identity: SessionIdentity = await createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress);
-  const base = {
-    target: { kind: 'container' as const, id: target.containerId },
-    session: identity.session,
-    secret: identity.secret,
-    ...(incoming === undefined ? {} : { incoming }),
-    ...(files === undefined ? {} : { files }),
+  // Created while the agent is found and the port-forward opens; a failure to reach the
+  // agent is reported first (it is the more basic problem), and removes the object.
+  const creating = createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress);
+  creating.catch(() => undefined); // awaited below
+  let identity: SessionIdentity | undefined;
+  const removeOnFailure = async (err: unknown): Promise<never> => {
+    await creating.then((made) => made.remove(), () => undefined);
+    throw err;
+  };
+  const base = async (): Promise<Pick<Parameters<typeof connectAgent>[0], 'target' | 'session' | 'secret' | 'incoming' | 'files'>> => {
+    identity = await creating;
+    return {
+      target: { kind: 'container' as const, id: target.containerId },
+      session: identity.session,
+      secret: identity.secret,
+      ...(incoming === undefined ? {} : { incoming }),
+      ...(files === undefined ? {} : { files }),
+    };
   };
   /** The Session ends with the session: deleted when the connection closes, however it does. */
   const removeWhenClosed = (agent: AgentConnection): AgentConnection => {
-    if (agent.peer.closed) void identity.remove();
-    else agent.peer.once('closed', () => void identity.remove());
+    const made = identity as SessionIdentity;
+    if (agent.peer.closed) void made.remove();
+    else agent.peer.once('closed', () => void made.remove());
     return agent;
   };
   try {
     if (flags.agent) {
       progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
-      return { agent: removeWhenClosed(await connectAgent({ url: flags.agent, ...base })), target, agentPod: undefined, kube, sessionObject: identity.session };
+      const agent = removeWhenClosed(await connectAgent({ url: flags.agent, ...await base() }));
+      return { agent, target, agentPod: undefined, kube, sessionObject: (identity as SessionIdentity).session };
     }
     const agentPod = await (agentLookup as Promise<AgentPod>);
     progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
@@ -129,14 +142,13 @@ export async function openKubeSession(
       : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
         { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
     try {
-      const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...base });
-      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: identity.session };
+      const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...await base() });
+      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: (identity as SessionIdentity).session };
     } catch (err) {
       socket.destroy();
       throw err;
     }
   } catch (err) {
-    await identity.remove();
-    throw err;
+    return removeOnFailure(err);
   }
 }

@@ -212,8 +212,9 @@ export function agentManifests(o: ManifestOptions): { file: string; objects: Man
             // Which pod owns a container on this node (the session's namespace comes from it).
             { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
             // The Session objects users create (who, what, which mode): read at each hello and
-            // watched until deleted; claimed once (status) so one secret opens one session.
-            { apiGroups: [SESSION_GROUP], resources: [SESSION_PLURAL], verbs: ['get', 'list', 'watch'] },
+            // watched until deleted; claimed once (status) so one secret opens one session;
+            // deleted when their session ends (a killed CLI cannot).
+            { apiGroups: [SESSION_GROUP], resources: [SESSION_PLURAL], verbs: ['get', 'list', 'watch', 'delete'] },
             { apiGroups: [SESSION_GROUP], resources: [`${SESSION_PLURAL}/status`], verbs: ['get', 'update'] },
           ],
         },

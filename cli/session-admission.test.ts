@@ -66,7 +66,7 @@ describe('the Session admission policy (CEL)', () => {
     expect(role('tsmirror-steal')).toEqual([{ apiGroups: ['tsmirror.dev'], resources: ['sessions/steal'], verbs: ['create'] }]);
     expect(role('tsmirror-write-files')).toEqual([{ apiGroups: ['tsmirror.dev'], resources: ['sessions/writefiles'], verbs: ['create'] }]);
     expect(role('tsmirror-user')).toContainEqual({ apiGroups: ['tsmirror.dev'], resources: ['sessions'], verbs: ['create', 'get', 'list', 'watch', 'delete'] });
-    expect(role('tsmirror-agent')).toContainEqual({ apiGroups: ['tsmirror.dev'], resources: ['sessions'], verbs: ['get', 'list', 'watch'] });
+    expect(role('tsmirror-agent')).toContainEqual({ apiGroups: ['tsmirror.dev'], resources: ['sessions'], verbs: ['get', 'list', 'watch', 'delete'] });
     const crd = objects.find((o) => o.kind === 'CustomResourceDefinition') as unknown as { spec: { versions: Array<{ additionalPrinterColumns: Array<{ name: string }> }> } };
     expect(crd.spec.versions[0]?.additionalPrinterColumns.map((c) => c.name)).toEqual(['User', 'Pod', 'Container', 'Incoming', 'Files', 'Node', 'Age']);
   });

@@ -227,6 +227,12 @@ export class FakeApiServer {
     return type ? this.#objects.get(this.#key(type, namespace, name)) : undefined;
   }
 
+  /** Every stored object of a kind, in all namespaces. */
+  list(apiVersion: string, kind: string): Obj[] {
+    const type = this.#typeOf(apiVersion, kind);
+    return [...this.#objects.values()].filter((o) => type !== undefined && this.#typeOf(o.apiVersion, o.kind) === type);
+  }
+
   delete(apiVersion: string, kind: string, namespace: string, name: string): void {
     const type = this.#typeOf(apiVersion, kind);
     if (type) this.#objects.delete(this.#key(type, namespace, name));
@@ -497,6 +503,12 @@ export class FakeApiServer {
         return existing ? this.#send(res, 200, this.#withStatus(existing)) : notFound();
       case 'DELETE':
         if (!existing) return notFound();
+        {
+          const options = await this.#body(req) as { preconditions?: { uid?: string } };
+          if (options.preconditions?.uid && options.preconditions.uid !== existing.metadata.uid) {
+            return this.#send(res, 409, status(409, 'Conflict', `Precondition failed: UID in precondition: ${options.preconditions.uid}, UID in object meta: ${existing.metadata.uid}`));
+          }
+        }
         this.#objects.delete(this.#key(type, namespace, name));
         if (type.kind === 'Namespace') {
           for (const [k, o] of this.#objects) if (o.metadata.namespace === name) this.#objects.delete(k);
