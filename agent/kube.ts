@@ -23,8 +23,11 @@ export interface PodRef {
 
 /** The agent's view of the API, injectable so the policy can be tested on its own. */
 export interface AgentKube {
-  /** The pod (on `node`) one of whose containers has one of these ids. */
-  podOfContainer(node: string, containerIds: string[]): Promise<PodRef | undefined>;
+  /**
+   * The pods (on `node`) one of whose containers has one of these ids: one in a real cluster
+   * (a container belongs to one pod); test fixtures may back several pods with one process.
+   */
+  podsOfContainer(node: string, containerIds: string[]): Promise<PodRef[]>;
   /** The ConfigMap's data and version, or undefined when it does not exist. */
   readConfigMap(namespace: string, name: string): Promise<{ data: Record<string, string>; version: string } | undefined>;
   /** The Session object, or undefined when it does not exist. */
@@ -57,22 +60,24 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
   const custom = kc.makeApiClient(CustomObjectsApi);
   const sessionAddress = (namespace: string, name: string) => ({ group: SESSION_GROUP, version: SESSION_VERSION, plural: SESSION_PLURAL, namespace, name });
   return {
-    async podOfContainer(node, ids) {
+    async podsOfContainer(node, ids) {
       let pods: V1Pod[];
       try {
         pods = (await core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` })).items;
       } catch (err) {
         throw apiFailure(err, `list the pods on node ${node}`);
       }
+      const found: PodRef[] = [];
       for (const pod of pods) {
         for (const s of [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.ephemeralContainerStatuses ?? [])]) {
           const id = (s.containerID ?? '').replace(/^[a-z-]+:\/\//, '');
           if (id && ids.some((want) => id.startsWith(want) || want.startsWith(id))) {
-            return { namespace: pod.metadata?.namespace ?? '', name: pod.metadata?.name ?? '', container: s.name, containerId: id.toLowerCase() };
+            found.push({ namespace: pod.metadata?.namespace ?? '', name: pod.metadata?.name ?? '', container: s.name, containerId: id.toLowerCase() });
+            break;
           }
         }
       }
-      return undefined;
+      return found;
     },
     async readConfigMap(namespace, name) {
       try {

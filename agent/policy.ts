@@ -176,12 +176,12 @@ export class PolicyEnforcer {
     if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${namespace}; steal with an HTTP filter, or mirror`);
   }
 
-  async #podOf(req: AdmissionRequest): Promise<PodRef | undefined> {
+  async #podsOf(req: AdmissionRequest): Promise<PodRef[]> {
     let ids: string[];
     if (req.target.kind === 'container') ids = [req.target.id.replace(/^[a-z-]+:\/\//, '').toLowerCase()];
     else if (req.pid > 0) ids = containerIdsInCgroup(await readFile(`${req.proc}/cgroup`, 'utf8').catch(() => ''));
     else ids = [];
-    return ids.length ? this.#o.kube.podOfContainer(this.#o.node, ids) : undefined;
+    return ids.length ? this.#o.kube.podsOfContainer(this.#o.node, ids) : [];
   }
 
   /** Decides a session at its open; throws a TsmError naming the rule when it is refused. */
@@ -190,18 +190,20 @@ export class PolicyEnforcer {
       throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses sessions: ${this.#invalid}`, { hint: 'fix the ConfigMap (docs/install.md describes the format)' });
     }
     const policy = this.#policy;
-    const pod = await this.#podOf(req);
-    if (!pod) {
+    const pods = await this.#podsOf(req);
+    if (pods.length === 0) {
       throw this.#refuse('"targets are pods"', `the target ${req.target.kind === 'none' ? '(targetless)' : req.target.kind === 'pid' ? `pid/${req.target.pid}` : `container/${req.target.id.slice(0, 12)}`} is not a container of a pod on node ${this.#o.node}; a cluster agent serves only pod targets`);
     }
-    const ns = pod.namespace;
-    const denied = matchingRule(policy.deniedNamespaces, ns);
-    if (denied !== undefined) throw this.#refuse(`deniedNamespaces "${denied}"`, `no session may target namespace ${ns}`);
+    for (const { namespace } of pods) {
+      const denied = matchingRule(policy.deniedNamespaces, namespace);
+      if (denied !== undefined) throw this.#refuse(`deniedNamespaces "${denied}"`, `no session may target namespace ${namespace}`);
+    }
     const incoming = req.hello.incoming;
     if (incoming !== undefined && incoming.mode !== 'mirror' && incoming.mode !== 'steal') {
       throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
     }
-    const verified = await verifySession(this.#o.kube, req.hello, pod, this.#o.node, this.#o.agentName);
+    const { verified, pod } = await verifySession(this.#o.kube, req.hello, pods, this.#o.node, this.#o.agentName);
+    const ns = pod.namespace;
     const declared = verified.spec.mode;
     // The hello's declaration is checked too: anything but an explicit `filtered: true` is unfiltered.
     if (incoming?.mode === 'steal') this.#checkSteal(ns, incoming.filtered === true);

@@ -42,7 +42,8 @@ const unauthenticated = (message: string, hint?: string): TsmError => new TsmErr
 /** The uids of Sessions this agent claimed (one secret, one session, even if a status write is lost). */
 const claimed = new Set<string>();
 
-export async function verifySession(kube: AgentKube, hello: ClientHello, pod: PodRef & { containerId: string }, node: string, agentName: string, now = Date.now()): Promise<VerifiedSession> {
+/** Verifies the hello's Session against the pods that own the target container; returns it and the pod it names. */
+export async function verifySession(kube: AgentKube, hello: ClientHello, pods: PodRef[], node: string, agentName: string, now = Date.now()): Promise<{ verified: VerifiedSession; pod: PodRef }> {
   if (hello.session === undefined) {
     if (hello.token !== undefined) {
       throw unauthenticated('this CLI sent a bearer token, as tsmirror did before Session objects; this agent verifies users only through a Session object (sessions.tsmirror.dev) the user creates',
@@ -53,7 +54,9 @@ export async function verifySession(kube: AgentKube, hello: ClientHello, pod: Po
   const s = hello.session as { namespace?: unknown; name?: unknown };
   if (typeof s.namespace !== 'string' || typeof s.name !== 'string' || s.name === '' || s.namespace === '') throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.session must be {namespace, name}');
   const ref = `${s.namespace}/${s.name}`;
-  if (s.namespace !== pod.namespace) {
+  const inNamespace = pods.filter((p) => p.namespace === s.namespace);
+  if (inNamespace.length === 0) {
+    const pod = pods[0] as PodRef;
     throw unauthenticated(`the Session ${ref} is in namespace ${s.namespace}, but the target pod ${pod.namespace}/${pod.name} is in ${pod.namespace}; a Session must live in its target's namespace`);
   }
   const object = await kube.readSession(s.namespace, s.name);
@@ -76,14 +79,16 @@ export async function verifySession(kube: AgentKube, hello: ClientHello, pod: Po
   } catch {
     throw unauthenticated(`the Session ${ref} names no valid container id`);
   }
-  if (specId !== pod.containerId || spec.target.pod !== pod.name) {
-    throw unauthenticated(`the Session ${ref} is for pod ${spec.target.pod} container ${spec.target.containerId.slice(0, 24)}…, not this session's target (pod ${pod.name} container ${pod.container})`);
+  const pod = inNamespace.find((p) => p.name === spec.target.pod && p.containerId === specId);
+  if (!pod) {
+    const target = inNamespace[0] as PodRef;
+    throw unauthenticated(`the Session ${ref} is for pod ${spec.target.pod} container ${spec.target.containerId.slice(0, 24)}…, not this session's target (pod ${target.name} container ${target.container})`);
   }
   claimed.add(uid);
   if (!(await kube.claimSession(object, `${agentName} on ${node}`))) {
     throw unauthenticated(`the Session ${ref} was claimed by another session at the same moment; each opens one session`);
   }
-  return { object, spec, ref };
+  return { verified: { object, spec, ref }, pod };
 }
 
 /**

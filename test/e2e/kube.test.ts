@@ -29,10 +29,11 @@ beforeAll(async () => {
     harness.addPod({ name: 'db', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'hello from db\n', '/data/big.bin': BIG }, readyPort: 8080 }),
     harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), env: { SHOP_MODE: 'k8s' }, files: { '/data/index.html': 'web\n' }, readyPort: 8080 }),
   ]);
-  agent = await startAgentProcess();
   api = await FakeApiServer.start();
   dir = mkdtempSync(join(tmpdir(), 'tsm-kube-'));
   kubeconfig = api.writeKubeconfig(dir, { namespace: 'default' });
+  // A cluster agent, as installed: it verifies each session's Session object through the API.
+  agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
   api.addNode('node-1');
   api.addNode('node-2');
   addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
