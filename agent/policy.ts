@@ -28,6 +28,7 @@ import { readFile } from 'node:fs/promises';
 export interface Policy {
   protectedNamespaces: string[];
   deniedNamespaces: string[];
+  /** Read so that older ConfigMaps stay valid; every session is authenticated now (its Session object). */
   requireUserAuth: boolean;
 }
 
@@ -157,7 +158,7 @@ export class PolicyEnforcer {
     try {
       this.#policy = parsePolicy(found.data[POLICY_KEY] ?? '');
       this.#invalid = undefined;
-      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}, requireUserAuth ${this.#policy.requireUserAuth}`);
+      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}${this.#policy.requireUserAuth ? '; requireUserAuth has no effect any more: every session needs a Session object its user created' : ''}`);
     } catch (err) {
       this.#invalid = err instanceof Error ? err.message : String(err);
       this.#o.log(`policy: ${this.#where} is invalid, refusing sessions until it is fixed: ${this.#invalid}`);
