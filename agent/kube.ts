@@ -4,8 +4,10 @@
  * ConfigMap, and the Session objects users create (read, claimed through their status).
  * The agent asks with its own service account only; it never holds a user's credentials.
  */
-import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { SESSION_GROUP, SESSION_PLURAL, SESSION_VERSION, type SessionObject } from '../common/session-object.js';
+import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import {
+  SESSION_ADMISSION_POLICY, SESSION_GROUP, SESSION_PLURAL, SESSION_VALIDATIONS, SESSION_VERSION, type SessionObject,
+} from '../common/session-object.js';
 import { TsmError } from '../protocol/errors.js';
 
 export interface AgentKubeOptions {
@@ -37,6 +39,12 @@ export interface AgentKube {
    * the version read: false when someone else changed it first.
    */
   claimSession(session: SessionObject, by: string): Promise<boolean>;
+  /**
+   * What is wrong with the cluster's Session admission policy (missing, not bound to deny,
+   * not checking what tsmirror ships), or undefined when it is in force. Without it a
+   * Session's user and mode would be whatever its creator wrote.
+   */
+  sessionAdmissionProblem(): Promise<string | undefined>;
   /** Deletes this Session (that uid only: a new object of the same name is left alone); gone already is fine. */
   deleteSession(session: SessionObject): Promise<void>;
 }
@@ -58,6 +66,7 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
   else kc.loadFromCluster();
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
+  const admission = kc.makeApiClient(AdmissionregistrationV1Api);
   const sessionAddress = (namespace: string, name: string) => ({ group: SESSION_GROUP, version: SESSION_VERSION, plural: SESSION_PLURAL, namespace, name });
   return {
     async podsOfContainer(node, ids) {
@@ -95,6 +104,28 @@ export function loadAgentKube(options: AgentKubeOptions): AgentKube {
         if (code(err) === 404) return undefined;
         throw apiFailure(err, `read the Session ${namespace}/${name}`);
       }
+    },
+    async sessionAdmissionProblem() {
+      const name = SESSION_ADMISSION_POLICY;
+      try {
+        const policy = await admission.readValidatingAdmissionPolicy({ name });
+        const installed = new Set((policy.spec?.validations ?? []).map((v) => v.expression));
+        const missing = SESSION_VALIDATIONS.filter((v) => !installed.has(v.expression));
+        if (missing.length) return `the ValidatingAdmissionPolicy ${name} does not check ${missing.map((v) => `"${v.expression}"`).join(', ')}`;
+        if (policy.spec?.failurePolicy === 'Ignore') return `the ValidatingAdmissionPolicy ${name} has failurePolicy Ignore`;
+      } catch (err) {
+        if (code(err) === 404) return `there is no ValidatingAdmissionPolicy ${name} (Kubernetes 1.30+)`;
+        throw apiFailure(err, `read the ValidatingAdmissionPolicy ${name}`);
+      }
+      try {
+        const binding = await admission.readValidatingAdmissionPolicyBinding({ name });
+        if (binding.spec?.policyName !== name || !(binding.spec.validationActions ?? []).includes('Deny')) return `the ValidatingAdmissionPolicyBinding ${name} does not deny with policy ${name}`;
+        if (binding.spec.matchResources?.namespaceSelector?.matchExpressions?.length || binding.spec.matchResources?.namespaceSelector?.matchLabels) return `the ValidatingAdmissionPolicyBinding ${name} applies to some namespaces only`;
+      } catch (err) {
+        if (code(err) === 404) return `there is no ValidatingAdmissionPolicyBinding ${name}`;
+        throw apiFailure(err, `read the ValidatingAdmissionPolicyBinding ${name}`);
+      }
+      return undefined;
     },
     async deleteSession(session) {
       const { namespace, name, uid } = session.metadata;

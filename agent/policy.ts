@@ -96,6 +96,9 @@ export interface Admission {
   watch: (ended: (why: TsmError) => void) => () => void;
 }
 
+/** How long a check that the Session admission policy is in force is trusted. */
+const ADMISSION_RECHECK_MS = 10_000;
+
 export interface PolicyOptions {
   kube: AgentKube;
   node: string;
@@ -185,6 +188,24 @@ export class PolicyEnforcer {
     return ids.length ? this.#o.kube.podsOfContainer(this.#o.node, ids) : [];
   }
 
+  /** When the admission policy was last seen in force (it is re-checked after ADMISSION_RECHECK_MS). */
+  #admissionCheckedAt = -Infinity;
+
+  /**
+   * A Session is only as good as the admission policy that checked it: without the policy
+   * its creator could name anyone as its user and any mode. Refuses (fail closed) until the
+   * cluster runs it.
+   */
+  async #checkSessionAdmission(): Promise<void> {
+    if (Date.now() - this.#admissionCheckedAt < ADMISSION_RECHECK_MS) return;
+    const problem = await this.#o.kube.sessionAdmissionProblem();
+    if (problem !== undefined) {
+      throw new TsmError('TSM_ERR_POLICY', `this agent refuses sessions until the cluster checks Session objects: ${problem}`,
+        { hint: 'a cluster admin re-runs `tsmirror install` (Kubernetes 1.30+; docs/install.md)' });
+    }
+    this.#admissionCheckedAt = Date.now();
+  }
+
   /** Decides a session at its open; throws a TsmError naming the rule when it is refused. */
   async admit(req: AdmissionRequest): Promise<Admission> {
     if (this.#invalid !== undefined) {
@@ -203,6 +224,7 @@ export class PolicyEnforcer {
     if (incoming !== undefined && incoming.mode !== 'mirror' && incoming.mode !== 'steal') {
       throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
     }
+    await this.#checkSessionAdmission();
     const { verified, pod } = await verifySession(this.#o.kube, req.hello, pods, this.#o.node, this.#o.agentName);
     const ns = pod.namespace;
     const declared = verified.spec.mode;

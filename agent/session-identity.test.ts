@@ -22,6 +22,7 @@ function fixture(overrides: { created?: number; claimed?: string } = {}) {
   const kube: AgentKube = {
     podsOfContainer: async () => [pod],
     readConfigMap: async () => undefined,
+    sessionAdmissionProblem: async () => undefined,
     readSession: async (ns, name) => (stored && ns === 'shop' && name === object.metadata.name ? stored : undefined),
     claimSession: async (s, by) => {
       claims.push(`${s.metadata.resourceVersion} ${by}`);

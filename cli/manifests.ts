@@ -14,7 +14,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { stringify } from 'yaml';
 import { packageVersion } from '../native/index.js';
-import { SESSION_GROUP, SESSION_KIND, SESSION_PLURAL, SESSION_VERSION } from '../common/session-object.js';
+import {
+  SESSION_ADMISSION_POLICY, SESSION_GROUP, SESSION_KIND, SESSION_PLURAL, SESSION_VALIDATIONS, SESSION_VERSION,
+} from '../common/session-object.js';
+
+export { SESSION_ADMISSION_POLICY, SESSION_VALIDATIONS, type CelValidation } from '../common/session-object.js';
 
 export interface ManifestOptions {
   namespace: string;
@@ -123,43 +127,6 @@ export function sessionCrd(): Manifest {
   };
 }
 
-export const SESSION_ADMISSION_POLICY = 'tsmirror-sessions';
-
-export interface CelValidation { expression: string; messageExpression: string; reason: string }
-
-/**
- * What a Session's creator must be allowed, checked by the API server as the object is
- * created or changed: CEL that runs with `request.userInfo` (whoever really sent it) and an
- * `authorizer` asking RBAC about that user. Each failure says which grant is missing.
- */
-export const SESSION_VALIDATIONS: CelValidation[] = [
-  {
-    expression: 'object.spec.user == request.userInfo.username',
-    messageExpression: "'spec.user must be the name you authenticate as (' + request.userInfo.username + '), not ' + object.spec.user",
-    reason: 'Forbidden',
-  },
-  {
-    expression: "authorizer.group('').resource('pods').namespace(object.metadata.namespace).check('get').allowed()",
-    messageExpression: "'a tsmirror session needs get pods in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-user in namespace ' + object.metadata.namespace",
-    reason: 'Forbidden',
-  },
-  {
-    expression: "authorizer.group('').resource('pods').subresource('portforward').namespace(object.metadata.namespace).check('create').allowed()",
-    messageExpression: "'a tsmirror session needs create pods/portforward in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-user in namespace ' + object.metadata.namespace",
-    reason: 'Forbidden',
-  },
-  {
-    expression: `object.spec.mode.incoming != 'steal' || authorizer.group('${SESSION_GROUP}').resource('${SESSION_PLURAL}').subresource('steal').namespace(object.metadata.namespace).check('create').allowed()`,
-    messageExpression: `'stealing traffic needs create ${SESSION_PLURAL}/steal (group ${SESSION_GROUP}) in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole ${STEAL_ROLE} in namespace ' + object.metadata.namespace`,
-    reason: 'Forbidden',
-  },
-  {
-    expression: `object.spec.mode.files != 'write' || authorizer.group('${SESSION_GROUP}').resource('${SESSION_PLURAL}').subresource('writefiles').namespace(object.metadata.namespace).check('create').allowed()`,
-    messageExpression: `'writing pod files needs create ${SESSION_PLURAL}/writefiles (group ${SESSION_GROUP}) in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole ${WRITE_FILES_ROLE} in namespace ' + object.metadata.namespace`,
-    reason: 'Forbidden',
-  },
-];
-
 /** The ValidatingAdmissionPolicy (Kubernetes 1.30+) and its binding. */
 export function sessionAdmission(): Manifest[] {
   const labels = { 'app.kubernetes.io/part-of': 'tsmirror' };
@@ -216,6 +183,8 @@ export function agentManifests(o: ManifestOptions): { file: string; objects: Man
             // deleted when their session ends (a killed CLI cannot).
             { apiGroups: [SESSION_GROUP], resources: [SESSION_PLURAL], verbs: ['get', 'list', 'watch', 'delete'] },
             { apiGroups: [SESSION_GROUP], resources: [`${SESSION_PLURAL}/status`], verbs: ['get', 'update'] },
+            // Sessions are trusted only while the cluster's admission policy checks them.
+            { apiGroups: ['admissionregistration.k8s.io'], resources: ['validatingadmissionpolicies', 'validatingadmissionpolicybindings'], resourceNames: [SESSION_ADMISSION_POLICY], verbs: ['get'] },
           ],
         },
         {

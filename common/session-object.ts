@@ -68,3 +68,45 @@ export function parseSessionSpec(value: unknown): SessionSpec | undefined {
   if (!m || (m.files !== 'read' && m.files !== 'write') || (m.incoming !== 'none' && m.incoming !== 'mirror' && m.incoming !== 'steal') || typeof m.filtered !== 'boolean') return undefined;
   return { user: s.user, target: { pod: t.pod, container: t.container, containerId: t.containerId }, mode: { files: m.files, incoming: m.incoming, filtered: m.filtered }, secretHash: s.secretHash, node: s.node };
 }
+
+/**
+ * The admission policy's validations (shipped by cli/manifests.ts as ValidatingAdmissionPolicy
+ * `tsmirror-sessions`): here because the agent also checks that the cluster runs them.
+ */
+export const SESSION_ADMISSION_POLICY = 'tsmirror-sessions';
+
+export interface CelValidation { expression: string; messageExpression: string; reason: string }
+
+/**
+ * What a Session's creator must be allowed, checked by the API server as the object is
+ * created or changed: CEL that runs with `request.userInfo` (whoever really sent it) and an
+ * `authorizer` asking RBAC about that user. Each failure says which grant is missing.
+ */
+export const SESSION_VALIDATIONS: CelValidation[] = [
+  {
+    expression: 'object.spec.user == request.userInfo.username',
+    messageExpression: "'spec.user must be the name you authenticate as (' + request.userInfo.username + '), not ' + object.spec.user",
+    reason: 'Forbidden',
+  },
+  {
+    expression: "authorizer.group('').resource('pods').namespace(object.metadata.namespace).check('get').allowed()",
+    messageExpression: "'a tsmirror session needs get pods in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-user in namespace ' + object.metadata.namespace",
+    reason: 'Forbidden',
+  },
+  {
+    expression: "authorizer.group('').resource('pods').subresource('portforward').namespace(object.metadata.namespace).check('create').allowed()",
+    messageExpression: "'a tsmirror session needs create pods/portforward in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-user in namespace ' + object.metadata.namespace",
+    reason: 'Forbidden',
+  },
+  {
+    expression: `object.spec.mode.incoming != 'steal' || authorizer.group('${SESSION_GROUP}').resource('${SESSION_PLURAL}').subresource('steal').namespace(object.metadata.namespace).check('create').allowed()`,
+    messageExpression: `'stealing traffic needs create ${SESSION_PLURAL}/steal (group ${SESSION_GROUP}) in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-steal in namespace ' + object.metadata.namespace`,
+    reason: 'Forbidden',
+  },
+  {
+    expression: `object.spec.mode.files != 'write' || authorizer.group('${SESSION_GROUP}').resource('${SESSION_PLURAL}').subresource('writefiles').namespace(object.metadata.namespace).check('create').allowed()`,
+    messageExpression: `'writing pod files needs create ${SESSION_PLURAL}/writefiles (group ${SESSION_GROUP}) in namespace ' + object.metadata.namespace + ', which ' + request.userInfo.username + ' is not allowed: ask your cluster admin to bind ClusterRole tsmirror-write-files in namespace ' + object.metadata.namespace`,
+    reason: 'Forbidden',
+  },
+];
+

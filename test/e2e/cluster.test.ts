@@ -108,7 +108,7 @@ describe('install', () => {
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(c.args).toEqual(expect.arrayContaining(['--listen', '127.0.0.1:7777', '--in-cluster']));
     const agentRole = docs.find((d) => d.kind === 'ClusterRole' && d.metadata.name === 'tsmirror-agent') as KubeObject & { rules: Array<{ resources: string[]; verbs: string[] }> };
-    expect(agentRole.rules.flatMap((rule) => rule.resources).sort()).toEqual(['pods', 'sessions', 'sessions/status']);
+    expect(agentRole.rules.flatMap((rule) => rule.resources).sort()).toEqual(['pods', 'sessions', 'sessions/status', 'validatingadmissionpolicies', 'validatingadmissionpolicybindings']);
     expect(agentRole.rules.find((rule) => rule.resources.includes('pods'))?.verbs).toEqual(['get', 'list', 'watch']);
   });
 

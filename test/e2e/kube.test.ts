@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
 import { FakeApiServer, randomHex } from '../k8s/apiserver.js';
-import { addAgentPod, cliPath, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
+import { addAgentPod, addSessionAdmission, cliPath, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -35,6 +35,7 @@ beforeAll(async () => {
   // A cluster agent, as installed: it verifies each session's Session object through the API.
   agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
   api.addNode('node-1');
+  addSessionAdmission(api);
   api.addNode('node-2');
   addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
   api.addHarnessPod(db, { name: 'db-0' });

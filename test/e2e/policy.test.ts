@@ -18,7 +18,7 @@ import { PROTOCOL_VERSION, type AgentMessage, type ClientHello, type TargetRef }
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
 import { FakeApiServer } from '../k8s/apiserver.js';
-import { addAgentPod, pollUntil, runCli, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess } from './tsm.js';
+import { addAgentPod, addSessionAdmission, pollUntil, runCli, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -59,6 +59,7 @@ beforeAll(async () => {
     return !(a.user.username === 'bob' && a.namespace === 'shop' && a.subresource === 'portforward');
   };
   api.addNode('node-1');
+  addSessionAdmission(api);
   api.namespace('tsmirror-system');
   setPolicy(BASE_POLICY);
   api.addHarnessPod(pay, { name: 'pay-0' });
@@ -244,6 +245,19 @@ describe('session identity (Session objects)', () => {
     expect(refusal(await hello(inCart()))).toBe('TSM_ERR_UNAUTHENTICATED: this agent (cluster mode) serves only sessions backed by a Session object (sessions.tsmirror.dev) that their user created; none came with this connection');
     expect(refusal(await hello(inCart(), { token: 'alice-token' }))).toContain('TSM_ERR_UNAUTHENTICATED: this CLI sent a bearer token, as tsmirror did before Session objects');
     expect(refusal(await hello(inCart(), { session: { namespace: 'shop', name: 'nope' }, secret: 'x' }))).toBe('TSM_ERR_UNAUTHENTICATED: there is no Session shop/nope; it must exist while the session opens');
+  });
+
+  it('every session is refused while the cluster does not run the Session admission policy (it is what ties a Session to its creator)', async () => {
+    const binding = api.get('admissionregistration.k8s.io/v1', 'ValidatingAdmissionPolicyBinding', '', 'tsmirror-sessions');
+    // The agent trusts a check for 10 s: wait that out once (the first sessions above were checked).
+    api.delete('admissionregistration.k8s.io/v1', 'ValidatingAdmissionPolicyBinding', '', 'tsmirror-sessions');
+    try {
+      await new Promise((r) => setTimeout(r, 10_500));
+      expect(refusal(await hello(inCart(), sessionFor(cart)))).toBe('TSM_ERR_POLICY: this agent refuses sessions until the cluster checks Session objects: there is no ValidatingAdmissionPolicyBinding tsmirror-sessions');
+    } finally {
+      if (binding) api.put(binding);
+    }
+    expect((await hello(inCart(), sessionFor(cart))).type).toBe('hello');
   });
 
   it('a wrong, reused or expired secret is refused; so is a Session for another target, node or namespace', async () => {
