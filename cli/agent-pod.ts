@@ -77,8 +77,8 @@ export interface KubeSession {
   target: ResolvedKubeTarget;
   agentPod: AgentPod | undefined;
   kube: Kube;
-  /** The session's Session object (deleted when the session closes). */
-  sessionObject: { namespace: string; name: string };
+  /** The session's Session object (deleted when the session closes); none with --agent on a cluster without tsmirror. */
+  sessionObject: { namespace: string; name: string } | undefined;
 }
 
 /** Opens a byte stream to an agent pod's port through the API server. */
@@ -105,26 +105,26 @@ export async function openKubeSession(
   // created with their credentials, and the agent reads it. No credential reaches the agent.
   // Created while the agent is found and the port-forward opens; a failure to reach the
   // agent is reported first (it is the more basic problem), and removes the object.
-  const creating = createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress);
+  const creating = createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress, flags.agent !== undefined);
   creating.catch(() => undefined); // awaited below
   let identity: SessionIdentity | undefined;
   const removeOnFailure = async (err: unknown): Promise<never> => {
-    await creating.then((made) => made.remove(), () => undefined);
+    await creating.then((made) => made?.remove(), () => undefined);
     throw err;
   };
   const base = async (): Promise<Pick<Parameters<typeof connectAgent>[0], 'target' | 'session' | 'secret' | 'incoming' | 'files'>> => {
     identity = await creating;
     return {
       target: { kind: 'container' as const, id: target.containerId },
-      session: identity.session,
-      secret: identity.secret,
+      ...(identity ? { session: identity.session, secret: identity.secret } : {}),
       ...(incoming === undefined ? {} : { incoming }),
       ...(files === undefined ? {} : { files }),
     };
   };
   /** The Session ends with the session: deleted when the connection closes, however it does. */
   const removeWhenClosed = (agent: AgentConnection): AgentConnection => {
-    const made = identity as SessionIdentity;
+    const made = identity;
+    if (!made) return agent;
     if (agent.peer.closed) void made.remove();
     else agent.peer.once('closed', () => void made.remove());
     return agent;
@@ -133,7 +133,7 @@ export async function openKubeSession(
     if (flags.agent) {
       progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
       const agent = removeWhenClosed(await connectAgent({ url: flags.agent, ...await base() }));
-      return { agent, target, agentPod: undefined, kube, sessionObject: (identity as SessionIdentity).session };
+      return { agent, target, agentPod: undefined, kube, sessionObject: identity?.session };
     }
     const agentPod = await (agentLookup as Promise<AgentPod>);
     progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
@@ -143,7 +143,7 @@ export async function openKubeSession(
         { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
     try {
       const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...await base() });
-      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: (identity as SessionIdentity).session };
+      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: identity?.session };
     } catch (err) {
       socket.destroy();
       throw err;

@@ -48,8 +48,19 @@ export async function createSessionObject(
   target: ResolvedKubeTarget,
   modes: { incoming: { mode: 'mirror' | 'steal'; filtered: boolean } | undefined; files: FilesMode },
   note: (line: string) => void,
-): Promise<SessionIdentity> {
-  const user = await whoAmI(kube);
+  /** --agent ws://…: the agent may be a local one that needs no Session, on a cluster without tsmirror. */
+  optional = false,
+): Promise<SessionIdentity | undefined> {
+  let user: string;
+  try {
+    user = await whoAmI(kube);
+  } catch (err) {
+    if (optional && err instanceof TsmError && httpStatus(err.cause) === 404) {
+      note('the API server does not serve SelfSubjectReview: no Session object for this session (enough for an agent started by hand)');
+      return undefined;
+    }
+    throw err;
+  }
   const secret = newSessionSecret();
   const incoming: SessionIncomingMode = modes.incoming?.mode ?? 'none';
   const containerId = (target.pod.status?.containerStatuses ?? []).concat(target.pod.status?.initContainerStatuses ?? [])
@@ -71,6 +82,10 @@ export async function createSessionObject(
   } catch (err) {
     const code = httpStatus(err);
     const what = `creating the session's Session object in namespace ${target.namespace} (as ${user})`;
+    if (code === 404 && optional) {
+      note(`the cluster does not serve ${SESSION_PLURAL}.${SESSION_GROUP}: no Session object for this session (enough for an agent started by hand; a cluster agent will refuse it)`);
+      return undefined;
+    }
     if (code === 404) {
       throw new TsmError('TSM_ERR_KUBE_API', `the cluster does not serve ${SESSION_PLURAL}.${SESSION_GROUP} (${statusMessage(err)}): the tsmirror installed there predates Session objects`,
         { cause: err, hint: 'a cluster admin runs `tsmirror install` with this version (docs/install.md)' });
