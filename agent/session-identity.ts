@@ -39,8 +39,16 @@ export interface VerifiedSession {
 const unauthenticated = (message: string, hint?: string): TsmError => new TsmError('TSM_ERR_UNAUTHENTICATED', message,
   { hint: hint ?? 'run the session with tsmirror exec against the cluster (it creates the Session object with your credentials); `tsmirror doctor` checks the setup' });
 
-/** The uids of Sessions this agent claimed (one secret, one session, even if a status write is lost). */
-const claimed = new Set<string>();
+/**
+ * The uids of Sessions this agent claimed, with when (one secret, one session, even if a
+ * status write is lost). Kept only while such a Session would still be fresh: after that
+ * the freshness check refuses it anyway, so the map stays small.
+ */
+const claimed = new Map<string, number>();
+
+function forgetStaleClaims(now: number): void {
+  for (const [uid, at] of claimed) if (now - at > 2 * SESSION_FRESH_MS) claimed.delete(uid);
+}
 
 /** Verifies the hello's Session against the pods that own the target container; returns it and the pod it names. */
 export async function verifySession(kube: AgentKube, hello: ClientHello, pods: PodRef[], node: string, agentName: string, now = Date.now()): Promise<{ verified: VerifiedSession; pod: PodRef }> {
@@ -84,7 +92,8 @@ export async function verifySession(kube: AgentKube, hello: ClientHello, pods: P
     const target = inNamespace[0] as PodRef;
     throw unauthenticated(`the Session ${ref} is for pod ${spec.target.pod} container ${spec.target.containerId.slice(0, 24)}…, not this session's target (pod ${target.name} container ${target.container})`);
   }
-  claimed.add(uid);
+  forgetStaleClaims(now);
+  claimed.set(uid, now);
   if (!(await kube.claimSession(object, `${agentName} on ${node}`))) {
     throw unauthenticated(`the Session ${ref} was claimed by another session at the same moment; each opens one session`);
   }
