@@ -336,6 +336,16 @@ describe('session identity (Session objects)', () => {
     const alice = await runCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'curl', '-sS', 'http://cart:8080/'], { timeoutMs: 60000 });
     expect(alice.stdout, alice.stderr).toBe('cart\n');
     expect(listSessions()).toEqual([]);
+    // `kubectl delete` of a running session's Session ends it, and the CLI says so.
+    const doomed = startCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'sleep', '30']);
+    try {
+      expect(await pollUntil(() => listSessions().some((o) => o.status?.claimedBy), 20000, 50), doomed.err()).toBe(true);
+      const [victim] = listSessions();
+      api.delete('tsmirror.dev/v1alpha1', 'Session', 'shop', victim?.metadata.name ?? '');
+      await doomed.waitFor(new RegExp(`the session ended: TSM_ERR_SESSION_DELETED: the Session object shop/${victim?.metadata.name} was deleted, which ends this session`), 10000);
+    } finally {
+      await stopCli(doomed.child);
+    }
     // bob may port-forward to the agent (tsmirror-system) but not in shop: the API server's admission says no.
     const bob = await runCli(['exec', '--kubeconfig', bobConfig, '-n', 'shop', '--target', 'pod/cart-0', '--', 'true'], { timeoutMs: 60000 });
     expect(bob.code).toBe(125);
