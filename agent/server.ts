@@ -31,8 +31,8 @@ export interface AgentOptions {
   /** This node's name (default: $NODE_NAME, else the hostname). */
   node?: string;
   /**
-   * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
-   * refuse it. Returns the user the API server vouched for and the target's pod.
+   * Decides each session at its open (the policy and the Session object, agent/policy.ts);
+   * throws a TsmError to refuse it.
    */
   admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<ClusterAdmission>;
   /**
@@ -155,6 +155,13 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           const target = await resolveTarget(ref);
           held = target;
           const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid, proc: target.proc }) : undefined;
+          if (admitted) {
+            // From here the Session is this connection's: watched while it lives, deleted when
+            // it closes, however it closes (a failure below included).
+            const stopWatch = admitted.watch((why) => peer.fail(why.code, why.message));
+            if (peer.closed) stopWatch();
+            else peer.once('closed', stopWatch);
+          }
           const client = hello.client as { user?: unknown; host?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
@@ -172,10 +179,6 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             return;
           }
           sessions.set(id, session);
-          if (admitted) {
-            const stopWatch = admitted.watch((why) => peer.fail(why.code, why.message));
-            peer.once('closed', stopWatch);
-          }
           const dns = await session.resolvConf();
           const capabilities = CAPABILITIES.filter((c) => hello.capabilities.includes(c));
           peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { pid: target.pid, description: target.description, nameservers: dns.nameservers, search: dns.search } });
