@@ -8,7 +8,8 @@ import { packageVersion, shimPath } from '../native/index.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { TsmError } from '../protocol/errors.js';
 import { findProgram, inspectProgram } from './launch.js';
-import { kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { SESSION_GROUP, SESSION_PLURAL, SESSION_VERSION } from '../common/session-object.js';
 import { resolveKubeTarget } from './kube-target.js';
 import { AGENT_NAMESPACE, findAgent, listAgentPods, type AgentPod } from './agent-pod.js';
 import { agentGet, type AgentAuth, type AgentStatus } from './status.js';
@@ -155,6 +156,16 @@ export async function diagnose(flags: DoctorFlags, program: string | undefined):
     }
   }
   if (rbacOk) checks.push({ ok: true, what: `RBAC: you may read pods in ${targetNs} and port-forward to the agents in ${agentNs}` });
+  try {
+    await kube.custom.listNamespacedCustomObject({ group: SESSION_GROUP, version: SESSION_VERSION, plural: SESSION_PLURAL, namespace: targetNs, limit: 1 });
+    checks.push({ ok: true, what: `the cluster serves ${SESSION_PLURAL}.${SESSION_GROUP} (each session is one, created with your credentials)` });
+  } catch (err) {
+    if (httpStatus(err) === 404) {
+      checks.push(fail(`the cluster does not serve ${SESSION_PLURAL}.${SESSION_GROUP}: the tsmirror installed there predates Session objects, or is not installed`, 'a cluster admin runs `tsmirror install` with this version (Kubernetes 1.30+; docs/install.md)'));
+    } else if (httpStatus(err) !== 403) {
+      checks.push(fromError(kubeError(err, `listing ${SESSION_PLURAL}.${SESSION_GROUP} in namespace ${targetNs}`, kube), 'Session objects'));
+    }
+  }
   // The modes with grants of their own: not needed for every session, so only noted.
   for (const [sub, role, what] of [['steal', 'tsmirror-steal', 'steal traffic (--steal)'], ['writefiles', 'tsmirror-write-files', 'write pod files (--fs-mode write)']] as const) {
     try {

@@ -170,6 +170,7 @@ describe('doctor', () => {
     expect(r.stdout).toContain(`✓ the agent and this CLI are both tsmirror ${packageVersion}`);
     expect(r.stdout).toContain('✓ the agent on node node-1 authenticates sessions: each needs a Session object (sessions.tsmirror.dev) its user created');
     expect(r.stdout).toContain('✓ RBAC: you may steal traffic (--steal) in shop');
+    expect(r.stdout).toContain('✓ the cluster serves sessions.tsmirror.dev (each session is one, created with your credentials)');
     expect(r.stdout).toContain('✓ the shim loads');
     expect(r.stdout).toContain('✓ /usr/bin/curl is dynamically linked');
     expect(r.stdout).toContain('everything tsmirror needs is in place');
