@@ -11,7 +11,7 @@ import { packageVersion } from '../native/index.js';
 import { MAX_FRAME_BYTES, decodeClientMessage } from '../protocol/codec.js';
 import { TsmError } from '../protocol/errors.js';
 import {
-  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type TargetRef,
+  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type FilesMode, type TargetRef,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
@@ -31,10 +31,10 @@ export interface AgentOptions {
   /** This node's name (default: $NODE_NAME, else the hostname). */
   node?: string;
   /**
-   * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
-   * refuse it. Returns the user the API server vouched for and the target's pod.
+   * Decides each session at its open (the policy and the Session object, agent/policy.ts);
+   * throws a TsmError to refuse it.
    */
-  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string }; authorizeIncoming?: (mode: 'mirror' | 'steal', filtered: boolean) => void }>;
+  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<ClusterAdmission>;
   /**
    * Without `admit` (local mode), sessions must present the key this agent writes for the
    * user who started it (common/local-agent-key.ts). False only with --insecure-no-auth.
@@ -51,6 +51,19 @@ export interface AgentOptions {
 
 /** 64 MiB: 64 streams' full windows at once. */
 export const DEFAULT_SESSION_MEMORY = 64 * 1024 * 1024;
+
+/** What cluster mode decided about a session at its open (agent/policy.ts). */
+export interface ClusterAdmission {
+  /** The user its Session object names (the API server's admission tied it to its creator). */
+  user: string;
+  pod: { namespace: string; name: string; container: string };
+  /** The modes its Session object declared: they replace the hello's. */
+  files: FilesMode;
+  incoming: { mode: 'none' | 'mirror' | 'steal'; filtered: boolean };
+  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  /** Watches the Session object; `ended` when it is deleted. Returns the stop. */
+  watch: (ended: (why: TsmError) => void) => () => void;
+}
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
   host: '127.0.0.1',
@@ -153,6 +166,13 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           const target = await resolveTarget(ref);
           held = target;
           const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid, proc: target.proc }) : undefined;
+          if (admitted) {
+            // From here the Session is this connection's: watched while it lives, deleted when
+            // it closes, however it closes (a failure below included).
+            const stopWatch = admitted.watch((why) => peer.fail(why.code, why.message));
+            if (peer.closed) stopWatch();
+            else peer.once('closed', stopWatch);
+          }
           const client = hello.client as { user?: unknown; host?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
@@ -161,8 +181,9 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             host: typeof client.host === 'string' ? client.host.slice(0, 128) : '?',
             target: admitted ? `pod ${admitted.pod.namespace}/${admitted.pod.name} container ${admitted.pod.container}: ${target.description}` : target.description,
             startedAt: Date.now(),
-            ...incomingOf(hello),
-            files: hello.files?.mode === 'write' ? 'write' : 'read',
+            // In cluster mode the Session object says what the session may do, not the hello.
+            ...(admitted ? (admitted.incoming.mode === 'none' ? {} : { incoming: { mode: admitted.incoming.mode, filtered: admitted.incoming.filtered } }) : incomingOf(hello)),
+            files: admitted ? admitted.files : hello.files?.mode === 'write' ? 'write' : 'read',
           }, incoming, admitted?.authorizeIncoming);
           if (peer.closed) {
             session.dispose();

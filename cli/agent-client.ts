@@ -79,8 +79,9 @@ export interface ConnectOptions {
   createConnection?: () => Duplex;
   /** Why that stream broke, if it did: explains a dropped session better than the WebSocket can. */
   transportError?: () => TsmError | undefined;
-  /** The user's bearer token, for the agent's TokenReview. */
-  token?: string;
+  /** Cluster mode: the Session object the user created for this session, and its one-time secret (cli/kube-session-object.ts). */
+  session?: { namespace: string; name: string };
+  secret?: string;
   /** The incoming traffic the session will ask for (policy checks it at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
   /** Whether the session may change the pod's files (the agent enforces it). */
@@ -141,7 +142,7 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       capabilities: [...CAPABILITIES],
       target: options.target,
       client: { version: packageVersion, user: userInfo().username, host: hostname() },
-      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.session === undefined ? {} : { session: options.session, secret: options.secret }),
       ...(options.incoming === undefined ? {} : { incoming: options.incoming }),
       ...(options.files === undefined ? {} : { files: options.files }),
       ...(localKey === undefined ? {} : { key: localKey }),

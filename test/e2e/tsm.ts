@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sweepStaleAgentKeys } from '../../common/local-agent-key.js';
 import { randomHex, type FakeApiServer, type FakePodSpec } from '../k8s/apiserver.js';
+import { sessionAdmission } from '../../cli/manifests.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
 export const cliPath = join(repoRoot, 'bin', 'tsmirror.js');
@@ -186,6 +187,14 @@ export function addAgentPod(api: FakeApiServer, agent: AgentProcess | undefined,
     forwards: agent ? { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } } : {},
     ...rest,
   });
+}
+
+/**
+ * The Session admission policy and its binding, as `tsmirror install` applies them: a cluster
+ * agent refuses every session until they are in force.
+ */
+export function addSessionAdmission(api: FakeApiServer): void {
+  for (const object of sessionAdmission()) api.put(structuredClone(object) as never);
 }
 
 /**
