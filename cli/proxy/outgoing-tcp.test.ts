@@ -110,7 +110,7 @@ describe('outgoing TCP: the pod connects first, then the program is paired by it
   });
 });
 
-describe('another local user cannot take the program\'s connection (issue 15)', () => {
+describe('another local user cannot take the program\'s connection', () => {
   /** The program's socket connected to the proxy's listener, and the proxy has accepted it (unclaimed yet). */
   async function programConnected(): Promise<{ reply: { proxyPort: number; stream: number }; program: net.Socket }> {
     agent.answers['tcp.connect'] = (b) => agent.connectInPod(b.stream, echo.port);
