@@ -30,12 +30,20 @@
         "native/shim/files_change.c",
         "native/shim/files_temp.c",
         "native/shim/dirs.c",
-        "native/shim/listen.c"
+        "native/shim/listen.c",
+        "native/shim/unseen.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftls-model=initial-exec"],
       "cflags!": ["-fno-exceptions"],
       "ldflags": ["-Wl,--no-undefined", "-Wl,-z,now"],
       "libraries": ["-ldl", "-lpthread"]
+    },
+    {
+      # The program's launcher: a parent-death signal, then exec (native/launcher/launch.c).
+      "target_name": "tsmirror-launch",
+      "type": "executable",
+      "sources": ["native/launcher/launch.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
     },
     {
       # The node-addon-api addon: what Node cannot do itself.

@@ -4,6 +4,7 @@
  * probes (the session port stays on the pod's loopback, reachable only by port-forward).
  */
 import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
 import { TsmError } from '../protocol/errors.js';
 import { hostForUrl, listenOn, type AgentOptions } from './server.js';
 
@@ -29,7 +30,8 @@ export async function clusterAdmission(settings: ClusterSettings, log: (line: st
   } catch (err) {
     throw new TsmError('TSM_ERR_KUBE_CONFIG', `the agent cannot load its Kubernetes credentials: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  const policy = new PolicyEnforcer({ kube, node, configMap, pollMs, log });
+  // In a pod the hostname is the pod's name: the Sessions this agent claims say which agent it was.
+  const policy = new PolicyEnforcer({ kube, node, configMap, pollMs, log, agentName: hostname() });
   await policy.start();
   return { admit: (req) => policy.admit(req), node, stop: () => policy.stop() };
 }

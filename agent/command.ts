@@ -19,6 +19,20 @@ export interface AgentFlags {
   policyPoll: string;
   nodeName?: string;
   healthListen?: string;
+  /** Local mode without the key check (any local user may use the agent). */
+  insecureNoAuth?: boolean;
+  /** MiB one session's streams may hold together (default 64). */
+  sessionMemory?: string;
+}
+
+/** --session-memory in MiB, as bytes; a usage error when it is not a positive number. */
+export function sessionMemory(value: string | undefined): number {
+  if (value === undefined) return 64 * 1024 * 1024;
+  const mib = Number(value);
+  if (!/^\d+$/.test(value.trim()) || mib < 1 || mib > 65536) {
+    throw new TsmError('TSM_ERR_USAGE', `--session-memory "${value}" is not a size in MiB (1 to 65536)`);
+  }
+  return mib * 1024 * 1024;
 }
 
 /** Parses `HOST:PORT` (IPv6 in brackets). */
@@ -66,6 +80,8 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
       port,
       heartbeatMs: Number(flags.heartbeatInterval),
       heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
+      localAuth: flags.insecureNoAuth !== true,
+      sessionMemoryBytes: sessionMemory(flags.sessionMemory),
       ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
     });
   } catch (err) {

@@ -71,6 +71,28 @@ function direntType(d: Dirent): number {
   return 0;
 }
 
+/** The most the agent reads of a pod configuration file (resolv.conf, hosts): they are a few hundred bytes. */
+export const POD_CONFIG_MAX_BYTES = 256 * 1024;
+
+/**
+ * Reads a small configuration file of the pod (resolv.conf, hosts) with the confinement of
+ * every pod file: resolved inside the container's root (an absolute symlink there cannot
+ * make the agent read the node's file), opened non-blocking (a FIFO cannot stall the
+ * agent), regular files only, and at most `maxBytes` read.
+ */
+export function readPodConfigFile(rootFd: number, path: string, maxBytes = POD_CONFIG_MAX_BYTES): string {
+  const fd = loadAddon().openInRoot(rootFd, absolute(path), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY, 0);
+  try {
+    if (!fstatSync(fd).isFile()) throw new RemoteError('TSM_ERR_FILE', `${path} in the pod is not a regular file`, osConstants.errno.ENXIO);
+    const buffer = Buffer.alloc(maxBytes);
+    let filled = 0;
+    for (let n = 1; n > 0 && filled < maxBytes; filled += n) n = readSync(fd, buffer, filled, maxBytes - filled, null);
+    return buffer.subarray(0, filled).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class PodFiles {
   readonly #root: number;
   readonly #handles = new Map<number, { fd: number; path: string }>();
@@ -78,10 +100,10 @@ export class PodFiles {
   /** Counters for /status. */
   readonly stats = { opens: 0, reads: 0, bytesRead: 0, listings: 0, stats: 0, changes: 0 };
 
-  /** `pid` is the target's PID on the node. */
-  constructor(pid: number) {
+  /** `proc` is the target's held /proc directory (agent/target.ts), `pid` its PID on the node. */
+  constructor(proc: string, pid: number) {
     try {
-      this.#root = openSync(`/proc/${pid}/root`, O_PATH | fsConstants.O_DIRECTORY);
+      this.#root = openSync(`${proc}/root`, O_PATH | fsConstants.O_DIRECTORY);
     } catch (cause) {
       throw new TsmError('TSM_ERR_PERMISSION', `cannot open the root of process ${pid}`, { cause, hint: 'the agent needs hostPID and CAP_SYS_PTRACE (or root) to see a container\'s files' });
     }

@@ -1,27 +1,34 @@
 /**
  * The agent's policy, read from a ConfigMap (key `policy.yaml`) and re-read when it
- * changes. At every session's open it decides, from the namespace of the pod that owns the
- * target container (looked up in the API, never taken from the client):
+ * changes, and the session's identity. At every session's open it decides, from the
+ * namespace of the pod that owns the target container (looked up in the API, never taken
+ * from the client):
  *
  * - `deniedNamespaces` (regexes, whole-name match): every session there is refused;
- * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed);
- * - with a bearer token in the hello: TokenReview, then SubjectAccessReview — the user must be
- *   allowed to `create pods/portforward` and `get pods` in the target's namespace;
- * - `requireUserAuth: true`: sessions without a token are refused.
+ * - the Session object (agent/session-identity.ts): who the user is (as the API server
+ *   authenticated them when they created it) and what they may do there (files, incoming
+ *   traffic: as RBAC and the admission policy allowed them to declare);
+ * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed).
+ *
+ * `requireUserAuth` is still read (old ConfigMaps keep working) but means nothing now: every
+ * session needs a Session object.
  *
  * A refusal names the rule (TSM_ERR_POLICY). A ConfigMap that does not parse refuses every
  * session until it is fixed (fail closed), and says why.
  */
 import { parse as parseYaml } from 'yaml';
 import { TsmError } from '../protocol/errors.js';
-import type { ClientHello, TargetRef } from '../protocol/messages.js';
+import type { ClientHello, FilesMode, TargetRef } from '../protocol/messages.js';
 import type { AgentKube, PodRef } from './kube.js';
+import { verifySession, watchSession } from './session-identity.js';
+import type { SessionIncomingMode } from '../common/session-object.js';
 import { containerIdsInCgroup } from './target.js';
 import { readFile } from 'node:fs/promises';
 
 export interface Policy {
   protectedNamespaces: string[];
   deniedNamespaces: string[];
+  /** Read so that older ConfigMaps stay valid; every session is authenticated now (its Session object). */
   requireUserAuth: boolean;
 }
 
@@ -69,13 +76,28 @@ export interface AdmissionRequest {
   target: TargetRef;
   /** The host PID the target resolved to (0 when targetless). */
   pid: number;
+  /** The target's held /proc directory (agent/target.ts; empty when targetless). */
+  proc: string;
 }
 
 export interface Admission {
   pod: PodRef;
-  /** The user the API server vouched for (when a token was given). */
-  user: string | undefined;
+  /** The user, from the Session object (the admission policy tied it to who created it). */
+  user: string;
+  /** What the Session declared, which the agent enforces. */
+  files: FilesMode;
+  incoming: { mode: SessionIncomingMode; filtered: boolean };
+  /**
+   * Checks each port.subscribe against the Session's mode and the policy in force then: what
+   * the session really asks for, not what its hello declared.
+   */
+  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  /** Watches the Session object while the session lives; `ended` when it is deleted. Returns the stop. */
+  watch: (ended: (why: TsmError) => void) => () => void;
 }
+
+/** How long a check that the Session admission policy is in force is trusted. */
+const ADMISSION_RECHECK_MS = 10_000;
 
 export interface PolicyOptions {
   kube: AgentKube;
@@ -84,6 +106,10 @@ export interface PolicyOptions {
   configMap: { namespace: string; name: string } | undefined;
   pollMs: number;
   log: (line: string) => void;
+  /** This agent's name, written into the Sessions it claims. */
+  agentName: string;
+  /** How often a live session's Session object is checked. */
+  sessionPollMs?: number;
 }
 
 export class PolicyEnforcer {
@@ -135,7 +161,7 @@ export class PolicyEnforcer {
     try {
       this.#policy = parsePolicy(found.data[POLICY_KEY] ?? '');
       this.#invalid = undefined;
-      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}, requireUserAuth ${this.#policy.requireUserAuth}`);
+      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}${this.#policy.requireUserAuth ? '; requireUserAuth has no effect any more: every session needs a Session object its user created' : ''}`);
     } catch (err) {
       this.#invalid = err instanceof Error ? err.message : String(err);
       this.#o.log(`policy: ${this.#where} is invalid, refusing sessions until it is fixed: ${this.#invalid}`);
@@ -147,12 +173,37 @@ export class PolicyEnforcer {
       { hint: 'ask the cluster admin who owns the tsmirror policy, or choose another target' });
   }
 
-  async #podOf(req: AdmissionRequest): Promise<PodRef | undefined> {
+  /** Unfiltered steal is refused in a protected namespace (by the policy in force now). */
+  #checkSteal(namespace: string, filtered: boolean): void {
+    if (filtered) return;
+    const rule = matchingRule(this.#policy.protectedNamespaces, namespace);
+    if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${namespace}; steal with an HTTP filter, or mirror`);
+  }
+
+  async #podsOf(req: AdmissionRequest): Promise<PodRef[]> {
     let ids: string[];
     if (req.target.kind === 'container') ids = [req.target.id.replace(/^[a-z-]+:\/\//, '').toLowerCase()];
-    else if (req.pid > 0) ids = containerIdsInCgroup(await readFile(`/proc/${req.pid}/cgroup`, 'utf8').catch(() => ''));
+    else if (req.pid > 0) ids = containerIdsInCgroup(await readFile(`${req.proc}/cgroup`, 'utf8').catch(() => ''));
     else ids = [];
-    return ids.length ? this.#o.kube.podOfContainer(this.#o.node, ids) : undefined;
+    return ids.length ? this.#o.kube.podsOfContainer(this.#o.node, ids) : [];
+  }
+
+  /** When the admission policy was last seen in force (it is re-checked after ADMISSION_RECHECK_MS). */
+  #admissionCheckedAt = -Infinity;
+
+  /**
+   * A Session is only as good as the admission policy that checked it: without the policy
+   * its creator could name anyone as its user and any mode. Refuses (fail closed) until the
+   * cluster runs it.
+   */
+  async #checkSessionAdmission(): Promise<void> {
+    if (Date.now() - this.#admissionCheckedAt < ADMISSION_RECHECK_MS) return;
+    const problem = await this.#o.kube.sessionAdmissionProblem();
+    if (problem !== undefined) {
+      throw new TsmError('TSM_ERR_POLICY', `this agent refuses sessions until the cluster checks Session objects: ${problem}`,
+        { hint: 'a cluster admin re-runs `tsmirror install` (Kubernetes 1.30+; docs/install.md)' });
+    }
+    this.#admissionCheckedAt = Date.now();
   }
 
   /** Decides a session at its open; throws a TsmError naming the rule when it is refused. */
@@ -161,39 +212,36 @@ export class PolicyEnforcer {
       throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses sessions: ${this.#invalid}`, { hint: 'fix the ConfigMap (docs/install.md describes the format)' });
     }
     const policy = this.#policy;
-    const pod = await this.#podOf(req);
-    if (!pod) {
+    const pods = await this.#podsOf(req);
+    if (pods.length === 0) {
       throw this.#refuse('"targets are pods"', `the target ${req.target.kind === 'none' ? '(targetless)' : req.target.kind === 'pid' ? `pid/${req.target.pid}` : `container/${req.target.id.slice(0, 12)}`} is not a container of a pod on node ${this.#o.node}; a cluster agent serves only pod targets`);
     }
-    const ns = pod.namespace;
-    const denied = matchingRule(policy.deniedNamespaces, ns);
-    if (denied !== undefined) throw this.#refuse(`deniedNamespaces "${denied}"`, `no session may target namespace ${ns}`);
+    for (const { namespace } of pods) {
+      const denied = matchingRule(policy.deniedNamespaces, namespace);
+      if (denied !== undefined) throw this.#refuse(`deniedNamespaces "${denied}"`, `no session may target namespace ${namespace}`);
+    }
     const incoming = req.hello.incoming;
     if (incoming !== undefined && incoming.mode !== 'mirror' && incoming.mode !== 'steal') {
       throw new TsmError('TSM_ERR_BAD_FRAME', 'hello.incoming.mode must be "mirror" or "steal"');
     }
-    // Anything but an explicit `filtered: true` counts as unfiltered.
-    if (incoming?.mode === 'steal' && incoming.filtered !== true) {
-      const rule = matchingRule(policy.protectedNamespaces, ns);
-      if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${ns}; steal with an HTTP filter, or mirror`);
-    }
-    const token = req.hello.token;
-    if (token === undefined || token === '') {
-      if (policy.requireUserAuth) {
-        throw this.#refuse('requireUserAuth: true', 'the session carries no bearer token, so the agent cannot check who you are; use a kubeconfig whose credentials are a token (or an exec plugin that yields one)');
+    await this.#checkSessionAdmission();
+    const { verified, pod } = await verifySession(this.#o.kube, req.hello, pods, this.#o.node, this.#o.agentName);
+    const ns = pod.namespace;
+    const declared = verified.spec.mode;
+    // The hello's declaration is checked too: anything but an explicit `filtered: true` is unfiltered.
+    if (incoming?.mode === 'steal') this.#checkSteal(ns, incoming.filtered === true);
+    if (declared.incoming === 'steal') this.#checkSteal(ns, declared.filtered);
+    const authorizeIncoming = (mode: 'mirror' | 'steal', filtered: boolean): void => {
+      if (this.#invalid !== undefined) throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses new subscriptions: ${this.#invalid}`);
+      if (declared.incoming === 'none' || (mode === 'steal' && declared.incoming !== 'steal') || (mode === 'steal' && declared.filtered && !filtered)) {
+        const has = declared.incoming === 'none' ? 'no incoming traffic' : `${declared.incoming}${declared.filtered ? ' with a filter' : ''}`;
+        throw new TsmError('TSM_ERR_POLICY', `the Session ${verified.ref} declared ${has}, so this session may not ${mode}${filtered ? '' : ' unfiltered'}; run tsmirror again with the flags that declare it (--mirror, --steal, --http-*)`);
       }
-      return { pod, user: undefined };
-    }
-    const review = await this.#o.kube.reviewToken(token);
-    if ('error' in review) {
-      throw new TsmError('TSM_ERR_UNAUTHENTICATED', `the API server did not accept your token (TokenReview: ${review.error})`, { hint: 'log in to the cluster again; the agent checks your kubeconfig credentials' });
-    }
-    for (const q of [{ verb: 'create', resource: 'pods', subresource: 'portforward' }, { verb: 'get', resource: 'pods' }]) {
-      if (!(await this.#o.kube.canUser(review.user, { namespace: ns, ...q }))) {
-        const what = `${q.verb} ${q.resource}${q.subresource ? `/${q.subresource}` : ''}`;
-        throw this.#refuse(`"users must be allowed to ${what} in the target's namespace"`, `user ${review.user.username} may not ${what} in namespace ${ns} (SubjectAccessReview)`);
-      }
-    }
-    return { pod, user: review.user.username };
+      if (mode === 'steal') this.#checkSteal(ns, filtered);
+    };
+    return {
+      pod, user: verified.spec.user, files: declared.files, incoming: { mode: declared.incoming, filtered: declared.filtered }, authorizeIncoming,
+      watch: (ended) => watchSession(this.#o.kube, verified, ended, this.#o.log, this.#o.sessionPollMs),
+    };
   }
 }

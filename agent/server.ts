@@ -11,11 +11,12 @@ import { packageVersion } from '../native/index.js';
 import { MAX_FRAME_BYTES, decodeClientMessage } from '../protocol/codec.js';
 import { TsmError } from '../protocol/errors.js';
 import {
-  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type TargetRef,
+  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type FilesMode, type TargetRef,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
-import { resolveTarget } from './target.js';
+import { releaseTarget, resolveTarget, type ResolvedTarget } from './target.js';
+import { keyMatches, writeAgentKey } from '../common/local-agent-key.js';
 import { IncomingRegistry } from './incoming/namespaces.js';
 import { removeStaleTables } from './incoming/redirect.js';
 
@@ -30,10 +31,38 @@ export interface AgentOptions {
   /** This node's name (default: $NODE_NAME, else the hostname). */
   node?: string;
   /**
-   * Decides each session at its open (the policy, agent/policy.ts); throws a TsmError to
-   * refuse it. Returns the user the API server vouched for and the target's pod.
+   * Decides each session at its open (the policy and the Session object, agent/policy.ts);
+   * throws a TsmError to refuse it.
    */
-  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number }) => Promise<{ user: string | undefined; pod: { namespace: string; name: string; container: string } }>;
+  admit?: (request: { hello: ClientHello; target: TargetRef; pid: number; proc: string }) => Promise<ClusterAdmission>;
+  /**
+   * Without `admit` (local mode), sessions must present the key this agent writes for the
+   * user who started it (common/local-agent-key.ts). False only with --insecure-no-auth.
+   */
+  localAuth: boolean;
+  /** The home whose ~/.tsmirror/agents holds the key (default: this user's). */
+  keyHome?: string;
+  /**
+   * What one session's streams may hold in the agent's memory together: above it the agent
+   * stops reading that session's WebSocket until half has drained (--session-memory).
+   */
+  sessionMemoryBytes: number;
+}
+
+/** 64 MiB: 64 streams' full windows at once. */
+export const DEFAULT_SESSION_MEMORY = 64 * 1024 * 1024;
+
+/** What cluster mode decided about a session at its open (agent/policy.ts). */
+export interface ClusterAdmission {
+  /** The user its Session object names (the API server's admission tied it to its creator). */
+  user: string;
+  pod: { namespace: string; name: string; container: string };
+  /** The modes its Session object declared: they replace the hello's. */
+  files: FilesMode;
+  incoming: { mode: 'none' | 'mirror' | 'steal'; filtered: boolean };
+  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  /** Watches the Session object; `ended` when it is deleted. Returns the stop. */
+  watch: (ended: (why: TsmError) => void) => () => void;
 }
 
 export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
@@ -42,6 +71,8 @@ export const DEFAULT_AGENT_OPTIONS: AgentOptions = {
   heartbeatMs: DEFAULT_PEER_OPTIONS.heartbeatMs,
   heartbeatTimeoutMs: DEFAULT_PEER_OPTIONS.heartbeatTimeoutMs,
   helloTimeoutMs: 10000,
+  localAuth: true,
+  sessionMemoryBytes: DEFAULT_SESSION_MEMORY,
   log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
 };
 
@@ -71,14 +102,20 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
   const opts: AgentOptions = { ...DEFAULT_AGENT_OPTIONS, ...options };
   const sessions = new Map<string, AgentSession>();
   const incoming = new IncomingRegistry();
-  const peerOptions: PeerOptions = { heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs };
+  const peerOptions: PeerOptions = {
+    heartbeatMs: opts.heartbeatMs, heartbeatTimeoutMs: opts.heartbeatTimeoutMs, mux: { peerIds: 'client' }, sessionBudget: opts.sessionMemoryBytes,
+  };
   const node = opts.node ?? process.env.NODE_NAME ?? hostname();
+  // Local mode: only whoever can read this agent's key file (its user) may open sessions.
+  const localAuth = opts.admit === undefined && opts.localAuth;
+  let localKey: ReturnType<typeof writeAgentKey> | undefined;
 
   const server = createServer((req, res) => {
     if (req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (req.url === '/status') {
-      const body = { version: packageVersion, protocol: PROTOCOL_VERSION, node, sessions: [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })) };
+      const auth = opts.admit ? 'cluster' : localAuth ? 'local-key' : 'none';
+      const body = { version: packageVersion, protocol: PROTOCOL_VERSION, node, auth, sessions: [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })) };
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     } else {
       res.writeHead(404).end();
@@ -92,6 +129,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     const peer = new Peer<ClientMessage, AgentMessage>(ws, decodeClientMessage, peerOptions);
     const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
     let session: AgentSession | undefined;
+    /** The target's process while the session is being set up (the session owns it after). */
+    let held: ResolvedTarget | undefined;
     const helloTimer = setTimeout(() => peer.fail('TSM_ERR_HANDSHAKE', `no hello within ${opts.helloTimeoutMs} ms`), opts.helloTimeoutMs);
 
     peer.once('closed', (err: TsmError | undefined) => {
@@ -117,10 +156,23 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           peer.fail('TSM_ERR_VERSION', `the CLI speaks protocol ${hello.protocol} and this agent (tsmirror ${packageVersion}) speaks protocol ${PROTOCOL_VERSION}; install matching versions of the CLI and the agent`);
           return;
         }
+        if (localAuth && !(localKey !== undefined && keyMatches(hello.key, localKey.key))) {
+          opts.log(`refused a session from ${remote} (${String((hello.client as { user?: unknown }).user).slice(0, 64)}): ${hello.key === undefined ? 'no key' : 'wrong key'}`);
+          peer.fail('TSM_ERR_UNAUTHENTICATED', `this agent was started by hand (local mode) and serves only the user who started it (uid ${process.getuid?.() ?? '?'}): ${hello.key === undefined ? 'no key came with the session' : 'the key that came with the session is not this agent\'s'}; run tsmirror as that user (its key is in ~/.tsmirror/agents/), or start an agent of your own`);
+          return;
+        }
         try {
           const ref = parseTargetRef(hello.target);
           const target = await resolveTarget(ref);
-          const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid }) : undefined;
+          held = target;
+          const admitted = opts.admit ? await opts.admit({ hello, target: ref, pid: target.pid, proc: target.proc }) : undefined;
+          if (admitted) {
+            // From here the Session is this connection's: watched while it lives, deleted when
+            // it closes, however it closes (a failure below included).
+            const stopWatch = admitted.watch((why) => peer.fail(why.code, why.message));
+            if (peer.closed) stopWatch();
+            else peer.once('closed', stopWatch);
+          }
           const client = hello.client as { user?: unknown; host?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
@@ -129,8 +181,10 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             host: typeof client.host === 'string' ? client.host.slice(0, 128) : '?',
             target: admitted ? `pod ${admitted.pod.namespace}/${admitted.pod.name} container ${admitted.pod.container}: ${target.description}` : target.description,
             startedAt: Date.now(),
-            ...incomingOf(hello),
-          }, incoming);
+            // In cluster mode the Session object says what the session may do, not the hello.
+            ...(admitted ? (admitted.incoming.mode === 'none' ? {} : { incoming: { mode: admitted.incoming.mode, filtered: admitted.incoming.filtered } }) : incomingOf(hello)),
+            files: admitted ? admitted.files : hello.files?.mode === 'write' ? 'write' : 'read',
+          }, incoming, admitted?.authorizeIncoming);
           if (peer.closed) {
             session.dispose();
             return;
@@ -138,9 +192,10 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
           sessions.set(id, session);
           const dns = await session.resolvConf();
           const capabilities = CAPABILITIES.filter((c) => hello.capabilities.includes(c));
-          peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { ...target, nameservers: dns.nameservers, search: dns.search } });
+          peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, capabilities, session: id, agent: { version: packageVersion, node }, target: { pid: target.pid, description: target.description, nameservers: dns.nameservers, search: dns.search } });
           opts.log(`session ${id} opened: ${session.info.user}@${session.info.host} → ${target.description}`);
         } catch (err) {
+          if (!session && held) releaseTarget(held);
           const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', String(err));
           peer.fail(e.code, e.message);
         }
@@ -154,13 +209,15 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
 
   const port = await listenOn(server, opts.host, opts.port, '--listen');
   const url = `ws://${hostForUrl(opts.host)}:${port}`;
-  opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})`);
+  if (localAuth) localKey = writeAgentKey(url, port, opts.keyHome);
+  opts.log(`tsmirror agent ${packageVersion} listening on ${url} (node ${node})${localAuth ? `; sessions need the key in ${localKey?.path}` : opts.admit ? '' : '; WARNING: --insecure-no-auth: any local user can use this agent'}`);
 
   return {
     server,
     url,
     sessions: () => [...sessions.values()].map((s) => ({ ...s.info, streams: s.streams })),
     close: async () => {
+      localKey?.remove();
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

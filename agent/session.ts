@@ -4,7 +4,7 @@
  * away with it.
  */
 import dgram from 'node:dgram';
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -12,17 +12,26 @@ import { constants as osConstants } from 'node:os';
 import { loadAddon } from '../native/index.js';
 import { RemoteError, TsmError, isErrorCode } from '../protocol/errors.js';
 import {
-  FS_MAX_READ, type AgentMessage, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
+  FS_MAX_READ, type AgentMessage, type FilesMode, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
-import { PodFiles } from './files.js';
+import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
 import type { IncomingRegistry } from './incoming/namespaces.js';
 import { SessionIncoming } from './incoming/subscriptions.js';
+import { compileFilter } from './incoming/filters.js';
 import { streamPair } from '../common/stream-pair.js';
 import type { ResolvConf } from '../common/resolv-conf.js';
 import { PodResolver, ResolveError, closeDatagramSocket } from './resolver.js';
 import type { ResolvedTarget } from './target.js';
+import { releaseTarget, targetAlive } from './target.js';
+
+const O_PATH = 0o10000000;
+
+/** Open flags that would change the file: write access, create, truncate, append. */
+function opensForWriting(flags: number): boolean {
+  return (flags & 3) !== fsConstants.O_RDONLY || (flags & (fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND)) !== 0;
+}
 
 const errnoOf = (code: string | undefined): number | undefined =>
   code ? (osConstants.errno as Record<string, number>)[code] : undefined;
@@ -36,6 +45,8 @@ export interface SessionInfo {
   streams: number;
   /** From the hello: how the session takes incoming traffic (absent: not declared). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  /** From the hello: `write` only when the session asked to change pod files; enforced here. */
+  files: FilesMode;
 }
 
 export class AgentSession {
@@ -45,6 +56,10 @@ export class AgentSession {
   readonly #resolver: PodResolver;
   readonly #sockets = new Set<net.Socket | dgram.Socket>();
   readonly #targetWatch: NodeJS.Timeout | undefined;
+  /** The target's root directory (O_PATH), for the resolver's files; -1 when targetless. */
+  readonly #rootFd: number;
+  /** The target's process, held by a /proc descriptor (agent/target.ts). */
+  readonly #target: ResolvedTarget;
   /** The target's files (agent/files.ts), opened on first use; none when targetless. */
   #files: PodFiles | undefined;
   readonly info: SessionInfo;
@@ -52,20 +67,28 @@ export class AgentSession {
   #nextAgentStream = 0;
 
   /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
-  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry) {
+  /** The policy's check of each subscription (cluster mode; none in local mode). */
+  readonly #authorizeIncoming: ((mode: 'mirror' | 'steal', filtered: boolean) => void) | undefined;
+
+  constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry,
+    authorizeIncoming?: (mode: 'mirror' | 'steal', filtered: boolean) => void) {
+    this.#authorizeIncoming = authorizeIncoming;
     this.#peer = peer;
     this.info = { ...info, streams: 0 };
     this.#pid = target.pid;
+    this.#target = target;
     // Holding the namespace open keeps it usable for this session's lifetime.
-    this.#nsFd = target.pid > 0 ? openSync(`/proc/${target.pid}/ns/net`, 'r') : -1;
-    const root = target.pid > 0 ? `/proc/${target.pid}/root` : '';
+    this.#nsFd = target.pid > 0 ? openSync(`${target.proc}/ns/net`, 'r') : -1;
+    this.#rootFd = target.pid > 0 ? openSync(`${target.proc}/root`, O_PATH | fsConstants.O_DIRECTORY) : -1;
     // resolv.conf and hosts are re-read on every lookup (the pod may change them), and
     // synchronously: both are small local files kubelet writes, and a synchronous read
     // costs microseconds where fs.promises.readFile costs four thread-pool round trips.
-    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => readFileSync(`${root}${path}`, 'utf8'));
+    // They are pod files like any other: confined to the pod's root, never blocking.
+    const rootFd = this.#rootFd;
+    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
-        readFile(`/proc/${target.pid}/stat`).catch(() => this.#peer.fail('TSM_ERR_TARGET_GONE', `the target process ${target.pid} exited`));
+        if (!targetAlive(target)) this.#targetGone();
       }, 2000);
       this.#targetWatch.unref();
     }
@@ -79,7 +102,10 @@ export class AgentSession {
   /** A stream the agent opens toward the CLI for one incoming connection (incoming.open). */
   #openIncomingStream(o: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined {
     if (this.#peer.closed) return undefined;
-    const stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
+    // Ids wrap after 2^31 streams; skip any still in use.
+    let stream: number;
+    do stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
+    while (!this.#peer.mux.isFree(stream));
     this.#peer.send({ type: 'incoming.open', stream, ...o });
     const [mine, theirs] = streamPair();
     this.#peer.mux.open(stream);
@@ -109,11 +135,20 @@ export class AgentSession {
     this.#sockets.clear();
     this.#files?.dispose();
     if (this.#nsFd >= 0) closeSync(this.#nsFd);
+    if (this.#rootFd >= 0) closeSync(this.#rootFd);
+    releaseTarget(this.#target);
+  }
+
+  /** Ends the session: its process is gone, and its PID may already name another one. */
+  #targetGone(): never {
+    const message = `the target process ${this.#pid} exited (its PID may now belong to another process, which this session will not serve)`;
+    this.#peer.fail('TSM_ERR_TARGET_GONE', message);
+    throw new TsmError('TSM_ERR_TARGET_GONE', message);
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
-    'tcp.connect': (m) => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs, m.holdMs ?? 0),
-    'udp.open': (m) => this.#udpOpen(m.stream, m.host, m.port, m.family),
+    'tcp.connect': (m) => this.#withPeerStream(m.stream, () => this.#tcpConnect(m.stream, m.host, m.port, m.family, m.timeoutMs, m.holdMs ?? 0)),
+    'udp.open': (m) => this.#withPeerStream(m.stream, () => this.#udpOpen(m.stream, m.host, m.port, m.family)),
     'dns.lookup': async (m) => {
       try {
         return await this.#resolver.lookup(m.name, m.family);
@@ -132,31 +167,71 @@ export class AgentSession {
     },
     'env.get': async () => ({ env: await this.#environment() }),
     // pod files (agent/files.ts)
-    'fs.open': async (m) => this.#podFiles().open(m.path, m.flags, m.mode, Math.min(m.inlineMax, FS_MAX_READ)),
+    'fs.open': async (m) => {
+      if (opensForWriting(m.flags)) this.#mayWrite(m.path);
+      return this.#podFiles().open(m.path, m.flags, m.mode, Math.min(m.inlineMax, FS_MAX_READ));
+    },
     'fs.read': (m) => this.#podFiles().read(m.handle, m.offset, m.length),
-    'fs.write': (m) => this.#podFiles().write(m.handle, m.offset, m.data),
-    'fs.truncate': async (m) => this.#podFiles().truncate(m.handle, m.path, m.size),
+    'fs.write': (m) => {
+      this.#mayWrite(`handle ${m.handle}`);
+      return this.#podFiles().write(m.handle, m.offset, m.data);
+    },
+    'fs.truncate': async (m) => {
+      this.#mayWrite(m.path || `handle ${m.handle}`);
+      return this.#podFiles().truncate(m.handle, m.path, m.size);
+    },
     'fs.close': async (m) => this.#podFiles().close(m.handle),
     'fs.stat': async (m) => this.#podFiles().stat(m.path, m.follow),
     'fs.readdir': async (m) => this.#podFiles().readdir(m.path, m.offset),
     'fs.readlink': async (m) => this.#podFiles().readlink(m.path),
     'fs.change': async (m) => {
       if (!['mkdir', 'unlink', 'rmdir', 'rename'].includes(m.op)) throw new TsmError('TSM_ERR_BAD_FRAME', `unknown fs.change op "${m.op.slice(0, 32)}"`);
+      this.#mayWrite(m.path);
       return this.#podFiles().change(m);
     },
     'port.subscribe': (m) => {
+      // What the subscription really is decides, not what the client calls it: a filter
+      // that lets every request through is a steal of everything (agent/incoming/filters.ts).
+      const filtered = m.mode === 'steal' && compileFilter(m.filter) !== undefined;
+      this.#authorizeIncoming?.(m.mode, filtered);
       const declared = this.info.incoming;
-      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== (m.filter !== undefined)))) {
-        throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${m.filter ? 'filtered ' : ''}${m.mode}`);
+      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== filtered))) {
+        throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${filtered ? 'filtered ' : ''}${m.mode}`);
       }
       return this.#incoming.subscribe(m.port, m.mode, m.filter);
     },
     'port.unsubscribe': (m) => this.#incoming.unsubscribe(m.port),
   };
 
+  /**
+   * Runs a request that opens the client-chosen stream `stream`: the id is claimed first
+   * (a duplicate or an id in the agent's range ends the session), and given back if the
+   * request fails before the stream opened.
+   */
+  async #withPeerStream<T>(stream: number, open: () => Promise<T>): Promise<T> {
+    try {
+      this.#peer.mux.claimPeerStream(stream);
+    } catch (err) {
+      const e = err as TsmError;
+      this.#peer.fail(e.code, e.message);
+      throw e;
+    }
+    try {
+      return await open();
+    } finally {
+      this.#peer.mux.releaseClaim(stream);
+    }
+  }
+
+  /** Writes to pod files need a session opened with files mode `write`: the agent decides, not the CLI. */
+  #mayWrite(what: string): void {
+    if (this.info.files === 'write') return;
+    throw new RemoteError('TSM_ERR_FILE', `this session may only read the pod's files (${what}): it was opened with --fs-mode read`, osConstants.errno.EROFS);
+  }
+
   #podFiles(): PodFiles {
     if (this.#pid === 0) throw new RemoteError('TSM_ERR_FILE', 'a targetless session has no pod files', osConstants.errno.ENOENT);
-    this.#files ??= new PodFiles(this.#pid);
+    this.#files ??= new PodFiles(this.#target.proc, this.#pid);
     return this.#files;
   }
 
@@ -267,7 +342,8 @@ export class AgentSession {
   async #environment(): Promise<Record<string, string>> {
     const pid = this.#pid;
     if (pid === 0) return {}; // targetless: no pod environment
-    const raw = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => {
+    const raw = await readFile(`${this.#target.proc}/environ`, 'latin1').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ESRCH' || !targetAlive(this.#target)) this.#targetGone();
       throw new TsmError('TSM_ERR_PERMISSION', `cannot read the environment of process ${pid}`);
     });
     const env: Record<string, string> = {};

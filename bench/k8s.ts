@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
 import { httpServerCommand } from '../test/harness/demo-pods.js';
-import { FakeApiServer, randomHex } from '../test/k8s/apiserver.js';
-import { cliPath, startAgentProcess } from '../test/e2e/tsm.js';
+import { FakeApiServer } from '../test/k8s/apiserver.js';
+import { addAgentPod, addSessionAdmission, cliPath, startAgentProcess } from '../test/e2e/tsm.js';
 
 const RUNS = 20;
 
@@ -44,22 +44,23 @@ async function median(args: string[]): Promise<{ median: number; p90: number }> 
 
 async function main(): Promise<void> {
   const harness = await Harness.create({ name: 'benchk8s' });
-  const agent = await startAgentProcess();
   const api = await FakeApiServer.start();
   const dir = mkdtempSync(join(tmpdir(), 'tsm-bench-k8s-'));
+  // A cluster agent, as installed (sessions need their Session object), and an agent started
+  // by hand for the direct path, which has no API at all.
+  const agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1']);
+  const local = await startAgentProcess();
   try {
     const web = await harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), readyPort: 8080 });
     api.addNode('node-1');
-    api.addPod({
-      name: 'tsmirror-agent-n1', namespace: 'tsmirror-system', labels: { 'app.kubernetes.io/name': 'tsmirror-agent' },
-      containers: [{ name: 'agent', id: randomHex() }], forwards: { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } },
-    });
+    addSessionAdmission(api);
+    addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
     api.addDeployment('shop', 'api', [{ pod: web }]);
     const kubeconfig = api.writeKubeconfig(dir, { namespace: 'shop' });
     await startLatency(['--kubeconfig', kubeconfig, '--target', 'deployment/api']); // warm the page cache
     const forward = await median(['--kubeconfig', kubeconfig, '--target', 'deployment/api']);
     const kubeDirect = await median(['--kubeconfig', kubeconfig, '--target', 'deployment/api', '--agent', agent.url]);
-    const direct = await median(['--agent', agent.url, '--target', `container/${web.containerId}`]);
+    const direct = await median(['--agent', local.url, '--target', `container/${web.containerId}`]);
     process.stdout.write(`\nexec → program start, median (p90) of ${RUNS}:\n`);
     process.stdout.write(`  deployment/api through the API server's port-forward  ${forward.median.toFixed(1).padStart(7)} ms (${forward.p90.toFixed(1)} ms)\n`);
     process.stdout.write(`  deployment/api, --agent ws:// (API lookups only)       ${kubeDirect.median.toFixed(1).padStart(7)} ms (${kubeDirect.p90.toFixed(1)} ms)\n`);
@@ -67,6 +68,7 @@ async function main(): Promise<void> {
     process.stdout.write(`  port-forward path costs ${(forward.median - direct.median).toFixed(1)} ms more than direct (${(forward.median / direct.median).toFixed(2)}x)\n`);
   } finally {
     await agent.stop();
+    await local.stop();
     await api.close();
     await harness.destroy();
     rmSync(dir, { recursive: true, force: true });

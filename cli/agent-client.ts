@@ -10,9 +10,10 @@ import { MAX_FRAME_BYTES, decodeAgentMessage } from '../protocol/codec.js';
 import { RemoteError, TsmError } from '../protocol/errors.js';
 import {
   CAPABILITIES, PROTOCOL_VERSION, type AgentHello, type AgentMessage, type ClientMessage, type ClientRequest,
-  type ResultOf, type TargetRef,
+  type ResultOf, type TargetRef, type FilesMode,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
+import { readAgentKey } from '../common/local-agent-key.js';
 
 type RequestBody<K extends ClientRequest['type']> = Omit<Extract<ClientRequest, { type: K }>, 'id'>;
 
@@ -78,10 +79,13 @@ export interface ConnectOptions {
   createConnection?: () => Duplex;
   /** Why that stream broke, if it did: explains a dropped session better than the WebSocket can. */
   transportError?: () => TsmError | undefined;
-  /** The user's bearer token, for the agent's TokenReview. */
-  token?: string;
+  /** Cluster mode: the Session object the user created for this session, and its one-time secret (cli/kube-session-object.ts). */
+  session?: { namespace: string; name: string };
+  secret?: string;
   /** The incoming traffic the session will ask for (policy checks it at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  /** Whether the session may change the pod's files (the agent enforces it). */
+  files?: { mode: FilesMode };
 }
 
 /** Opens a session on the agent at `url`. Fails with a TsmError that says what to do. */
@@ -103,7 +107,10 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
         { hint: 'check that the agent is running (`tsmirror agent --listen HOST:PORT`) and that the address is right' }));
     });
   });
-  const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, options.peer ?? DEFAULT_PEER_OPTIONS);
+  const peerOptions = options.peer ?? DEFAULT_PEER_OPTIONS;
+  // An agent this user started by hand left its key where only this user can read it.
+  const localKey = options.createConnection ? undefined : readAgentKey(options.url);
+  const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, { ...peerOptions, mux: { ...peerOptions.mux, peerIds: 'agent' } });
   const hello = await new Promise<AgentHello>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new TsmError('TSM_ERR_HANDSHAKE', `the agent at ${options.url} did not answer the hello within ${timeoutMs} ms`));
@@ -135,8 +142,10 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       capabilities: [...CAPABILITIES],
       target: options.target,
       client: { version: packageVersion, user: userInfo().username, host: hostname() },
-      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.session === undefined ? {} : { session: options.session, secret: options.secret }),
       ...(options.incoming === undefined ? {} : { incoming: options.incoming }),
+      ...(options.files === undefined ? {} : { files: options.files }),
+      ...(localKey === undefined ? {} : { key: localKey }),
     });
   });
   return new AgentConnection(peer, hello, options.transportError);

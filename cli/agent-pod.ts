@@ -4,10 +4,12 @@
  * that pod's node, and reach the agent through the API server's port-forward (or directly
  * with --agent ws://…, which bypasses the port-forward).
  */
+import type { FilesMode } from '../protocol/messages.js';
 import type { V1Pod } from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
-import { bearerToken, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { createSessionObject, type SessionIdentity } from './kube-session-object.js';
 import { isPodReady, resolveKubeTarget, type ResolvedKubeTarget } from './kube-target.js';
 import { openPortForward, type PortForwardSocket } from './portforward.js';
 
@@ -75,6 +77,8 @@ export interface KubeSession {
   target: ResolvedKubeTarget;
   agentPod: AgentPod | undefined;
   kube: Kube;
+  /** The session's Session object (deleted when the session closes); none with --agent on a cluster without tsmirror. */
+  sessionObject: { namespace: string; name: string } | undefined;
 }
 
 /** Opens a byte stream to an agent pod's port through the API server. */
@@ -87,36 +91,64 @@ export async function openKubeSession(
   request: { resource: string; name: string; container: string | undefined },
   progress: (line: string) => void,
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean },
+  files?: { mode: FilesMode },
 ): Promise<KubeSession> {
   const kube = loadKube(flags);
   const target = await resolveKubeTarget(kube, { ...request, container: request.container ?? flags.container, node: flags.node });
   for (const note of target.notes) progress(note);
   progress(`target ${target.description}`);
-  // The agent lookup and the credentials (an exec plugin may take a while) in parallel.
+  // The agent lookup and the Session object (an exec plugin may take a while) in parallel.
   const agentLookup = flags.agent ? undefined
     : findAgent(kube, target.node, flags.agentNamespace ?? AGENT_NAMESPACE, `node '${target.node}' (where pod ${target.podName} runs)`);
   agentLookup?.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
-  const token = await bearerToken(kube);
-  const base = {
-    target: { kind: 'container' as const, id: target.containerId },
-    ...(token === undefined ? {} : { token }),
-    ...(incoming === undefined ? {} : { incoming }),
-  };
-  if (flags.agent) {
-    progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
-    return { agent: await connectAgent({ url: flags.agent, ...base }), target, agentPod: undefined, kube };
-  }
-  const agentPod = await (agentLookup as Promise<AgentPod>);
-  progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
-  const socket = await forwardToAgent(kube, agentPod);
-  const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
-    : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
-      { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
-  try {
-    const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...base });
-    return { agent, target, agentPod, kube };
-  } catch (err) {
-    socket.destroy();
+  // Who the user is and what they may do is the API server's to say: the Session object is
+  // created with their credentials, and the agent reads it. No credential reaches the agent.
+  // Created while the agent is found and the port-forward opens; a failure to reach the
+  // agent is reported first (it is the more basic problem), and removes the object.
+  const creating = createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress, flags.agent !== undefined);
+  creating.catch(() => undefined); // awaited below
+  let identity: SessionIdentity | undefined;
+  const removeOnFailure = async (err: unknown): Promise<never> => {
+    await creating.then((made) => made?.remove(), () => undefined);
     throw err;
+  };
+  const base = async (): Promise<Pick<Parameters<typeof connectAgent>[0], 'target' | 'session' | 'secret' | 'incoming' | 'files'>> => {
+    identity = await creating;
+    return {
+      target: { kind: 'container' as const, id: target.containerId },
+      ...(identity ? { session: identity.session, secret: identity.secret } : {}),
+      ...(incoming === undefined ? {} : { incoming }),
+      ...(files === undefined ? {} : { files }),
+    };
+  };
+  /** The Session ends with the session: deleted when the connection closes, however it does. */
+  const removeWhenClosed = (agent: AgentConnection): AgentConnection => {
+    const made = identity;
+    if (!made) return agent;
+    if (agent.peer.closed) void made.remove();
+    else agent.peer.once('closed', () => void made.remove());
+    return agent;
+  };
+  try {
+    if (flags.agent) {
+      progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
+      const agent = removeWhenClosed(await connectAgent({ url: flags.agent, ...await base() }));
+      return { agent, target, agentPod: undefined, kube, sessionObject: identity?.session };
+    }
+    const agentPod = await (agentLookup as Promise<AgentPod>);
+    progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
+    const socket = await forwardToAgent(kube, agentPod);
+    const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
+      : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
+        { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
+    try {
+      const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...await base() });
+      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: identity?.session };
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  } catch (err) {
+    return removeOnFailure(err);
   }
 }

@@ -8,10 +8,11 @@ import { packageVersion, shimPath } from '../native/index.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { TsmError } from '../protocol/errors.js';
 import { findProgram, inspectProgram } from './launch.js';
-import { kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
+import { SESSION_GROUP, SESSION_PLURAL, SESSION_VERSION } from '../common/session-object.js';
 import { resolveKubeTarget } from './kube-target.js';
 import { AGENT_NAMESPACE, findAgent, listAgentPods, type AgentPod } from './agent-pod.js';
-import { agentGet, type AgentStatus } from './status.js';
+import { agentGet, type AgentAuth, type AgentStatus } from './status.js';
 import { parseTarget } from './target.js';
 
 export interface Check { ok: boolean | 'warn'; what: string; fix?: string }
@@ -65,10 +66,26 @@ function checkProgram(program: string): Check {
     if (info.kind === 'static') {
       return fail(`${path} is statically linked: the shim cannot be preloaded into it`, info.go ? 'rebuild the Go program with CGO_ENABLED=1 (a dynamically linked build)' : 'use a dynamically linked build of the program');
     }
+    if (info.ioUring === true) return { ok: 'warn', what: `${path} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim`, fix: 'expect those to reach this machine, not the pod' };
     if (info.go) return { ok: 'warn', what: `${path} is a dynamically linked Go program: its own socket system calls bypass the shim`, fix: 'expect name lookups, not connections, to be redirected' };
     return { ok: true, what: `${path} is ${info.kind === 'script' ? 'a script' : 'dynamically linked'}: the shim can intercept it` };
   } catch (err) {
     return fromError(err, `the program ${program}`);
+  }
+}
+
+/** Whether the agent verifies who opens sessions; an agent that does not is loud news. */
+function authCheck(agent: AgentPod, auth: AgentAuth | undefined): Check {
+  switch (auth) {
+    case 'cluster':
+      return { ok: true, what: `the agent on node ${agent.node} authenticates sessions: each needs a Session object (sessions.tsmirror.dev) its user created` };
+    case 'local-key':
+      return { ok: 'warn', what: `the agent on node ${agent.node} runs in local mode: it serves only the user who started it (its key file), not cluster users`, fix: 'install the cluster agent with `tsmirror install` (docs/install.md)' };
+    case 'none':
+      return fail(`INSECURE: the agent on node ${agent.node} authenticates no one (--insecure-no-auth): whoever can reach it (a port-forward is enough) gets every pod on its node`,
+        'reinstall it with `tsmirror install`, which runs it in cluster mode; never run an agent with --insecure-no-auth in a cluster');
+    default:
+      return { ok: 'warn', what: `the agent on node ${agent.node} does not say how it authenticates sessions (older than this CLI)`, fix: `upgrade the agent (tsmirror install --image …:${packageVersion})` };
   }
 }
 
@@ -81,6 +98,7 @@ async function checkAgentVersion(kube: Kube, agent: AgentPod): Promise<Check[]> 
   try {
     const s = await agentGet<AgentStatus>(kube, agent, '/status');
     checks.push({ ok: true, what: `the agent ${agent.name} answers through the API server's port-forward (${s.sessions.length} sessions)` });
+    checks.push(authCheck(agent, s.auth));
     if (s.protocol !== PROTOCOL_VERSION) checks.push(fail(`the agent on node ${agent.node} speaks protocol ${s.protocol}, this CLI speaks ${PROTOCOL_VERSION}`, fix));
     else if (s.version !== packageVersion && s.version !== agent.version) checks.push(fail(`version skew: the agent on node ${agent.node} runs tsmirror ${s.version}, this CLI is ${packageVersion}`, fix));
     else if (checks.every((c) => c.ok)) checks.push({ ok: true, what: `the agent and this CLI are both tsmirror ${packageVersion} (protocol ${PROTOCOL_VERSION})` });
@@ -115,6 +133,10 @@ export async function diagnose(flags: DoctorFlags, program: string | undefined):
     ['list', 'pods', targetNs, undefined, 'find the target\'s pods'],
     ['list', 'pods', agentNs, undefined, 'find the agent on the target\'s node'],
     ['create', 'pods', agentNs, 'portforward', 'reach the agent through the API server'],
+    // A session is a Session object the user creates; the admission policy also asks for
+    // pods/portforward where the target is (cli/manifests.ts).
+    ['create', 'sessions.tsmirror.dev', targetNs, undefined, 'open a session there (its Session object)'],
+    ['create', 'pods', targetNs, 'portforward', 'open a session there (the Session admission policy asks)'],
   ];
   const workloadResource: Record<string, string> = {
     deployment: 'deployments.apps', statefulset: 'statefulsets.apps', replicaset: 'replicasets.apps', daemonset: 'daemonsets.apps', job: 'jobs.batch', rollout: 'rollouts.argoproj.io',
@@ -135,6 +157,25 @@ export async function diagnose(flags: DoctorFlags, program: string | undefined):
     }
   }
   if (rbacOk) checks.push({ ok: true, what: `RBAC: you may read pods in ${targetNs} and port-forward to the agents in ${agentNs}` });
+  try {
+    await kube.custom.listNamespacedCustomObject({ group: SESSION_GROUP, version: SESSION_VERSION, plural: SESSION_PLURAL, namespace: targetNs, limit: 1 });
+    checks.push({ ok: true, what: `the cluster serves ${SESSION_PLURAL}.${SESSION_GROUP} (each session is one, created with your credentials)` });
+  } catch (err) {
+    if (httpStatus(err) === 404) {
+      checks.push(fail(`the cluster does not serve ${SESSION_PLURAL}.${SESSION_GROUP}: the tsmirror installed there predates Session objects, or is not installed`, 'a cluster admin runs `tsmirror install` with this version (Kubernetes 1.30+; docs/install.md)'));
+    } else if (httpStatus(err) !== 403) {
+      checks.push(fromError(kubeError(err, `listing ${SESSION_PLURAL}.${SESSION_GROUP} in namespace ${targetNs}`, kube), 'Session objects'));
+    }
+  }
+  // The modes with grants of their own: not needed for every session, so only noted.
+  for (const [sub, role, what] of [['steal', 'tsmirror-steal', 'steal traffic (--steal)'], ['writefiles', 'tsmirror-write-files', 'write pod files (--fs-mode write)']] as const) {
+    try {
+      if (await can(kube, 'create', 'sessions.tsmirror.dev', targetNs, sub)) checks.push({ ok: true, what: `RBAC: you may ${what} in ${targetNs}` });
+      else checks.push({ ok: 'warn', what: `RBAC: you may not ${what} in namespace ${targetNs} (create sessions/${sub})`, fix: `if you need to, ask a cluster admin to bind you the ClusterRole ${role} in namespace ${targetNs}` });
+    } catch {
+      // The base RBAC check above already reported an API server that cannot answer.
+    }
+  }
 
   let agents: AgentPod[] = [];
   try {

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { shimPath } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
-import type { TargetRef } from '../protocol/messages.js';
+import type { FilesMode, TargetRef } from '../protocol/messages.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
@@ -25,6 +25,8 @@ export interface SessionFlags extends KubeSessionFlags {
   target?: string;
   quiet?: boolean;
   verbose?: boolean;
+  /** --fs-mode (exec): declared in the hello, enforced by the agent. */
+  fsMode?: string;
 }
 
 export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
@@ -40,7 +42,6 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   watchIgnore?: string[];
   watchGrace?: string;
   /** Pod files (cli/proxy/file-rules.ts). */
-  fsMode?: string;
   fsLocal?: string[];
   fsRemote?: string[];
   fsNotFound?: string[];
@@ -53,6 +54,11 @@ export function progress(flags: SessionFlags, line: string): void {
   if (!flags.quiet) process.stderr.write(`tsmirror: ${line}\n`);
 }
 
+/** What the hello declares about pod files: only --fs-mode write may change them. */
+function filesDeclared(flags: SessionFlags): { mode: FilesMode } {
+  return { mode: flags.fsMode === 'write' ? 'write' : 'read' };
+}
+
 export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
   const parsed = parseTarget(flags.target);
   if (parsed.kind === 'kubernetes') {
@@ -60,7 +66,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
     const started = Date.now();
     // Loaded only here: @kubernetes/client-node takes ~75 ms to import, bundled.
     const { openKubeSession } = await import('./agent-pod.js');
-    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming);
+    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming, filesDeclared(flags));
     const h = agent.hello;
     progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
     return agent;
@@ -74,7 +80,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
   }
   progress(flags, `connecting to the agent at ${flags.agent}…`);
   const started = Date.now();
-  const agent = await connectAgent({ url: flags.agent, target, ...(incoming ? { incoming } : {}) });
+  const agent = await connectAgent({ url: flags.agent, target, files: filesDeclared(flags), ...(incoming ? { incoming } : {}) });
   const h = agent.hello;
   progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
   return agent;
@@ -179,6 +185,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     if (flags.verbose) {
       const s = proxy.stats;
       process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
+      if (s.unseen > 0) process.stderr.write(`tsmirror: ${s.unseen} reports of calls the shim cannot see (io_uring, connect or open through syscall())\n`);
       const f = proxy.files?.stats;
       if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);
       const i = incoming.stats;

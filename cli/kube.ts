@@ -95,15 +95,6 @@ function wrapLoad(load: () => void, source: string): void {
   }
 }
 
-/** The bearer token client-node would send (from a token, token file or exec plugin), if any. */
-export async function bearerToken(kube: Kube): Promise<string | undefined> {
-  const opts: { headers?: Record<string, string> } = {};
-  await kube.kc.applyToHTTPSOptions(opts as never);
-  const auth = opts.headers?.Authorization ?? opts.headers?.authorization;
-  const m = auth ? /^Bearer (.+)$/.exec(auth) : null;
-  return m?.[1];
-}
-
 /** The HTTP status of a client-node error (0 when the request never got an answer). */
 export function httpStatus(err: unknown): number {
   const code = (err as { code?: unknown } | null)?.code;

@@ -1,4 +1,5 @@
 import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync, chownSync, existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -33,6 +34,25 @@ describe('what the shim can intercept', () => {
     const info = inspectProgram(copy);
     expect(info.setuid).toBe(true);
     expect(() => checkInterceptable(info, false, undefined)).toThrow(/setuid/);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/gcc'))('warns before launch about a program that imports io_uring (liburing); not about node or true', () => {
+    const source = join(dir, 'ring.c');
+    writeFileSync(source, 'extern int io_uring_setup(unsigned entries, void *p);\nint main(void) { return io_uring_setup(1, 0) < 0; }\n');
+    const lib = join(dir, 'liburing.so.2'); // a stand-in for liburing: the program is inspected, never run
+    writeFileSync(join(dir, 'uring.c'), 'int io_uring_setup(unsigned entries, void *p) { (void)entries, (void)p; return -1; }\n');
+    const ring = join(dir, 'ring');
+    for (const args of [['-shared', '-fPIC', '-Wl,-soname,liburing.so.2', '-o', lib, join(dir, 'uring.c')], ['-o', ring, source, lib]]) {
+      const cc = spawnSync('gcc', args, { encoding: 'utf8' });
+      expect(cc.status, cc.stderr).toBe(0);
+    }
+    const info = inspectProgram(ring);
+    expect(info).toMatchObject({ kind: 'dynamic', ioUring: true });
+    expect(checkInterceptable(info, false, undefined)).toEqual([`${ring} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim, so they reach this machine, not the pod`]);
+    for (const plain of [findProgram('true', '/usr/bin:/bin'), process.execPath]) {
+      expect(inspectProgram(plain).ioUring, plain).toBeUndefined();
+      expect(checkInterceptable(inspectProgram(plain), false, undefined)).toEqual([]);
+    }
   });
 
   it('says clearly when a program is not found', () => {

@@ -8,6 +8,7 @@ import { accessSync, constants as fsConstants, openSync, readSync, closeSync, st
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { TsmError } from '../protocol/errors.js';
+import { launcherPath } from '../native/index.js';
 
 /** tsmirror's own exit codes (the program's own code is passed through otherwise). */
 export const EXIT = {
@@ -39,6 +40,8 @@ export interface ProgramInfo {
   interpreter?: string;
   setuid: boolean;
   go: boolean;
+  /** Links liburing or imports an io_uring_* function (its dynamic symbols): connects and opens through a ring bypass the shim. */
+  ioUring?: boolean;
 }
 
 function readHead(path: string, bytes: number): Buffer {
@@ -81,8 +84,45 @@ export function inspectProgram(path: string): ProgramInfo {
     if (type === PT_INTERP) dynamic = true;
   }
   const size = Math.min(st.size, 64 * 1024 * 1024);
-  const go = readHead(path, size).includes(GO_BUILDINFO);
-  return { path, kind: dynamic ? 'dynamic' : 'static', setuid, go };
+  const whole = readHead(path, size);
+  const go = whole.includes(GO_BUILDINFO);
+  const ioUring = dynamic && usesIoUring(whole, is64, le);
+  return { path, kind: dynamic ? 'dynamic' : 'static', setuid, go, ...(ioUring ? { ioUring } : {}) };
+}
+
+const SHT_DYNSYM = 11;
+
+/**
+ * Whether the dynamic symbol names (the .dynsym's string table: imported functions and
+ * DT_NEEDED libraries) name liburing or an io_uring_* function. Only what is linked
+ * dynamically counts: a program that makes the system call itself (libuv in node) is
+ * reported by the shim when it does.
+ */
+function usesIoUring(elf: Buffer, is64: boolean, le: boolean): boolean {
+  const u16 = (o: number): number => (le ? elf.readUInt16LE(o) : elf.readUInt16BE(o));
+  const u32 = (o: number): number => (le ? elf.readUInt32LE(o) : elf.readUInt32BE(o));
+  const word = (o: number): number => (is64 ? Number(le ? elf.readBigUInt64LE(o) : elf.readBigUInt64BE(o)) : u32(o));
+  try {
+    const shoff = word(is64 ? 40 : 32);
+    const shentsize = u16(is64 ? 58 : 46);
+    const shnum = u16(is64 ? 60 : 48);
+    const section = (i: number): { type: number; offset: number; size: number; link: number } => {
+      const at = shoff + i * shentsize;
+      return is64
+        ? { type: u32(at + 4), offset: word(at + 24), size: word(at + 32), link: u32(at + 40) }
+        : { type: u32(at + 4), offset: u32(at + 16), size: u32(at + 20), link: u32(at + 24) };
+    };
+    for (let i = 0; i < shnum; i++) {
+      const s = section(i);
+      if (s.type !== SHT_DYNSYM) continue;
+      const strings = section(s.link);
+      const names = elf.subarray(strings.offset, strings.offset + strings.size).toString('latin1').split('\0');
+      return names.some((n) => n.startsWith('liburing.so') || n.startsWith('io_uring_'));
+    }
+  } catch {
+    // a truncated or odd ELF file (beyond the 64 MiB read): say nothing
+  }
+  return false;
 }
 
 /**
@@ -102,7 +142,10 @@ export function checkInterceptable(info: ProgramInfo, force: boolean, path: stri
   if (info.kind === 'static') {
     refuse('TSM_ERR_STATIC_BINARY', `${info.path} is statically linked: the shim cannot be preloaded into it`,
       info.go ? 'rebuild the Go program with CGO_ENABLED=1 (a dynamically linked build)' : 'use a dynamically linked build of the program');
-  } else if (info.kind === 'dynamic' && info.go) {
+  } else if (info.kind === 'dynamic' && info.ioUring === true) {
+    warnings.push(`${info.path} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim, so they reach this machine, not the pod`);
+  }
+  if (info.kind === 'dynamic' && info.go) {
     warnings.push(`${info.path} is a Go program: Go makes its own system calls for sockets, so its connections bypass the shim (name lookups through cgo are still answered by the pod)`);
   } else if (info.kind === 'script' && info.interpreter) {
     const interp = isAbsolute(info.interpreter) ? info.interpreter : findProgram(info.interpreter, path);
@@ -123,11 +166,15 @@ export const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
  * Spawns the program and relays SIGINT, SIGTERM, SIGHUP and SIGQUIT to it. When stdin is
  * a terminal, SIGINT and SIGQUIT from the keyboard already reach the program (same
  * process group), so they are not sent twice.
+ *
+ * The program starts through tsmirror-launch (native/launcher), which gives it a
+ * parent-death signal and then becomes it (same pid): a SIGKILLed CLI takes its program
+ * with it instead of leaving it running with its remote calls broken.
  */
 export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>, options: { ownGroup?: boolean } = {}): RunningProgram {
   // In its own process group (--watch) the program and everything it started can be
   // stopped together; the caller then relays signals itself.
-  const child = spawn(path, args, { stdio: 'inherit', env, argv0, detached: options.ownGroup ?? false });
+  const child = spawn(launcherPath(), [String(process.pid), path, argv0, ...args], { stdio: 'inherit', env, detached: options.ownGroup ?? false });
   const handlers = new Map<string, () => void>();
   for (const signal of options.ownGroup ? [] : RELAYED) {
     const handler = (): void => {

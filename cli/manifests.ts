@@ -14,6 +14,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { stringify } from 'yaml';
 import { packageVersion } from '../native/index.js';
+import {
+  SESSION_ADMISSION_POLICY, SESSION_GROUP, SESSION_KIND, SESSION_PLURAL, SESSION_VALIDATIONS, SESSION_VERSION,
+} from '../common/session-object.js';
+
+export { SESSION_ADMISSION_POLICY, SESSION_VALIDATIONS, type CelValidation } from '../common/session-object.js';
 
 export interface ManifestOptions {
   namespace: string;
@@ -39,10 +44,109 @@ protectedNamespaces: []
 deniedNamespaces:
   - kube-system
   - tsmirror-system
-# Refuse sessions whose kubeconfig credentials carry no bearer token (the agent checks tokens
-# with TokenReview and SubjectAccessReview: create pods/portforward and get pods in the namespace).
-requireUserAuth: false
+# Who may open which session is RBAC's: every session needs a Session object
+# (sessions.tsmirror.dev) that its user created (docs/install.md).
 `;
+
+/** The ClusterRoles a cluster admin binds, per namespace, for the session modes beyond the base. */
+export const STEAL_ROLE = 'tsmirror-steal';
+export const WRITE_FILES_ROLE = 'tsmirror-write-files';
+
+/**
+ * The modes that need a grant of their own are virtual subresources of sessions (no API
+ * serves them): RBAC can grant `create sessions/steal` without anything else, and the
+ * admission policy asks the authorizer about it.
+ */
+function modeGrantRoles(): Manifest[] {
+  const grant = (name: string, subresource: string): Manifest => ({
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name, labels: { 'app.kubernetes.io/part-of': 'tsmirror' } },
+    rules: [{ apiGroups: [SESSION_GROUP], resources: [`${SESSION_PLURAL}/${subresource}`], verbs: ['create'] }],
+  });
+  return [grant(STEAL_ROLE, 'steal'), grant(WRITE_FILES_ROLE, 'writefiles')];
+}
+
+/** The Session CRD: `kubectl get sessions.tsmirror.dev -A` lists who mirrors or steals what. */
+export function sessionCrd(): Manifest {
+  const str = { type: 'string' };
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition',
+    metadata: { name: `${SESSION_PLURAL}.${SESSION_GROUP}`, labels: { 'app.kubernetes.io/part-of': 'tsmirror' } },
+    spec: {
+      group: SESSION_GROUP,
+      scope: 'Namespaced',
+      names: { plural: SESSION_PLURAL, singular: 'session', kind: SESSION_KIND, listKind: `${SESSION_KIND}List`, shortNames: ['tsms'] },
+      versions: [{
+        name: SESSION_VERSION, served: true, storage: true,
+        subresources: { status: {} },
+        additionalPrinterColumns: [
+          { name: 'User', type: 'string', jsonPath: '.spec.user' },
+          { name: 'Pod', type: 'string', jsonPath: '.spec.target.pod' },
+          { name: 'Container', type: 'string', jsonPath: '.spec.target.container' },
+          { name: 'Incoming', type: 'string', jsonPath: '.spec.mode.incoming' },
+          { name: 'Files', type: 'string', jsonPath: '.spec.mode.files' },
+          { name: 'Node', type: 'string', jsonPath: '.spec.node', priority: 1 },
+          { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+        ],
+        schema: {
+          openAPIV3Schema: {
+            type: 'object',
+            required: ['spec'],
+            properties: {
+              spec: {
+                type: 'object',
+                required: ['user', 'target', 'mode', 'secretHash', 'node'],
+                // The agent reads the spec once, at the hello; a spec that changed after would lie.
+                'x-kubernetes-validations': [{ rule: 'self == oldSelf', message: "a Session's spec cannot change; delete it and create another" }],
+                properties: {
+                  user: { ...str, description: 'the user who created it (the admission policy checks)' },
+                  target: {
+                    type: 'object', required: ['pod', 'container', 'containerId'],
+                    properties: { pod: str, container: str, containerId: { ...str, description: 'the container id from the pod status, with its runtime prefix' } },
+                  },
+                  mode: {
+                    type: 'object', required: ['files', 'incoming', 'filtered'],
+                    properties: {
+                      files: { type: 'string', enum: ['read', 'write'] },
+                      incoming: { type: 'string', enum: ['none', 'mirror', 'steal'] },
+                      filtered: { type: 'boolean', description: 'steal only requests an HTTP filter selects' },
+                    },
+                  },
+                  secretHash: { type: 'string', pattern: '^[0-9a-f]{64}$', description: "sha256 of the one-time secret the CLI gives the agent" },
+                  node: { ...str, description: 'the node whose agent may serve the session' },
+                },
+              },
+              status: {
+                type: 'object',
+                properties: { claimedBy: { ...str, description: 'the agent that opened the session' }, claimedAt: { type: 'string', format: 'date-time' } },
+              },
+            },
+          },
+        },
+      }],
+    },
+  };
+}
+
+/** The ValidatingAdmissionPolicy (Kubernetes 1.30+) and its binding. */
+export function sessionAdmission(): Manifest[] {
+  const labels = { 'app.kubernetes.io/part-of': 'tsmirror' };
+  return [
+    {
+      apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingAdmissionPolicy', metadata: { name: SESSION_ADMISSION_POLICY, labels },
+      spec: {
+        // Without the policy a Session could name anyone: refuse rather than let it through.
+        failurePolicy: 'Fail',
+        // The agent claims a Session through its status subresource, which this does not match.
+        matchConstraints: { resourceRules: [{ apiGroups: [SESSION_GROUP], apiVersions: [SESSION_VERSION], operations: ['CREATE', 'UPDATE'], resources: [SESSION_PLURAL] }] },
+        validations: SESSION_VALIDATIONS,
+      },
+    },
+    {
+      apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingAdmissionPolicyBinding', metadata: { name: SESSION_ADMISSION_POLICY, labels },
+      spec: { policyName: SESSION_ADMISSION_POLICY, validationActions: ['Deny'] },
+    },
+  ];
+}
 
 export function agentManifests(o: ManifestOptions): { file: string; objects: Manifest[] }[] {
   const labels = { 'app.kubernetes.io/name': NAME, 'app.kubernetes.io/part-of': 'tsmirror' };
@@ -64,6 +168,7 @@ export function agentManifests(o: ManifestOptions): { file: string; objects: Man
         },
       }],
     },
+    { file: 'session-crd.yaml', objects: [sessionCrd()] },
     {
       file: 'rbac.yaml',
       objects: [
@@ -73,9 +178,13 @@ export function agentManifests(o: ManifestOptions): { file: string; objects: Man
           rules: [
             // Which pod owns a container on this node (the session's namespace comes from it).
             { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
-            // Who is the user behind a session, and may they port-forward and read pods there?
-            { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-            { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
+            // The Session objects users create (who, what, which mode): read at each hello and
+            // watched until deleted; claimed once (status) so one secret opens one session;
+            // deleted when their session ends (a killed CLI cannot).
+            { apiGroups: [SESSION_GROUP], resources: [SESSION_PLURAL], verbs: ['get', 'list', 'watch', 'delete'] },
+            { apiGroups: [SESSION_GROUP], resources: [`${SESSION_PLURAL}/status`], verbs: ['get', 'update'] },
+            // Sessions are trusted only while the cluster's admission policy checks them.
+            { apiGroups: ['admissionregistration.k8s.io'], resources: ['validatingadmissionpolicies', 'validatingadmissionpolicybindings'], resourceNames: [SESSION_ADMISSION_POLICY], verbs: ['get'] },
           ],
         },
         {
@@ -102,10 +211,15 @@ export function agentManifests(o: ManifestOptions): { file: string; objects: Man
             { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets', 'daemonsets'], verbs: ['get', 'list'] },
             { apiGroups: ['batch'], resources: ['jobs'], verbs: ['get', 'list'] },
             { apiGroups: ['argoproj.io'], resources: ['rollouts'], verbs: ['get', 'list'] },
+            // A session is a Session object the user creates in the target's namespace (and
+            // deletes at exit); listing them shows who mirrors or steals what.
+            { apiGroups: [SESSION_GROUP], resources: [SESSION_PLURAL], verbs: ['create', 'get', 'list', 'watch', 'delete'] },
           ],
         },
+        ...modeGrantRoles(),
       ],
     },
+    { file: 'session-admission.yaml', objects: sessionAdmission() },
     {
       file: 'policy.yaml',
       objects: [{

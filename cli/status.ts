@@ -8,7 +8,9 @@ import { loadKube, type Kube, type KubeFlags } from './kube.js';
 import { AGENT_NAMESPACE, forwardToAgent, listAgentPods, type AgentPod } from './agent-pod.js';
 
 export interface AgentSessionStatus { id: string; user: string; host: string; target: string; startedAt: number; streams: number }
-export interface AgentStatus { version: string; protocol: number; node: string; sessions: AgentSessionStatus[] }
+/** How an agent authenticates sessions (agent/server.ts); absent from agents older than this field. */
+export type AgentAuth = 'cluster' | 'local-key' | 'none';
+export interface AgentStatus { version: string; protocol: number; node: string; auth?: AgentAuth; sessions: AgentSessionStatus[] }
 
 export interface AgentReport {
   node: string;
@@ -18,6 +20,8 @@ export interface AgentReport {
   imageVersion: string | undefined;
   version: string | undefined;
   protocol: number | undefined;
+  /** Cluster agents verify each session's Session object; `none` serves anyone who reaches it. */
+  auth: AgentAuth | undefined;
   sessions: AgentSessionStatus[];
   error: string | undefined;
 }
@@ -57,12 +61,12 @@ export async function collectStatus(kube: Kube, namespace: string): Promise<Agen
   const agents = await listAgentPods(kube, namespace);
   return Promise.all(agents.map(async (a): Promise<AgentReport> => {
     const base = { node: a.node, pod: a.name, ready: a.ready, imageVersion: a.version };
-    if (!a.ready) return { ...base, version: undefined, protocol: undefined, sessions: [], error: `not ready (${a.pod.status?.phase ?? 'Unknown'})` };
+    if (!a.ready) return { ...base, version: undefined, protocol: undefined, auth: undefined, sessions: [], error: `not ready (${a.pod.status?.phase ?? 'Unknown'})` };
     try {
       const s = await agentGet<AgentStatus>(kube, a, '/status');
-      return { ...base, version: s.version, protocol: s.protocol, sessions: s.sessions, error: undefined };
+      return { ...base, version: s.version, protocol: s.protocol, auth: s.auth, sessions: s.sessions, error: undefined };
     } catch (err) {
-      return { ...base, version: undefined, protocol: undefined, sessions: [], error: err instanceof Error ? err.message : String(err) };
+      return { ...base, version: undefined, protocol: undefined, auth: undefined, sessions: [], error: err instanceof Error ? err.message : String(err) };
     }
   }));
 }
@@ -93,6 +97,7 @@ export async function runStatus(flags: KubeFlags & { agentNamespace?: string; js
   for (const r of reports) rows.push([r.node, r.pod, r.ready ? 'yes' : 'no', r.version ?? r.imageVersion ?? '?', r.error ? `? (${r.error})` : String(r.sessions.length)]);
   let out = table(rows);
   for (const r of reports) {
+    if (r.auth === 'none') out += `  ${r.node}: WARNING: agent ${r.pod} authenticates no one (--insecure-no-auth): whoever reaches it gets every pod on its node\n`;
     for (const s of r.sessions) out += `  ${r.node}: session ${s.id} ${s.user}@${s.host} → ${s.target}, ${s.streams} streams, ${age(Date.now() - s.startedAt)}\n`;
   }
   process.stdout.write(out);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TsmError } from '../protocol/errors.js';
-import { MAX_FILTER_PATTERN, checkHeaderFilterCount, isHeaderName, isMethodName, wholeMatchPattern } from './http-filter.js';
+import { MAX_FILTER_PATTERN, checkHeaderFilterCount, filterNarrows, isHeaderName, isMethodName, matchesNearlyEverything, wholeMatchPattern } from './http-filter.js';
 
 describe('HTTP filter rules', () => {
   it('header names are RFC 9110 tokens', () => {
@@ -32,5 +32,32 @@ describe('HTTP filter rules', () => {
   it('at most 32 header filters', () => {
     expect(() => checkHeaderFilterCount(32)).not.toThrow();
     expect(() => checkHeaderFilterCount(33)).toThrow('at most 32 header filters');
+  });
+});
+
+describe('filter patterns (RE2)', () => {
+  it('match in linear time: a pattern that backtracks exponentially in JavaScript answers at once', () => {
+    // With RegExp, /^(?:\/(a+)+)$/ against 60 a's and a "!" takes longer than the universe has.
+    const evil = wholeMatchPattern('/(a+)+', 'the path filter');
+    expect(evil.test(`/${'a'.repeat(60)}!`)).toBe(false);
+    expect(evil.test(`/${'a'.repeat(100_000)}!`)).toBe(false);
+    expect(evil.test(`/${'a'.repeat(60)}`)).toBe(true);
+  });
+
+  it('refuse what RE2 cannot match in linear time (backreferences, lookaround), saying so', () => {
+    expect(() => wholeMatchPattern('(a)\\1', '--http-path')).toThrow(/RE2 syntax: no backreferences or lookaround/);
+    expect(() => wholeMatchPattern('(?=a)a', '--http-path')).toThrow(TsmError);
+  });
+
+  it('a filter that lets (nearly) every request through does not narrow', () => {
+    const p = (s: string) => wholeMatchPattern(s, 'p');
+    for (const broad of ['.*', '/.*', '/[^Q]*', '(?:/|/.+)', '.{0,}']) expect(matchesNearlyEverything(p(broad), 'path'), broad).toBe(true);
+    for (const narrow of ['/api/.*', '/health', '/v[12]/orders/.*']) expect(matchesNearlyEverything(p(narrow), 'path'), narrow).toBe(false);
+    for (const broad of ['.*', '[^!]*', '(?s).*']) expect(matchesNearlyEverything(p(broad), 'value'), broad).toBe(true);
+    for (const narrow of ['alice', '.*alice.*', '', 'bob|carol']) expect(matchesNearlyEverything(p(narrow), 'value'), narrow).toBe(false);
+    expect(filterNarrows({ path: undefined, headerValues: [], method: undefined })).toBe(false);
+    expect(filterNarrows({ path: p('/.*'), headerValues: [p('.*')], method: undefined })).toBe(false);
+    expect(filterNarrows({ path: p('/.*'), headerValues: [p('.*'), p('alice')], method: undefined })).toBe(true);
+    expect(filterNarrows({ path: undefined, headerValues: [], method: 'POST' })).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The TypeScript face of native/: where the built shim and addon are, and the typed
+ * The TypeScript face of native/: where the built shim, launcher and addon are, and the typed
  * surface of the addon. Both are built by `npm ci` (node-gyp, from binding.gyp).
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -35,6 +35,11 @@ export function shimPath(): string {
   return built('libtsmirror.so');
 }
 
+/** Absolute path of tsmirror-launch, which starts the program with a parent-death signal (native/launcher). */
+export function launcherPath(): string {
+  return built('tsmirror-launch');
+}
+
 export interface Addon {
   /**
    * A non-blocking socket created in the network namespace open at `nsFd` (-1: the
@@ -66,6 +71,12 @@ export interface Addon {
    * simultaneous open): both ends are connected when it returns the proxy's fd.
    */
   holdRelease(family: 4 | 6, port: number, clientPort: number): number;
+  /**
+   * Who owns the other end of a local TCP connection (ours: localAddr:localPort, the peer's:
+   * peerAddr:peerPort), by a sock_diag lookup of that four-tuple: its socket inode (0 when
+   * its owner has closed it) and uid; null when there is no such socket.
+   */
+  loopbackPeerOwner(family: 4 | 6, localAddr: string, localPort: number, peerAddr: string, peerPort: number): { inode: number; uid: number } | null;
 }
 
 let addon: Addon | undefined;

@@ -158,7 +158,7 @@ const common: Record<string, Spec> = {
 
 const clientSpecs: Record<ClientMessage['type'], Spec> = {
   ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong', Spec>),
-  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?' },
+  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?', files: 'object?', key: 'str?', session: 'object?', secret: 'str?' },
   'tcp.connect': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family', timeoutMs: 'uint', holdMs: 'uint?' },
   'udp.open': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family' },
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },

@@ -35,6 +35,8 @@ export const ErrorCodes = {
   TSM_ERR_NO_AGENT: 'no tsmirror agent runs on the target\'s node',
   TSM_ERR_PORT_FORWARD: 'the port-forward to the agent through the API server failed or dropped',
   TSM_ERR_UNAUTHENTICATED: 'the agent could not verify the user',
+  TSM_ERR_SESSION_DELETED: "the session's Session object (sessions.tsmirror.dev) was deleted",
+  TSM_ERR_PROTOCOL: 'the peer broke the stream rules (a stream opened twice, an id outside its range, a flow-control window overrun)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

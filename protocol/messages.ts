@@ -121,9 +121,29 @@ export interface ClientHello {
   client: { version: string; user: string; host: string };
   /** The incoming traffic the session will ask for (checked against the agent's policy at open). */
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
-  /** The user's bearer token from their kubeconfig, for the agent's TokenReview/SubjectAccessReview. */
+  /**
+   * Sent by CLIs older than Session objects (the user's bearer token). Still decoded so that a
+   * cluster agent can refuse such a client by name; never sent, and never used.
+   */
   token?: string;
+  /**
+   * Cluster mode: the Session object (sessions.tsmirror.dev, common/session-object.ts) the
+   * user created for this session, and the one-time secret whose sha256 it carries. The
+   * agent reads the object itself; no user credential reaches it.
+   */
+  session?: { namespace: string; name: string };
+  secret?: string;
+  /**
+   * How the session may use the pod's files: `write` lets it change them; anything else
+   * (or absent) is read-only, and the agent refuses every write with EROFS.
+   */
+  files?: { mode: FilesMode };
+  /** An agent started by hand (local mode) serves only whoever can read its key file (common/local-agent-key.ts). */
+  key?: string;
 }
+
+/** `read`: pod files are never changed (writes go to the program's private copy); `write`: they are. */
+export type FilesMode = 'read' | 'write';
 
 export type ClientMessage = ClientHello | ClientRequest | StreamMessage | Ping | Pong;
 

@@ -98,4 +98,60 @@ describe('mux', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(m.has(6)).toBe(false);
   });
+
+  it('a stream id the peer already uses, or one outside its range, is a protocol violation', () => {
+    const m = new Mux(() => undefined, () => 0, { peerIds: 'client' });
+    m.claimPeerStream(7);
+    expect(() => m.claimPeerStream(7)).toThrow(expect.objectContaining({ code: 'TSM_ERR_PROTOCOL' }));
+    m.open(7);
+    expect(() => m.claimPeerStream(7)).toThrow(expect.objectContaining({ code: 'TSM_ERR_PROTOCOL' }));
+    expect(() => m.open(7)).toThrow(expect.objectContaining({ code: 'TSM_ERR_PROTOCOL' }));
+    expect(() => m.claimPeerStream(0x80000000)).toThrow(/outside the client's range/);
+    expect(() => m.claimPeerStream(0)).toThrow(/outside the client's range/);
+    m.claimPeerStream(8);
+    m.releaseClaim(8);
+    expect(m.isFree(8)).toBe(true);
+    const agentSide = new Mux(() => undefined, () => 0, { peerIds: 'agent' });
+    expect(() => agentSide.claimPeerStream(3)).toThrow(/outside the agent's range/);
+    agentSide.claimPeerStream(0x80000001);
+  });
+
+  it('a peer that sends past its window is cut off; one that returns credit it never owed too', () => {
+    const window = 64 * 1024;
+    const m = new Mux(() => undefined, () => 0, { window });
+    m.open(1); // no socket yet: data waits in the early buffer, credited only once delivered
+    m.handle({ type: 'data', stream: 1, data: new Uint8Array(window) });
+    expect(() => m.handle({ type: 'data', stream: 1, data: new Uint8Array(1) })).toThrow(expect.objectContaining({ code: 'TSM_ERR_PROTOCOL' }));
+    m.open(2);
+    expect(() => m.handle({ type: 'window', stream: 2, bytes: 1 })).toThrow(/credit for 1 bytes that were never sent/);
+  });
+
+  it('a sender never puts more than the window in flight, even from one chunk larger than the window', async () => {
+    const window = 64 * 1024;
+    const sent: StreamMessage[] = [];
+    const m = new Mux((msg) => sent.push(msg), () => 0, { window });
+    const [app, side, server] = await socketPair();
+    cleanup.push(() => { server.close(); app.destroy(); });
+    m.open(3);
+    m.bindSocket(3, side);
+    const payload = randomBytes(5 * window + 123);
+    app.write(payload);
+    const inFlight = (): number => sent.filter((x) => x.type === 'data').reduce((n, x) => n + (x as { data: Uint8Array }).data.byteLength, 0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(inFlight()).toBe(window);
+    // Credit comes back in two parts; the rest follows in order, never past the window.
+    m.handle({ type: 'window', stream: 3, bytes: window / 2 });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(inFlight()).toBe(window + window / 2);
+    let credited = window / 2;
+    while (inFlight() < payload.byteLength) {
+      const owed = inFlight() - credited;
+      expect(owed).toBeLessThanOrEqual(window);
+      m.handle({ type: 'window', stream: 3, bytes: owed });
+      credited += owed;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const bytes = Buffer.concat(sent.filter((x) => x.type === 'data').map((x) => (x as { data: Uint8Array }).data));
+    expect(bytes.equals(payload)).toBe(true);
+  });
 });

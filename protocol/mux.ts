@@ -7,15 +7,26 @@
  * only its own stream, and the memory a stream can hold is bounded by its window.
  */
 import type { Duplex } from 'node:stream';
-import type { StreamMessage } from './messages.js';
+import { TsmError } from './errors.js';
+import { AGENT_STREAM_BASE, type StreamMessage } from './messages.js';
 
 export const DEFAULT_WINDOW = 1024 * 1024;
 
+/** Which stream ids each side allocates: the client below AGENT_STREAM_BASE, the agent from it on. */
+export type StreamIdRange = 'client' | 'agent';
+
 export interface MuxOptions {
-  /** Bytes a sender may have in flight per stream. */
+  /** Bytes a sender may have in flight per stream; the receiver cuts off a peer that sends more. */
   window: number;
   /** Datagrams are dropped while the transport has more than this buffered. */
   datagramHighWater: number;
+  /** The ids the peer allocates (checked by {@link Mux.claimPeerStream}); undefined: not checked. */
+  peerIds: StreamIdRange | undefined;
+}
+
+/** A peer that broke the stream rules: the session ends (never the process). */
+function violation(message: string): TsmError {
+  return new TsmError('TSM_ERR_PROTOCOL', message);
 }
 
 type Socketish = Duplex & { resetAndDestroy?: () => unknown; destroySoon?: () => void };
@@ -26,6 +37,8 @@ interface Endpoint {
   /** Bytes written to the local socket but not yet acknowledged to the peer. */
   unacked: number;
   socket: Socketish | undefined;
+  /** Bytes received from the peer and not yet credited back to it: never above the window. */
+  received: number;
   /** Data that arrived before a socket was bound (bounded by the window). */
   early: Uint8Array[];
   earlyEnd: boolean;
@@ -40,11 +53,46 @@ export class Mux {
   readonly #buffered: () => number;
   readonly #opts: MuxOptions;
   readonly #streams = new Map<number, Endpoint>();
+  /** Peer-chosen ids reserved by a request that has not opened its stream yet. */
+  readonly #claimed = new Set<number>();
+  /** Bytes the peer sent on all streams that this side has not credited back: what the session holds. */
+  #held = 0;
+  #budget = 0;
+  #overBudget = false;
+  #onPressure: ((over: boolean) => void) | undefined;
 
   constructor(send: (m: StreamMessage) => void, bufferedAmount: () => number, options: Partial<MuxOptions> = {}) {
     this.#send = send;
     this.#buffered = bufferedAmount;
-    this.#opts = { window: DEFAULT_WINDOW, datagramHighWater: 4 * 1024 * 1024, ...options };
+    this.#opts = { window: DEFAULT_WINDOW, datagramHighWater: 4 * 1024 * 1024, peerIds: undefined, ...options };
+  }
+
+  /**
+   * Bounds the bytes all streams together may hold: above `bytes`, `onPressure(true)` asks
+   * the transport to stop reading (the peer's own buffers then fill, not ours); once half
+   * of it has drained, `onPressure(false)`. Each stream's window still applies.
+   */
+  setBudget(bytes: number, onPressure: (over: boolean) => void): void {
+    this.#budget = bytes;
+    this.#onPressure = onPressure;
+    this.#account(0);
+  }
+
+  /** What the streams hold now (bytes received and not yet credited back). */
+  get held(): number {
+    return this.#held;
+  }
+
+  #account(delta: number): void {
+    this.#held += delta;
+    if (this.#budget <= 0) return;
+    if (!this.#overBudget && this.#held > this.#budget) {
+      this.#overBudget = true;
+      this.#onPressure?.(true);
+    } else if (this.#overBudget && this.#held <= this.#budget / 2) {
+      this.#overBudget = false;
+      this.#onPressure?.(false);
+    }
   }
 
   get size(): number {
@@ -55,11 +103,37 @@ export class Mux {
     return this.#streams.has(id);
   }
 
+  /**
+   * Reserves a stream id that the peer chose (in a request that will open it later).
+   * Throws TSM_ERR_PROTOCOL when the id is outside the peer's range or already in use, so
+   * a client cannot make the agent open a stream twice or take one of the agent's ids.
+   */
+  claimPeerStream(id: number): void {
+    const range = this.#opts.peerIds;
+    if (range !== undefined) {
+      const inRange = range === 'client' ? id > 0 && id < AGENT_STREAM_BASE : id >= AGENT_STREAM_BASE && id <= 0xffffffff;
+      if (!inRange) throw violation(`stream id ${id} is outside the ${range}'s range`);
+    }
+    if (this.#streams.has(id) || this.#claimed.has(id)) throw violation(`stream ${id} is already open`);
+    this.#claimed.add(id);
+  }
+
+  /** Gives back a claimed id whose request failed before its stream opened. */
+  releaseClaim(id: number): void {
+    this.#claimed.delete(id);
+  }
+
+  /** True when `id` is neither open nor claimed (for ids this side allocates). */
+  isFree(id: number): boolean {
+    return !this.#streams.has(id) && !this.#claimed.has(id);
+  }
+
   /** Registers a stream; data for it is held (within the window) until a socket is bound. */
   open(id: number, onClose?: (errno?: number) => void): void {
-    if (this.#streams.has(id)) throw new Error(`stream ${id} is already open`);
+    if (this.#streams.has(id)) throw violation(`stream ${id} is already open`);
+    this.#claimed.delete(id);
     this.#streams.set(id, {
-      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, early: [], earlyEnd: false,
+      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, received: 0, early: [], earlyEnd: false,
       earlyClose: undefined, onDatagram: undefined, onClose, sentClose: false,
     });
   }
@@ -74,8 +148,16 @@ export class Mux {
     ep.socket = socket;
     socket.on('data', (chunk: Buffer) => {
       if (!this.#streams.has(id)) return;
-      ep.sendWindow -= chunk.byteLength;
-      this.#send({ type: 'data', stream: id, data: chunk });
+      // Never more than the window in flight: what does not fit goes back to the front of
+      // the socket's buffer (paused first, so it is not re-emitted at once) until credit comes.
+      const fits = Math.max(0, Math.min(chunk.byteLength, ep.sendWindow));
+      if (fits < chunk.byteLength) {
+        socket.pause();
+        socket.unshift(chunk.subarray(fits));
+      }
+      if (fits === 0) return;
+      ep.sendWindow -= fits;
+      this.#send({ type: 'data', stream: id, data: fits === chunk.byteLength ? chunk : chunk.subarray(0, fits) });
       if (ep.sendWindow <= 0) socket.pause();
     });
     socket.on('end', () => {
@@ -113,7 +195,11 @@ export class Mux {
     this.#finish(ep, errno, true);
   }
 
-  /** Handles a stream message from the peer. Unknown streams are ignored (they may have just closed). */
+  /**
+   * Handles a stream message from the peer. Unknown streams are ignored (they may have just
+   * closed). Throws TSM_ERR_PROTOCOL when the peer overruns a stream's window or returns
+   * more credit than it could owe: the caller ends the session.
+   */
   handle(m: StreamMessage): void {
     const ep = this.#streams.get(m.stream);
     if (!ep) {
@@ -122,10 +208,18 @@ export class Mux {
     }
     switch (m.type) {
       case 'data':
+        ep.received += m.data.byteLength;
+        this.#account(m.data.byteLength);
+        if (ep.received > this.#opts.window) {
+          throw violation(`stream ${ep.id}: the peer sent ${ep.received} bytes against a ${this.#opts.window}-byte window`);
+        }
         if (ep.socket) this.#deliver(ep, m.data);
         else ep.early.push(m.data);
         return;
       case 'window':
+        if (ep.sendWindow + m.bytes > this.#opts.window) {
+          throw violation(`stream ${ep.id}: the peer returned credit for ${m.bytes} bytes that were never sent`);
+        }
         ep.sendWindow += m.bytes;
         if (ep.sendWindow > 0 && ep.socket?.isPaused()) ep.socket.resume();
         return;
@@ -161,6 +255,8 @@ export class Mux {
       ep.unacked += data.byteLength;
       if (ep.unacked >= this.#opts.window / 4 || socket.writableLength === 0) {
         this.#send({ type: 'window', stream: ep.id, bytes: ep.unacked });
+        ep.received -= ep.unacked;
+        this.#account(-ep.unacked);
         ep.unacked = 0;
       }
     });
@@ -178,6 +274,8 @@ export class Mux {
   #finish(ep: Endpoint, errno: number | undefined, tellPeer: boolean): void {
     if (!this.#streams.has(ep.id)) return;
     this.#streams.delete(ep.id);
+    this.#account(-ep.received); // whatever it still held is dropped with it
+    ep.received = 0;
     if (tellPeer && !ep.sentClose) {
       ep.sentClose = true;
       this.#send(errno === undefined ? { type: 'close', stream: ep.id } : { type: 'close', stream: ep.id, errno });

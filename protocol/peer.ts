@@ -15,6 +15,11 @@ export interface PeerOptions {
   /** The peer is declared dead after this long without any frame from it. */
   heartbeatTimeoutMs: number;
   mux?: Partial<MuxOptions>;
+  /**
+   * The most the session's streams may hold in memory together (bytes); above it the
+   * WebSocket is not read until half has drained. 0 or absent: no bound but the windows.
+   */
+  sessionBudget?: number;
 }
 
 export const DEFAULT_PEER_OPTIONS: PeerOptions = { heartbeatMs: 2000, heartbeatTimeoutMs: 10000 };
@@ -35,6 +40,8 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
   #lastSeen = Date.now();
   #timer: NodeJS.Timeout;
   #closed = false;
+  /** Reading is paused because the streams hold the session's whole budget. */
+  #pausedForMemory = false;
 
   constructor(ws: WebSocket, decode: (frame: Uint8Array) => In, options: PeerOptions) {
     super();
@@ -52,14 +59,20 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
         this.fail(e.code, e.message);
         return;
       }
-      if (message.type === 'ping') {
-        this.send({ type: 'pong', t: (message as unknown as { t: number }).t } as Out);
-      } else if (message.type === 'pong') {
-        // lastSeen is enough
-      } else if (isStreamMessage(message)) {
-        this.mux.handle(message);
-      } else {
-        this.emit('message', message);
+      try {
+        if (message.type === 'ping') {
+          this.send({ type: 'pong', t: (message as unknown as { t: number }).t } as Out);
+        } else if (message.type === 'pong') {
+          // lastSeen is enough
+        } else if (isStreamMessage(message)) {
+          this.mux.handle(message);
+        } else {
+          this.emit('message', message);
+        }
+      } catch (err) {
+        // Whatever a peer's message makes fail ends this session, never the process.
+        const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
+        this.fail(e.code, e.message);
       }
     });
     ws.on('close', (code: number, reason: Buffer) => {
@@ -70,7 +83,10 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
       const code: ErrorCode = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'TSM_ERR_FRAME_TOO_LARGE' : 'TSM_ERR_SESSION_CLOSED';
       this.#end(new TsmError(code, err.message));
     });
+    if (options.sessionBudget) this.setBudget(options.sessionBudget);
     this.#timer = setInterval(() => {
+      // While we do not read (our own backpressure), the peer's frames wait in the socket.
+      if (this.#pausedForMemory) this.#lastSeen = Date.now();
       if (Date.now() - this.#lastSeen > options.heartbeatTimeoutMs) {
         this.fail('TSM_ERR_HEARTBEAT', `no frame from the peer for ${options.heartbeatTimeoutMs} ms`);
       } else {
@@ -78,6 +94,15 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
       }
     }, options.heartbeatMs);
     this.#timer.unref();
+  }
+
+  /** Bounds the memory of the session's streams (see PeerOptions.sessionBudget). */
+  setBudget(bytes: number): void {
+    this.mux.setBudget(bytes, (over) => {
+      this.#pausedForMemory = over;
+      if (over) this.ws.pause();
+      else this.ws.resume();
+    });
   }
 
   get closed(): boolean {

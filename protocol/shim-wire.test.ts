@@ -57,7 +57,7 @@ describe('the op table', () => {
       const notification = isShimNotification(op as ShimOp);
       expect('replies' in spec, op).toBe(!notification);
     }
-    expect(Object.keys(SHIM_OPS).filter((op) => isShimNotification(op as ShimOp)).sort()).toEqual(['attach', 'fs.release', 'unlisten']);
+    expect(Object.keys(SHIM_OPS).filter((op) => isShimNotification(op as ShimOp)).sort()).toEqual(['attach', 'fs.release', 'notice', 'unlisten']);
   });
 
   it('checks replies against their shapes', () => {

@@ -80,7 +80,12 @@ export const SHIM_OPS = {
   },
   attach: {
     doc: "the program's socket is connected to proxyAddr:proxyPort from local port `port`: pair it with `stream`",
-    request: { stream: { kind: 'uint', max: 0xffffffff, example: 7 }, port: { ...PORT, example: 40312 } },
+    request: {
+      stream: { kind: 'uint', max: 0xffffffff, example: 7 },
+      port: { ...PORT, example: 40312 },
+      inode: { kind: 'uint', max: 0xffffffff, doc: "the program socket's inode (fstat st_ino): the proxy pairs only the connection whose peer is this socket", example: 995270 },
+      uid: { kind: 'uint', max: 0xffffffff, doc: "the program socket's owner (fstat st_uid): a peer the program already closed is matched by it", example: 1000 },
+    },
     notification: true,
   },
   resolve: {
@@ -122,7 +127,11 @@ export const SHIM_OPS = {
   },
   peer: {
     doc: 'accept()/accept4() on a subscribed listener returned a loopback connection',
-    request: { port: { ...PORT, doc: "the accepted connection's peer port", example: 51234 } },
+    request: {
+      port: { ...PORT, doc: "the accepted connection's peer port", example: 51234 },
+      addr: { ...ADDR, doc: "the accepted connection's peer address (loopback)", example: '127.0.0.1' },
+      localPort: { ...PORT, doc: "the accepted connection's own port (the program's listener)", example: 8080 },
+    },
     replies: {
       local: {},
       remote: {
@@ -132,6 +141,11 @@ export const SHIM_OPS = {
         localPort: PORT,
       },
     },
+  },
+  notice: {
+    doc: 'the program used a way the preload cannot follow (io_uring; connect or open through syscall()); sent once per kind and process',
+    request: { what: { kind: 'enum', values: ['io_uring', 'raw-connect', 'raw-open'], doc: 'which way', example: 'io_uring' } },
+    notification: true,
   },
   'fs.config': {
     doc: "once per process, on its first file call: the path rules",

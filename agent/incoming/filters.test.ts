@@ -73,7 +73,7 @@ describe('request filters: what a match is', () => {
 
   it('refuses what the CLI refuses: long patterns, too many headers, non-string parts', () => {
     expect(() => compileFilter({ headers: [], path: 'a'.repeat(513) })).toThrow('the path filter is longer than 512 characters');
-    expect(compileFilter({ headers: [], path: 'a'.repeat(512) })?.path).toBeInstanceOf(RegExp);
+    expect(compileFilter({ headers: [], path: 'a'.repeat(512) })?.path?.test('a'.repeat(512))).toBe(true);
     const headers = Array.from({ length: 33 }, (_, i) => ({ name: `x-${i}`, value: 'v' }));
     expect(() => compileFilter({ headers })).toThrow('at most 32 header filters');
     expect(() => compileFilter({ headers: [], path: 42 })).toThrow('the path filter must be a string');

@@ -5,15 +5,15 @@
  * match their pattern whole, the method must be equal. What a filter may contain is
  * checked by the rules the CLI uses too (common/http-filter.ts).
  */
-import { checkHeaderFilterCount, isHeaderName, isMethodName, wholeMatchPattern } from '../../common/http-filter.js';
+import { checkHeaderFilterCount, filterNarrows, isHeaderName, isMethodName, wholeMatchPattern, type WholeMatch } from '../../common/http-filter.js';
 import { TsmError } from '../../protocol/errors.js';
 import type { HttpFilter } from '../../protocol/messages.js';
 import { requestPath, type MessageHead } from './http1.js';
 
 export interface CompiledFilter {
   /** Names in lower case. */
-  headers: Array<{ name: string; value: RegExp }>;
-  path: RegExp | undefined;
+  headers: Array<{ name: string; value: WholeMatch }>;
+  path: WholeMatch | undefined;
   /** In upper case. */
   method: string | undefined;
   /** The filter as logs and conflict messages show it. */
@@ -21,11 +21,15 @@ export interface CompiledFilter {
 }
 
 /** `source` as a whole-match pattern; usage errors say "the <what> filter …". */
-export function wholeMatch(source: string, what: string): RegExp {
+export function wholeMatch(source: string, what: string): WholeMatch {
   return wholeMatchPattern(source, `the ${what} filter`);
 }
 
-/** Validates a filter from the wire; undefined for no filter. */
+/**
+ * Validates a filter from the wire; undefined for no filter, and for a filter that lets
+ * (nearly) every request through (common/http-filter.ts filterNarrows): that is a steal of
+ * all traffic, whatever the client calls it, for the policy and for port conflicts alike.
+ */
 export function compileFilter(value: unknown): CompiledFilter | undefined {
   if (value === undefined || value === null) return undefined;
   const f = value as Partial<HttpFilter>;
@@ -52,6 +56,7 @@ export function compileFilter(value: unknown): CompiledFilter | undefined {
     parts.push(`method ${compiled.method}`);
   }
   if (parts.length === 0) return undefined;
+  if (!filterNarrows({ path: compiled.path, headerValues: compiled.headers.map((h) => h.value), method: compiled.method })) return undefined;
   compiled.text = parts.join(', ');
   return compiled;
 }

@@ -19,6 +19,8 @@ export function registerAgent(program: Command): void {
     .option('--policy-poll <ms>', 'how often to look for policy changes', '5000')
     .option('--node-name <node>', "this node's name (default: $NODE_NAME)")
     .option('--health-listen <host:port>', 'also serve GET /healthz here, on the pod network, for the kubelet probes')
+    .option('--session-memory <MiB>', "the most one session's streams may hold in the agent's memory; above it the agent reads that session's connection no further until half has drained", '64')
+    .option('--insecure-no-auth', 'local mode: serve every local user, not only the one who started the agent (whose key in ~/.tsmirror/agents/ the CLI sends); never use it on a shared machine')
     .action(async (flags) => {
       // The CLI's one way into the agent: its other commands need none of it.
       const { runAgent } = await import('../../agent/command.js');

@@ -2,6 +2,8 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadAddon } from '../../native/index.js';
 import { HeldConnect, type HeldConnectOptions } from './held-connect.js';
+import { programSocketClaim } from './in-process-agent.js';
+import { lookupPeerOwner } from './program-socket.js';
 
 const addon = loadAddon();
 
@@ -26,6 +28,7 @@ function heldConnect(options: Partial<HeldConnectOptions> = {}): Harness {
     family: 4,
     listener,
     release: (family, port, clientPort) => addon.holdRelease(family, port, clientPort),
+    peerOwner: lookupPeerOwner,
     onReleased: (socket) => {
       h.released.push(socket);
       cleanup.push(() => socket.destroy());
@@ -45,6 +48,8 @@ function heldConnect(options: Partial<HeldConnectOptions> = {}): Harness {
   return h;
 }
 
+/** A claim for a program socket that is never released (node has no fd before its connect starts). */
+const unreleasedClaim = (s: net.Socket): { port: number; inode: number; uid: number } => ({ port: s.localPort ?? 0, inode: 1, uid: 0 });
 const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const connected = (s: net.Socket): Promise<void> => new Promise((resolve) => s.once('connect', () => resolve()));
 const refused = (s: net.Socket): Promise<string | undefined> => new Promise((resolve) => s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code)));
@@ -55,7 +60,7 @@ describe('held connect states', () => {
     expect(h.held.state).toBe('awaiting-attach-and-pod');
     await wait(50);
     expect(h.program.connecting).toBe(true); // its SYN was dropped
-    h.held.attached(h.program.localPort ?? 0);
+    h.held.attached(programSocketClaim(h.program));
     expect(h.held.state).toBe('awaiting-pod');
     const done = connected(h.program);
     h.held.podConnected();
@@ -76,7 +81,7 @@ describe('held connect states', () => {
     h.held.podConnected();
     expect(h.held.state).toBe('awaiting-attach');
     const done = connected(h.program);
-    h.held.attached(h.program.localPort ?? 0);
+    h.held.attached(programSocketClaim(h.program));
     expect(h.held.state).toBe('released');
     await done;
   });
@@ -84,7 +89,7 @@ describe('held connect states', () => {
   it('the pod fails: dropped, the listener closes and the program is refused at its next SYN', async () => {
     const h = heldConnect();
     const outcome = refused(h.program);
-    h.held.attached(h.program.localPort ?? 0);
+    h.held.attached(unreleasedClaim(h.program));
     h.held.podFailed();
     expect(h.held.state).toBe('dropped');
     expect(h.closedStream).toBe(0); // the stream is what told us
@@ -106,7 +111,7 @@ describe('held connect states', () => {
 
   it('attached but the pod never answers: dropped after heldPairTimeoutMs, and the stream closed', async () => {
     const h = heldConnect({ heldPairTimeoutMs: 50 });
-    h.held.attached(h.program.localPort ?? 0);
+    h.held.attached(unreleasedClaim(h.program));
     await wait(100);
     expect(h.held.state).toBe('dropped');
     expect(h.closedStream).toBe(1);
@@ -114,10 +119,19 @@ describe('held connect states', () => {
 
   it('the program closed its socket before the pod connected: the release is refused, and it is dropped', async () => {
     const h = heldConnect();
-    const port = h.program.localPort ?? 0;
-    h.held.attached(port);
+    h.held.attached(unreleasedClaim(h.program));
     h.program.destroy();
     await wait(20);
+    h.held.podConnected();
+    expect(h.held.state).toBe('dropped');
+    expect(h.closedStream).toBe(1);
+    expect(h.released).toHaveLength(0);
+  });
+
+  it('a release whose other end is not the claimed socket (another user\'s, on its port) is dropped, and the stream closed', async () => {
+    const h = heldConnect();
+    await wait(20);
+    h.held.attached({ ...programSocketClaim(h.program), inode: 1 });
     h.held.podConnected();
     expect(h.held.state).toBe('dropped');
     expect(h.closedStream).toBe(1);

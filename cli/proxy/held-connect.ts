@@ -6,8 +6,10 @@
  * order: the shim attaches (tells the program's local port) and the pod's connect is made
  * (tcp.connected). When both have, the proxy connects from the held listener's port to the
  * program's socket (holdRelease: a TCP simultaneous open) and relays it like any other
- * connection. When the pod's connect fails, the listener closes: the program's next SYN is
- * refused (ECONNREFUSED).
+ * connection, once the kernel says its other end is the socket the attach named
+ * (program-socket.ts): should the program's socket be gone by then, another user's
+ * listener on its port could have answered. When the pod's connect fails, the listener
+ * closes: the program's next SYN is refused (ECONNREFUSED).
  *
  *   awaiting-attach-and-pod ─attach──────► awaiting-pod ───pod connected──► released
  *            │                                  │ (no pod answer: heldPairTimeoutMs)
@@ -18,6 +20,7 @@
 import { closeSync } from 'node:fs';
 import net from 'node:net';
 import type { Family } from '../../protocol/messages.js';
+import { isProgramPeer, type PeerOwnerLookup, type ProgramSocketClaim } from './program-socket.js';
 
 export type HeldConnectState = 'awaiting-attach-and-pod' | 'awaiting-pod' | 'awaiting-attach' | 'released' | 'dropped';
 
@@ -33,6 +36,8 @@ export interface HeldConnectOptions {
   listener: HeldListener;
   /** Connects from the held listener's port to the program's socket; returns the proxy's fd. Throws when nothing answers there. */
   release: (family: Family, listenPort: number, clientPort: number) => number;
+  /** Who owns the other end of the released connection. */
+  peerOwner: PeerOwnerLookup;
   /** The connection is made: relay it. */
   onReleased: (socket: net.Socket) => void;
   /** Given up from this side: close the stream (the pod's connection goes). */
@@ -47,7 +52,7 @@ export interface HeldConnectOptions {
 
 export class HeldConnect {
   #state: HeldConnectState = 'awaiting-attach-and-pod';
-  #clientPort: number | undefined;
+  #claim: ProgramSocketClaim | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #opts: HeldConnectOptions;
 
@@ -64,9 +69,9 @@ export class HeldConnect {
     return this.#opts.listener.port;
   }
 
-  /** The shim's attach: the program's socket has `clientPort`. */
-  attached(clientPort: number): void {
-    this.#clientPort = clientPort;
+  /** The shim's attach: the program's socket (its port and inode). */
+  attached(claim: ProgramSocketClaim): void {
+    this.#claim = claim;
     if (this.#state === 'awaiting-attach-and-pod') {
       this.#enter('awaiting-pod', this.#opts.heldPairTimeoutMs, false);
     } else if (this.#state === 'awaiting-attach') {
@@ -107,17 +112,26 @@ export class HeldConnect {
   }
 
   #release(): void {
+    const claim = this.#claim;
     let fd: number;
     try {
-      fd = this.#opts.release(this.#opts.family, this.#opts.listener.port, this.#clientPort ?? 0);
+      fd = this.#opts.release(this.#opts.family, this.#opts.listener.port, claim?.port ?? 0);
     } catch {
       // The program closed its socket meanwhile (nothing answers on its port).
       this.drop();
       this.#opts.closeStream();
       return;
     }
-    this.#settle('released');
     const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+    const owner = this.#opts.peerOwner(socket);
+    if (!claim || !owner || !isProgramPeer(claim, socket.remotePort ?? 0, owner)) {
+      // Not the program's socket: it closed, and something else answered on its port.
+      socket.destroy();
+      this.drop();
+      this.#opts.closeStream();
+      return;
+    }
+    this.#settle('released');
     socket.setNoDelay(true);
     this.#opts.onReleased(socket);
   }

@@ -4,6 +4,7 @@
  * the test sets, and agent messages the test emits. The "pod" is this machine's loopback.
  */
 import { EventEmitter } from 'node:events';
+import { fstatSync } from 'node:fs';
 import net from 'node:net';
 import { RemoteError } from '../../protocol/errors.js';
 import type { AgentHello, AgentMessage, ClientRequest, ResultOf, StreamMessage } from '../../protocol/messages.js';
@@ -87,4 +88,12 @@ export async function echoServer(): Promise<{ port: number; connections: Set<net
       server.close(() => resolve());
     }),
   };
+}
+
+/** What the shim's attach says about a program socket of this process: its port, inode and owner. */
+export function programSocketClaim(socket: net.Socket): { port: number; inode: number; uid: number } {
+  // The fd of a connected TCP socket (libuv's handle); the shim fstat()s its own.
+  const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+  const st = fstatSync(fd);
+  return { port: socket.localPort ?? 0, inode: st.ino, uid: st.uid };
 }

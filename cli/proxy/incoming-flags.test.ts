@@ -31,4 +31,11 @@ describe('incoming flags', () => {
     expect(() => parseIncomingFlags({ ...base, portMap: ['3000:70000'] })).toThrow(/not a port/);
     expect(() => parseIncomingFlags({ ...base, ports: '80,x' })).toThrow(/not a port/);
   });
+
+  it('refuses filters that match every request: they would steal all traffic', () => {
+    for (const flags of [{ httpPath: '.*' }, { httpPath: '/.*' }, { httpHeader: ['x-dev: .*'] }]) {
+      expect(() => parseIncomingFlags({ ...base, ...flags }), JSON.stringify(flags)).toThrow('these HTTP filters match (nearly) every request, so they would steal all traffic');
+    }
+    expect(parseIncomingFlags({ ...base, httpHeader: ['x-dev: .*', 'x-tenant: acme'] }).filter?.headers).toHaveLength(2);
+  });
 });

@@ -3,7 +3,7 @@
  * turned into the options of the CLI's incoming side (incoming.ts).
  */
 import { TsmError } from '../../protocol/errors.js';
-import { checkHeaderFilterCount, isHeaderName, isMethodName, wholeMatchPattern } from '../../common/http-filter.js';
+import { checkHeaderFilterCount, filterNarrows, isHeaderName, isMethodName, wholeMatchPattern } from '../../common/http-filter.js';
 import type { HttpFilter, IncomingMode } from '../../protocol/messages.js';
 
 /**
@@ -66,6 +66,16 @@ export function parseIncomingFlags(flags: IncomingFlags): IncomingOptions {
     filter.method = flags.httpMethod.toUpperCase();
   }
   const filtered = headers.length > 0 || filter.path !== undefined || filter.method !== undefined;
+  // The agent counts a filter that lets every request through as a steal of all traffic;
+  // say so here rather than let the subscription be refused later.
+  if (filtered && !filterNarrows({
+    path: filter.path === undefined ? undefined : wholeMatchPattern(filter.path, '--http-path'),
+    headerValues: headers.map((h) => wholeMatchPattern(h.value, `--http-header ${h.name}`)),
+    method: filter.method,
+  })) {
+    throw new TsmError('TSM_ERR_USAGE', 'these HTTP filters match (nearly) every request, so they would steal all traffic',
+      { hint: "narrow them (for example --http-header 'x-dev: alice'), or drop them and use --steal to take every connection" });
+  }
   if (flags.mirror && flags.steal) throw new TsmError('TSM_ERR_USAGE', '--mirror and --steal exclude each other');
   if (flags.mirror && filtered) {
     throw new TsmError('TSM_ERR_USAGE', 'HTTP filters (--http-header, --http-path, --http-method) select requests to steal; a mirror copies every connection',

@@ -77,8 +77,28 @@ describe('incoming connections to the program', () => {
     await until(() => program.accepted.length === 1);
     const conn = program.accepted[0];
     expect(await conn?.first).toBe('GET / HTTP/1.1\r\n\r\n');
-    expect(incoming.peer({ op: 'peer', port: conn?.socket.remotePort ?? 0 })).toEqual({ ok: true, action: 'remote', addr: '10.244.0.9', port: 51000, localAddr: '10.244.0.5', localPort: 8080 });
-    expect(incoming.peer({ op: 'peer', port: 1 })).toEqual({ ok: true, action: 'local' });
+    const accepted = { op: 'peer', port: conn?.socket.remotePort ?? 0, addr: conn?.socket.remoteAddress ?? '', localPort: program.port } as const;
+    expect(incoming.peer(accepted)).toEqual({ ok: true, action: 'remote', addr: '10.244.0.9', port: 51000, localAddr: '10.244.0.5', localPort: 8080 });
+    expect(incoming.peer({ ...accepted, port: 1 })).toEqual({ ok: true, action: 'local' });
+  });
+
+  it('a local user who connects to the program\'s listener from our relay\'s port on another loopback address is no pod client', async () => {
+    const agent = new InProcessAgent();
+    const incoming = manager(agent);
+    const program = await programListener();
+    await incoming.listen({ op: 'listen', port: 8080, localPort: program.port, family: 4 });
+    podClient(agent, 8080, 'GET / HTTP/1.1\r\n\r\n');
+    await until(() => program.accepted.length === 1);
+    const relayPort = program.accepted[0]?.socket.remotePort ?? 0;
+    const impostor = net.connect({ port: program.port, host: '127.0.0.1', localAddress: '127.0.0.2', localPort: relayPort });
+    impostor.on('error', () => undefined);
+    cleanup.push(() => impostor.destroy());
+    await until(() => program.accepted.length === 2);
+    const accepted = program.accepted[1]?.socket;
+    expect(accepted?.remoteAddress).toBe('127.0.0.2');
+    expect(incoming.peer({ op: 'peer', port: accepted?.remotePort ?? 0, addr: accepted?.remoteAddress ?? '', localPort: program.port })).toEqual({ ok: true, action: 'local' });
+    // Ours, asked about with the wrong listener port, is not it either.
+    expect(incoming.peer({ op: 'peer', port: relayPort, addr: '127.0.0.1', localPort: 1 })).toEqual({ ok: true, action: 'local' });
   });
 
   it('debugger ports and a targetless session stay local', async () => {

@@ -29,6 +29,8 @@ interface Listener {
 interface Relayed {
   info: IncomingOpen;
   socket: net.Socket;
+  /** The program's listener port it connects to. */
+  listenerPort: number;
 }
 
 export class IncomingManager {
@@ -146,7 +148,12 @@ export class IncomingManager {
     );
   }
 
-  /** op peer: { port: the peer port of a connection the program accepted on loopback } */
+  /**
+   * op peer: { port, addr: the peer of a connection the program accepted on loopback,
+   * localPort: the connection's own port }. Any local user can connect to the program's
+   * listener, from any loopback address and port: only a connection whose four-tuple is
+   * one of ours (a live connection's is unique) stands for a pod client.
+   */
   peer(req: ShimRequestOf<'peer'>): ShimReplyOf['peer'] {
     const p = req.port;
     let r = this.#byPort.get(p);
@@ -161,7 +168,7 @@ export class IncomingManager {
         }
       }
     }
-    if (!r) return { ok: true, action: 'local' };
+    if (!r || !isOurConnection(r, req)) return { ok: true, action: 'local' };
     const i = r.info;
     return { ok: true, action: 'remote', addr: i.remoteAddress, port: i.remotePort, localAddr: i.localAddress, localPort: i.localPort };
   }
@@ -187,7 +194,7 @@ export class IncomingManager {
     const mux = this.#agent.peer.mux;
     this.stats.connections++;
     const socket = net.connect({ port: l.localPort, host: l.host, allowHalfOpen: true, noDelay: true });
-    const r: Relayed = { info: m, socket };
+    const r: Relayed = { info: m, socket, listenerPort: l.localPort };
     this.#relayed.add(r);
     let bound = false;
     socket.once('connect', () => {
@@ -230,4 +237,16 @@ export class IncomingManager {
     this.#relayed.clear();
     this.#byPort.clear();
   }
+}
+
+/** Whether the program's accepted connection (its peer `addr`:`port`, its own `localPort`) is the other end of `r`'s. */
+function isOurConnection(r: Relayed, accepted: { addr: string; port: number; localPort: number }): boolean {
+  // Its own address (getsockname) is there while node still reports it connecting; its peer's is not.
+  const ours = r.socket.address();
+  if (r.socket.destroyed || !('port' in ours) || ours.port !== accepted.port || r.listenerPort !== accepted.localPort) return false;
+  return unmapped(ours.address) === unmapped(accepted.addr);
+}
+
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }

@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RemoteError } from '../../protocol/errors.js';
 import type { ShimRequestOf } from '../../protocol/shim-wire.js';
-import { echoServer, InProcessAgent } from './in-process-agent.js';
+import { echoServer, InProcessAgent, programSocketClaim } from './in-process-agent.js';
 import { OutgoingTcp } from './outgoing-tcp.js';
 
 const dest = { action: 'remote', address: '10.0.0.9', family: 4 } as const;
@@ -60,14 +61,12 @@ describe('outgoing TCP: the pod connects first, then the program is paired by it
     const program = programConnect((reply as { proxyPort: number }).proxyPort);
     sockets.push(program);
     await once(program, 'connect');
-    tcp.attach({ op: 'attach', stream: 1, port: program.localPort ?? 0 });
+    tcp.attach({ op: 'attach', stream: 1, ...programSocketClaim(program) });
     expect(await roundTrip(program, 'ping')).toBe('ping');
     expect(tcp.stats).toEqual({ tcpConnects: 1, heldConnects: 0 });
   });
 
   it('pairs an attach that arrives before the accept', async () => {
-    agent.answers['tcp.connect'] = (b) => agent.connectInPod(b.stream, echo.port);
-    const reply = await tcp.connect(connect(), dest) as { proxyPort: number; stream: number };
     // Bind the program's port first so the attach can name it before the connect is accepted.
     const program = new net.Socket();
     sockets.push(program);
@@ -75,7 +74,12 @@ describe('outgoing TCP: the pod connects first, then the program is paired by it
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const freePort = (probe.address() as net.AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    tcp.attach({ op: 'attach', stream: reply.stream, port: freePort });
+    // Node has no socket (no inode) before its connect: the kernel's answer is the test's.
+    await tcp.close();
+    tcp = await OutgoingTcp.start(agent, { pairTimeoutMs: 200, peerOwner: (s) => (s.remotePort === freePort ? { inode: 42, uid: 0 } : undefined) });
+    agent.answers['tcp.connect'] = (b) => agent.connectInPod(b.stream, echo.port);
+    const reply = await tcp.connect(connect(), dest) as { proxyPort: number; stream: number };
+    tcp.attach({ op: 'attach', stream: reply.stream, port: freePort, inode: 42, uid: 0 });
     program.connect({ port: reply.proxyPort, host: '127.0.0.1', localPort: freePort, localAddress: '127.0.0.1' });
     await once(program, 'connect');
     expect(await roundTrip(program, 'early attach')).toBe('early attach');
@@ -100,9 +104,52 @@ describe('outgoing TCP: the pod connects first, then the program is paired by it
     sockets.push(stray);
     await once(stray, 'close'); // pairTimeoutMs
     expect(agent.peer.mux.has(reply.stream)).toBe(true);
-    tcp.attach({ op: 'attach', stream: reply.stream, port: 1 }); // a port nothing connects from
+    tcp.attach({ op: 'attach', stream: reply.stream, port: 1, inode: 1, uid: 0 }); // a socket that never connects
     await until(() => !agent.peer.mux.has(reply.stream));
     await until(() => echo.connections.size === 0); // the pod's connection went with it
+  });
+});
+
+describe('another local user cannot take the program\'s connection', () => {
+  /** The program's socket connected to the proxy's listener, and the proxy has accepted it (unclaimed yet). */
+  async function programConnected(): Promise<{ reply: { proxyPort: number; stream: number }; program: net.Socket }> {
+    agent.answers['tcp.connect'] = (b) => agent.connectInPod(b.stream, echo.port);
+    const reply = await tcp.connect(connect(), dest) as { proxyPort: number; stream: number };
+    const program = programConnect(reply.proxyPort);
+    sockets.push(program);
+    await once(program, 'connect');
+    await new Promise((r) => setTimeout(r, 30));
+    return { reply, program };
+  }
+
+  it('a connection from the program\'s port on another loopback address is not paired; the program\'s own is', async () => {
+    await tcp.close();
+    tcp = await OutgoingTcp.start(agent, { pairTimeoutMs: 2000 });
+    const { reply, program } = await programConnected();
+    const squatter = net.connect({ port: reply.proxyPort, host: '127.0.0.1', localAddress: '127.0.0.2', localPort: program.localPort ?? 0 });
+    sockets.push(squatter);
+    squatter.on('error', () => undefined);
+    const squatterGot: string[] = [];
+    squatter.on('data', (d: Buffer) => squatterGot.push(d.toString()));
+    await once(squatter, 'connect');
+    squatter.write('injected');
+    await new Promise((r) => setTimeout(r, 30)); // accepted after the program's connection
+    tcp.attach({ op: 'attach', stream: reply.stream, ...programSocketClaim(program) });
+    expect(await roundTrip(program, 'mine')).toBe('mine');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(squatterGot).toEqual([]);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('another user who writes from the program\'s port and closes at once is not paired', async () => {
+    await tcp.close();
+    tcp = await OutgoingTcp.start(agent, { pairTimeoutMs: 2000 });
+    const { reply, program } = await programConnected();
+    const script = `import socket\ns=socket.socket()\ns.bind(('127.0.0.2',${program.localPort ?? 0}))\ns.connect(('127.0.0.1',${reply.proxyPort}))\ns.sendall(b'injected')\ns.close()`;
+    const squatter = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '/usr/bin/python3', '-c', script], { stdio: 'ignore' });
+    expect(await once<number>(squatter, 'exit')).toBe(0);
+    await new Promise((r) => setTimeout(r, 30));
+    tcp.attach({ op: 'attach', stream: reply.stream, ...programSocketClaim(program) });
+    expect(await roundTrip(program, 'mine')).toBe('mine');
   });
 });
 
@@ -123,7 +170,7 @@ describe('held connects through OutgoingTcp', () => {
     program.once('connect', () => { connected = true; });
     await new Promise((r) => setTimeout(r, 100));
     expect(connected).toBe(false); // its SYN is dropped: still connecting
-    tcp.attach({ op: 'attach', stream: 1, port: program.localPort ?? 0 });
+    tcp.attach({ op: 'attach', stream: 1, ...programSocketClaim(program) });
     const pod = await agent.connectInPod(1, echo.port);
     agent.emit({ type: 'tcp.connected', stream: 1, ...pod });
     await until(() => connected);
@@ -141,7 +188,7 @@ describe('held connects through OutgoingTcp', () => {
     const program = net.connect({ port: reply.proxyPort, host: '127.0.0.1' });
     sockets.push(program);
     const failed = new Promise<string | undefined>((resolve) => program.once('error', (e: NodeJS.ErrnoException) => resolve(e.code)));
-    tcp.attach({ op: 'attach', stream: 1, port: program.localPort ?? 0 });
+    tcp.attach({ op: 'attach', stream: 1, port: program.localPort ?? 0, inode: 1, uid: 0 });
     agent.podMux.close(1, osConstants.errno.EHOSTUNREACH);
     await until(() => tcp.heldCount === 0);
     expect(await failed).toBe('ECONNREFUSED'); // at the SYN retransmission, about 1 s later

@@ -1,9 +1,10 @@
 /**
  * Outgoing TCP (docs/ARCHITECTURE.md, "Outgoing TCP"). The proxy opens the connection in
  * the pod first (so the program sees the pod's error, e.g. ECONNREFUSED), then lets the
- * program's own socket connect to a loopback listener here and pairs the two by the
- * program's local port: the shim's attach (on the unix socket) and the accept (on the
- * listener) race, and whichever comes second completes the pair. Bytes never pass a hook.
+ * program's own socket connect to a loopback listener here and pairs the two: the shim's
+ * attach (on the unix socket) names the program's socket (port and inode), the accept (on
+ * the listener) is paired only when its peer is that socket (program-socket.ts), and
+ * whichever of the two comes second completes the pair. Bytes never pass a hook.
  *
  * A non-blocking connect that the pod has not finished within HOLD_MS is answered at once
  * and completes on its own later: see held-connect.ts.
@@ -13,6 +14,7 @@ import type { AgentMessage, Family } from '../../protocol/messages.js';
 import { loadAddon } from '../../native/index.js';
 import { HeldConnect, type HeldListener } from './held-connect.js';
 import { podRefusal, type Destination } from './outgoing-policy.js';
+import { isProgramPeer, lookupPeerOwner, type PeerOwner, type PeerOwnerLookup, type ProgramSocketClaim } from './program-socket.js';
 import type { ProxyAgent } from './proxy-agent.js';
 import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
@@ -37,6 +39,8 @@ export interface OutgoingTcpOptions {
   /** The held listener and its release (native/addon). */
   holdListen: (family: Family) => HeldListener;
   holdRelease: (family: Family, listenPort: number, clientPort: number) => number;
+  /** Who owns the peer of an accepted (or released) connection. */
+  peerOwner: PeerOwnerLookup;
 }
 
 export const DEFAULT_OUTGOING_TCP_OPTIONS: OutgoingTcpOptions = {
@@ -46,6 +50,7 @@ export const DEFAULT_OUTGOING_TCP_OPTIONS: OutgoingTcpOptions = {
   maxHeld: 256,
   holdListen: (family) => loadAddon().holdListen(family),
   holdRelease: (family, port, clientPort) => loadAddon().holdRelease(family, port, clientPort),
+  peerOwner: lookupPeerOwner,
 };
 
 export interface OutgoingTcpStats {
@@ -54,10 +59,17 @@ export interface OutgoingTcpStats {
   heldConnects: number;
 }
 
-/** One half of a connection waiting for the other: the stream (from the attach) or the socket (from the accept). */
-interface PendingPair {
-  stream: number | undefined;
-  socket: net.Socket | undefined;
+/** An attach waiting for its connection. */
+interface PendingClaim {
+  stream: number;
+  claim: ProgramSocketClaim;
+  timer: NodeJS.Timeout;
+}
+
+/** An accepted connection waiting for the attach that claims it. */
+interface PendingAccept {
+  socket: net.Socket;
+  owner: PeerOwner;
   timer: NodeJS.Timeout;
 }
 
@@ -66,8 +78,10 @@ export class OutgoingTcp {
   readonly #agent: ProxyAgent;
   readonly #opts: OutgoingTcpOptions;
   readonly #listeners = new Map<Family, { server: net.Server; port: number }>();
-  /** Pending pairs by the program's local port. */
-  readonly #pairs = new Map<number, PendingPair>();
+  /** Attaches waiting for their connection, by the program's local port. */
+  readonly #claims = new Map<number, PendingClaim>();
+  /** Accepted connections waiting for their attach, by their peer's port (another user's may share it). */
+  readonly #accepts = new Map<number, PendingAccept[]>();
   /** Held connects still waiting, by stream. */
   readonly #held = new Map<number, HeldConnect>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
@@ -147,27 +161,44 @@ export class OutgoingTcp {
     }
   }
 
-  /** The shim's attach: the program's socket for `stream` has local port `port`. */
+  /** The shim's attach: the program's socket for `stream` has local port `port` and inode `inode`. */
   attach(n: ShimRequestOf<'attach'>): void {
+    const claim: ProgramSocketClaim = { port: n.port, inode: n.inode, uid: n.uid };
     const held = this.#held.get(n.stream);
     if (held) {
-      held.attached(n.port);
+      held.attached(claim);
       return;
     }
-    const pair = this.#pair(n.port);
-    pair.stream = n.stream;
-    this.#complete(n.port, pair);
+    const accepted = this.#accepts.get(n.port)?.find((a) => isProgramPeer(claim, n.port, a.owner));
+    if (accepted) {
+      this.#unqueue(n.port, accepted);
+      this.#agent.peer.mux.bindSocket(n.stream, accepted.socket);
+      return;
+    }
+    const replaced = this.#claims.get(n.port);
+    if (replaced) clearTimeout(replaced.timer);
+    const pending: PendingClaim = {
+      stream: n.stream,
+      claim,
+      timer: setTimeout(() => {
+        if (this.#claims.get(n.port) === pending) this.#claims.delete(n.port);
+        this.#agent.peer.mux.close(n.stream);
+      }, this.#opts.pairTimeoutMs),
+    };
+    this.#claims.set(n.port, pending);
   }
 
   async close(): Promise<void> {
     // A program that has exited leaves half-closed connections whose pod side may never
     // close (a server that keeps the connection open); they must not keep tsmirror alive.
     for (const c of this.#connections) c.destroy();
-    for (const p of this.#pairs.values()) {
-      clearTimeout(p.timer);
-      p.socket?.destroy();
+    for (const c of this.#claims.values()) clearTimeout(c.timer);
+    this.#claims.clear();
+    for (const a of [...this.#accepts.values()].flat()) {
+      clearTimeout(a.timer);
+      a.socket.destroy();
     }
-    this.#pairs.clear();
+    this.#accepts.clear();
     for (const held of [...this.#held.values()]) held.drop();
     const servers = [...this.#listeners.values()].map((l) => l.server);
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
@@ -178,6 +209,7 @@ export class OutgoingTcp {
       family,
       listener: this.#opts.holdListen(family),
       release: this.#opts.holdRelease,
+      peerOwner: this.#opts.peerOwner,
       onReleased: (socket) => {
         this.#track(socket);
         this.#agent.peer.mux.bindSocket(stream, socket);
@@ -193,28 +225,11 @@ export class OutgoingTcp {
     return held;
   }
 
-  #pair(port: number): PendingPair {
-    let pair = this.#pairs.get(port);
-    if (!pair) {
-      const created: PendingPair = {
-        stream: undefined, socket: undefined,
-        timer: setTimeout(() => {
-          this.#pairs.delete(port);
-          created.socket?.destroy();
-          if (created.stream !== undefined) this.#agent.peer.mux.close(created.stream);
-        }, this.#opts.pairTimeoutMs),
-      };
-      this.#pairs.set(port, created);
-      pair = created;
-    }
-    return pair;
-  }
-
-  #complete(port: number, pair: PendingPair): void {
-    if (pair.stream === undefined || !pair.socket) return;
-    clearTimeout(pair.timer);
-    this.#pairs.delete(port);
-    this.#agent.peer.mux.bindSocket(pair.stream, pair.socket);
+  #unqueue(port: number, accepted: PendingAccept): void {
+    clearTimeout(accepted.timer);
+    const rest = (this.#accepts.get(port) ?? []).filter((a) => a !== accepted);
+    if (rest.length > 0) this.#accepts.set(port, rest);
+    else this.#accepts.delete(port);
   }
 
   #track(socket: net.Socket): void {
@@ -225,13 +240,29 @@ export class OutgoingTcp {
 
   #accepted(socket: net.Socket): void {
     const port = socket.remotePort;
-    if (port === undefined) {
+    // Asked at once: the peer's socket keeps its inode only while its owner has it open.
+    const owner = port === undefined ? undefined : this.#opts.peerOwner(socket);
+    if (port === undefined || !owner) {
       socket.destroy();
       return;
     }
     this.#track(socket);
-    const pair = this.#pair(port);
-    pair.socket = socket;
-    this.#complete(port, pair);
+    const claim = this.#claims.get(port);
+    if (claim && isProgramPeer(claim.claim, port, owner)) {
+      clearTimeout(claim.timer);
+      this.#claims.delete(port);
+      this.#agent.peer.mux.bindSocket(claim.stream, socket);
+      return;
+    }
+    // Unclaimed (the attach is still on its way) or not the claimed socket (someone else's).
+    const pending: PendingAccept = {
+      socket,
+      owner,
+      timer: setTimeout(() => {
+        this.#unqueue(port, pending);
+        socket.destroy();
+      }, this.#opts.pairTimeoutMs),
+    };
+    this.#accepts.set(port, [...(this.#accepts.get(port) ?? []), pending]);
   }
 }

@@ -5,8 +5,8 @@ import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { unpackPlain } from '../../protocol/codec.js';
 import { encodeShimRequest, shimFrame, type ShimRequest } from '../../protocol/shim-wire.js';
-import { echoServer, InProcessAgent } from './in-process-agent.js';
-import { SessionProxy } from './session-proxy.js';
+import { echoServer, InProcessAgent, programSocketClaim } from './in-process-agent.js';
+import { SessionProxy, UNSEEN_WARNINGS } from './session-proxy.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsm-proxy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,11 +58,44 @@ describe('session proxy: one op, one handler', () => {
     expect(reply).toMatchObject({ ok: true, action: 'proxy', proxyAddr: '127.0.0.1', stream: 1 });
     const program = net.connect({ port: reply?.proxyPort ?? 0, host: '127.0.0.1' });
     await new Promise((r) => program.once('connect', r));
-    await ask([{ op: 'attach', stream: reply?.stream, port: program.localPort }], 0);
+    await ask([{ op: 'attach', stream: reply?.stream, ...programSocketClaim(program) }], 0);
     program.write('through the pod');
     expect(await new Promise<string>((resolve) => program.once('data', (d: Buffer) => resolve(d.toString())))).toBe('through the pod');
     program.destroy();
     expect(proxy.stats).toMatchObject({ tcpConnects: 1, heldConnects: 0, localPassThrough: 0, failures: 0 });
+  });
+
+  it('a blocking connect whose shim closed its channel meanwhile (a signal interrupted it): the pod connection is closed, not kept for the session', async () => {
+    agent.answers['tcp.connect'] = async (b) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return agent.connectInPod(b.stream, echo.port);
+    };
+    shim.write(shimFrame(encodeShimRequest({ op: 'connect', proto: 'tcp', family: 4, addr: '10.0.0.9', port: 80, timeoutMs: 0 })));
+    await new Promise((r) => setTimeout(r, 20));
+    shim.destroy();
+    const end = Date.now() + 3000;
+    while ((agent.peer.mux.size > 0 || echo.connections.size > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    expect(agent.requests.map((r) => r.type)).toEqual(['tcp.connect']);
+    expect(agent.peer.mux.size).toBe(0);
+    expect(echo.connections.size).toBe(0);
+  });
+
+  it('notices of what the preload cannot see: one warning per kind and session, every one counted', async () => {
+    const warned: string[] = [];
+    const quiet = await SessionProxy.start(agent, {
+      routing: { remoteLocalhost: false, localDest: [], remoteDest: [] },
+      localNameservers: [], podNameservers: [], log: () => undefined, tmpdir: dir, warn: (line) => warned.push(line),
+    });
+    const frames = (['io_uring', 'io_uring', 'raw-open', 'raw-connect', 'raw-open'] as const).map((what) => shimFrame(encodeShimRequest({ op: 'notice', what })));
+    for (const frame of frames) {
+      const process = net.connect(quiet.socketPath); // each from another process of the program
+      process.end(frame);
+    }
+    const end = Date.now() + 3000;
+    while (quiet.stats.unseen < 5 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    expect(quiet.stats.unseen).toBe(5);
+    expect(warned.sort()).toEqual([UNSEEN_WARNINGS.io_uring, UNSEEN_WARNINGS['raw-connect'], UNSEEN_WARNINGS['raw-open']].sort());
+    await quiet.close();
   });
 
   it('loopback stays local; names go to the pod; localhost does not', async () => {
@@ -98,7 +131,7 @@ describe('session proxy: one op, one handler', () => {
       { op: 'fs.config' },
       { op: 'fs.stat', path: '/data/x' },
       { op: 'listen', port: 8080, localPort: 8080, family: 4 },
-      { op: 'peer', port: 40000 },
+      { op: 'peer', port: 40000, addr: '127.0.0.1', localPort: 8080 },
     ])).toEqual([
       { ok: true, mode: 'local' },
       { ok: false, errno: osConstants.errno.ENOSYS, message: 'this session has no pod files' },

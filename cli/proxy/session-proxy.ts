@@ -42,6 +42,13 @@ const WITHOUT_POD_FILES: FileHandlers = {
   'fs.truncate': () => NO_POD_FILES,
 };
 
+/** What the shim saw the program do past the preload (a `notice`), as the user is told once per kind. */
+export const UNSEEN_WARNINGS: Record<ShimRequestOf<'notice'>['what'], string> = {
+  io_uring: 'the program uses io_uring, which the preload cannot see: its connects and opens through io_uring go to this machine, not the pod',
+  'raw-connect': 'the program connects through syscall(SYS_connect), which the preload cannot redirect: those connections go to this machine, not the pod',
+  'raw-open': 'the program opens files through syscall(SYS_open/SYS_openat), which the preload cannot redirect: those files are read on this machine, not in the pod',
+};
+
 export interface ProxyStats {
   tcpConnects: number;
   /** Non-blocking connects answered before the pod's connect was done. */
@@ -50,6 +57,8 @@ export interface ProxyStats {
   lookups: number;
   localPassThrough: number;
   failures: number;
+  /** The shim's notices: the program did something the preload cannot see (kinds, once each per process). */
+  unseen: number;
 }
 
 export interface SessionProxyOptions extends OutgoingPolicy {
@@ -58,6 +67,8 @@ export interface SessionProxyOptions extends OutgoingPolicy {
   files?: FileRules;
   /** Incoming traffic (listen/unlisten/peer ops); without it the program's listeners stay local. */
   incoming?: IncomingManager;
+  /** One line for the user (default: stderr, `tsmirror: warning: …`). */
+  warn?: (line: string) => void;
   /** Where the private folder goes (default: the temporary folder). */
   tmpdir?: string;
   /** Timeouts and the held listener, for tests. */
@@ -71,6 +82,7 @@ export class SessionProxy implements ShimEndpoint {
   readonly files: FileProxy | undefined;
   readonly #dir: string;
   readonly #opts: SessionProxyOptions;
+  readonly #agent: ProxyAgent;
   readonly #unix: net.Server;
   readonly #clients = new Set<net.Socket>();
   readonly #tcp: OutgoingTcp;
@@ -78,11 +90,14 @@ export class SessionProxy implements ShimEndpoint {
   readonly #dns: PodDns;
   #localPassThrough = 0;
   #failures = 0;
+  #unseen = 0;
+  readonly #warned = new Set<ShimRequestOf<'notice'>['what']>();
   /** One handler per op (a new op in protocol/shim-wire.ts fails to compile until it is here). */
   readonly #handlers: ShimHandlers;
 
   private constructor(agent: ProxyAgent, opts: SessionProxyOptions) {
     this.#opts = opts;
+    this.#agent = agent;
     this.#tcp = new OutgoingTcp(agent, opts.tcp);
     this.#udp = new UdpRelays(agent, opts.udp);
     this.#dns = new PodDns(agent, opts.routing);
@@ -99,6 +114,7 @@ export class SessionProxy implements ShimEndpoint {
       listen: (r) => (incoming ? incoming.listen(r) : localListen),
       unlisten: (n) => incoming?.unlisten(n),
       peer: (r) => (incoming ? incoming.peer(r) : localListen),
+      notice: (n) => this.#notice(n.what),
       ...(this.files?.handlers ?? WITHOUT_POD_FILES),
     };
     this.#unix = net.createServer((c) => {
@@ -122,7 +138,7 @@ export class SessionProxy implements ShimEndpoint {
   get stats(): ProxyStats {
     return {
       ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups,
-      localPassThrough: this.#localPassThrough, failures: this.#failures,
+      localPassThrough: this.#localPassThrough, failures: this.#failures, unseen: this.#unseen,
     };
   }
 
@@ -178,6 +194,26 @@ export class SessionProxy implements ShimEndpoint {
       default:
         return fileFailure(err); // EINVAL, as docs/shim-ipc.md says for the file ops
     }
+  }
+
+  /**
+   * ShimEndpoint: the shim closed its channel before this answer went out (a signal
+   * interrupted the program's blocking connect). A pod connection nobody will attach to
+   * is closed now rather than at the end of the session.
+   */
+  undelivered(request: ShimCall, reply: ShimReply): void {
+    if (request.op !== 'connect' || request.proto !== 'tcp' || !reply.ok || !('stream' in reply)) return;
+    const stream = reply.stream;
+    if (typeof stream === 'number' && stream > 0) this.#agent.peer.mux.close(stream);
+  }
+
+  /** One warning per kind and session, however many processes report it. */
+  #notice(what: ShimRequestOf<'notice'>['what']): void {
+    this.#unseen++;
+    if (this.#warned.has(what)) return;
+    this.#warned.add(what);
+    const warn = this.#opts.warn ?? ((line: string) => void process.stderr.write(`tsmirror: warning: ${line}\n`));
+    warn(UNSEEN_WARNINGS[what]);
   }
 
   async #connect(req: ShimRequestOf<'connect'>): Promise<ShimReplyOf['connect']> {

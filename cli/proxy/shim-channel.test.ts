@@ -15,6 +15,7 @@ class RecordingEndpoint implements ShimEndpoint {
   calls: ShimCall[] = [];
   notifications: ShimNotification[] = [];
   refused: ShimFrameError[] = [];
+  undeliveredReplies: { request: ShimCall; reply: ShimReply }[] = [];
   async answer(request: ShimCall): Promise<ShimReply> {
     this.calls.push(request);
     if (request.op === 'resolve') await new Promise((r) => setTimeout(r, request.name === 'slow' ? 80 : 0));
@@ -22,6 +23,9 @@ class RecordingEndpoint implements ShimEndpoint {
   }
   notify(n: ShimNotification): void {
     this.notifications.push(n);
+  }
+  undelivered(request: ShimCall, reply: ShimReply): void {
+    this.undeliveredReplies.push({ request, reply });
   }
   refuse(err: ShimFrameError): ShimReply | undefined {
     this.refused.push(err);
@@ -93,11 +97,11 @@ describe('shim channel framing', () => {
 
   it('gives notifications to notify and sends no reply for them', async () => {
     const c = await shim();
-    c.socket.write(Buffer.concat([frame({ op: 'attach', stream: 3, port: 4000 }), frame({ op: 'fs.release', handle: 2 }), frame({ op: 'resolve', name: 'db' })]));
+    c.socket.write(Buffer.concat([frame({ op: 'attach', stream: 3, port: 4000, inode: 995270, uid: 1000 }), frame({ op: 'fs.release', handle: 2 }), frame({ op: 'resolve', name: 'db' })]));
     await c.replyCount(1);
     await new Promise((r) => setTimeout(r, 30));
     expect(c.replies).toEqual([{ ok: true, action: 'remote', name: 'db' }]);
-    expect(endpoint.notifications).toEqual([{ op: 'attach', stream: 3, port: 4000 }, { op: 'fs.release', handle: 2 }]);
+    expect(endpoint.notifications).toEqual([{ op: 'attach', stream: 3, port: 4000, inode: 995270, uid: 1000 }, { op: 'fs.release', handle: 2 }]);
     c.socket.destroy();
   });
 
@@ -139,5 +143,16 @@ describe('shim channel framing', () => {
     }
     expect(logged).toEqual(Array(3).fill('shim sent a malformed frame; dropping its channel'));
     expect(endpoint.calls).toHaveLength(0);
+  });
+
+  it('the shim closing while it waits (a signal interrupted its connect): the answer goes to undelivered, nothing is written', async () => {
+    const c = await shim();
+    c.socket.write(frame({ op: 'resolve', name: 'slow' }));
+    await new Promise((r) => setTimeout(r, 20));
+    c.socket.destroy();
+    const end = Date.now() + 2000;
+    while (endpoint.undeliveredReplies.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    expect(endpoint.undeliveredReplies).toEqual([{ request: { op: 'resolve', name: 'slow' }, reply: { ok: true, action: 'remote', name: 'slow' } }]);
+    expect(logged).toEqual([]);
   });
 });

@@ -4,7 +4,10 @@
  * field by protocol/shim-wire.ts. Requests on one connection are answered in order (the
  * shim waits for each answer); notifications get no answer and are handled as they
  * arrive. A frame over the size limit, or one that is not a msgpack map with an op, drops
- * the connection: the shim cannot be re-synchronised after it.
+ * the connection: the shim cannot be re-synchronised after it. The shim may close its
+ * connection while it waits (a signal interrupted the program's blocking connect): the
+ * answer then goes nowhere, and the endpoint is told so (`undelivered`) to release what
+ * the answer handed out.
  */
 import type net from 'node:net';
 import {
@@ -24,6 +27,8 @@ export interface ShimEndpoint {
    * know): the reply that tells the shim so, or undefined when it gets none.
    */
   refuse(err: ShimFrameError): ShimReply | undefined;
+  /** The shim closed its connection before this answer could be sent. */
+  undelivered?(request: ShimCall, reply: ShimReply): void;
 }
 
 export interface ShimChannelOptions {
@@ -37,10 +42,11 @@ export function serveShimChannel(conn: net.Socket, endpoint: ShimEndpoint, optio
   conn.on('error', () => undefined);
   let buffer: Buffer = Buffer.alloc(0);
   let chain = Promise.resolve();
-  const reply = (produce: () => Promise<ShimReply> | ShimReply): void => {
+  const reply = (produce: () => Promise<ShimReply> | ShimReply, request?: ShimCall): void => {
     chain = chain.then(async () => {
       const response = await produce();
-      if (!conn.destroyed) conn.write(shimFrame(encodeShimReply(response)));
+      if (!conn.destroyed && conn.writable) conn.write(shimFrame(encodeShimReply(response)));
+      else if (request) endpoint.undelivered?.(request, response);
     });
   };
   conn.on('data', (chunk: Buffer) => {
@@ -73,7 +79,7 @@ export function serveShimChannel(conn: net.Socket, endpoint: ShimEndpoint, optio
         endpoint.notify(request as ShimNotification);
       } else {
         const call = request as ShimCall;
-        reply(() => endpoint.answer(call));
+        reply(() => endpoint.answer(call), call);
       }
     }
   });

@@ -1,5 +1,6 @@
 // tsmirror's native addon: the few things Node cannot do itself.
-// (Also, for the CLI: holdListen/holdRelease, below, for non-blocking connects.)
+// (Also, for the CLI: holdListen/holdRelease, below, for non-blocking connects, and
+// loopbackPeerOwner, which says whose socket the other end of a loopback connection is.)
 //
 // netnsSocket(nsFd, family, kind) creates a socket inside another network namespace.
 // setns(CLONE_NEWNET) only affects the calling thread, and a socket keeps the namespace
@@ -25,6 +26,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <vector>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/tcp.h>
 
 namespace {
 
@@ -362,6 +367,87 @@ Napi::Value HoldRelease(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+bool ParseDiagAddr(const std::string& text, int family, __be32 out[4]) {
+  std::memset(out, 0, 4 * sizeof(__be32));
+  return inet_pton(family == 6 ? AF_INET6 : AF_INET, text.c_str(), out) == 1;
+}
+
+// One sock_diag exact lookup (no dump: the kernel finds the socket by its four-tuple):
+// the socket at local (addr, port) connected to remote (addr, port). Returns 1 and fills
+// inode and uid, 0 when there is none (or only a listener there), or -errno.
+int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 remote[4], int remote_port,
+               uint32_t* inode, uint32_t* uid) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return -errno;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } request{};
+  request.nlh.nlmsg_len = sizeof request;
+  request.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  request.nlh.nlmsg_flags = NLM_F_REQUEST;
+  request.req.sdiag_family = family == 6 ? AF_INET6 : AF_INET;
+  request.req.sdiag_protocol = IPPROTO_TCP;
+  request.req.idiag_states = ~0u;
+  request.req.id.idiag_sport = htons(static_cast<uint16_t>(local_port));
+  request.req.id.idiag_dport = htons(static_cast<uint16_t>(remote_port));
+  std::memcpy(request.req.id.idiag_src, local, sizeof request.req.id.idiag_src);
+  std::memcpy(request.req.id.idiag_dst, remote, sizeof request.req.id.idiag_dst);
+  request.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  request.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, &request, sizeof request, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  alignas(nlmsghdr) char buf[8192];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  int err = errno;
+  close(fd);
+  if (n < 0) return -err;
+  auto* h = reinterpret_cast<nlmsghdr*>(buf);
+  if (!NLMSG_OK(h, static_cast<unsigned>(n))) return -EPROTO;
+  if (h->nlmsg_type == NLMSG_ERROR) {
+    auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+    return e->error == -ENOENT ? 0 : e->error;
+  }
+  if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) return -EPROTO;
+  auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
+  // With no connection there, the kernel's lookup falls back to a listener on that port.
+  if (m->idiag_state == TCP_LISTEN) return 0;
+  *inode = m->idiag_inode;
+  *uid = m->idiag_uid;
+  return 1;
+}
+
+Napi::Value LoopbackPeerOwner(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage =
+      "usage: loopbackPeerOwner(family: 4 | 6, localAddr: string, localPort: number, peerAddr: string, peerPort: number) -> { inode, uid } | null";
+  if (info.Length() != 5 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsString() ||
+      !info[4].IsNumber())
+    throw Napi::TypeError::New(env, usage);
+  int family = FamilyArg(info, 0, usage);
+  int local_port = info[2].As<Napi::Number>().Int32Value();
+  int peer_port = info[4].As<Napi::Number>().Int32Value();
+  __be32 local[4], peer[4];
+  if (local_port <= 0 || local_port > 65535 || peer_port <= 0 || peer_port > 65535 ||
+      !ParseDiagAddr(info[1].As<Napi::String>().Utf8Value(), family, local) ||
+      !ParseDiagAddr(info[3].As<Napi::String>().Utf8Value(), family, peer))
+    throw Napi::TypeError::New(env, usage);
+  uint32_t inode = 0, uid = 0;
+  // The peer's socket: its local end is our peer, its remote end is us.
+  int r = DiagLookup(family, peer, peer_port, local, local_port, &inode, &uid);
+  if (r < 0) throw ErrnoError(env, "sock_diag", -r);
+  if (r == 0) return env.Null();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("inode", Napi::Number::New(env, inode));
+  out.Set("uid", Napi::Number::New(env, uid));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g_home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
@@ -372,6 +458,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setMark", Napi::Function::New(env, SetMark, "setMark"));
   exports.Set("holdListen", Napi::Function::New(env, HoldListen, "holdListen"));
   exports.Set("holdRelease", Napi::Function::New(env, HoldRelease, "holdRelease"));
+  exports.Set("loopbackPeerOwner", Napi::Function::New(env, LoopbackPeerOwner, "loopbackPeerOwner"));
   return exports;
 }
 

@@ -18,12 +18,17 @@
 struct channel {
   int fd;              /* -1 when not connected */
   pid_t pid;           /* the process that opened fd */
+  dev_t dev;           /* fd's socket, to notice that fd was closed where no hook sees it */
+  ino_t ino;           /* (a raw close_range syscall) and its number reused */
   void *scratch;       /* gethostby* result buffer of this thread */
   size_t scratch_size;
   struct channel *next;
 };
 
 static __thread struct channel *my_channel __attribute__((tls_model("initial-exec")));
+/* The wait for this thread's next answer may end with a signal (channel_interruptible). */
+static __thread bool wait_interruptible __attribute__((tls_model("initial-exec")));
+static __thread bool wait_interrupted __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct channel *registry;
@@ -37,6 +42,26 @@ static void unregister_locked(struct channel *ch) {
   }
 }
 
+/* Whether ch->fd is still the socket this channel opened. A microsecond of fstat against
+ * a round trip of ~100 us; without it, frames would be written into whatever file the
+ * program opened at that number. */
+static bool intact(const struct channel *ch) {
+  struct stat st;
+  int saved = errno;
+  bool same = REAL(fstat)(ch->fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == ch->dev &&
+              st.st_ino == ch->ino;
+  errno = saved;
+  return same;
+}
+
+/* Lets go of ch->fd: closes it if it is still ours, else only forgets it (the number is
+ * the program's now; fdtable_is_shim drops its mark unless another shim fd took it). */
+static void let_go(struct channel *ch) {
+  if (intact(ch)) shim_fd_release(ch->fd);
+  else (void)fdtable_is_shim(ch->fd);
+  ch->fd = -1;
+}
+
 /* pthread key destructor: the thread is exiting. */
 static void channel_thread_exit(void *arg) {
   struct channel *ch = arg;
@@ -44,7 +69,7 @@ static void channel_thread_exit(void *arg) {
   pthread_mutex_lock(&registry_lock);
   unregister_locked(ch);
   pthread_mutex_unlock(&registry_lock);
-  if (ch->fd >= 0 && ch->pid == getpid()) shim_fd_release(ch->fd);
+  if (ch->fd >= 0 && ch->pid == getpid()) let_go(ch);
   free(ch->scratch);
   free(ch);
   my_channel = NULL;
@@ -81,7 +106,7 @@ SHIM_HIDDEN void *channel_thread_scratch(size_t size) {
 
 static void drop(struct channel *ch) {
   if (ch->fd >= 0) {
-    if (ch->pid == getpid()) shim_fd_release(ch->fd);
+    if (ch->pid == getpid()) let_go(ch);
     ch->fd = -1;
   }
 }
@@ -104,8 +129,15 @@ static int open_channel(struct channel *ch) {
   }
   s = shim_fd_adopt(s);
   if (s < 0) return -1;
+  struct stat st;
+  if (REAL(fstat)(s, &st) < 0) {
+    shim_fd_release(s);
+    return -1;
+  }
   ch->fd = s;
   ch->pid = getpid();
+  ch->dev = st.st_dev;
+  ch->ino = st.st_ino;
   return 0;
 }
 
@@ -115,8 +147,11 @@ static struct channel *ready_channel(void) {
   if (ch->fd >= 0 && ch->pid != getpid()) {
     /* Inherited through a fork that skipped the atfork handlers (clone, _Fork): the
      * connection is the parent's; drop our reference to it. */
-    shim_fd_release(ch->fd);
-    ch->fd = -1;
+    let_go(ch);
+  }
+  if (ch->fd >= 0 && !intact(ch)) {
+    shim_log("the channel's fd %d was closed behind the shim's back; opening a new channel", ch->fd);
+    let_go(ch);
   }
   if (ch->fd < 0 && open_channel(ch) < 0) return NULL;
   return ch;
@@ -135,10 +170,17 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* The channel has no receive timeout, so the kernel restarts recv() by itself after a
+ * handler installed with SA_RESTART: EINTR here means the program's handler wants its
+ * blocking call interrupted. */
 static int read_all(int fd, uint8_t *p, size_t n) {
   while (n) {
     ssize_t r = recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EINTR) {
+      if (!wait_interruptible) continue;
+      wait_interrupted = true;
+      return -1;
+    }
     if (r <= 0) return -1;
     p += r;
     n -= (size_t)r;
@@ -188,7 +230,10 @@ SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, siz
       continue;
     }
     if (recv_frame(ch->fd, resp, resp_len) < 0) {
-      shim_log("channel receive failed");
+      /* Interrupted or not, the answer is still owed on this connection: closing it keeps
+       * the next request from reading this one's answer (the proxy drops what it owes). */
+      shim_log(wait_interrupted ? "channel wait interrupted by a signal; dropping the channel"
+                                : "channel receive failed");
       drop(ch);
       return -1;
     }
@@ -196,6 +241,13 @@ SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, siz
   }
   return -1;
 }
+
+SHIM_HIDDEN void channel_interruptible(bool on) {
+  wait_interruptible = on;
+  wait_interrupted = false;
+}
+
+SHIM_HIDDEN bool channel_interrupted(void) { return wait_interrupted; }
 
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len) {
   struct channel *ch = ready_channel();
@@ -243,8 +295,12 @@ SHIM_HIDDEN void channel_atfork_child(void) {
   while (ch) {
     struct channel *next = ch->next;
     if (ch->fd >= 0) {
-      fdtable_mark_shim(ch->fd, false);
-      REAL(close)(ch->fd);
+      if (intact(ch)) {
+        fdtable_mark_shim(ch->fd, false);
+        REAL(close)(ch->fd);
+      } else {
+        (void)fdtable_is_shim(ch->fd);
+      }
       ch->fd = -1;
     }
     if (ch == keep) {

@@ -168,7 +168,18 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
 
   struct connect_reply reply;
-  if (proto_connect(udp, &dest, udp ? 0 : connect_timeout_ms(fd), &reply) < 0) {
+  int timeout_ms = udp ? 0 : connect_timeout_ms(fd);
+  /* A blocking connect may wait for the pod as long as its kernel tries: a signal whose
+   * handler has no SA_RESTART interrupts it, as it would the real connect. */
+  channel_interruptible(!udp && timeout_ms >= 0);
+  int asked = proto_connect(udp, &dest, timeout_ms, &reply);
+  bool interrupted = channel_interrupted();
+  channel_interruptible(false);
+  if (asked < 0 && interrupted) {
+    errno = EINTR;
+    return -1;
+  }
+  if (asked < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
     errno = ENETUNREACH;
     return -1;
@@ -217,11 +228,16 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   fdtable_set_sock(fd, &st);
 
   if (!udp) {
+    /* The socket's inode names it to the proxy: another local user can connect to the
+     * proxy's listener from the same port (another loopback address), never from this
+     * socket. */
     union shim_addr me;
     socklen_t me_len = sizeof me;
-    if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 ||
-        proto_attach(reply.stream, ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port
-                                                                    : me.in6.sin6_port)) < 0) {
+    struct stat sock_stat;
+    if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 || REAL(fstat)(fd, &sock_stat) < 0 ||
+        proto_attach(reply.stream,
+                     ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port : me.in6.sin6_port),
+                     (uint64_t)sock_stat.st_ino, (uint32_t)sock_stat.st_uid) < 0) {
       shim_log("connect: could not attach stream %lld; failing with ENETUNREACH",
                (long long)reply.stream);
       fdtable_clear(fd);

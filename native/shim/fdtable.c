@@ -16,6 +16,8 @@
 
 struct fd_entry {
   bool shim;
+  dev_t shim_dev; /* a shim fd's identity (fstat when marked): a raw close_range or a */
+  ino_t shim_ino; /* closefrom may close it unseen, and the number go to the program */
   struct sock_state *sock;
 };
 
@@ -58,20 +60,9 @@ SHIM_HIDDEN void fdtable_clear(int fd) {
 
 SHIM_HIDDEN bool fdtable_before_close(int fd) {
   if (!maybe_present(fd)) return false;
-  struct sock_state *old = NULL;
-  bool owned = false;
-  fdtable_lock();
-  struct fd_entry *e = entry(fd, false);
-  if (e) {
-    owned = e->shim;
-    if (!owned) {
-      old = e->sock;
-      e->sock = NULL;
-    }
-  }
-  fdtable_unlock();
-  free(old);
-  return owned;
+  if (fdtable_is_shim(fd)) return true;
+  fdtable_clear(fd);
+  return false;
 }
 
 SHIM_HIDDEN void fdtable_clear_range(unsigned first, unsigned last) {
@@ -250,10 +241,40 @@ SHIM_HIDDEN void fdtable_udp_unrelay(int fd, void *addr, socklen_t cap, socklen_
 }
 
 SHIM_HIDDEN void fdtable_mark_shim(int fd, bool owned) {
+  struct stat st;
+  int saved = errno;
+  bool known = owned && REAL(fstat)(fd, &st) == 0;
+  errno = saved;
   fdtable_lock();
   struct fd_entry *e = entry(fd, owned);
-  if (e) e->shim = owned;
+  if (e) {
+    e->shim = owned;
+    e->shim_dev = known ? st.st_dev : 0;
+    e->shim_ino = known ? st.st_ino : 0;
+  }
   fdtable_unlock();
+}
+
+/* Whether fd, marked as the shim's, still is the file the shim opened there; if not (it
+ * was closed where no hook sees, and the number reused), the mark goes: the fd is the
+ * program's now, and nothing of the shim may close, refuse or move it. */
+static bool shim_fd_genuine(int fd) {
+  fdtable_lock();
+  struct fd_entry *e = entry(fd, false);
+  bool marked = e && e->shim;
+  dev_t dev = marked ? e->shim_dev : 0;
+  ino_t ino = marked ? e->shim_ino : 0;
+  fdtable_unlock();
+  if (!marked) return false;
+  struct stat st;
+  int saved = errno;
+  bool same = REAL(fstat)(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+  errno = saved;
+  if (same) return true;
+  fdtable_lock();
+  if (e->shim && e->shim_dev == dev && e->shim_ino == ino) e->shim = false;
+  fdtable_unlock();
+  return false;
 }
 
 SHIM_HIDDEN bool fdtable_is_shim(int fd) {
@@ -262,7 +283,7 @@ SHIM_HIDDEN bool fdtable_is_shim(int fd) {
   struct fd_entry *e = entry(fd, false);
   bool owned = e && e->shim;
   fdtable_unlock();
-  return owned;
+  return owned && shim_fd_genuine(fd);
 }
 
 SHIM_HIDDEN int fdtable_shim_fds_in(unsigned first, unsigned last, int *out, int max) {

@@ -204,7 +204,8 @@ SHIM_EXPORT int statx(int dirfd, const char *__restrict path, int flags, unsigne
   return statx_common(dirfd, path, flags, mask, buf, REAL(statx));
 }
 
-/* libuv (node) calls statx, fstat and friends through syscall(2). */
+/* libuv (node) calls statx, fstat and friends through syscall(2). Calls the hooks would
+ * have redirected (connect, open, io_uring) are reported, not emulated (unseen.c). */
 SHIM_EXPORT long syscall(long number, ...) {
   va_list ap;
   va_start(ap, number);
@@ -218,6 +219,7 @@ SHIM_EXPORT long syscall(long number, ...) {
     if (number == SYS_newfstatat) return fstatat((int)a1, (const char *)a2, (struct stat *)a3, (int)a4);
 #endif
     if (number == SYS_fstat) return fstat((int)a1, (struct stat *)a2);
+    unseen_syscall(number, a1, a2);
   }
   return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);
 }

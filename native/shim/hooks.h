@@ -26,6 +26,7 @@
   /* descriptors (fds.c) */                                                              \
   X(int, close, (int fd))                                                                \
   X(int, close_range, (unsigned int first, unsigned int last, int flags))                \
+  X(void, closefrom, (int lowfd))                                                        \
   X(int, dup, (int fd))                                                                  \
   X(int, dup2, (int fd, int fd2))                                                        \
   X(int, dup3, (int fd, int fd2, int flags))                                             \
@@ -112,6 +113,7 @@
   X(int, statx, (int dirfd, const char *__restrict path, int flags, unsigned int mask,   \
                  struct statx *__restrict buf))                                          \
   X(long, syscall, (long number, ...))                                                   \
+  X(int, io_uring_setup, (unsigned int entries, void *params)) /* liburing's (unseen.c) */ \
   X(int, access, (const char *path, int mode))                                           \
   X(int, faccessat, (int dirfd, const char *path, int mode, int flags))                  \
   X(int, euidaccess, (const char *path, int mode))                                       \

@@ -23,7 +23,7 @@ static int init_done;
 
 /* Hooks that may legitimately be missing from an older libc. */
 static bool optional_hook(const char *name) {
-  static const char *const optional[] = {"close_range", "fcntl64", "statx", "preadv2", "preadv64v2",
+  static const char *const optional[] = {"close_range", "closefrom", "io_uring_setup", "fcntl64", "statx", "preadv2", "preadv64v2",
                                          "renameat2", "copy_file_range", "eaccess"};
   /* glibc-internal entry points (__xstat, __open_2, …) come and go between versions. */
   if (strncmp(name, "__", 2) == 0) return true;

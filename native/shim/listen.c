@@ -212,7 +212,7 @@ SHIM_HIDDEN void listen_after_accept(int listen_fd, int fd, struct sockaddr *add
     socklen_t from_len;
     struct peer_reply reply;
     if (shim_addr_from(&peer.sa, peer_len, &from, &from_len) && is_loopback(&from) &&
-        proto_peer(port_of(&from), &reply) == 0 && reply.kind == REPLY_REMOTE) {
+        proto_peer(&from, port_of(&me), &reply) == 0 && reply.kind == REPLY_REMOTE) {
       struct sock_state st;
       memset(&st, 0, sizeof st);
       st.type = SOCK_STREAM;

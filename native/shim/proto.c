@@ -136,13 +136,25 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   return 0;
 }
 
-SHIM_HIDDEN int proto_attach(int64_t stream, int port) {
+SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid) {
   uint8_t buf[128];
   struct mp_writer w = {buf, sizeof buf, 0, false};
-  mp_write_map(&w, 3);
+  mp_write_map(&w, 5);
   mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_ATTACH);
   mp_write_kv_int(&w, WIRE_KEY_STREAM, stream);
   mp_write_kv_int(&w, WIRE_KEY_PORT, port);
+  mp_write_kv_int(&w, WIRE_KEY_INODE, (int64_t)inode);
+  mp_write_kv_int(&w, WIRE_KEY_UID, (int64_t)uid);
+  if (w.overflow) return -1;
+  return channel_notify(w.buf, w.len);
+}
+
+SHIM_HIDDEN int proto_notice(const char *what) {
+  uint8_t buf[64];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  mp_write_map(&w, 2);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_NOTICE);
+  mp_write_kv_str(&w, WIRE_KEY_WHAT, what);
   if (w.overflow) return -1;
   return channel_notify(w.buf, w.len);
 }
@@ -271,12 +283,17 @@ SHIM_HIDDEN int proto_unlisten(int asked_port) {
   return channel_notify(w.buf, w.len);
 }
 
-SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out) {
-  uint8_t buf[64];
+SHIM_HIDDEN int proto_peer(const union shim_addr *from, int local_port, struct peer_reply *out) {
+  uint8_t buf[128];
   struct mp_writer w = {buf, sizeof buf, 0, false};
-  mp_write_map(&w, 2);
+  int family, port;
+  char text[INET6_ADDRSTRLEN];
+  addr_text(from, &family, text, &port);
+  mp_write_map(&w, 4);
   mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_PEER);
   mp_write_kv_int(&w, WIRE_KEY_PORT, port);
+  mp_write_kv_str(&w, WIRE_KEY_ADDR, text);
+  mp_write_kv_int(&w, WIRE_KEY_LOCAL_PORT, local_port);
 
   memset(out, 0, sizeof *out);
   struct reply_common c = {0};

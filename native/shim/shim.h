@@ -144,7 +144,9 @@ SHIM_HIDDEN void fdtable_udp_add(int fd, const struct udp_flow *flow);
 /* Rewrite a datagram's source address from a relay back to its destination. */
 SHIM_HIDDEN void fdtable_udp_unrelay(int fd, void *addr, socklen_t cap, socklen_t *len);
 SHIM_HIDDEN void fdtable_forget_peer(int fd);
-/* The shim's own fds. */
+/* The shim's own fds. Marking one records its identity (st_dev/st_ino); fdtable_is_shim
+ * checks it, and drops the mark of an fd closed behind the shim's back (a raw close_range
+ * syscall, a closefrom without our hook) whose number now holds another file. */
 SHIM_HIDDEN void fdtable_mark_shim(int fd, bool owned);
 SHIM_HIDDEN bool fdtable_is_shim(int fd);
 /* Shim fds in [first, last], ascending, at most max; returns the count. */
@@ -166,6 +168,12 @@ SHIM_HIDDEN void channel_global_init(void);
 /* Sends one framed request and reads the response body into a malloc'd buffer. */
 SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len);
+/* Whether this thread's next waits for an answer end on a signal (EINTR) instead of
+ * waiting on; channel_interrupted() says whether the last one did (its channel is then
+ * closed). Only for waits that can last and whose call may fail with EINTR: a blocking
+ * connect, not a name lookup (getaddrinfo has no EINTR). */
+SHIM_HIDDEN void channel_interruptible(bool on);
+SHIM_HIDDEN bool channel_interrupted(void);
 /* A shim fd changed number (evicted); update whoever owns it. */
 SHIM_HIDDEN bool channel_renumber(int old_fd, int new_fd);
 SHIM_HIDDEN void channel_atfork_prepare(void);
@@ -214,7 +222,7 @@ struct reverse_reply {
  * non-blocking socket (the proxy may then answer before the pod's connect is done). */
 SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
                               struct connect_reply *out);
-SHIM_HIDDEN int proto_attach(int64_t stream, int port);
+SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
 SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
 
@@ -234,7 +242,15 @@ struct peer_reply {
 
 SHIM_HIDDEN int proto_listen(int asked_port, const union shim_addr *bound, struct listen_reply *out);
 SHIM_HIDDEN int proto_unlisten(int asked_port);
-SHIM_HIDDEN int proto_peer(int port, struct peer_reply *out);
+/* from: the accepted connection's peer (loopback); local_port: the connection's own port. */
+SHIM_HIDDEN int proto_peer(const union shim_addr *from, int local_port, struct peer_reply *out);
+
+/* ---- what the preload cannot see (unseen.c, docs/shim-ipc.md: notice) ---- */
+/* proto.c: the notice notification; what is a WIRE_WHAT_* value. */
+SHIM_HIDDEN int proto_notice(const char *what);
+/* syscall(): a call that goes past the hooks (raw connect/open, io_uring) is counted and
+ * reported once (not emulated). Outside SHIM_ENTER; a1, a2: the call's first arguments. */
+SHIM_HIDDEN void unseen_syscall(long number, long a1, long a2);
 
 /* Called by accept/accept4 (connect.c) and close (fds.c), getsockname (connect.c). */
 SHIM_HIDDEN bool listen_is_subscribed(int fd);

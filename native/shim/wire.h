@@ -15,6 +15,7 @@
 #define WIRE_OP_LISTEN "listen"
 #define WIRE_OP_UNLISTEN "unlisten" /* notification: no reply */
 #define WIRE_OP_PEER "peer"
+#define WIRE_OP_NOTICE "notice" /* notification: no reply */
 #define WIRE_OP_FS_CONFIG "fs.config"
 #define WIRE_OP_FS_OPEN "fs.open"
 #define WIRE_OP_FS_FILL "fs.fill"
@@ -54,6 +55,7 @@
 #define WIRE_KEY_GID "gid"
 #define WIRE_KEY_HANDLE "handle"
 #define WIRE_KEY_INO "ino"
+#define WIRE_KEY_INODE "inode"
 #define WIRE_KEY_KEEP "keep"
 #define WIRE_KEY_KIND "kind"
 #define WIRE_KEY_LAZY "lazy"
@@ -86,6 +88,7 @@
 #define WIRE_KEY_TIMEOUT_MS "timeoutMs"
 #define WIRE_KEY_TO "to"
 #define WIRE_KEY_UID "uid"
+#define WIRE_KEY_WHAT "what"
 #define WIRE_KEY_WRITEBACK "writeback"
 
 /* ---- string values (WIRE_<KEY>_<VALUE>) */
@@ -103,6 +106,9 @@
 #define WIRE_MODE_LOCAL "local"
 #define WIRE_PROTO_TCP "tcp"
 #define WIRE_PROTO_UDP "udp"
+#define WIRE_WHAT_IO_URING "io_uring"
+#define WIRE_WHAT_RAW_CONNECT "raw-connect"
+#define WIRE_WHAT_RAW_OPEN "raw-open"
 
 /* ---- a pod file's metadata (fs.open, fs.stat): X(struct rstat field, key) */
 #define WIRE_STAT_FIELDS(X) \

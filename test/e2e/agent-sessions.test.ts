@@ -9,6 +9,7 @@ import WebSocket from 'ws';
 import { decodeAgentMessage, encode, MAX_FRAME_BYTES } from '../../protocol/codec.js';
 import { PROTOCOL_VERSION, type AgentMessage, type ClientMessage } from '../../protocol/messages.js';
 import { connectAgent } from '../../cli/agent-client.js';
+import { readAgentKey } from '../../common/local-agent-key.js';
 import { pollUntil, runCli, startAgentProcess, type AgentProcess } from './tsm.js';
 
 let agent: AgentProcess;
@@ -25,7 +26,7 @@ afterAll(async () => {
 });
 
 function hello(pid = target.pid ?? 0, protocol = PROTOCOL_VERSION): ClientMessage {
-  return { type: 'hello', protocol, capabilities: ['tcp', 'udp', 'dns', 'env'], target: { kind: 'pid', pid }, client: { version: 'test', user: 'test', host: 'test' } };
+  return { type: 'hello', protocol, capabilities: ['tcp', 'udp', 'dns', 'env'], target: { kind: 'pid', pid }, client: { version: 'test', user: 'test', host: 'test' }, key: readAgentKey(agent.url) ?? '' };
 }
 
 /** Opens a raw session; resolves once the agent's hello arrived. */

@@ -15,6 +15,9 @@ import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/
 import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { packageVersion } from '../../native/index.js';
@@ -33,10 +36,12 @@ let kubeconfig: string;
 beforeAll(async () => {
   harness = await Harness.create({ name: 'cluster' });
   web = await harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'web\n' }, readyPort: 8080 });
-  agent = await startAgentProcess();
   api = await FakeApiServer.start({
     users: { 'admin-token': { username: 'admin', groups: ['system:masters'] }, 'dev-token': { username: 'dev', groups: ['dev'] }, 'intern-token': { username: 'intern', groups: ['dev'] } },
   });
+  dir = mkdtempSync(join(tmpdir(), 'tsm-cluster-'));
+  // A cluster agent, as installed: it verifies each session's Session object through the API.
+  agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
   // dev may read pods everywhere but not port-forward to the agents; intern may not read deployments.
   api.authorize = (a) => !(a.user.username === 'dev' && a.subresource === 'portforward')
     && !(a.user.username === 'intern' && a.resource === 'deployments' && a.group === 'apps');
@@ -44,7 +49,6 @@ beforeAll(async () => {
   api.addDeployment('shop', 'api', [{ pod: web }]);
   api.addWorkload('StatefulSet', 'shop', 'cache', [{ pod: web }]);
   api.addPod({ name: 'debug', namespace: 'shop', ip: web.ip, containers: [{ name: 'sh', id: web.containerId }] });
-  dir = mkdtempSync(join(tmpdir(), 'tsm-cluster-'));
   kubeconfig = api.writeKubeconfig(dir, { namespace: 'shop' });
 }, 120000);
 
@@ -63,6 +67,7 @@ function agentPodFor(ds: KubeObject, version = packageVersion): void {
 
 const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   Namespace, ServiceAccount, ConfigMap, ClusterRole, ClusterRoleBinding, Role, RoleBinding, DaemonSet,
+  CustomResourceDefinition, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 
 describe('install', () => {
@@ -70,7 +75,10 @@ describe('install', () => {
     const r = await tsm(['install', '--dry-run', '--image', 'registry.example.com/tsmirror/agent:test']);
     expect(r.code).toBe(0);
     const docs = parseAllDocuments(r.stdout).map((d) => d.toJSON() as KubeObject);
-    expect(docs.map((d) => d.kind)).toEqual(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ClusterRole', 'ConfigMap', 'DaemonSet']);
+    expect(docs.map((d) => d.kind)).toEqual([
+      'Namespace', 'CustomResourceDefinition', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ClusterRole', 'ClusterRole', 'ClusterRole',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ConfigMap', 'DaemonSet',
+    ]);
     for (const doc of docs) {
       const Model = MODELS[doc.kind];
       expect(Model, doc.kind).toBeDefined();
@@ -100,7 +108,7 @@ describe('install', () => {
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(c.args).toEqual(expect.arrayContaining(['--listen', '127.0.0.1:7777', '--in-cluster']));
     const agentRole = docs.find((d) => d.kind === 'ClusterRole' && d.metadata.name === 'tsmirror-agent') as KubeObject & { rules: Array<{ resources: string[]; verbs: string[] }> };
-    expect(agentRole.rules.flatMap((rule) => rule.resources).sort()).toEqual(['pods', 'subjectaccessreviews', 'tokenreviews']);
+    expect(agentRole.rules.flatMap((rule) => rule.resources).sort()).toEqual(['pods', 'sessions', 'sessions/status', 'validatingadmissionpolicies', 'validatingadmissionpolicybindings']);
     expect(agentRole.rules.find((rule) => rule.resources.includes('pods'))?.verbs).toEqual(['get', 'list', 'watch']);
   });
 
@@ -141,7 +149,8 @@ describe('status', () => {
       }
       expect(out).toMatch(/NODE\s+AGENT POD\s+READY\s+VERSION\s+SESSIONS/);
       expect(out).toMatch(new RegExp(`node-1\\s+tsmirror-agent-x8k2z\\s+yes\\s+${packageVersion.replace(/\./g, '\\.')}\\s+1`));
-      expect(out).toMatch(new RegExp(`node-1: session [0-9a-f]{8} \\S+@\\S+ → container/${web.containerId.slice(0, 12)}`));
+      // The user is the one the Session names (admin here); the target names its pod.
+      expect(out).toMatch(new RegExp(`node-1: session [0-9a-f]{8} admin@\\S+ → pod shop/api-\\S+ container app: container/${web.containerId.slice(0, 12)}`));
       const json = JSON.parse((await tsm(['status', '--kubeconfig', kubeconfig, '--json'])).stdout) as { agents: Array<{ node: string; ready: boolean; version: string; sessions: unknown[] }> };
       expect(json.agents).toHaveLength(1);
       expect(json.agents[0]).toMatchObject({ node: 'node-1', ready: true, version: packageVersion });
@@ -159,6 +168,9 @@ describe('doctor', () => {
     expect(r.stdout).toContain('✓ RBAC: you may read pods in shop and port-forward to the agents in tsmirror-system');
     expect(r.stdout).toContain('✓ the agent tsmirror-agent-x8k2z on node node-1 is ready');
     expect(r.stdout).toContain(`✓ the agent and this CLI are both tsmirror ${packageVersion}`);
+    expect(r.stdout).toContain('✓ the agent on node node-1 authenticates sessions: each needs a Session object (sessions.tsmirror.dev) its user created');
+    expect(r.stdout).toContain('✓ RBAC: you may steal traffic (--steal) in shop');
+    expect(r.stdout).toContain('✓ the cluster serves sessions.tsmirror.dev (each session is one, created with your credentials)');
     expect(r.stdout).toContain('✓ the shim loads');
     expect(r.stdout).toContain('✓ /usr/bin/curl is dynamically linked');
     expect(r.stdout).toContain('everything tsmirror needs is in place');

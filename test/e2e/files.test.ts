@@ -125,7 +125,7 @@ describe('pod files', () => {
   });
 
   it('the agent resolves every path inside the pod root (openat2 RESOLVE_IN_ROOT), also for writes', async () => {
-    const conn = await connectAgent({ url: agent.url, target: { kind: 'pid', pid: pod.pid } });
+    const conn = await connectAgent({ url: agent.url, target: { kind: 'pid', pid: pod.pid }, files: { mode: 'write' } });
     const errnoOf = async (p: Promise<unknown>): Promise<number | string> => {
       try {
         const v = await p;

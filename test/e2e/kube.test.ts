@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { httpServerCommand } from '../harness/demo-pods.js';
 import { FakeApiServer, randomHex } from '../k8s/apiserver.js';
-import { addAgentPod, cliPath, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
+import { addAgentPod, addSessionAdmission, cliPath, pollUntil, runCli, startAgentProcess, stopAll, type AgentProcess, type RunOptions } from './tsm.js';
 
 let harness: Harness;
 let api: FakeApiServer;
@@ -29,11 +29,13 @@ beforeAll(async () => {
     harness.addPod({ name: 'db', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'hello from db\n', '/data/big.bin': BIG }, readyPort: 8080 }),
     harness.addPod({ name: 'web', namespace: 'shop', command: httpServerCommand(8080), env: { SHOP_MODE: 'k8s' }, files: { '/data/index.html': 'web\n' }, readyPort: 8080 }),
   ]);
-  agent = await startAgentProcess();
   api = await FakeApiServer.start();
   dir = mkdtempSync(join(tmpdir(), 'tsm-kube-'));
   kubeconfig = api.writeKubeconfig(dir, { namespace: 'default' });
+  // A cluster agent, as installed: it verifies each session's Session object through the API.
+  agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1', '--health-listen', '127.0.0.1:0']);
   api.addNode('node-1');
+  addSessionAdmission(api);
   api.addNode('node-2');
   addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
   api.addHarnessPod(db, { name: 'db-0' });

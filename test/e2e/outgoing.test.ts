@@ -3,7 +3,7 @@
  * program runs on this machine; its connections, lookups and environment are the pod's.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
@@ -272,4 +272,36 @@ describe('robustness', () => {
     expect((await exec(['true'])).code).toBe(0);
     expect(left()).toHaveLength(0);
   });
+
+  /** Whether `pid` has ended (gone, or a zombie nobody has reaped yet). */
+  const ended = (pid: number): boolean => {
+    try {
+      return /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return true;
+    }
+  };
+  /** The CLI's child once it runs `comm` (the launcher has become the program). */
+  const programOf = (cliPid: number, comm: string): number | undefined => {
+    const children = readFileSync(`/proc/${cliPid}/task/${cliPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return children.find((pid) => existsSync(`/proc/${pid}/comm`) && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm);
+  };
+
+  for (const flags of [[], ['--watch', '.']]) {
+    it(`SIGKILL of the CLI takes its program with it within 1 s${flags.length ? ' (--watch)' : ''}`, async () => {
+      const { spawn } = await import('node:child_process');
+      const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', ...flags, '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '600'], { stdio: 'ignore' });
+      let program: number | undefined;
+      await pollUntil(() => (program = programOf(cli.pid ?? 0, 'sleep')) !== undefined, 15000, 20);
+      expect(program).toBeDefined();
+      const pid = program ?? 0;
+      cli.kill('SIGKILL');
+      const killedAt = Date.now();
+      const gone = await pollUntil(() => ended(pid), 5000, 10); // bounded: a hang detector
+      const ms = Date.now() - killedAt;
+      if (!gone) process.kill(pid, 'SIGKILL');
+      expect(gone).toBe(true);
+      expect(ms).toBeLessThan(1000);
+    }, 30000);
+  }
 });

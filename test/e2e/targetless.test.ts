@@ -8,6 +8,8 @@ import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
 import { forwardToPod, type Forward } from '../harness/forward.js';
 import { cliPath, run, runCli } from './tsm.js';
+import { homedir } from 'node:os';
+import { readAgentKey } from '../../common/local-agent-key.js';
 
 let harness: Harness;
 let agentPod: Pod;
@@ -29,8 +31,11 @@ afterAll(async () => {
 
 describe('targetless', () => {
   it("reaches cluster services and DNS through the agent's own network, says so once, imports no environment", async () => {
+    // Reached through a forward on another port, the agent's key comes as a tunnel's user passes it.
+    const key = readAgentKey('ws://127.0.0.1:7777', `/proc/${agentPod.pid}/root${homedir()}`);
+    expect(key).toBeDefined();
     const r = await runCli(['exec', '--agent', `ws://127.0.0.1:${forward.port}`, '--',
-      'sh', '-c', 'curl -sS http://db.default.svc.cluster.local:8080/ && echo "[${AGENT_ONLY:-}]"'], { timeoutMs: 30000 });
+      'sh', '-c', 'curl -sS http://db.default.svc.cluster.local:8080/ && echo "[${AGENT_ONLY:-}]"'], { timeoutMs: 30000, env: { ...process.env, TSMIRROR_AGENT_KEY: key } });
     expect(r.stdout).toBe('hello from db\n[]\n');
     expect(r.code).toBe(0);
     expect(r.stderr.match(/targetless/g)).toHaveLength(1);

@@ -8,7 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sweepStaleAgentKeys } from '../../common/local-agent-key.js';
 import { randomHex, type FakeApiServer, type FakePodSpec } from '../k8s/apiserver.js';
+import { sessionAdmission } from '../../cli/manifests.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..').replace(/\/dist$/, '');
 export const cliPath = join(repoRoot, 'bin', 'tsmirror.js');
@@ -45,6 +47,7 @@ export async function startAgentProcess(extra: string[] = []): Promise<AgentProc
       const gone = new Promise<void>((r) => child.once('exit', () => r()));
       child.kill('SIGKILL');
       await gone;
+      sweepStaleAgentKeys(); // a SIGKILLed agent cannot remove its key file
     },
   };
 }
@@ -184,6 +187,14 @@ export function addAgentPod(api: FakeApiServer, agent: AgentProcess | undefined,
     forwards: agent ? { 7777: { host: '127.0.0.1', port: Number(new URL(agent.url).port) } } : {},
     ...rest,
   });
+}
+
+/**
+ * The Session admission policy and its binding, as `tsmirror install` applies them: a cluster
+ * agent refuses every session until they are in force.
+ */
+export function addSessionAdmission(api: FakeApiServer): void {
+  for (const object of sessionAdmission()) api.put(structuredClone(object) as never);
 }
 
 /**

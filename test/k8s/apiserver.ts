@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import type { Pod as HarnessPod } from '../harness/harness.js';
+import { evaluateValidations } from './session-admission.js';
 
 type Obj = Record<string, unknown> & {
   apiVersion: string;
@@ -48,7 +49,13 @@ const RESOURCE_TYPES: ResourceType[] = [
   { group: 'authorization.k8s.io', version: 'v1', kind: 'SelfSubjectAccessReview', plural: 'selfsubjectaccessreviews', namespaced: false, verbs: ['create'] },
   { group: 'authorization.k8s.io', version: 'v1', kind: 'SubjectAccessReview', plural: 'subjectaccessreviews', namespaced: false, verbs: ['create'] },
   { group: 'authentication.k8s.io', version: 'v1', kind: 'TokenReview', plural: 'tokenreviews', namespaced: false, verbs: ['create'] },
+  { group: 'authentication.k8s.io', version: 'v1', kind: 'SelfSubjectReview', plural: 'selfsubjectreviews', namespaced: false, verbs: ['create'] },
   { group: 'argoproj.io', version: 'v1alpha1', kind: 'Rollout', plural: 'rollouts', namespaced: true, verbs: CRUD, optional: true },
+  { group: 'apiextensions.k8s.io', version: 'v1', kind: 'CustomResourceDefinition', plural: 'customresourcedefinitions', namespaced: false, verbs: CRUD },
+  { group: 'admissionregistration.k8s.io', version: 'v1', kind: 'ValidatingAdmissionPolicy', plural: 'validatingadmissionpolicies', namespaced: false, verbs: CRUD },
+  { group: 'admissionregistration.k8s.io', version: 'v1', kind: 'ValidatingAdmissionPolicyBinding', plural: 'validatingadmissionpolicybindings', namespaced: false, verbs: CRUD },
+  // Served as if its CRD were installed; creates and updates go through the shipped admission policy.
+  { group: 'tsmirror.dev', version: 'v1alpha1', kind: 'Session', plural: 'sessions', namespaced: true, verbs: CRUD },
 ];
 
 export interface User { username: string; groups: string[]; uid?: string }
@@ -218,6 +225,12 @@ export class FakeApiServer {
   get(apiVersion: string, kind: string, namespace: string, name: string): Obj | undefined {
     const type = this.#typeOf(apiVersion, kind);
     return type ? this.#objects.get(this.#key(type, namespace, name)) : undefined;
+  }
+
+  /** Every stored object of a kind, in all namespaces. */
+  list(apiVersion: string, kind: string): Obj[] {
+    const type = this.#typeOf(apiVersion, kind);
+    return [...this.#objects.values()].filter((o) => type !== undefined && this.#typeOf(o.apiVersion, o.kind) === type);
   }
 
   delete(apiVersion: string, kind: string, namespace: string, name: string): void {
@@ -448,6 +461,9 @@ export class FakeApiServer {
       const allowed = this.authorize({ user: subject, verb: ra.verb ?? '', resource: ra.resource ?? '', subresource: ra.subresource ?? '', namespace: ra.namespace ?? '', group: ra.group ?? '', name: ra.name ?? '' });
       return this.#send(res, 201, { apiVersion: 'authorization.k8s.io/v1', kind: type.kind, metadata: {}, spec: body.spec ?? {}, status: { allowed, ...(allowed ? {} : { reason: 'denied by the fixture' }) } });
     }
+    if (type.kind === 'SelfSubjectReview') {
+      return this.#send(res, 201, { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview', metadata: {}, status: { userInfo: { username: user.username, groups: user.groups, uid: user.uid ?? '' } } });
+    }
     if (type.kind === 'TokenReview') {
       const body = await this.#body(req) as { spec?: { token?: string } };
       const reviewed = this.reviewToken(body.spec?.token ?? '');
@@ -472,6 +488,8 @@ export class FakeApiServer {
         const obj = await this.#body(req) as Obj;
         if (type.namespaced) obj.metadata.namespace = namespace;
         if (this.get(apiVersion, type.kind, namespace, obj.metadata.name)) return this.#send(res, 409, status(409, 'AlreadyExists', `${type.plural} "${obj.metadata.name}" already exists`));
+        const refused = this.#admit(type, { ...obj, apiVersion, kind: type.kind }, undefined, user);
+        if (refused) return this.#send(res, 403, status(403, 'Forbidden', refused));
         const created = this.put({ ...obj, apiVersion, kind: type.kind });
         this.afterWrite(created);
         return this.#send(res, 201, created);
@@ -485,6 +503,12 @@ export class FakeApiServer {
         return existing ? this.#send(res, 200, this.#withStatus(existing)) : notFound();
       case 'DELETE':
         if (!existing) return notFound();
+        {
+          const options = await this.#body(req) as { preconditions?: { uid?: string } };
+          if (options.preconditions?.uid && options.preconditions.uid !== existing.metadata.uid) {
+            return this.#send(res, 409, status(409, 'Conflict', `Precondition failed: UID in precondition: ${options.preconditions.uid}, UID in object meta: ${existing.metadata.uid}`));
+          }
+        }
         this.#objects.delete(this.#key(type, namespace, name));
         if (type.kind === 'Namespace') {
           for (const [k, o] of this.#objects) if (o.metadata.namespace === name) this.#objects.delete(k);
@@ -498,9 +522,20 @@ export class FakeApiServer {
           return this.#send(res, 400, status(400, 'BadRequest', 'PATCH with apply requires fieldManager'));
         }
         if (!existing && !(method === 'PATCH' && ct.startsWith('application/apply-patch'))) return notFound();
+        // Optimistic concurrency: a write naming a resourceVersion must name the current one.
+        if (existing && body.metadata?.resourceVersion && body.metadata.resourceVersion !== existing.metadata.resourceVersion) {
+          return this.#send(res, 409, status(409, 'Conflict', `Operation cannot be fulfilled on ${type.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`));
+        }
+        if (subresource === 'status' && existing) {
+          const written = this.put({ ...existing, status: body.status });
+          this.afterWrite(written);
+          return this.#send(res, 200, written);
+        }
         // Server-side apply here replaces the applied fields wholesale (enough for one manager).
         const merged: Obj = { ...(existing ?? {}), ...body, apiVersion, kind: type.kind, metadata: { ...(existing?.metadata ?? {}), ...body.metadata, name, ...(type.namespaced ? { namespace } : {}) } };
         if (existing && existing.status !== undefined && body.status === undefined) merged.status = existing.status;
+        const refused = this.#admit(type, merged, existing, user);
+        if (refused) return this.#send(res, 403, status(403, 'Forbidden', refused));
         const written = this.put(merged);
         this.afterWrite(written);
         return this.#send(res, existing ? 200 : 201, this.#withStatus(written));
@@ -508,6 +543,21 @@ export class FakeApiServer {
       default:
         return this.#send(res, 405, status(405, 'MethodNotAllowed', method));
     }
+  }
+
+  /**
+   * Admission: Sessions go through the shipped ValidatingAdmissionPolicy's CEL, its
+   * authorizer answered by `authorize` for the requesting user (as the real API server's
+   * is by RBAC). Returns the refusal message, as a real server words it (403: the validations' reason is Forbidden).
+   */
+  #admit(type: ResourceType, obj: Obj, old: Obj | undefined, user: User): string | undefined {
+    if (type.kind !== 'Session') return undefined;
+    const message = evaluateValidations({
+      object: obj, oldObject: old, request: { operation: old ? 'UPDATE' : 'CREATE', userInfo: { username: user.username, groups: user.groups } },
+      authorize: (q) => this.authorize({ user, verb: q.verb, resource: q.resource, subresource: q.subresource, namespace: q.namespace, group: q.group, name: q.name }),
+    });
+    return message === undefined ? undefined
+      : `${type.plural}.${type.group} "${obj.metadata.name}" is forbidden: ValidatingAdmissionPolicy 'tsmirror-sessions' with binding 'tsmirror-sessions' denied request: ${message}`;
   }
 
   // ---- port-forward

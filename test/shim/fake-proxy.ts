@@ -11,6 +11,8 @@
  *   10.250.0.1:7    tcp/udp -> echo servers
  *   10.250.0.1:81   -> ECONNREFUSED (111)
  *   any:53 udp      -> a fake DNS server (A answers 10.250.0.1 for every name)
+ *   10.250.0.3:7    tcp -> a black hole: no answer for 30 s, then ETIMEDOUT (110)
+ *   10.250.0.4:7    tcp -> the echo server, answered after 3 s (a slow pod connect)
  *   127.0.0.0/8, ::1 -> action local
  *   anything else   -> ENETUNREACH (101)
  * Names: db, web, *.svc.cluster.local -> 10.250.0.1; nx.test -> EAI_NONAME; again.test ->
@@ -31,6 +33,7 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   decodeShimRequest, encodeShimReply, isShimNotification, shimFrame,
   type ShimCallOp, type ShimErrorReply, type ShimHandlers, type ShimReplyOf, type ShimRequest,
@@ -157,6 +160,14 @@ class FakeProxy {
     connect: async (m) => {
       if (this.#isLocal(m.addr)) return { ok: true, action: 'local' };
       if (m.addr === '10.250.0.1' && m.port === 82) return { ok: false, errno: 111, message: 'refused '.repeat(40) };
+      if (m.proto === 'tcp' && m.addr === '10.250.0.3' && m.port === 7) {
+        await delay(30_000);
+        return { ok: false, errno: 110, message: 'pod connect timed out' };
+      }
+      if (m.proto === 'tcp' && m.addr === '10.250.0.4' && m.port === 7) {
+        await delay(3_000);
+        return this.#connectTcp({ host: '127.0.0.1', port: this.#echo });
+      }
       if (m.proto === 'tcp') {
         const target = this.#tcpTarget(m.addr, m.port);
         if (!target) return { ok: false, errno: 101, message: 'no route in fake pod' };
@@ -209,6 +220,7 @@ class FakeProxy {
       }
       return { ok: true, action: 'local' };
     },
+    notice: () => undefined, // logged with every notification
     'fs.config': () => FakeProxy.#unknownOp,
     'fs.open': () => FakeProxy.#unknownOp,
     'fs.fill': () => FakeProxy.#unknownOp,

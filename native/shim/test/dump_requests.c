@@ -63,13 +63,16 @@ int main(int argc, char **argv) {
   proto_connect(false, &v6, 1500, &cr);
   proto_connect(false, &v4, -1, &cr); /* non-blocking */
   proto_connect(true, &v4, 0, &cr);
-  proto_attach(7, 40312);
+  proto_attach(7, 40312, 995270, 1000);
   proto_resolve("db.default.svc.cluster.local", AF_UNSPEC, rr);
   proto_resolve("db", AF_INET6, rr);
   proto_reverse(AF_INET, a4, vr);
   proto_listen(8080, &v4, &lr);
   proto_unlisten(8080);
-  proto_peer(51234, &pr);
+  union shim_addr relay = {.in = {.sin_family = AF_INET, .sin_port = htons(51234), .sin_addr = {htonl(0x7f000001)}}};
+  proto_peer(&relay, 8080, &pr);
+  proto_notice(WIRE_WHAT_IO_URING);
+  proto_notice(WIRE_WHAT_RAW_CONNECT);
   fsproto_config(field, NULL);
   fsproto_open("/data/config.json", O_RDWR | O_CREAT, 0644, 57, true, fr);
   fsproto_fill(3, 65536, 131072, fr);

@@ -103,7 +103,7 @@ static int replay(const struct seed *s) {
     got = r.kind;
   } else if (starts_with(s->name, "peer.")) {
     struct peer_reply r;
-    rc = proto_peer(1234, &r);
+    rc = proto_peer(&dest, 8080, &r);
     got = r.kind;
   } else {
     fprintf(stderr, "seed %s: no parser for its op\n", s->name);
@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
     parsed += proto_reverse(AF_INET, a4, vr) == 0;
     struct peer_reply pr;
     struct listen_reply lr;
-    parsed += proto_peer(1234, &pr) == 0;
+    parsed += proto_peer(&dest, 8080, &pr) == 0;
     parsed += proto_listen(8080, &dest, &lr) == 0;
     struct mp_reader r;
     mp_reader_init(&r, input, input_len);

@@ -84,6 +84,28 @@ import socket, errno, select
 s = socket.socket(); s.setblocking(False)
 r = s.connect_ex(('10.250.0.1', 7)); select.select([], [s], [], 5)
 print(errno.errorcode[r], s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), s.getpeername(), s.getsockname())"
+check "python: SIGALRM interrupts a blocking connect the pod never answers" "interrupted under 10 s, then ok" /usr/bin/python3 -c "
+import signal, socket, time
+class Alarm(Exception): pass
+def on_alarm(*_): raise Alarm()
+signal.signal(signal.SIGALRM, on_alarm)
+s = socket.socket(); t = time.monotonic(); signal.alarm(1)
+try:
+    s.connect(('10.250.0.3', 7)); print('connected?')
+except Alarm:
+    took = time.monotonic() - t
+    # The next request opens a new channel: the dropped one's answer must not be read.
+    e = socket.create_connection(('10.250.0.1', 7), timeout=5); e.sendall(b'n')
+    print('interrupted', 'under 10 s' if took < 10 else 'after %.1f s' % took, end=', ')
+    print('then ok' if e.recv(1) == b'n' else 'then no echo')
+except OSError as err: print('error', err)"
+check "python: with SA_RESTART a blocking connect goes on waiting" "restarted 1 b'r' True" /usr/bin/python3 -c "
+import signal, socket, time
+hits = []
+signal.signal(signal.SIGALRM, lambda *_: hits.append(1)); signal.siginterrupt(signal.SIGALRM, False)
+s = socket.socket(); t = time.monotonic(); signal.alarm(1)
+s.connect(('10.250.0.4', 7)); s.sendall(b'r')
+print('restarted', len(hits), s.recv(1), time.monotonic() - t > 2)"
 check "python UDP" "(b'x', ('10.250.0.1', 7))" /usr/bin/python3 -c "
 import socket; u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
 u.sendto(b'x', ('10.250.0.1', 7)); print(u.recvfrom(10))"
@@ -121,6 +143,19 @@ const dgram = require('node:dgram'), dns = require('node:dns'), net = require('n
 })();"
 check "node child_process env {}" "hello from remote /nchild" node -e "
 console.log(require('node:child_process').execFileSync('curl', ['-sS', 'http://db/nchild'], {env: {PATH: process.env.PATH}}).toString())"
+
+# What the preload cannot see is reported (notice), once per kind; a program that uses
+# libc reports nothing.
+gcc -O1 -Wall -Wextra -Werror -o "$work/bypass" "$here/bypass.c" || exit 2
+notices() { grep -c "\"op\":\"notice\",\"what\":\"$1\"" "$work/proxy.log"; }
+n_io=$(notices io_uring); n_raw=$(notices raw-connect)
+out=$(timeout 60 env "${shim_env[@]}" "$work/bypass" plain 2>&1)
+report $(( $(notices io_uring) == n_io && $(notices raw-connect) == n_raw )) "unseen / a program that connects through libc reports nothing" "$out"
+out=$(timeout 60 env "${shim_env[@]}" "$work/bypass" bypass 2>&1)
+report $(( $(notices io_uring) == n_io + 1 )) "unseen / io_uring_setup through syscall() is reported once" \
+  "$out; $(( $(notices io_uring) - n_io )) io_uring notice(s)"
+report $(( $(notices raw-connect) == n_raw + 1 )) "unseen / connect through syscall() is reported once" \
+  "$out; $(( $(notices raw-connect) - n_raw )) raw-connect notice(s)"
 
 bad_frames=$(grep -c "sent a bad frame" "$work/proxy.log")
 report $((bad_frames == 0)) "wire / every frame the shim sent is valid for protocol/shim-wire.ts" \

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -485,6 +487,71 @@ static void test_codec(void) {
   CHECK(r == 0 && strlen(host) == 214, "a 214-character reverse name", "r=%d length=%zu", r, strlen(host));
 }
 
+/* The shim's fds: the high ones (log, channels), ascending. */
+static int shim_fds(int *out, int max) {
+  int n = 0;
+  for (int fd = 1000; fd < 70000 && n < max; fd++)
+    if (fcntl(fd, F_GETFD) >= 0) out[n++] = fd;
+  return n;
+}
+
+static int remote_lookup(void) {
+  struct addrinfo h = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  int r = getaddrinfo("db", "80", &h, &res);
+  int ok = r == 0 && ((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr == in4("10.250.0.1", 0).sin_addr.s_addr;
+  if (!r) freeaddrinfo(res);
+  return ok ? 0 : -1;
+}
+
+/* Descriptors closed where the close/close_range hooks do not see it: glibc's closefrom
+ * (the close_range system call, inside libc) and a raw close_range syscall. */
+static void test_closed_unseen(void) {
+  CHECK(echo_roundtrip("u") == 0 && remote_lookup() == 0, "round trip before");
+  int before[8], after[8];
+  int n = shim_fds(before, 8);
+  closefrom(3);
+  int m = shim_fds(after, 8);
+  CHECK(n >= 1 && m == n && memcmp(before, after, sizeof(int) * (size_t)n) == 0,
+        "closefrom(3) leaves the shim's fds open", "%d fd(s) before, %d after", n, m);
+  CHECK(echo_roundtrip("v") == 0, "after closefrom(3) a remote connect reaches the proxy");
+  CHECK(remote_lookup() == 0, "after closefrom(3) a remote getaddrinfo reaches the proxy");
+
+  n = shim_fds(before, 8);
+  syscall(SYS_close_range, 3, ~0U, 0);
+  /* The program opens files that get the shim's old numbers. */
+  char path[8][64];
+  int placed = 0;
+  for (int i = 0; i < n; i++) {
+    snprintf(path[i], sizeof path[i], "/tmp/tsmirror-shimtest-%d-%d", (int)getpid(), i);
+    int f = open(path[i], O_RDWR | O_CREAT | O_TRUNC, 0600);
+    (void)!write(f, "program data", 12);
+    int g = fcntl(f, F_DUPFD, before[i]);
+    close(f);
+    placed += g == before[i];
+  }
+  CHECK(n >= 1 && placed == n, "the program's files get the shim's old numbers", "%d of %d", placed, n);
+  CHECK(echo_roundtrip("w") == 0, "after a raw close_range a remote connect still works");
+  CHECK(remote_lookup() == 0, "after a raw close_range a remote getaddrinfo still works");
+  int fresh = 0;
+  m = shim_fds(after, 8);
+  for (int i = 0; i < m; i++) {
+    bool old = false;
+    for (int j = 0; j < n; j++) old |= after[i] == before[j];
+    fresh += !old;
+  }
+  CHECK(fresh >= 1, "a new channel was opened", "fds now: %d", m);
+  for (int i = 0; i < n; i++) {
+    char buf[64] = "";
+    ssize_t got = pread(before[i], buf, sizeof buf - 1, 0);
+    struct stat st;
+    fstat(before[i], &st);
+    CHECK(got == 12 && strcmp(buf, "program data") == 0 && st.st_size == 12,
+          "the program's file at a shim's old number holds only what it wrote", "fd %d: %zd bytes, \"%s\"", before[i], got, buf);
+    CHECK(close(before[i]) == 0, "the program can close its file at a shim's old number", "fd %d errno %d", before[i], errno);
+    unlink(path[i]);
+  }
+}
+
 /* Run with TSMIRROR_SOCK pointing nowhere. */
 static void test_unreachable(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -595,6 +662,7 @@ int main(int argc, char **argv) {
   RUN(fds, true)
   RUN(listen, true)
   RUN(codec, true)
+  RUN(closed_unseen, true)
   RUN(unreachable, false)
   RUN(inert, false)
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
