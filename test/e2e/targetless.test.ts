@@ -9,7 +9,8 @@ import { buildDemoNode } from '../harness/demo-pods.js';
 import { forwardToPod, type Forward } from '../harness/forward.js';
 import { cliPath, run, runCli } from './tsm.js';
 import { homedir } from 'node:os';
-import { readAgentKey } from '../../common/local-agent-key.js';
+import { agentKeyPath, readAgentKey } from '../../common/local-agent-key.js';
+import { rmSync } from 'node:fs';
 
 let harness: Harness;
 let agentPod: Pod;
@@ -26,6 +27,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await forward?.close();
+  // The pod's agent lives in the pod's PID namespace: no sweep from here can judge its key.
+  if (agentPod) rmSync(agentKeyPath(7777, `/proc/${agentPod.pid}/root${homedir()}`), { force: true });
   await harness?.destroy();
 });
 
