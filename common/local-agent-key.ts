@@ -8,6 +8,7 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { processGone } from './process-gone.js';
 
 /**
  * This user's home as the password database has it, not $HOME: a program run with another
@@ -75,17 +76,20 @@ export function sweepStaleAgentKeys(dir = agentKeyDir()): number {
   for (const name of names) {
     if (!/^\d+\.key$/.test(name)) continue;
     const path = join(dir, name);
+    let file: Partial<KeyFile> | undefined;
     try {
-      const { pid, pidns } = JSON.parse(readFileSync(path, 'utf8')) as Partial<KeyFile>;
+      file = JSON.parse(readFileSync(path, 'utf8')) as Partial<KeyFile>;
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) continue; // gone meanwhile; an unreadable one is swept
+    }
+    if (file) {
+      const { pid, pidns } = file;
       // An agent in another PID namespace (a container, a test's namespace) cannot be
       // judged from here: its pid would look dead, or name someone else.
-      if (typeof pid !== 'number' || pid === process.pid || (pidns ?? '') !== pidNamespace()) continue;
-      process.kill(pid, 0);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH' && !(err instanceof SyntaxError)) continue;
-      rmSync(path, { force: true });
-      removed++;
+      if (typeof pid !== 'number' || pid === process.pid || (pidns ?? '') !== pidNamespace() || !processGone(pid)) continue;
     }
+    rmSync(path, { force: true });
+    removed++;
   }
   return removed;
 }

@@ -6,6 +6,7 @@
 import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processGone } from '../../common/process-gone.js';
 
 const DIR_PREFIX = 'tsmirror-';
 
@@ -35,13 +36,7 @@ export function sweepStaleSessionDirs(dir = tmpdir()): number {
     const m = pattern.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // alive (or a pid reused by another process): leave it
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-    }
+    if (pid === process.pid || !processGone(pid)) continue;
     const path = join(dir, name);
     try {
       const st = lstatSync(path);
