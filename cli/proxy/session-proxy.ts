@@ -111,6 +111,8 @@ export class SessionProxy implements ShimEndpoint {
       attach: (n) => this.#tcp.attach(n),
       resolve: (r) => this.#dns.resolve(r),
       reverse: (r) => this.#dns.reverse(r),
+      'res.config': () => this.#dns.resConfig(),
+      'res.send': (r) => this.#dns.resSend(r),
       listen: (r) => (incoming ? incoming.listen(r) : localListen),
       unlisten: (n) => incoming?.unlisten(n),
       peer: (r) => (incoming ? incoming.peer(r) : localListen),
@@ -189,6 +191,8 @@ export class SessionProxy implements ShimEndpoint {
       case 'connect':
       case 'resolve':
       case 'reverse':
+      case 'res.config':
+      case 'res.send':
         this.#failures++;
         return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
       default:
