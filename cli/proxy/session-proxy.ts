@@ -55,6 +55,8 @@ export interface ProxyStats {
   heldConnects: number;
   udpFlows: number;
   lookups: number;
+  /** DNS messages of glibc's res_* functions sent to the pod's nameservers. */
+  dnsMessages: number;
   localPassThrough: number;
   failures: number;
   /** The shim's notices: the program did something the preload cannot see (kinds, once each per process). */
@@ -139,7 +141,7 @@ export class SessionProxy implements ShimEndpoint {
 
   get stats(): ProxyStats {
     return {
-      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups,
+      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups, dnsMessages: this.#dns.stats.dnsMessages,
       localPassThrough: this.#localPassThrough, failures: this.#failures, unseen: this.#unseen,
     };
   }
