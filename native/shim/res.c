@@ -46,8 +46,10 @@ static void set_herrno(res_state statp, int code) {
 /* Puts the pod's settings into an initialised state, the way glibc's res_ninit stores
  * what it read: IPv4 nameservers in nsaddr_list, IPv6 ones in _u._ext.nsaddrs (malloc'd;
  * res_nclose frees them), the search list as NUL-separated names in defdname with dnsrch
- * pointing at each. Called inside SHIM_ENTER. */
-static void apply_pod_settings(res_state statp, const struct res_config_reply *c) {
+ * pointing at each. `options`: what glibc starts from before reading resolv.conf (the
+ * pod's options other than ndots, timeout and attempts are not known here). Called
+ * inside SHIM_ENTER. */
+static void apply_pod_settings(res_state statp, const struct res_config_reply *c, unsigned long options) {
   /* Closes glibc's sockets and frees the IPv6 addresses it allocated for this machine's
    * nameservers; the state stays initialised. */
   res_nclose(statp);
@@ -91,13 +93,13 @@ static void apply_pod_settings(res_state statp, const struct res_config_reply *c
   statp->ndots = (unsigned)c->ndots;
   statp->retrans = c->timeout_ms >= 1000 ? (int)(c->timeout_ms / 1000) : 1;
   statp->retry = (int)c->attempts;
-  statp->options = RES_INIT | RES_DEFAULT;
+  statp->options = RES_INIT | options;
 }
 
 /* Asks for the pod's settings and puts them into statp (initialised by glibc). Returns 0
  * (statp has the pod's settings), 1 (res_* stays glibc's for this session), or -1 with
  * errno (the proxy could not answer). Inside SHIM_ENTER. */
-static int pod_settings(res_state statp) {
+static int pod_settings(res_state statp, unsigned long options) {
   struct res_config_reply *c = malloc(sizeof *c);
   if (!c) {
     errno = ENOMEM;
@@ -115,7 +117,7 @@ static int pod_settings(res_state statp) {
     rc = -1;
   } else {
     __atomic_store_n(&res_mode, MODE_POD, __ATOMIC_RELAXED);
-    apply_pod_settings(statp, c);
+    apply_pod_settings(statp, c, options);
     if (statp == &_res) thread_res_ready = true;
     rc = 0;
   }
@@ -123,13 +125,14 @@ static int pod_settings(res_state statp) {
   return rc;
 }
 
-/* res_ninit/res_init: glibc's, then the pod's settings. */
-static int ninit(res_state statp, int (*glibc_ninit)(res_state)) {
+/* res_ninit/res_init: glibc's, then the pod's settings. `options`: glibc's starting
+ * options (res_ninit: RES_DEFAULT; res_init keeps those of a state already set up). */
+static int ninit(res_state statp, int (*glibc_ninit)(res_state), unsigned long options) {
   int r = glibc_ninit(statp);
   if (r < 0 || !shim_intercepting() || __atomic_load_n(&res_mode, __ATOMIC_RELAXED) == MODE_GLIBC) return r;
   int saved = errno;
   SHIM_ENTER();
-  int rc = pod_settings(statp);
+  int rc = pod_settings(statp, options);
   SHIM_LEAVE();
   if (rc < 0) {
     /* The state keeps this machine's settings, but no query of ours will use them: each
@@ -147,10 +150,13 @@ static int glibc_res_init(res_state statp) {
 
 SHIM_EXPORT int __res_ninit(res_state statp) {
   if (!statp) return REAL(__res_ninit)(statp);
-  return ninit(statp, REAL(__res_ninit));
+  return ninit(statp, REAL(__res_ninit), RES_DEFAULT);
 }
 
-SHIM_EXPORT int __res_init(void) { return ninit(&_res, glibc_res_init); }
+SHIM_EXPORT int __res_init(void) {
+  unsigned long before = _res.options;
+  return ninit(&_res, glibc_res_init, (before & RES_INIT) ? before & ~(unsigned long)RES_INIT : RES_DEFAULT);
+}
 
 /* Whether this call is the pod's (1), glibc's (0), or failed (-1, h_errno set: the
  * proxy could not be reached). Makes sure statp has the pod's settings. Inside SHIM_ENTER. */
@@ -168,7 +174,7 @@ static int ready(res_state statp) {
       return -1;
     }
   }
-  int rc = pod_settings(statp);
+  int rc = pod_settings(statp, RES_DEFAULT);
   if (rc == 1) return 0;
   if (rc < 0) {
     set_herrno(statp, TRY_AGAIN);

@@ -26,7 +26,8 @@
  * Files: every fs.* call is answered "unknown op" (EINVAL): the shim then reads locally.
  * glibc's resolver (res.config, res.send): nameservers 10.250.0.53 and fd00::53, search
  * default.svc.cluster.local svc.cluster.local cluster.local, ndots 5. Messages are answered
- * by podDnsAnswer: db/web.<ns>.svc.cluster.local have A 10.250.0.1 and SRV 0 0 8080
+ * by podDnsAnswer: db/web.<ns>.svc.cluster.local have A 10.250.0.1 (10.250.0.2 when the
+ * query carries an additional record: EDNS0's OPT) and SRV 0 0 8080
  * db.default.svc.cluster.local (and no AAAA), big.default.svc.cluster.local has TXT records
  * of 2,000 bytes in all; every other name is NXDOMAIN; servfail.test is SERVFAIL;
  * timeout.test gets ETIMEDOUT (no nameserver answered).
@@ -140,7 +141,7 @@ function podDnsAnswer(q: Buffer): Buffer | 'timeout' {
   if (name === 'timeout.test') return 'timeout';
   if (name === 'servfail.test') return Buffer.concat([head(2, 0), body]);
   if (/^(db|web)\.[a-z0-9-]+\.svc\.cluster\.local$/.test(name)) {
-    if (type === 1) return Buffer.concat([head(0, 1), body, rr(1, Buffer.from([10, 250, 0, 1]))]);
+    if (type === 1) return Buffer.concat([head(0, 1), body, rr(1, Buffer.from([10, 250, 0, q.readUInt16BE(10) > 0 ? 2 : 1]))]);
     if (type === 33) {
       const target = Buffer.concat([...'db.default.svc.cluster.local'.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
       return Buffer.concat([head(0, 1), body, rr(33, Buffer.concat([u16(0), u16(0), u16(8080), target]))]);

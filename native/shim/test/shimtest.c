@@ -662,6 +662,12 @@ static void test_res(void) {
     bad += (long)r;
   }
   CHECK(bad == 0 && count_fds() == before, "8 threads x 50 res_search, each with its own _res; no fd leak", "%ld failed", bad);
+
+  _res.options |= RES_USE_EDNS0;
+  CHECK(res_init() == 0 && (_res.options & RES_USE_EDNS0) && _res.ndots == 5,
+        "res_init keeps the options of a state already set up", "options %lx", (unsigned long)_res.options);
+  n = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.2"), "RES_USE_EDNS0: the query carries an OPT record", "n %d", n);
 }
 
 /* Run with TSMIRROR_SOCK pointing nowhere. */
