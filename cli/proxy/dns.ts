@@ -15,8 +15,8 @@ import { route, unmapAddress, type RoutingPolicy } from '../routing.js';
 import type { ProxyAgent } from './proxy-agent.js';
 import {
   SHIM_MAX_ADDRESS_TEXT, SHIM_MAX_DNS_MESSAGE, SHIM_MAX_DOMAIN, SHIM_MAX_NAMESERVERS, SHIM_MAX_SEARCH,
-  type ShimErrorReply, type ShimReplyOf, type ShimRequestOf,
-} from '../../protocol/shim-wire.js';
+} from '../../protocol/shim-constants.js';
+import type { ShimErrorReply, ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 
 export const EAI_NONAME = -2;
 export const EAI_AGAIN = -3;
