@@ -133,6 +133,8 @@ export class PodResolver {
   /** Queries in flight by the id they were sent with; each gets the raw answer, or undefined (timeout, closed). */
   #pending = new Map<number, (answer: Buffer | undefined) => void>();
   #nextId = Math.floor(Math.random() * 65536);
+  /** Closed with its session: a query still in its retry loop opens no socket (the session's netns fd is gone, its number maybe another's). */
+  #closed = false;
 
   /** `openTcp` (optional): an unconnected TCP socket in the pod's netns, for answers too large for UDP. */
   constructor(
@@ -182,6 +184,7 @@ export class PodResolver {
   }
 
   close(): void {
+    this.#closed = true;
     for (const socket of this.#sockets.values()) void socket.then(closeDatagramSocket, () => undefined);
     this.#sockets.clear();
     for (const done of this.#pending.values()) done(undefined);
@@ -233,6 +236,7 @@ export class PodResolver {
    * or undefined after timeoutMs. Only a response to the same question counts.
    */
   async #udpExchange(server: string, query: Uint8Array, timeoutMs: number): Promise<Buffer | undefined> {
+    if (this.#closed) return undefined;
     const socket = await this.#udp(isIP(server) === 6 ? 6 : 4);
     let id = (this.#nextId = (this.#nextId + 1) & 0xffff);
     for (let tries = 0; this.#pending.has(id) && tries < 65536; tries++) id = (this.#nextId = (this.#nextId + 1) & 0xffff);
@@ -259,7 +263,7 @@ export class PodResolver {
 
   /** One query over TCP (RFC 1035 4.2.2: a 2-byte length before each message), or undefined. */
   async #tcpExchange(server: string, query: Uint8Array, timeoutMs: number): Promise<Buffer | undefined> {
-    if (!this.openTcp) return undefined;
+    if (!this.openTcp || this.#closed) return undefined;
     let socket: TcpSocket;
     try {
       socket = this.openTcp(isIP(server) === 6 ? 6 : 4);
@@ -324,6 +328,7 @@ export class PodResolver {
   }
 
   #udp(family: Family): Promise<DgramSocket> {
+    if (this.#closed) return Promise.reject(new Error('the session ended'));
     // One socket per family per session, opened on first use.
     let socket = this.#sockets.get(family);
     if (!socket) {
