@@ -153,6 +153,7 @@ const checks: Record<string, string[]> = {
     "res_send of res_mkquery's message: the answer with its id",
     'an answer larger than the buffer is cut to it with TC set',
     '8 threads x 50 res_search, each with its own _res; no fd leak',
+    "a thread's _res that glibc set up itself gets the pod's settings on first use",
     'res_init keeps the options of a state already set up',
     'RES_USE_EDNS0: the query carries an OPT record',
   ],

@@ -589,6 +589,18 @@ static void *res_thread_body(void *arg) {
   return (void *)bad;
 }
 
+/* A thread whose _res glibc set up itself (its getaddrinfo of a local name does) before the
+ * program's first res_* call: 1 if that call still has the pod's settings and answer. */
+static void *res_after_glibc_body(void *arg) {
+  (void)arg;
+  struct addrinfo *ai = NULL;
+  if (getaddrinfo("localhost", "80", NULL, &ai) == 0) freeaddrinfo(ai);
+  long glibc_set_up = (_res.options & RES_INIT) != 0;
+  unsigned char ans[1024];
+  int n = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  return (void *)(long)(answer_is_a(ans, n, "10.250.0.1") && _res.ndots == 5 ? 1 + glibc_set_up : 0);
+}
+
 static void test_res(void) {
   unsigned char ans[4096];
   errno = 1234;
@@ -662,6 +674,13 @@ static void test_res(void) {
     bad += (long)r;
   }
   CHECK(bad == 0 && count_fds() == before, "8 threads x 50 res_search, each with its own _res; no fd leak", "%ld failed", bad);
+
+  pthread_t th;
+  void *got = NULL;
+  pthread_create(&th, NULL, res_after_glibc_body, NULL);
+  pthread_join(th, &got);
+  CHECK((long)got > 0, "a thread's _res that glibc set up itself gets the pod's settings on first use",
+        "result %ld (2: glibc had set it up)", (long)got);
 
   _res.options |= RES_USE_EDNS0;
   CHECK(res_init() == 0 && (_res.options & RES_USE_EDNS0) && _res.ndots == 5,
