@@ -51,8 +51,10 @@ static void set_herrno(res_state statp, int code) {
  * inside SHIM_ENTER. */
 static void apply_pod_settings(res_state statp, const struct res_config_reply *c, unsigned long options) {
   /* Closes glibc's sockets and frees the IPv6 addresses it allocated for this machine's
-   * nameservers; the state stays initialised. */
-  res_nclose(statp);
+   * nameservers; the state stays initialised. A state glibc set up has _vcsock -1 (or its
+   * TCP socket); 0 means the program zeroed the state and set RES_INIT itself, and there
+   * is nothing of glibc's to free (res_nclose would close fd 0). */
+  if (statp->_vcsock != 0) res_nclose(statp);
   int n = 0;
   for (int i = 0; i < c->nnameservers && n < MAXNS; i++) {
     struct in_addr a4;
