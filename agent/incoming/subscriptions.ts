@@ -117,9 +117,17 @@ export class SessionIncoming {
     const i = hub.subs.indexOf(sub);
     if (i >= 0) hub.subs.splice(i, 1);
     if (hub.subs.length > 0) return;
+    // The redirect goes first and the listener after it: a connection redirected just
+    // before would otherwise reach a closed listener and be reset. Meanwhile the hub
+    // relays new connections to the app, as it does with no subscription.
+    await ns.redirect.remove(port).catch((err: Error) => this.#log(`removing the redirect of port ${port}: ${err.message}`));
+    if (hub.subs.length > 0) {
+      // Another session subscribed the port meanwhile: it keeps the hub.
+      await ns.redirect.set(port, hub.listenPort).catch((err: Error) => this.#log(`restoring the redirect of port ${port}: ${err.message}`));
+      return;
+    }
     ns.hubs.delete(port);
     hub.close();
-    await ns.redirect.remove(port).catch((err: Error) => this.#log(`removing the redirect of port ${port}: ${err.message}`));
     ns.maybeRelease();
   }
 }

@@ -44,7 +44,7 @@ interface ClientRun { sent: Sent[]; raw: string }
 
 async function runClient(n: number, extra: string[] = []): Promise<ClientRun> {
   const r = await harness.exec(client, ['/usr/bin/node', join(FIX, 'record-client.mjs'), app.ip, '8080', '50051', String(n), ...extra], { timeoutMs: 120000 });
-  expect(r.stderr).toBe('');
+  expect(r.stderr, agent.log().slice(-3000)).toBe('');
   return JSON.parse(r.stdout) as ClientRun;
 }
 
@@ -176,15 +176,15 @@ describe('tsmirror record', () => {
 
   it('Ctrl-C in the middle of traffic leaves a valid file of complete exchanges', async () => {
     const { cli, file } = await startRecord([]);
-    const load = runClient(3000);
-    await cli.waitFor(/recording: [1-9]\d* exchanges seen/, 30000).catch(() => undefined);
+    // About 4 s of traffic (4 connections, 2 ms between requests); Ctrl-C after 1.5 s.
+    const load = runClient(2000, ['pace=2']);
     await new Promise((r) => setTimeout(r, 1500));
     expect(await interrupt(cli)).toBe(0);
     const run = await load;
-    expect(run.sent).toHaveLength(3000); // the app kept answering after the recording stopped
+    expect(run.sent).toHaveLength(2000); // the app answered every request, before and after the recording stopped
     const har = readHar(file);
     expect(har.log.entries.length).toBeGreaterThan(0);
-    expect(har.log.entries.length).toBeLessThan(3000);
+    expect(har.log.entries.length).toBeLessThan(2000);
     const answers = new Map(run.sent.map((s) => [`${s.method} ${s.path}`, s.body]));
     // Each entry is a whole exchange: its answer is the one the client got.
     for (const e of har.log.entries) expect(e.response.content.text).toBe(answers.get(idOf(e)));
