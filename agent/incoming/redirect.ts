@@ -118,8 +118,11 @@ export class NetnsRedirect {
   dropTable(): Promise<void> {
     return this.#queue(async () => {
       if (this.#ports.size > 0 || !this.#tableUp) return;
-      const r = await nft(this.#nsPath, `delete table inet ${TABLE}\n`);
       this.#tableUp = false;
+      // Only our own: another agent on this node may have made the table since.
+      const listed = await nft(this.#nsPath, '', ['list', 'table', 'inet', TABLE]);
+      if (listed.code !== 0 || !listed.stdout.includes(`comment "${OWNER}"`)) return;
+      const r = await nft(this.#nsPath, `delete table inet ${TABLE}\n`);
       if (r.code !== 0) this.#log(`could not remove the redirect table: ${r.stderr.trim()}`);
     });
   }
