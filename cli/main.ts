@@ -17,6 +17,7 @@ import { registerEnv } from './commands/env.js';
 import { registerExec } from './commands/exec.js';
 import { registerInstall } from './commands/install.js';
 import { useProjectConfig } from './commands/project-config.js';
+import { registerReplay } from './commands/replay.js';
 import { registerStatus } from './commands/status.js';
 import { registerTargets } from './commands/targets.js';
 
@@ -36,6 +37,7 @@ function buildProgram(): Command {
   registerStatus(program);
   registerDoctor(program);
   registerTargets(program);
+  registerReplay(program);
   return program;
 }
 
