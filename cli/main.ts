@@ -18,6 +18,7 @@ import { registerExec } from './commands/exec.js';
 import { registerInstall } from './commands/install.js';
 import { registerRecord } from './commands/record.js';
 import { useProjectConfig } from './commands/project-config.js';
+import { registerReplay } from './commands/replay.js';
 import { registerStatus } from './commands/status.js';
 import { registerTargets } from './commands/targets.js';
 
@@ -38,6 +39,7 @@ function buildProgram(): Command {
   registerDoctor(program);
   registerTargets(program);
   registerRecord(program);
+  registerReplay(program);
   return program;
 }
 

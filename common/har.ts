@@ -109,6 +109,12 @@ export interface HarEntry {
   comment?: string;
   /** "ip:port" of the client. */
   _clientAddress?: string;
+  /**
+   * The pod port the exchange was recorded on (the URL names the Host header, which may
+   * not carry it). Replay with `-- command` sends the entry to 127.0.0.1:<_port>; without
+   * it, the URL's explicit port if it is a recorded port, else log._tsmirror.ports[0].
+   */
+  _port?: number;
 }
 
 /** `log._tsmirror`: what was recorded, and how. */
@@ -194,6 +200,7 @@ export function harProblems(har: unknown, limit = 20): string[] {
     if (typeof e.startedDateTime !== 'string') problems.push(`${at}.startedDateTime is not a string`);
     if (typeof e.time !== 'number' || !Number.isFinite(e.time)) problems.push(`${at}.time is not a number`);
     if (e.connection !== undefined && typeof e.connection !== 'string') problems.push(`${at}.connection is not a string`);
+    if (e._port !== undefined && !(Number.isInteger(e._port) && (e._port as number) >= 1 && (e._port as number) <= 65535)) problems.push(`${at}._port is not a port`);
     const rq = e.request;
     if (!isObj(rq)) {
       problems.push(`${at}.request is not an object`);
