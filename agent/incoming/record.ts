@@ -35,6 +35,8 @@ export const REDACTED = '[redacted by tsmirror]';
 const RECORD_BACKLOG = 16 * 1024 * 1024;
 /** Requests of one HTTP/1.1 connection waiting for their answers (pipelining); beyond, recording of it stops. */
 const MAX_PENDING = 256;
+/** Trailer fields kept per HTTP/1.1 answer (each line is at most a head's size). */
+const MAX_TRAILERS = 64;
 
 // ---- options
 
@@ -204,7 +206,12 @@ function keepBody(r: CompiledRecord, headers: Array<[string, string]>, body: Raw
       const doc: unknown = JSON.parse(data.toString('utf8'));
       let changed = false;
       for (const p of r.jsonPaths) changed = maskJson(doc, p, 0) || changed;
-      if (changed) data = Buffer.from(JSON.stringify(doc), 'utf8');
+      if (changed) {
+        const masked = Buffer.from(JSON.stringify(doc), 'utf8');
+        // Markers can make a body longer than it was: above the limit it goes as its hash.
+        if (masked.byteLength > r.maxBody) return { size: body.size, sha256: body.sha256 };
+        data = masked;
+      }
     } catch {
       // not JSON after all: kept as it is
     }
@@ -420,7 +427,7 @@ export class Http1Tap<S extends RecordSub> {
         else if (ev.part === 'trailer') {
           const line = ev.raw.toString('latin1').replace(/\r\n$/, '');
           const colon = line.indexOf(':');
-          if (colon > 0) this.#resp.trailers.push([line.slice(0, colon), line.slice(colon + 1).trim()]);
+          if (colon > 0 && this.#resp.trailers.length < MAX_TRAILERS) this.#resp.trailers.push([line.slice(0, colon), line.slice(colon + 1).trim()]);
         }
       } else {
         const resp = this.#resp;
