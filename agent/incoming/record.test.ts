@@ -27,6 +27,8 @@ describe('record options', () => {
     expect(() => compileRecordOptions({ ...ok, redact: 'yes' }, undefined)).toThrow('redact');
     expect(() => compileRecordOptions({ ...ok, redactHeaders: Array(65).fill('a') }, undefined)).toThrow('at most 64');
     expect(() => compileRecordOptions({ ...ok, redactHeaders: ['(a'] }, undefined)).toThrow('not a valid regular expression');
+    // A pattern that would mean something else inside the case-insensitive group is refused.
+    expect(() => compileRecordOptions({ ...ok, redactHeaders: ['x)|(.*'] }, undefined)).toThrow('not a valid regular expression');
     expect(() => compileRecordOptions(undefined, undefined)).toThrow('needs its options');
     expect(REDACTED).toBe(REDACTED_MARKER);
   });

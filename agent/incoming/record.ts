@@ -134,7 +134,11 @@ export function compileRecordOptions(value: unknown, filter: CompiledFilter | un
   return {
     sample, maxBody, redact: o.redact, filter,
     // Header names are matched in lower case; a pattern is made case-insensitive.
-    redactHeaders: headers.map((h) => wholeMatchPattern(`(?i:${h})`, `--redact-header "${h}"`)),
+    // Each must compile on its own first, so that the wrapping cannot change what it means.
+    redactHeaders: headers.map((h) => {
+      wholeMatchPattern(h, `--redact-header "${h}"`);
+      return wholeMatchPattern(`(?i:${h})`, `--redact-header "${h}"`);
+    }),
     jsonPaths: paths.map(parseJsonPath),
   };
 }
