@@ -191,6 +191,26 @@ describe('tsmirror record', () => {
     expect(existsSync(`${file}.tmp`)).toBe(false);
   });
 
+  it('when the agent dies mid-recording, the file still holds what was recorded, and the exit code says it failed', async () => {
+    const own = await startAgentProcess();
+    try {
+      const file = join(dir, 'agent-died.har');
+      const cli = startCli(['record', '--agent', own.url, '--target', `pid/${app.pid}`, '--port', '8080', '-o', file]);
+      await cli.waitFor(/Ctrl-C stops/);
+      const run = await runClient(20);
+      expect(run.sent).toHaveLength(20);
+      await new Promise((r) => setTimeout(r, 500)); // the frames reach the CLI
+      own.child.kill('SIGKILL');
+      const code = await new Promise<number | null>((r) => (cli.child.exitCode !== null ? r(cli.child.exitCode) : cli.child.once('exit', r)));
+      expect(code).toBe(125);
+      expect(cli.err()).toMatch(/stopped \(the session ended\): 20 of 20 exchanges written/);
+      expect(cli.err()).toMatch(/the session ended: TSM_ERR_/);
+      expect(readHar(file).log.entries).toHaveLength(20);
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('tsmirror replay of the recording against the app finds no difference (the HAR is what replay reads)', async () => {
     // Written into the client pod's /data, where replay runs (the pods reach each other, not this machine).
     const file = join(client.dataDir, 'roundtrip.har');
