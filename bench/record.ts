@@ -13,7 +13,7 @@ import { cliPath, repoRoot, startAgentProcess } from '../test/e2e/tsm.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
-const RATE = 2000;
+const RATE = Number(process.env.TSM_BENCH_RATE ?? 2000);
 const SECONDS = Number(process.env.TSM_BENCH_SECONDS ?? 5);
 
 interface Figures { p50_us: number; p99_us: number; max_us: number; warmup_max_us: number; sent: number; errors: number }

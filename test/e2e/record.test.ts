@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { repoRoot, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
+import { repoRoot, runCli, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
 import type { Har, HarEntry } from '../../common/har.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
@@ -222,6 +222,18 @@ describe('tsmirror record', () => {
     const replay = await harness.exec(client, ['/usr/bin/node', join(repoRoot, 'bin', 'tsmirror.js'), 'replay', '/data/roundtrip.har', '--to', `http://${app.ip}:8080`], { timeoutMs: 60000 });
     expect(replay.code, replay.stdout + replay.stderr).toBe(0);
     expect(replay.stdout + replay.stderr).toMatch(/9 same/);
+  });
+
+  it('--duration stops by itself; a recording of nothing is a valid, empty file', async () => {
+    const file = join(dir, 'quiet.har');
+    const started = Date.now();
+    const r = await runCli(['record', '--agent', agent.url, '--target', `pid/${app.pid}`, '--port', '8080', '--duration', '1s', '-o', file], { timeoutMs: 30000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(r.stderr).toMatch(/stopped \(1s passed \(--duration\)\): 0 of 0 exchanges written/);
+    const har = readHar(file);
+    expect(har.log.entries).toEqual([]);
+    expect(har.log._tsmirror).toMatchObject({ seen: 0, kept: 0, stoppedBy: '1s passed (--duration)' });
   });
 
   it('refuses bad options before connecting, saying what to write', async () => {
