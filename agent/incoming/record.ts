@@ -145,12 +145,15 @@ export function compileRecordOptions(value: unknown, filter: CompiledFilter | un
 
 // ---- exchanges
 
-/** A body as it arrives: kept up to `max` bytes, hashed whole. */
+/**
+ * A body as it arrives: kept while it is at most `max` bytes; past that only hashed (the
+ * hash starts with the bytes kept so far). Small bodies, the common case, are not hashed.
+ */
 class BodyCollector {
   readonly #max: number;
-  readonly #chunks: Buffer[] = [];
+  #chunks: Buffer[] = [];
   #size = 0;
-  readonly #hash: Hash = createHash('sha256');
+  #hash: Hash | undefined;
 
   constructor(max: number) {
     this.#max = max;
@@ -158,20 +161,31 @@ class BodyCollector {
 
   push(chunk: Buffer): void {
     this.#size += chunk.byteLength;
+    if (!this.#hash && this.#size <= this.#max) {
+      this.#chunks.push(chunk);
+      return;
+    }
+    if (!this.#hash) {
+      this.#hash = createHash('sha256');
+      for (const c of this.#chunks) this.#hash.update(c);
+      this.#chunks = [];
+    }
     this.#hash.update(chunk);
-    if (this.#size <= this.#max) this.#chunks.push(chunk);
-    else this.#chunks.length = 0;
   }
 
   get size(): number {
     return this.#size;
   }
 
-  /** The whole body when it was kept, else undefined; and its hash. */
-  finish(): { data: Buffer | undefined; size: number; sha256: string } {
-    return { data: this.#size <= this.#max ? Buffer.concat(this.#chunks) : undefined, size: this.#size, sha256: this.#hash.digest('hex') };
+  /** The whole body when it was kept, else its size and hash. */
+  finish(): CollectedBody {
+    if (this.#hash) return { data: undefined, size: this.#size, sha256: this.#hash.digest('hex') };
+    return { data: this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks), size: this.#size };
   }
 }
+
+/** A body as collected: its bytes (up to the largest limit), or its hash above it. */
+type CollectedBody = { data: Buffer | undefined; size: number; sha256?: string };
 
 /** An exchange as parsed, before a subscription's choices. */
 interface RawExchange {
@@ -181,12 +195,12 @@ interface RawExchange {
   authority: string;
   requestHeaders: Array<[string, string]>;
   requestHeadSize: number;
-  requestBody: { data: Buffer | undefined; size: number; sha256: string };
+  requestBody: CollectedBody;
   status: number;
   statusText: string;
   responseHeaders: Array<[string, string]>;
   responseHeadSize: number;
-  responseBody: { data: Buffer | undefined; size: number; sha256: string };
+  responseBody: CollectedBody;
   trailers: Array<[string, string]>;
   started: number;
   requestDone: number;
@@ -202,8 +216,13 @@ function isJson(headers: Array<[string, string]>, data: Buffer): boolean {
 }
 
 /** What the subscription keeps of a body: the bytes (JSON paths masked) up to its limit, else size and hash. */
-function keepBody(r: CompiledRecord, headers: Array<[string, string]>, body: RawExchange['requestBody']): RecordedBody {
-  if (body.data === undefined || body.size > r.maxBody) return { size: body.size, sha256: body.sha256 };
+/** A body too large for a subscription: its size and hash (computed here when the collector kept the bytes). */
+function hashed(body: CollectedBody): RecordedBody {
+  return { size: body.size, sha256: body.sha256 ?? createHash('sha256').update(body.data ?? Buffer.alloc(0)).digest('hex') };
+}
+
+function keepBody(r: CompiledRecord, headers: Array<[string, string]>, body: CollectedBody): RecordedBody {
+  if (body.data === undefined || body.size > r.maxBody) return hashed(body);
   let data = body.data;
   if (r.redact && r.jsonPaths.length > 0 && data.byteLength > 0 && isJson(headers, data)) {
     try {
@@ -213,7 +232,7 @@ function keepBody(r: CompiledRecord, headers: Array<[string, string]>, body: Raw
       if (changed) {
         const masked = Buffer.from(JSON.stringify(doc), 'utf8');
         // Markers can make a body longer than it was: above the limit it goes as its hash.
-        if (masked.byteLength > r.maxBody) return { size: body.size, sha256: body.sha256 };
+        if (masked.byteLength > r.maxBody) return hashed(body);
         data = masked;
       }
     } catch {
