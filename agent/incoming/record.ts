@@ -304,7 +304,16 @@ export class ConnectionRecorder<S extends RecordSub> {
     s.stream.write(encodeRecordFrame(frame));
   }
 
+  /** Sends an exchange to each subscription that keeps it; a failure costs that exchange, never the agent. */
   exchange(x: RawExchange): void {
+    try {
+      this.#exchange(x);
+    } catch (err) {
+      this.#hub.logOnce(`recording of port ${this.#hub.port}: an exchange could not be recorded: ${(err as Error).message}`);
+    }
+  }
+
+  #exchange(x: RawExchange): void {
     const head: MessageHead = { method: x.method, target: x.target, status: 0, version: x.version, headers: x.requestHeaders };
     for (const s of this.#subs) {
       const r = s.r;
