@@ -115,19 +115,35 @@ export async function runRecord(flags: RecordFlags): Promise<number> {
   const options: RecordOptions = { sample, maxBody, redactHeaders: flags.redactHeader, redactJsonPaths: flags.redactJsonPath, redact: flags.redact };
   const output = resolvePath(flags.output);
   const writer = new HarWriter(output, packageVersion);
+  // From here on a signal never leaves the temporary file behind: before the recording
+  // starts it removes it and exits; during it, it stops and writes the file; a second one
+  // abandons it.
+  let recording = false;
+  let stopping = false;
+  let stop: (why: string) => void = () => undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!recording || stopping) {
+      if (stopping) process.stderr.write('\ntsmirror: stopped again; the recording is abandoned\n');
+      writer.abort();
+      process.exit(128 + (osConstants.signals[signal] ?? 2));
+    }
+    stop(signal === 'SIGINT' ? 'Ctrl-C' : signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   let agent;
   try {
     agent = await openSession(flags, { mode: 'mirror', filtered: false, record: true });
   } catch (err) {
     writer.abort();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     throw err;
   }
   const stats = { seen: 0, kept: 0, skipped: new Map<string, number>(), connections: 0, lost: 0 };
-  let stopping = false;
   let lastFrame = Date.now();
   let nextConnection = 1;
-  let stop!: (why: string) => void;
   const stopped = new Promise<string>((r) => (stop = r));
 
   const onOpen = (m: IncomingOpen): void => {
@@ -182,21 +198,14 @@ export async function runRecord(flags: RecordFlags): Promise<number> {
   } catch (err) {
     agent.close();
     writer.abort();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     throw err;
   }
   progress(flags, `recording port${ports.length > 1 ? 's' : ''} ${ports.join(', ')} of ${target} into ${flags.output}${durationMs ? ` for ${flags.duration}` : ''}${sample < 100 ? `, keeping ${sample}% of exchanges` : ''}${filter ? ', only matching exchanges' : ''}; Ctrl-C stops and writes the file`);
   if (!flags.redact) progress(flags, 'warning: --no-redact: Authorization, cookies and every other value are written as they were sent');
 
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      process.stderr.write('\ntsmirror: stopped again; the recording is abandoned\n');
-      writer.abort();
-      process.exit(128 + (osConstants.signals[signal] ?? 2));
-    }
-    stop(signal === 'SIGINT' ? 'Ctrl-C' : signal);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  recording = true;
   const timer = durationMs === undefined ? undefined : setTimeout(() => stop(`${flags.duration} passed (--duration)`), durationMs);
   const tty = process.stderr.isTTY === true;
   let lastLine = '';

@@ -176,8 +176,8 @@ describe('tsmirror record', () => {
 
   it('Ctrl-C in the middle of traffic leaves a valid file of complete exchanges', async () => {
     const { cli, file } = await startRecord([]);
-    // About 4 s of traffic (4 connections, 2 ms between requests); Ctrl-C after 1.5 s.
-    const load = runClient(2000, ['pace=2']);
+    // At least 5 s of traffic (4 connections, 500 requests each, 10 ms apart); Ctrl-C after 1.5 s.
+    const load = runClient(2000, ['pace=10']);
     await new Promise((r) => setTimeout(r, 1500));
     expect(await interrupt(cli)).toBe(0);
     const run = await load;
