@@ -90,6 +90,7 @@ function templates(id: number, stream: number): ClientMessage[] {
     { type: 'fs.change', id, op: 'mkdir', path: '/data/d', mode: 0o755, to: '' },
     { type: 'port.subscribe', id, port: 8080, mode: 'steal', filter: { headers: [{ name: 'x-dev', value: 'fuzz' }] } },
     { type: 'port.subscribe', id, port: 8081, mode: 'mirror' },
+    { type: 'port.subscribe', id, port: 8082, mode: 'record', filter: { headers: [], path: '/api/.*' }, record: { sample: 50, maxBody: 1024, redactHeaders: ['x-.*-key'], redactJsonPaths: ['$..password', '$.items[*].card'], redact: true } },
     { type: 'port.unsubscribe', id, port: 8080 },
     { type: 'data', stream, data: new Uint8Array(64) },
     { type: 'window', stream, bytes: 1024 },
