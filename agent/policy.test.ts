@@ -3,9 +3,9 @@ import { matchingRule, parsePolicy } from './policy.js';
 
 describe('policy.yaml', () => {
   it('parses the three rules, with defaults', () => {
-    expect(parsePolicy('')).toEqual({ protectedNamespaces: [], deniedNamespaces: [], requireUserAuth: false });
+    expect(parsePolicy('')).toEqual({ protectedNamespaces: [], deniedNamespaces: [], recordDeniedNamespaces: [], requireUserAuth: false });
     expect(parsePolicy('protectedNamespaces: ["prod-.*", "payments"]\ndeniedNamespaces: [kube-system]\nrequireUserAuth: true\n'))
-      .toEqual({ protectedNamespaces: ['prod-.*', 'payments'], deniedNamespaces: ['kube-system'], requireUserAuth: true });
+      .toEqual({ protectedNamespaces: ['prod-.*', 'payments'], deniedNamespaces: ['kube-system'], recordDeniedNamespaces: [], requireUserAuth: true });
   });
 
   it('says what is wrong with a bad policy', () => {

@@ -8,7 +8,10 @@
  * - the Session object (agent/session-identity.ts): who the user is (as the API server
  *   authenticated them when they created it) and what they may do there (files, incoming
  *   traffic: as RBAC and the admission policy allowed them to declare);
- * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed).
+ * - `protectedNamespaces`: unfiltered steal is refused (filtered steal and mirror are allowed);
+ * - `recordDeniedNamespaces`: `tsmirror record` is refused (a recording carries the pod's
+ *   traffic out of the cluster), checked at the open (the hello declares it) and at each
+ *   record subscription.
  *
  * `requireUserAuth` is still read (old ConfigMaps keep working) but means nothing now: every
  * session needs a Session object.
@@ -18,7 +21,7 @@
  */
 import { parse as parseYaml } from 'yaml';
 import { TsmError } from '../protocol/errors.js';
-import type { ClientHello, FilesMode, TargetRef } from '../protocol/messages.js';
+import type { ClientHello, FilesMode, IncomingMode, TargetRef } from '../protocol/messages.js';
 import type { AgentKube, PodRef } from './kube.js';
 import { verifySession, watchSession } from './session-identity.js';
 import type { SessionIncomingMode } from '../common/session-object.js';
@@ -28,11 +31,13 @@ import { readFile } from 'node:fs/promises';
 export interface Policy {
   protectedNamespaces: string[];
   deniedNamespaces: string[];
+  /** Namespaces (whole-name regexes) whose pods' traffic may not be recorded. */
+  recordDeniedNamespaces: string[];
   /** Read so that older ConfigMaps stay valid; every session is authenticated now (its Session object). */
   requireUserAuth: boolean;
 }
 
-export const EMPTY_POLICY: Policy = { protectedNamespaces: [], deniedNamespaces: [], requireUserAuth: false };
+export const EMPTY_POLICY: Policy = { protectedNamespaces: [], deniedNamespaces: [], recordDeniedNamespaces: [], requireUserAuth: false };
 
 /** The ConfigMap key holding the policy. */
 export const POLICY_KEY = 'policy.yaml';
@@ -54,7 +59,7 @@ function regexList(value: unknown, field: string): string[] {
 export function parsePolicy(text: string): Policy {
   const doc = (parseYaml(text) ?? {}) as Record<string, unknown>;
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error('the policy must be a YAML mapping');
-  const known = new Set(['protectedNamespaces', 'deniedNamespaces', 'requireUserAuth']);
+  const known = new Set(['protectedNamespaces', 'deniedNamespaces', 'recordDeniedNamespaces', 'requireUserAuth']);
   const unknown = Object.keys(doc).filter((k) => !known.has(k));
   if (unknown.length) throw new Error(`unknown field(s) ${unknown.join(', ')}; known: ${[...known].join(', ')}`);
   const requireUserAuth = doc.requireUserAuth ?? false;
@@ -62,6 +67,7 @@ export function parsePolicy(text: string): Policy {
   return {
     protectedNamespaces: regexList(doc.protectedNamespaces, 'protectedNamespaces'),
     deniedNamespaces: regexList(doc.deniedNamespaces, 'deniedNamespaces'),
+    recordDeniedNamespaces: regexList(doc.recordDeniedNamespaces, 'recordDeniedNamespaces'),
     requireUserAuth,
   };
 }
@@ -91,7 +97,7 @@ export interface Admission {
    * Checks each port.subscribe against the Session's mode and the policy in force then: what
    * the session really asks for, not what its hello declared.
    */
-  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  authorizeIncoming: (mode: IncomingMode, filtered: boolean) => void;
   /** Watches the Session object while the session lives; `ended` when it is deleted. Returns the stop. */
   watch: (ended: (why: TsmError) => void) => () => void;
 }
@@ -161,7 +167,7 @@ export class PolicyEnforcer {
     try {
       this.#policy = parsePolicy(found.data[POLICY_KEY] ?? '');
       this.#invalid = undefined;
-      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}${this.#policy.requireUserAuth ? '; requireUserAuth has no effect any more: every session needs a Session object its user created' : ''}`);
+      this.#o.log(`policy: loaded ${this.#where} (version ${version}): protected ${JSON.stringify(this.#policy.protectedNamespaces)}, denied ${JSON.stringify(this.#policy.deniedNamespaces)}, record denied ${JSON.stringify(this.#policy.recordDeniedNamespaces)}${this.#policy.requireUserAuth ? '; requireUserAuth has no effect any more: every session needs a Session object its user created' : ''}`);
     } catch (err) {
       this.#invalid = err instanceof Error ? err.message : String(err);
       this.#o.log(`policy: ${this.#where} is invalid, refusing sessions until it is fixed: ${this.#invalid}`);
@@ -178,6 +184,12 @@ export class PolicyEnforcer {
     if (filtered) return;
     const rule = matchingRule(this.#policy.protectedNamespaces, namespace);
     if (rule !== undefined) throw this.#refuse(`protectedNamespaces "${rule}"`, `unfiltered steal is not allowed in namespace ${namespace}; steal with an HTTP filter, or mirror`);
+  }
+
+  /** Recording is refused in a namespace `recordDeniedNamespaces` names (by the policy in force now). */
+  #checkRecord(namespace: string): void {
+    const rule = matchingRule(this.#policy.recordDeniedNamespaces, namespace);
+    if (rule !== undefined) throw this.#refuse(`recordDeniedNamespaces "${rule}"`, `the traffic of pods in namespace ${namespace} may not be recorded`);
   }
 
   async #podsOf(req: AdmissionRequest): Promise<PodRef[]> {
@@ -231,13 +243,15 @@ export class PolicyEnforcer {
     // The hello's declaration is checked too: anything but an explicit `filtered: true` is unfiltered.
     if (incoming?.mode === 'steal') this.#checkSteal(ns, incoming.filtered === true);
     if (declared.incoming === 'steal') this.#checkSteal(ns, declared.filtered);
-    const authorizeIncoming = (mode: 'mirror' | 'steal', filtered: boolean): void => {
+    if (incoming?.record === true) this.#checkRecord(ns);
+    const authorizeIncoming = (mode: IncomingMode, filtered: boolean): void => {
       if (this.#invalid !== undefined) throw new TsmError('TSM_ERR_POLICY', `the policy in ${this.#where} is invalid, so this agent refuses new subscriptions: ${this.#invalid}`);
       if (declared.incoming === 'none' || (mode === 'steal' && declared.incoming !== 'steal') || (mode === 'steal' && declared.filtered && !filtered)) {
         const has = declared.incoming === 'none' ? 'no incoming traffic' : `${declared.incoming}${declared.filtered ? ' with a filter' : ''}`;
         throw new TsmError('TSM_ERR_POLICY', `the Session ${verified.ref} declared ${has}, so this session may not ${mode}${filtered ? '' : ' unfiltered'}; run tsmirror again with the flags that declare it (--mirror, --steal, --http-*)`);
       }
       if (mode === 'steal') this.#checkSteal(ns, filtered);
+      if (mode === 'record') this.#checkRecord(ns);
     };
     return {
       pod, user: verified.spec.user, files: declared.files, incoming: { mode: declared.incoming, filtered: declared.filtered }, authorizeIncoming,

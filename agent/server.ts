@@ -11,7 +11,7 @@ import { packageVersion } from '../native/index.js';
 import { MAX_FRAME_BYTES, decodeClientMessage } from '../protocol/codec.js';
 import { TsmError } from '../protocol/errors.js';
 import {
-  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type FilesMode, type TargetRef,
+  CAPABILITIES, PROTOCOL_VERSION, type AgentMessage, type ClientHello, type ClientMessage, type FilesMode, type IncomingMode, type TargetRef,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { AgentSession, type SessionInfo } from './session.js';
@@ -60,7 +60,7 @@ export interface ClusterAdmission {
   /** The modes its Session object declared: they replace the hello's. */
   files: FilesMode;
   incoming: { mode: 'none' | 'mirror' | 'steal'; filtered: boolean };
-  authorizeIncoming: (mode: 'mirror' | 'steal', filtered: boolean) => void;
+  authorizeIncoming: (mode: IncomingMode, filtered: boolean) => void;
   /** Watches the Session object; `ended` when it is deleted. Returns the stop. */
   watch: (ended: (why: TsmError) => void) => () => void;
 }

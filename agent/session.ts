@@ -16,7 +16,7 @@ import {
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
 import { PodFiles, readPodConfigFile } from './files.js';
-import { AGENT_STREAM_BASE, type IncomingOpen } from '../protocol/messages.js';
+import { AGENT_STREAM_BASE, type IncomingMode, type IncomingOpen } from '../protocol/messages.js';
 import type { IncomingRegistry } from './incoming/namespaces.js';
 import { SessionIncoming } from './incoming/subscriptions.js';
 import { compileFilter } from './incoming/filters.js';
@@ -68,10 +68,10 @@ export class AgentSession {
 
   /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
   /** The policy's check of each subscription (cluster mode; none in local mode). */
-  readonly #authorizeIncoming: ((mode: 'mirror' | 'steal', filtered: boolean) => void) | undefined;
+  readonly #authorizeIncoming: ((mode: IncomingMode, filtered: boolean) => void) | undefined;
 
   constructor(peer: Peer<ClientMessage, AgentMessage>, target: ResolvedTarget, info: Omit<SessionInfo, 'streams'>, incoming: IncomingRegistry,
-    authorizeIncoming?: (mode: 'mirror' | 'steal', filtered: boolean) => void) {
+    authorizeIncoming?: (mode: IncomingMode, filtered: boolean) => void) {
     this.#authorizeIncoming = authorizeIncoming;
     this.#peer = peer;
     this.info = { ...info, streams: 0 };
@@ -195,10 +195,12 @@ export class AgentSession {
       const filtered = m.mode === 'steal' && compileFilter(m.filter) !== undefined;
       this.#authorizeIncoming?.(m.mode, filtered);
       const declared = this.info.incoming;
-      if (declared && (declared.mode !== m.mode || (m.mode === 'steal' && declared.filtered !== filtered))) {
+      // A recording is a mirror for what a session declares (the app answers; nothing is taken).
+      const asDeclared = m.mode === 'record' ? 'mirror' : m.mode;
+      if (declared && (declared.mode !== asDeclared || (m.mode === 'steal' && declared.filtered !== filtered))) {
         throw new TsmError('TSM_ERR_USAGE', `this session was opened for ${declared.filtered ? 'filtered ' : ''}${declared.mode} and cannot subscribe port ${m.port} for ${filtered ? 'filtered ' : ''}${m.mode}`);
       }
-      return this.#incoming.subscribe(m.port, m.mode, m.filter);
+      return this.#incoming.subscribe(m.port, m.mode, m.filter, m.record);
     },
     'port.unsubscribe': (m) => this.#incoming.unsubscribe(m.port),
   };

@@ -83,7 +83,7 @@ export interface ConnectOptions {
   session?: { namespace: string; name: string };
   secret?: string;
   /** The incoming traffic the session will ask for (policy checks it at open). */
-  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean; record?: boolean };
   /** Whether the session may change the pod's files (the agent enforces it). */
   files?: { mode: FilesMode };
 }

@@ -90,7 +90,7 @@ export async function openKubeSession(
   flags: KubeSessionFlags,
   request: { resource: string; name: string; container: string | undefined },
   progress: (line: string) => void,
-  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean },
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean; record?: boolean },
   files?: { mode: FilesMode },
 ): Promise<KubeSession> {
   const kube = loadKube(flags);

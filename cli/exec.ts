@@ -59,7 +59,7 @@ function filesDeclared(flags: SessionFlags): { mode: FilesMode } {
   return { mode: flags.fsMode === 'write' ? 'write' : 'read' };
 }
 
-export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
+export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean; record?: boolean }): Promise<AgentConnection> {
   const parsed = parseTarget(flags.target);
   if (parsed.kind === 'kubernetes') {
     // Kubernetes targets: resolved through the API, reached through the port-forward.

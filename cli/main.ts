@@ -16,6 +16,7 @@ import { registerDoctor } from './commands/doctor.js';
 import { registerEnv } from './commands/env.js';
 import { registerExec } from './commands/exec.js';
 import { registerInstall } from './commands/install.js';
+import { registerRecord } from './commands/record.js';
 import { useProjectConfig } from './commands/project-config.js';
 import { registerReplay } from './commands/replay.js';
 import { registerStatus } from './commands/status.js';
@@ -37,6 +38,7 @@ function buildProgram(): Command {
   registerStatus(program);
   registerDoctor(program);
   registerTargets(program);
+  registerRecord(program);
   registerReplay(program);
   return program;
 }

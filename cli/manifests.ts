@@ -44,6 +44,8 @@ protectedNamespaces: []
 deniedNamespaces:
   - kube-system
   - tsmirror-system
+# \`tsmirror record\` (which carries the pod's traffic out of the cluster) is refused here.
+recordDeniedNamespaces: []
 # Who may open which session is RBAC's: every session needs a Session object
 # (sessions.tsmirror.dev) that its user created (docs/install.md).
 `;

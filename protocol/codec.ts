@@ -174,7 +174,7 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
   'fs.readdir': { id: 'uint', path: 'str', offset: 'uint' },
   'fs.readlink': { id: 'uint', path: 'str' },
   'fs.change': { id: 'uint', op: 'str', path: 'str', mode: 'uint', to: 'str' },
-  'port.subscribe': { id: 'uint', port: 'uint', mode: 'str', filter: 'object?' },
+  'port.subscribe': { id: 'uint', port: 'uint', mode: 'str', filter: 'object?', record: 'object?' },
   'port.unsubscribe': { id: 'uint', port: 'uint' },
 };
 

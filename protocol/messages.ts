@@ -67,10 +67,80 @@ export const FS_MAX_READ = 2 * 1024 * 1024;
 
 // ---- incoming traffic (mirror and steal): the program listens on `port`; the agent redirects the
 // pod's incoming connections on it (see docs/ARCHITECTURE.md, "Incoming traffic").
-export type IncomingMode = 'mirror' | 'steal';
+// `record` (tsmirror record): the pod's app keeps serving, as with a mirror, and the agent
+// parses the exchanges of each connection (HTTP/1.1, h2c) and sends them to the CLI on a
+// stream of RecordFrames (below), one stream per client connection.
+export type IncomingMode = 'mirror' | 'steal' | 'record';
 /** HTTP request filter: every given part must match (header names case-insensitive, values/path whole-match regexes). */
 export interface HttpFilter { headers: Array<{ name: string; value: string }>; path?: string; method?: string }
-export interface PortSubscribe { type: 'port.subscribe'; id: number; port: number; mode: IncomingMode; filter?: HttpFilter }
+/**
+ * `filter`: with `steal`, which requests are stolen; with `record`, which exchanges are kept.
+ * `record`: how exchanges are recorded (mode `record` only).
+ */
+export interface PortSubscribe { type: 'port.subscribe'; id: number; port: number; mode: IncomingMode; filter?: HttpFilter; record?: RecordOptions }
+
+/**
+ * What a `record` subscription keeps, applied by the agent so that what is not kept (and
+ * redacted values) never leaves the node.
+ */
+export interface RecordOptions {
+  /** Percentage of exchanges kept, 0 < sample <= 100 (each exchange drawn on its own). */
+  sample: number;
+  /** Bodies above this many bytes are sent as their size and sha256 only. */
+  maxBody: number;
+  /** Header names whose values are replaced by the marker (whole-match RE2 patterns, case-insensitive); the defaults are added by the agent unless `redact` is false. */
+  redactHeaders: string[];
+  /** JSON body fields replaced by the marker: `$.a.b`, `$.items[*].card`, `$..password`. */
+  redactJsonPaths: string[];
+  /** false only with --no-redact: then nothing is redacted. */
+  redact: boolean;
+}
+
+/** The header names redacted by default. */
+export const DEFAULT_REDACTED_HEADERS = ['authorization', 'cookie', 'set-cookie', 'proxy-authorization'] as const;
+/** Limits on the record options (a subscription beyond them is refused). */
+export const RECORD_LIMITS = { maxBody: 64 * 1024 * 1024, redactHeaders: 64, redactJsonPaths: 64, jsonPathLength: 512 } as const;
+
+/** One HTTP exchange as recorded by the agent. Times are epoch milliseconds. */
+export interface RecordedExchange {
+  kind: 'exchange';
+  /** 'HTTP/1.1', 'HTTP/1.0' or 'HTTP/2'. */
+  version: string;
+  method: string;
+  /** The request target (path and query) as sent. */
+  target: string;
+  /** The Host header or :authority ('' when absent). */
+  authority: string;
+  requestHeaders: Array<[string, string]>;
+  /** The head's size in bytes (-1 for HTTP/2, whose heads are compressed). */
+  requestHeadSize: number;
+  requestBody: RecordedBody;
+  status: number;
+  statusText: string;
+  responseHeaders: Array<[string, string]>;
+  responseHeadSize: number;
+  responseBody: RecordedBody;
+  /** Trailer fields (HTTP/2, or a chunked HTTP/1.1 response). */
+  trailers: Array<[string, string]>;
+  /** The request's first byte, its last, the response's first and its last. */
+  started: number;
+  requestDone: number;
+  responseStarted: number;
+  responseDone: number;
+}
+
+/** A body: its bytes when up to maxBody, else only its size and sha256 (hex). */
+export interface RecordedBody { size: number; data?: Uint8Array; sha256?: string }
+
+/** What one record stream carries, each frame a 4-byte big-endian length and a msgpack map. */
+export type RecordFrame =
+  | RecordedExchange
+  /** Exchanges seen but not kept (filter, sample); counted for the summary. */
+  | { kind: 'dropped'; count: number }
+  /** A connection (or the rest of one) that could not be recorded: not HTTP, unparseable, upgraded. */
+  | { kind: 'skipped'; reason: string };
+/** A record frame larger than this ends the stream (two bodies of maxBody and their heads fit). */
+export const MAX_RECORD_FRAME = 2 * RECORD_LIMITS.maxBody + 4 * 1024 * 1024;
 export interface PortUnsubscribe { type: 'port.unsubscribe'; id: number; port: number }
 // ---- end incoming
 
@@ -120,7 +190,7 @@ export interface ClientHello {
   target: TargetRef;
   client: { version: string; user: string; host: string };
   /** The incoming traffic the session will ask for (checked against the agent's policy at open). */
-  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
+  incoming?: { mode: 'mirror' | 'steal'; filtered: boolean; record?: boolean };
   /**
    * Sent by CLIs older than Session objects (the user's bearer token). Still decoded so that a
    * cluster agent can refuse such a client by name; never sent, and never used.

@@ -31,7 +31,8 @@ export interface MessageHead {
 
 export type HttpEvent =
   | { kind: 'head'; head: MessageHead; raw: Buffer }
-  | { kind: 'body'; raw: Buffer }
+  /** `part`: payload bytes (`data`), chunk framing (`framing`), or trailer lines (`trailer`, the last one empty). */
+  | { kind: 'body'; raw: Buffer; part: 'data' | 'framing' | 'trailer' }
   /** The message is complete. `upgrade`: what follows is another protocol (after a 101, or a request asking to upgrade). */
   | { kind: 'end'; upgrade: boolean };
 
@@ -236,8 +237,8 @@ export class Http1Parser {
   /** Consumes part of the buffer; false when it needs more bytes. */
   #stepBody(out: HttpEvent[]): boolean {
     const b = this.#body;
-    const emit = (n: number): void => {
-      out.push({ kind: 'body', raw: this.#buf.subarray(0, n) });
+    const emit = (n: number, part: 'data' | 'framing' | 'trailer' = 'data'): void => {
+      out.push({ kind: 'body', raw: this.#buf.subarray(0, n), part });
       this.#buf = this.#buf.subarray(n);
     };
     switch (b.kind) {
@@ -260,7 +261,7 @@ export class Http1Parser {
         const m = /^([0-9a-fA-F]{1,12})(?:[ \t]*;.*)?$/.exec(this.#buf.toString('latin1', 0, eol));
         if (!m) throw new HttpParseError('bad chunk size');
         const size = parseInt(m[1] ?? '', 16);
-        emit(eol + 2);
+        emit(eol + 2, 'framing');
         this.#body = size === 0 ? { kind: 'trailers' } : { kind: 'chunk-data', left: size };
         return true;
       }
@@ -276,7 +277,7 @@ export class Http1Parser {
         for (let i = 0; i < n; i++) {
           if (this.#buf[i] !== (b.left - i === 2 ? 13 : 10)) throw new HttpParseError('chunk not followed by CRLF');
         }
-        emit(n);
+        emit(n, 'framing');
         b.left -= n;
         if (b.left === 0) this.#body = { kind: 'chunk-size' };
         return true;
@@ -287,7 +288,7 @@ export class Http1Parser {
           if (this.#buf.byteLength > MAX_HEAD_BYTES) throw new HttpParseError('trailers too long');
           return false;
         }
-        emit(eol + 2);
+        emit(eol + 2, 'trailer');
         if (eol === 0) this.#endMessage(out);
         return true;
       }

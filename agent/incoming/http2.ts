@@ -16,6 +16,7 @@ import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type ServerHt
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import type { MessageHead } from './http1.js';
+import type { H2Tap } from './record.js';
 import type { RequestRouter, RouterHub, StartRouter } from './router.js';
 
 /** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
@@ -79,10 +80,13 @@ export class H2Router<S> implements RequestRouter {
   readonly #client: net.Socket;
   readonly #upstreams = new Map<S | 'app', ClientHttp2Session>();
   #requests = 0;
+  /** Recording (agent/incoming/record.ts): told about every stream and its answer. */
+  readonly #tap: H2Tap | undefined;
 
-  constructor(hub: RouterHub<S>, client: net.Socket, start: Buffer) {
+  constructor(hub: RouterHub<S>, client: net.Socket, start: Buffer, tap?: H2Tap) {
     this.#hub = hub;
     this.#client = client;
+    this.#tap = tap;
     const server = http2.createServer();
     server.on('stream', (stream, headers) => this.#forward(stream, headers));
     server.on('session', (session) => {
@@ -136,6 +140,17 @@ export class H2Router<S> implements RequestRouter {
       return;
     }
     out.on('error', () => undefined);
+    const tap = this.#tap?.stream(headers);
+    if (tap) {
+      stream.on('data', (c: Buffer) => tap.requestData(c));
+      stream.once('end', () => tap.requestEnd());
+      if (stream.endAfterHeaders) tap.requestEnd();
+      out.once('response', (h) => tap.response(h));
+      out.on('data', (c: Buffer) => tap.responseData(c));
+      out.once('trailers', (t) => tap.trailers(t));
+      out.once('end', () => tap.responseEnd());
+      out.once('close', () => tap.closed());
+    }
     if (!stream.endAfterHeaders) stream.pipe(out);
     let trailers: http2.IncomingHttpHeaders | undefined;
     out.on('response', (response) => {

@@ -9,6 +9,8 @@
  *     request router for it (agent/incoming/router.ts), which sends each request to the
  *     first session whose filter matches or to the pod's app; a connection that is
  *     neither HTTP/1.1 nor h2c goes to the app;
+ *   - with recording sessions (and no steal): relays it to the pod's app and records its
+ *     HTTP exchanges for them (agent/incoming/record.ts);
  *   - otherwise: relays it to the pod's app.
  * Connections to the app are made in the pod with SO_MARK, so the rules skip them.
  */
@@ -20,9 +22,10 @@ import { detectHttp } from './detect.js';
 import { filterMatches, type CompiledFilter } from './filters.js';
 import type { MessageHead } from './http1.js';
 import { startHttp1Router } from './http1-router.js';
-import { startH2Router } from './http2.js';
+import { H2Router, startH2Router } from './http2.js';
 import type { NamespaceIncoming } from './namespaces.js';
 import { RawRelay } from './raw-relay.js';
+import { ConnectionRecorder, H2RecordTap, Http1Tap, type CompiledRecord } from './record.js';
 import { PASS_MARK } from './redirect.js';
 import type { RouterHub, RoutedProtocol, StartRouter } from './router.js';
 
@@ -46,6 +49,8 @@ export interface Subscription {
   port: number;
   mode: IncomingMode;
   filter: CompiledFilter | undefined;
+  /** Mode `record`: what it keeps and redacts. */
+  record?: CompiledRecord;
 }
 
 const plain = (address: string | undefined): string => (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
@@ -155,8 +160,25 @@ export class PortHub implements RouterHub<Subscription> {
         else ROUTERS[kind](this, client, start);
       });
     } else {
-      new RawRelay(this, client, () => this.connectApp(client), false);
+      const records = this.subs.filter((s) => s.mode === 'record');
+      if (records.length > 0) this.#record(client, records);
+      else new RawRelay(this, client, () => this.connectApp(client), false);
     }
+  }
+
+  /** The app answers; the connection's exchanges are recorded for `records`. */
+  #record(client: net.Socket, records: Subscription[]): void {
+    const rec = new ConnectionRecorder(this, records, client);
+    detectHttp(client, (start, kind) => {
+      if (kind === 'h2') {
+        new H2Router(this, client, start, new H2RecordTap(rec));
+        return;
+      }
+      const app = this.connectApp(client);
+      new RawRelay(this, client, () => app, false, start);
+      if (kind === 'http1') new Http1Tap(client, app, start, rec);
+      else rec.skipped(start.byteLength === 0 ? 'not HTTP (the client sent nothing first)' : 'not HTTP');
+    });
   }
 
   /** Sends a copy of the client's bytes to a mirroring session; its replies are dropped. */

@@ -28,6 +28,8 @@ export class NamespaceIncoming {
     if (this.#released || this.hubs.size > 0 || this.connections > 0) return;
     this.#released = true;
     this.#onRelease(this);
+    // No connection is relayed any more: the table can go (see NetnsRedirect.dropTable).
+    void this.redirect.dropTable();
     void this.redirect.close();
   }
 }
@@ -64,6 +66,7 @@ export class IncomingRegistry {
         hub.close();
         await ns.redirect.remove(port).catch(() => undefined);
       }
+      await ns.redirect.dropTable().catch(() => undefined);
       ns.hubs.clear();
       this.#namespaces.delete(ns.key);
     }));

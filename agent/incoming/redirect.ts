@@ -89,7 +89,11 @@ export class NetnsRedirect {
     return this.#queue(() => this.#refresh(true));
   }
 
-  /** Stops redirecting `port`; the last port removes the table. */
+  /**
+   * Stops redirecting `port` (new connections to it reach the app). The table stays, with
+   * an empty map after the last port, until `dropTable`: connections it redirected may
+   * still be relayed.
+   */
   remove(port: number): Promise<void> {
     this.#ports.delete(port);
     if (this.#ports.size === 0) {
@@ -98,12 +102,29 @@ export class NetnsRedirect {
       return this.#queue(async () => {
         if (this.#ports.size > 0) return this.#refresh(true);
         if (!this.#tableUp) return;
-        const r = await nft(this.#nsPath, `delete table inet ${TABLE}\n`);
-        this.#tableUp = false;
-        if (r.code !== 0) this.#log(`could not remove the redirect table: ${r.stderr.trim()}`);
+        const r = await nft(this.#nsPath, `flush map inet ${TABLE} redir\n`);
+        if (r.code !== 0) this.#log(`could not empty the redirect map: ${r.stderr.trim()}`);
       });
     }
     return this.#queue(() => this.#refresh(true));
+  }
+
+  /**
+   * Deletes the table once no port is redirected. Only when no redirected connection is
+   * left: when the last NAT rules of a namespace go, the kernel forgets the NAT of every
+   * connection they redirected (nf_nat_unregister_fn cleans those conntrack entries), and
+   * the next packet of each is reset by the app's port.
+   */
+  dropTable(): Promise<void> {
+    return this.#queue(async () => {
+      if (this.#ports.size > 0 || !this.#tableUp) return;
+      this.#tableUp = false;
+      // Only our own: another agent on this node may have made the table since.
+      const listed = await nft(this.#nsPath, '', ['list', 'table', 'inet', TABLE]);
+      if (listed.code !== 0 || !listed.stdout.includes(`comment "${OWNER}"`)) return;
+      const r = await nft(this.#nsPath, `delete table inet ${TABLE}\n`);
+      if (r.code !== 0) this.#log(`could not remove the redirect table: ${r.stderr.trim()}`);
+    });
   }
 
   /** Closes the namespace fd (after the last port is gone). */

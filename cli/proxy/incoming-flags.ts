@@ -13,7 +13,7 @@ import type { HttpFilter, IncomingMode } from '../../protocol/messages.js';
 export const DEBUGGER_PORTS = new Set([9229, 9230, 5678, 2345, 5005, 12345]);
 
 export interface IncomingOptions {
-  mode: IncomingMode;
+  mode: 'mirror' | 'steal';
   filter: HttpFilter | undefined;
   /** Program port → pod port. */
   portMap: Map<number, number>;
@@ -81,7 +81,7 @@ export function parseIncomingFlags(flags: IncomingFlags): IncomingOptions {
     throw new TsmError('TSM_ERR_USAGE', 'HTTP filters (--http-header, --http-path, --http-method) select requests to steal; a mirror copies every connection',
       { hint: 'add --steal (filters apply to stolen requests), or drop the filters' });
   }
-  const mode: IncomingMode = flags.steal || filtered ? 'steal' : 'mirror';
+  const mode: 'mirror' | 'steal' = flags.steal || filtered ? 'steal' : 'mirror';
   const portMap = new Map<number, number>();
   for (const m of flags.portMap) {
     const parts = m.split(':');

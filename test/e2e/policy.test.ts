@@ -6,7 +6,7 @@
  * node and target, with the hello's secret. Steal itself is not needed: the session-level
  * checks run on the Session's declared mode and on each port.subscribe.
  */
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -219,6 +219,46 @@ describe('policy', () => {
     setPolicy(BASE_POLICY);
     await waitForPolicy('denied ["vault"]');
     expect((await hello(inCart(), sessionFor(cart))).type).toBe('hello');
+  });
+
+  it('recording is refused in a namespace recordDeniedNamespaces names, at the open and at each record subscription, naming the rule; tsmirror record says so', async () => {
+    setPolicy({ ...BASE_POLICY, recordDeniedNamespaces: ['sh.p'] });
+    await waitForPolicy('record denied ["sh.p"]');
+    const rule = 'refused by policy rule recordDeniedNamespaces "sh.p" (ConfigMap tsmirror-system/tsmirror-policy): the traffic of pods in namespace shop may not be recorded';
+    // A hello that declares recording: refused at the open.
+    expect(refusal(await hello(inCart(), { incoming: { mode: 'mirror', filtered: false, record: true }, ...sessionFor(cart, { incoming: 'mirror' }) }))).toBe(`TSM_ERR_POLICY: ${rule}`);
+    const record = { sample: 100, maxBody: 1024, redactHeaders: [], redactJsonPaths: [], redact: true };
+    // A mirror session that then asks to record: refused at the subscribe; mirroring itself is allowed.
+    const s = await openRaw(inCart(), { incoming: { mode: 'mirror', filtered: false }, ...sessionFor(cart, { incoming: 'mirror' }) });
+    try {
+      expect(await s.request({ type: 'port.subscribe', port: 8080, mode: 'record', record })).toMatchObject({ type: 'error', code: 'TSM_ERR_POLICY', message: rule });
+      expect(await s.request({ type: 'port.subscribe', port: 8080, mode: 'mirror' })).toMatchObject({ type: 'result' });
+    } finally {
+      s.close();
+    }
+    // Another namespace may be recorded; a Session without incoming traffic may not record anywhere.
+    const p = await openRaw(inPay(), { incoming: { mode: 'mirror', filtered: false, record: true }, ...sessionFor(pay, { incoming: 'mirror' }) });
+    try {
+      expect(await p.request({ type: 'port.subscribe', port: 8080, mode: 'record', record })).toMatchObject({ type: 'result' });
+    } finally {
+      p.close();
+    }
+    const none = await openRaw(inPay(), sessionFor(pay));
+    try {
+      expect(await none.request({ type: 'port.subscribe', port: 8080, mode: 'record', record })).toMatchObject({ type: 'error', code: 'TSM_ERR_POLICY', message: expect.stringContaining('declared no incoming traffic') });
+    } finally {
+      none.close();
+    }
+    // The command itself, through the API server: refused before anything is written.
+    const aliceConfig = api.writeKubeconfig(dir, { token: 'alice-token', file: 'alice-record' });
+    const out = join(dir, 'cart.har');
+    const cli = await runCli(['record', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--port', '8080', '--duration', '2s', '-o', out], { timeoutMs: 60000 });
+    expect(cli.code).toBe(125);
+    expect(cli.stderr).toContain(`${rule} [TSM_ERR_POLICY]`);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    setPolicy(BASE_POLICY);
+    await waitForPolicy('record denied []');
   });
 
   it('targets that are not a pod on the node are refused; an invalid policy refuses everything until fixed', async () => {
