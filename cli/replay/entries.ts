@@ -91,8 +91,8 @@ function entryOf(e: HarEntry, index: number): ReplayEntry {
   const pd = rq.postData;
   if (pd) {
     body = decodeBody(pd.text, pd.encoding);
-    if (body === undefined && pd.params && pd.params.length > 0) {
-      body = Buffer.from(new URLSearchParams(pd.params.map((p): [string, string] => [p.name, p.value])).toString());
+    if (body === undefined && Array.isArray(pd.params) && pd.params.length > 0) {
+      body = Buffer.from(new URLSearchParams(pd.params.map((p): [string, string] => [String(p?.name), String(p?.value)])).toString());
     }
     if (body === undefined && pd._sha256) unsendable ??= `its request body (${rq.bodySize} bytes) was recorded only as its sha256 (above --max-body)`;
   }
