@@ -273,6 +273,7 @@ describe('replay -- command: the program under tsmirror with the recording\'s ta
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/replayed 8 of 8 entries against .*replay-app\.mjs \d+ \(port \d+\) in [\d.]+ s: 8 same, 0 different, 0 failed/);
     expect(r.stderr).toContain(`starting ${process.execPath} ${APP} ${port} under tsmirror as pid/${app.pid}`);
+    expect(r.stderr).not.toMatch(/mirroring port|stealing/); // its listener stayed local: no live pod traffic
     expect(await listening(port)).toBe(false); // the program was stopped
     // The same program run without the pod answers /env differently: the replay would say so.
     const plain = await startApp();
