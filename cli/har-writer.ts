@@ -89,6 +89,7 @@ export function harEntry(x: RecordedExchange, c: ConnectionInfo): HarEntry {
     serverIPAddress: c.localAddress,
     connection: c.id,
     _clientAddress: hostPort(c.remoteAddress, c.remotePort),
+    _port: c.localPort,
   };
   if (x.requestBody.size > 0 || x.requestBody.sha256 !== undefined) {
     entry.request.postData = { mimeType: mimeType(x.requestHeaders), ...bodyText(x.requestBody), _size: x.requestBody.size };

@@ -354,6 +354,7 @@ describe('session identity (Session objects)', () => {
     const carolConfig = api.writeKubeconfig(dir, { token: 'carol-token', file: 'carol' });
     const listSessions = () => (api.list('tsmirror.dev/v1alpha1', 'Session') as unknown as Array<{ metadata: { namespace?: string; name: string }; spec: SessionSpec; status?: { claimedBy?: string } }>)
       .filter((o) => !/^s-\d+$/.test(o.metadata.name));
+    const requestsBefore = api.requests.length; // earlier tests made Sessions too
     const running = startCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--steal', '--', 'sleep', '30']);
     try {
       expect(await pollUntil(() => listSessions().some((o) => o.status?.claimedBy), 20000, 50), running.err()).toBe(true);
@@ -365,7 +366,7 @@ describe('session identity (Session objects)', () => {
       expect(status.auth).toBe('cluster');
       expect(status.sessions.map((x) => x.user)).toContain('alice');
       // Created by alice herself; the agent only read it (and claimed it through its status).
-      const posts = api.requests.filter((q) => q.path === '/apis/tsmirror.dev/v1alpha1/namespaces/shop/sessions' && q.method === 'POST');
+      const posts = api.requests.slice(requestsBefore).filter((q) => q.path === '/apis/tsmirror.dev/v1alpha1/namespaces/shop/sessions' && q.method === 'POST');
       expect(posts.map((q) => q.user)).toEqual(['alice']);
       expect(new Set(api.requests.filter((q) => q.path.startsWith(`/apis/tsmirror.dev/v1alpha1/namespaces/shop/sessions/${live?.metadata.name}`) && q.method !== 'DELETE').map((q) => q.user)))
         .toEqual(new Set(['system:serviceaccount:tsmirror-system:tsmirror-agent']));

@@ -191,6 +191,19 @@ describe('tsmirror record', () => {
     expect(existsSync(`${file}.tmp`)).toBe(false);
   });
 
+  it('tsmirror replay of the recording against the app finds no difference (the HAR is what replay reads)', async () => {
+    // Written into the client pod's /data, where replay runs (the pods reach each other, not this machine).
+    const file = join(client.dataDir, 'roundtrip.har');
+    const cli = startCli(['record', '--agent', agent.url, '--target', `pid/${app.pid}`, '--port', '8080', '-o', file]);
+    await cli.waitFor(/Ctrl-C stops/);
+    const run = await runClient(9); // GETs and JSON POSTs (uploads start at the 10th)
+    expect(await interrupt(cli)).toBe(0);
+    expect(readHar(file).log.entries).toHaveLength(run.sent.length);
+    const replay = await harness.exec(client, ['/usr/bin/node', join(repoRoot, 'bin', 'tsmirror.js'), 'replay', '/data/roundtrip.har', '--to', `http://${app.ip}:8080`], { timeoutMs: 60000 });
+    expect(replay.code, replay.stdout + replay.stderr).toBe(0);
+    expect(replay.stdout + replay.stderr).toMatch(/9 same/);
+  });
+
   it('refuses bad options before connecting, saying what to write', async () => {
     const bad = startCli(['record', '--agent', agent.url, '--target', `pid/${app.pid}`, '--port', '8080', '-o', join(dir, 'x.har'), '--sample', '150%']);
     await new Promise((r) => bad.child.once('exit', r));
