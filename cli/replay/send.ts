@@ -88,7 +88,18 @@ class Http1Connection implements ReplayConnection {
   readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   constructor(private readonly endpoint: Endpoint, private readonly opts: SendOptions) {}
 
-  send(e: ReplayEntry): Promise<Answer> {
+  async send(e: ReplayEntry): Promise<Answer> {
+    try {
+      return await this.#attempt(e);
+    } catch (err) {
+      // A kept-alive connection the server closed just as the request went out: once more,
+      // on a new connection (Node's documented pattern for reused sockets).
+      if ((err as { reusedSocket?: boolean }).reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') return this.#attempt(e);
+      throw err;
+    }
+  }
+
+  #attempt(e: ReplayEntry): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
       const headers: Record<string, string | string[]> = {};
       const names = new Map<string, string>();
@@ -110,9 +121,11 @@ class Http1Connection implements ReplayConnection {
       const timer = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
       req.once('error', (err) => {
         clearTimeout(timer);
-        reject(err);
+        reject(Object.assign(err, { reusedSocket: req.reusedSocket && !gotResponse }));
       });
+      let gotResponse = false;
       req.once('response', (res) => {
+        gotResponse = true;
         readBody(res, res.headers['content-encoding'] as string | undefined, this.opts.maxBody).then((b) => {
           clearTimeout(timer);
           resolve({ status: res.statusCode ?? 0, headers: flatHeaders(res.rawHeaders), trailers: flatHeaders(res.rawTrailers), body: b.body, bodySha256: b.sha256, rawSha256: b.rawSha256, bodySize: b.size });
