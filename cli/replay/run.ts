@@ -209,10 +209,9 @@ export async function replayEntries(
     if (e.unsendable) {
       r = { entry: e, outcome: 'failed', differences: [], error: `not sent: ${e.unsendable}` };
     } else {
-      const conn = connectionFor(g, e);
       const started = performance.now();
       try {
-        const answer = await conn.send(e);
+        const answer = await connectionFor(g, e).send(e);
         const ms = performance.now() - started;
         const c = compareAnswer(e.recorded, answer, compare, { from: `recorded #${e.index + 1}`, to: `replay #${e.index + 1}` });
         r = { entry: e, outcome: c.differences.length > 0 ? 'different' : 'same', status: answer.status, ms, differences: c.differences, ...(c.bodyDiff ? { bodyDiff: c.bodyDiff } : {}) };
