@@ -319,6 +319,18 @@ describe('replay -- command: the program under tsmirror with the recording\'s ta
     expect(changed.stdout.split('\n').filter((l) => l.startsWith('DIFF '))).toEqual([`DIFF #${items + 1} GET /api/items: body $.items[1].price: 4 → 5`, `DIFF #${gz + 1} GET /gz: body $.version: 1 → 2`].sort((a, b) => Number(/#(\d+)/.exec(a)![1]) - Number(/#(\d+)/.exec(b)![1])));
   });
 
+  it('Ctrl-C during a replay stops the program it started, and exits 130', async () => {
+    const port = await freePort();
+    const hang = `require('http').createServer(() => {}).listen(${port})`; // never answers
+    const cli = startCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--timeout', '120000', '--', process.execPath, '-e', hang]);
+    await cli.waitFor(/replaying 9 request/, 60_000);
+    expect(await listening(port)).toBe(true);
+    const exited = new Promise<number | null>((r) => cli.child.once('exit', (code) => r(code)));
+    cli.child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(await listening(port)).toBe(false);
+  });
+
   it('says so when the program exits before it listens', async () => {
     const port = await freePort();
     const r = await runCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--', '/bin/sh', '-c', 'echo bye; exit 3'], { timeoutMs: 60_000 });
