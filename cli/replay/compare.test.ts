@@ -1,11 +1,12 @@
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { REDACTED_MARKER } from '../../common/har.js';
 import { type Answer, compareAnswer, formatJsonPath, jsonDifferences, jsonPathMatches, parseIgnoreHeader, parseJsonPath, sha256 } from './compare.js';
 import type { RecordedBody } from './entries.js';
 
-function answer(status: number, headers: [string, string][], body: string | Buffer, trailers: [string, string][] = []): Answer {
+function answer(status: number, headers: [string, string][], body: string | Buffer, trailers: [string, string][] = [], raw?: Buffer): Answer {
   const b = Buffer.isBuffer(body) ? body : Buffer.from(body);
-  return { status, headers, trailers, body: b, bodySha256: sha256(b), bodySize: b.length };
+  return { status, headers, trailers, body: b, bodySha256: sha256(b), rawSha256: sha256(raw ?? b), bodySize: b.length };
 }
 
 function recorded(status: number, headers: [string, string][], body: RecordedBody, trailers?: [string, string][]) {
@@ -113,6 +114,10 @@ describe('answers', () => {
     expect(compareAnswer(rec, answer(200, [], body), none).differences).toEqual([]);
     const other = Buffer.alloc(100_000, 8);
     expect(compareAnswer(rec, answer(200, [], other), none).differences.map((d) => d.text)).toEqual(['body: sha256 differs (recorded 100000 bytes, kept only as its hash; replay 100000 bytes)']);
+    // A recording hashes a compressed body as it was on the wire.
+    const gz = gzipSync(body);
+    const recGz = recorded(200, [['content-encoding', 'gzip']], { kind: 'hash', sha256: sha256(gz), size: gz.length });
+    expect(compareAnswer(recGz, answer(200, [['content-encoding', 'gzip']], body, [], gz), none).differences).toEqual([]);
   });
 
   it('say when the replay is not JSON where JSON was recorded', () => {

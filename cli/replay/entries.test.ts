@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadHar, parseFilter, selectEntries, type ReplayEntry } from './entries.js';
 
@@ -32,6 +33,16 @@ describe('HAR entries for replay', () => {
     expect(es[0]).toMatchObject({ method: 'POST', target: '/api/cart?x=1', path: '/api/cart', authority: 'shop.example', http2: true, headers: [], port: 8443 });
     expect(es[0]!.body).toEqual(Buffer.from([0xff, 0]));
     expect(es[1]).toMatchObject({ authority: 'api.shop', http2: false, port: undefined });
+  });
+
+  it('decode recorded bodies kept compressed (as record does), and take ones kept decoded (as browsers do) as they are', async () => {
+    const json = '{"a":1}';
+    const withBody = (text: string, encoding?: string) => {
+      const e = entry('GET', 'http://a/x');
+      return { ...e, response: { ...e.response, headers: [{ name: 'Content-Encoding', value: 'gzip' }], content: { size: 7, mimeType: 'application/json', text, ...(encoding ? { encoding } : {}) } } };
+    };
+    const es = await load([withBody(gzipSync(json).toString('base64'), 'base64'), withBody(json)]);
+    expect(es.map((e) => (e.recorded.body.kind === 'bytes' ? e.recorded.body.bytes.toString() : e.recorded.body.kind))).toEqual([json, json]);
   });
 
   it('mark what cannot be sent, and refuse files that are not HAR, naming where', async () => {

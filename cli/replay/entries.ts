@@ -4,6 +4,7 @@
  * trailers), and the --filter expressions that select entries.
  */
 import { readFile, stat } from 'node:fs/promises';
+import zlib from 'node:zlib';
 import { TsmError } from '../../protocol/errors.js';
 import { type Har, type HarEntry, type HarTsmirrorInfo, harProblems } from '../../common/har.js';
 import { isHeaderName, isMethodName, wholeMatchPattern, type WholeMatch } from '../../common/http-filter.js';
@@ -62,6 +63,27 @@ function decodeBody(text: string | undefined, encoding: string | undefined): Buf
   return encoding === 'base64' ? Buffer.from(text, 'base64') : Buffer.from(text, 'utf8');
 }
 
+/** Past this, a recorded compressed body is compared as it is (a bomb in the file costs nothing). */
+const MAX_DECODED_BODY = 256 * 1024 * 1024;
+
+/**
+ * A recorded body under its Content-Encoding, decoded (tsmirror record keeps bodies as on
+ * the wire; browsers keep them decoded: what does not decode is taken as already decoded).
+ */
+function contentDecoded(body: Buffer | undefined, encoding: string | undefined): Buffer | undefined {
+  const enc = encoding?.trim().toLowerCase();
+  if (body === undefined || body.length === 0 || !enc || enc === 'identity') return body;
+  const opts = { maxOutputLength: MAX_DECODED_BODY };
+  try {
+    if (enc === 'gzip' || enc === 'x-gzip') return zlib.gunzipSync(body, opts);
+    if (enc === 'deflate') return zlib.inflateSync(body, opts);
+    if (enc === 'br') return zlib.brotliDecompressSync(body, opts);
+  } catch {
+    // not compressed after all (or cut): compared as recorded
+  }
+  return body;
+}
+
 function isHttp2(version: string): boolean {
   return /^(HTTP\/2(\.0)?|h2c?)$/i.test(version.trim());
 }
@@ -91,13 +113,14 @@ function entryOf(e: HarEntry, index: number): ReplayEntry {
   const pd = rq.postData;
   if (pd) {
     body = decodeBody(pd.text, pd.encoding);
-    if (body === undefined && pd.params && pd.params.length > 0) {
-      body = Buffer.from(new URLSearchParams(pd.params.map((p): [string, string] => [p.name, p.value])).toString());
+    if (body === undefined && Array.isArray(pd.params) && pd.params.length > 0) {
+      body = Buffer.from(new URLSearchParams(pd.params.map((p): [string, string] => [String(p?.name), String(p?.value)])).toString());
     }
     if (body === undefined && pd._sha256) unsendable ??= `its request body (${rq.bodySize} bytes) was recorded only as its sha256 (above --max-body)`;
   }
   const c = rs.content;
-  const recordedBytes = decodeBody(c.text, c.encoding);
+  const contentEncoding = rs.headers.find((h) => h.name.toLowerCase() === 'content-encoding')?.value;
+  const recordedBytes = contentDecoded(decodeBody(c.text, c.encoding), contentEncoding);
   const recordedBody: RecordedBody = recordedBytes !== undefined
     ? { kind: 'bytes', bytes: recordedBytes }
     : c._sha256 ? { kind: 'hash', sha256: c._sha256, size: c.size }

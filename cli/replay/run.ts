@@ -5,7 +5,7 @@
  * --report, and exits 0 only when nothing differs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { REDACTED_MARKER } from '../../common/har.js';
 import { isHeaderName } from '../../common/http-filter.js';
@@ -13,6 +13,9 @@ import { TsmError } from '../../protocol/errors.js';
 import { compareAnswer, parseIgnoreHeader, parseJsonPath, type CompareOptions, type Difference } from './compare.js';
 import { loadHar, parseFilter, selectEntries, type LoadedHar, type ReplayEntry } from './entries.js';
 import { openConnection, type Endpoint, type ReplayConnection, type SendOptions } from './send.js';
+
+/** At most this many client connections stay open at once (see replayEntries). */
+export const MAX_OPEN_CONNECTIONS = 256;
 
 /** Exit codes of replay (125: tsmirror itself failed, as for every command). */
 export const REPLAY_EXIT = { SAME: 0, DIFFERENT: 1, FAILED: 2 } as const;
@@ -136,7 +139,7 @@ export async function replayEntries(
   onResult?: (r: EntryResult) => void,
 ): Promise<EntryResult[]> {
   const order = entries.map((e, i) => ({ e, i })).sort((a, b) => (Number.isNaN(a.e.started) || Number.isNaN(b.e.started) ? 0 : a.e.started - b.e.started) || a.e.index - b.e.index);
-  interface Group { queue: ReplayEntry[]; rank: number[]; pos: number; conn?: ReplayConnection }
+  interface Group { queue: ReplayEntry[]; rank: number[]; pos: number; conn?: ReplayConnection | undefined }
   const groups = new Map<string, Group>();
   order.forEach(({ e }, rank) => {
     let g = groups.get(e.connection);
@@ -179,16 +182,36 @@ export async function replayEntries(
   for (const g of groups.values()) pushHeap(g);
 
   const results: EntryResult[] = [];
+  // Open client connections, least recently used first: past MAX_OPEN_CONNECTIONS (a
+  // recording with thousands of overlapping connections) the oldest idle one is closed,
+  // and its next request opens a new one.
+  const open = new Map<Group, true>();
+  const busy = new Set<Group>();
+  const connectionFor = (g: Group, e: ReplayEntry): ReplayConnection => {
+    open.delete(g);
+    open.set(g, true);
+    if (g.conn) return g.conn;
+    if (open.size > MAX_OPEN_CONNECTIONS) {
+      for (const old of open.keys()) {
+        if (old === g || busy.has(old)) continue;
+        old.conn?.close();
+        old.conn = undefined;
+        open.delete(old);
+        break;
+      }
+    }
+    return (g.conn = openConnection(e.http2, endpointOf(e), send));
+  };
   const one = async (g: Group): Promise<void> => {
     const e = g.queue[g.pos]!;
     let r: EntryResult;
+    busy.add(g);
     if (e.unsendable) {
       r = { entry: e, outcome: 'failed', differences: [], error: `not sent: ${e.unsendable}` };
     } else {
-      g.conn ??= openConnection(e.http2, endpointOf(e), send);
       const started = performance.now();
       try {
-        const answer = await g.conn.send(e);
+        const answer = await connectionFor(g, e).send(e);
         const ms = performance.now() - started;
         const c = compareAnswer(e.recorded, answer, compare, { from: `recorded #${e.index + 1}`, to: `replay #${e.index + 1}` });
         r = { entry: e, outcome: c.differences.length > 0 ? 'different' : 'same', status: answer.status, ms, differences: c.differences, ...(c.bodyDiff ? { bodyDiff: c.bodyDiff } : {}) };
@@ -199,9 +222,14 @@ export async function replayEntries(
     }
     results.push(r);
     onResult?.(r);
+    busy.delete(g);
     g.pos++;
     if (g.pos < g.queue.length) pushHeap(g);
-    else g.conn?.close();
+    else {
+      g.conn?.close();
+      g.conn = undefined;
+      open.delete(g);
+    }
   };
   await new Promise<void>((resolve) => {
     let active = 0;
@@ -230,6 +258,14 @@ function ms(n: number | undefined): string {
   return n === undefined ? '-' : `${n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : Math.round(n)} ms`;
 }
 
+/**
+ * Text from the file or from the program made safe for a terminal: control characters
+ * (escape sequences could rewrite the screen) shown as \xNN; newlines and tabs kept.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /** The lines printed for the results: one per difference or failure, body diffs, the summary. */
 export function formatResults(results: EntryResult[], context: { total: number; against: string; seconds: number; diff: boolean }): string {
   const out: string[] = [];
@@ -246,7 +282,7 @@ export function formatResults(results: EntryResult[], context: { total: number; 
   out.push(`latency    recorded    replay`);
   out.push(`  p50  ${ms(l.recorded.p50).padStart(10)} ${ms(l.replay.p50).padStart(9)}`);
   out.push(`  p99  ${ms(l.recorded.p99).padStart(10)} ${ms(l.replay.p99).padStart(9)}`);
-  return `${out.join('\n')}\n`;
+  return `${printable(out.join('\n'))}\n`;
 }
 
 /** The --report file: the summary, and every entry with its outcome and differences. */
@@ -448,6 +484,7 @@ export async function runReplay(file: string, command: string[], flags: ReplayFl
     process.stdout.write(formatResults(results, { total: loaded.entries.length, against, seconds, diff: flags.diff }));
     if (flags.report) {
       await writeFile(flags.report, `${JSON.stringify(reportOf(file, against, loaded.entries.length, seconds, results), null, 2)}\n`, { mode: 0o600 });
+      await chmod(flags.report, 0o600); // an existing file keeps its mode otherwise: the report holds recorded data
       progress(flags, `report written to ${flags.report}`);
     }
     if (started && started.child.exitCode !== null) progress(flags, `the program exited during the replay (code ${started.child.exitCode})`);

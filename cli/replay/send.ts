@@ -43,8 +43,9 @@ export function requestHeaders(e: ReplayEntry, values: Map<string, string>): [st
 }
 
 /** Collects a body: decoded, hashed, kept up to maxBody. */
-async function readBody(stream: Readable, encoding: string | undefined, maxBody: number): Promise<{ body: Buffer | undefined; sha256: string; size: number }> {
+async function readBody(stream: Readable, encoding: string | undefined, maxBody: number): Promise<{ body: Buffer | undefined; sha256: string; rawSha256: string; size: number }> {
   const hash = createHash('sha256');
+  const rawHash = createHash('sha256');
   const chunks: Buffer[] = [];
   let size = 0;
   let kept = true;
@@ -53,7 +54,10 @@ async function readBody(stream: Readable, encoding: string | undefined, maxBody:
   if (enc === 'gzip' || enc === 'x-gzip') source = stream.pipe(zlib.createGunzip());
   else if (enc === 'deflate') source = stream.pipe(zlib.createInflate());
   else if (enc === 'br') source = stream.pipe(zlib.createBrotliDecompress());
-  if (source !== stream) stream.on('error', (err) => source.destroy(err));
+  if (source !== stream) {
+    stream.on('error', (err) => source.destroy(err));
+    stream.on('data', (chunk: Buffer) => rawHash.update(chunk)); // as on the wire: what a recording hashes
+  }
   for await (const chunk of source as AsyncIterable<Buffer>) {
     hash.update(chunk);
     size += chunk.length;
@@ -64,7 +68,8 @@ async function readBody(stream: Readable, encoding: string | undefined, maxBody:
       } else chunks.push(chunk);
     }
   }
-  return { body: kept ? Buffer.concat(chunks) : undefined, sha256: hash.digest('hex'), size };
+  const sha256 = hash.digest('hex');
+  return { body: kept ? Buffer.concat(chunks) : undefined, sha256, rawSha256: source === stream ? sha256 : rawHash.digest('hex'), size };
 }
 
 function flatHeaders(raw: string[]): [string, string][] {
@@ -83,7 +88,18 @@ class Http1Connection implements ReplayConnection {
   readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   constructor(private readonly endpoint: Endpoint, private readonly opts: SendOptions) {}
 
-  send(e: ReplayEntry): Promise<Answer> {
+  async send(e: ReplayEntry): Promise<Answer> {
+    try {
+      return await this.#attempt(e);
+    } catch (err) {
+      // A kept-alive connection the server closed just as the request went out: once more,
+      // on a new connection (Node's documented pattern for reused sockets).
+      if ((err as { reusedSocket?: boolean }).reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') return this.#attempt(e);
+      throw err;
+    }
+  }
+
+  #attempt(e: ReplayEntry): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
       const headers: Record<string, string | string[]> = {};
       const names = new Map<string, string>();
@@ -105,12 +121,14 @@ class Http1Connection implements ReplayConnection {
       const timer = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
       req.once('error', (err) => {
         clearTimeout(timer);
-        reject(err);
+        reject(Object.assign(err, { reusedSocket: req.reusedSocket && !gotResponse }));
       });
+      let gotResponse = false;
       req.once('response', (res) => {
+        gotResponse = true;
         readBody(res, res.headers['content-encoding'] as string | undefined, this.opts.maxBody).then((b) => {
           clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, headers: flatHeaders(res.rawHeaders), trailers: flatHeaders(res.rawTrailers), body: b.body, bodySha256: b.sha256, bodySize: b.size });
+          resolve({ status: res.statusCode ?? 0, headers: flatHeaders(res.rawHeaders), trailers: flatHeaders(res.rawTrailers), body: b.body, bodySha256: b.sha256, rawSha256: b.rawSha256, bodySize: b.size });
         }, (err: Error) => {
           clearTimeout(timer);
           reject(err);
@@ -178,7 +196,7 @@ class Http2Connection implements ReplayConnection {
         const headerList = raw ? flatHeaders(raw) : Object.entries(h).flatMap(([n, v]) => (Array.isArray(v) ? v.map((x): [string, string] => [n, x]) : v === undefined ? [] : [[n, String(v)] as [string, string]]));
         readBody(stream, h['content-encoding'] as string | undefined, this.opts.maxBody).then((b) => {
           clearTimeout(timer);
-          resolve({ status, headers: headerList.filter(([n]) => !n.startsWith(':')), trailers, body: b.body, bodySha256: b.sha256, bodySize: b.size });
+          resolve({ status, headers: headerList.filter(([n]) => !n.startsWith(':')), trailers, body: b.body, bodySha256: b.sha256, rawSha256: b.rawSha256, bodySize: b.size });
         }, fail);
       });
       stream.once('close', () => {

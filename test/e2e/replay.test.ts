@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REDACTED_MARKER, type Har } from '../../common/har.js';
 import { Harness, type Pod } from '../harness/harness.js';
-import { pollUntil, repoRoot, run, runCli, startAgentProcess, stopAll, type AgentProcess } from './tsm.js';
+import { pollUntil, repoRoot, run, runCli, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess } from './tsm.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
 const APP = join(FIX, 'replay-app.mjs');
@@ -247,6 +247,10 @@ describe('replay -- command: the program under tsmirror with the recording\'s ta
       { conn: 'b', method: 'POST', path: '/api/cart', headers: { 'content-type': 'application/json' }, body: { items: [{ qty: 4 }] } },
       { conn: 'h', http2: true, method: 'POST', path: '/grpc.Echo/Say', headers: { 'content-type': 'application/grpc', te: 'trailers' }, body: 'hi' },
       { conn: 'h', http2: true, method: 'GET', path: '/env' },
+      { conn: 's', method: 'GET', path: '/seq/1' },
+      { conn: 's', method: 'GET', path: '/seq/2' },
+      { conn: 'u', method: 'GET', path: '/api/user', headers: { authorization: 'Bearer s3cret' } },
+      { conn: 'a', method: 'GET', path: '/gz', headers: { 'accept-encoding': 'gzip' } },
     ];
     [app, client] = await Promise.all([
       harness.addPod({ name: 'app', command: ['/usr/bin/node', APP, '8080'], readyPort: 8080, env: { GREETING: 'hello from the pod' }, files: { '/data/replay-motd': 'motd of the pod\n' } }),
@@ -266,10 +270,11 @@ describe('replay -- command: the program under tsmirror with the recording\'s ta
   it('starts the program with the pod\'s environment and files, replays, finds no difference, stops it, exits 0', async () => {
     expect(JSON.parse(recording.har.log.entries[0]!.response.content.text!)).toEqual({ greeting: 'hello from the pod', motd: 'motd of the pod' });
     const port = await freePort(); // the pod's 8080 may be taken on this machine: --port says where the program listens
-    const r = await runCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--', process.execPath, APP, String(port)], { timeoutMs: 90_000 });
+    const r = await runCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--header', 'authorization: Bearer s3cret', '--', process.execPath, APP, String(port)], { timeoutMs: 90_000 });
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/replayed 5 of 5 entries against .*replay-app\.mjs \d+ \(port \d+\) in [\d.]+ s: 5 same, 0 different, 0 failed/);
+    expect(r.stdout).toMatch(/replayed 9 of 9 entries against .*replay-app\.mjs \d+ \(port \d+\) in [\d.]+ s: 9 same, 0 different, 0 failed/);
     expect(r.stderr).toContain(`starting ${process.execPath} ${APP} ${port} under tsmirror as pid/${app.pid}`);
+    expect(r.stderr).not.toMatch(/mirroring port|stealing/); // its listener stayed local: no live pod traffic
     expect(await listening(port)).toBe(false); // the program was stopped
     // The same program run without the pod answers /env differently: the replay would say so.
     const plain = await startApp();
@@ -281,9 +286,48 @@ describe('replay -- command: the program under tsmirror with the recording\'s ta
 
   it('reports the changed field of a changed program, exit 1, and stops it', async () => {
     const port = await freePort();
-    const r = await runCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--quiet', '--', process.execPath, APP, String(port), 'changed'], { timeoutMs: 90_000 });
+    const r = await runCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--quiet', '--header', 'authorization: Bearer s3cret', '--', process.execPath, APP, String(port), 'changed'], { timeoutMs: 90_000 });
     expect(r.code, r.stdout + r.stderr).toBe(1);
-    expect(r.stdout.split('\n').filter((l) => l.startsWith('DIFF '))).toEqual(['DIFF #2 GET /api/items: body $.items[1].price: 4 → 5']);
+    expect(r.stdout.split('\n').filter((l) => l.startsWith('DIFF '))).toEqual(['DIFF #2 GET /api/items: body $.items[1].price: 4 → 5', 'DIFF #9 GET /gz: body $.version: 1 → 2']);
+    expect(await listening(port)).toBe(false);
+  });
+
+  it('replays what tsmirror record recorded (HTTP/1.1 keep-alive, h2c with trailers, redacted Authorization): the same program matches, a changed one is caught', async () => {
+    const file = join(dir, 'recorded.har');
+    const rec = startCli(['record', '--agent', agent.url, '--target', `pid/${app.pid}`, '--port', '8080', '-o', file]);
+    try {
+      await rec.waitFor(/recording ports? .* Ctrl-C stops/, 30_000);
+      const sent = await harness.exec(client, ['/usr/bin/node', CAPTURE, `http://${app.ip}:8080`, '/data/plan.json'], { timeoutMs: 30_000 });
+      expect(sent.code, sent.stderr).toBe(0);
+      await pollUntil(() => /\b9 kept\b/.test(rec.err()), 15_000);
+    } finally {
+      await stopCli(rec.child, 15_000);
+    }
+    const har = JSON.parse(readFileSync(file, 'utf8')) as Har;
+    expect(har.log.entries.map((e) => `${e.request.method} ${new URL(e.request.url).pathname}`).sort()).toEqual(['GET /api/items', 'GET /api/user', 'GET /env', 'GET /env', 'GET /gz', 'GET /seq/1', 'GET /seq/2', 'POST /api/cart', 'POST /grpc.Echo/Say'].sort());
+    // Kept as on the wire (gzip, base64); replay decodes both sides.
+    expect(har.log.entries.find((e) => e.request.url.endsWith('/gz'))?.response.content.encoding).toBe('base64');
+    expect(har.log.entries.find((e) => e.request.url.endsWith('/api/user'))?.request.headers.find((h) => h.name.toLowerCase() === 'authorization')?.value).toBe(REDACTED_MARKER);
+    const port = await freePort();
+    const same = await runCli(['replay', file, '--agent', agent.url, '--port', String(port), '--header', 'authorization: Bearer s3cret', '--', process.execPath, APP, String(port)], { timeoutMs: 90_000 });
+    expect(same.code, same.stdout + same.stderr).toBe(0);
+    expect(same.stdout).toMatch(/replayed 9 of 9 entries .*: 9 same, 0 different, 0 failed/);
+    const changed = await runCli(['replay', file, '--agent', agent.url, '--port', String(port), '--quiet', '--header', 'authorization: Bearer s3cret', '--', process.execPath, APP, String(port), 'changed'], { timeoutMs: 90_000 });
+    expect(changed.code, changed.stdout + changed.stderr).toBe(1);
+    const items = har.log.entries.findIndex((e) => e.request.url.endsWith('/api/items'));
+    const gz = har.log.entries.findIndex((e) => e.request.url.endsWith('/gz'));
+    expect(changed.stdout.split('\n').filter((l) => l.startsWith('DIFF '))).toEqual([`DIFF #${items + 1} GET /api/items: body $.items[1].price: 4 → 5`, `DIFF #${gz + 1} GET /gz: body $.version: 1 → 2`].sort((a, b) => Number(/#(\d+)/.exec(a)![1]) - Number(/#(\d+)/.exec(b)![1])));
+  });
+
+  it('Ctrl-C during a replay stops the program it started, and exits 130', async () => {
+    const port = await freePort();
+    const hang = `require('http').createServer(() => {}).listen(${port})`; // never answers
+    const cli = startCli(['replay', recording.file, '--agent', agent.url, '--port', String(port), '--timeout', '120000', '--', process.execPath, '-e', hang]);
+    await cli.waitFor(/replaying 9 request/, 60_000);
+    expect(await listening(port)).toBe(true);
+    const exited = new Promise<number | null>((r) => cli.child.once('exit', (code) => r(code)));
+    cli.child.kill('SIGINT');
+    expect(await exited).toBe(130);
     expect(await listening(port)).toBe(false);
   });
 
