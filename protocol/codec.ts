@@ -159,7 +159,7 @@ const common: Record<string, Spec> = {
 
 const clientSpecs: Record<ClientMessage['type'], Spec> = {
   ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong' | 'ack', Spec>),
-  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?', files: 'object?', key: 'str?', session: 'object?', secret: 'str?', reconnectGraceMs: 'uint?' },
+  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?', files: 'object?', key: 'str?', session: 'object?', secret: 'str?', reconnectGraceMs: 'uint?', replaces: 'object?' },
   resume: { protocol: 'uint', session: { kind: 'str', max: 64 }, token: { kind: 'str', max: 256 }, received: 'uint', key: 'str?' },
   'tcp.connect': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family', timeoutMs: 'uint', holdMs: 'uint?' },
   'udp.open': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family' },

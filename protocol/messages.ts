@@ -158,6 +158,11 @@ export interface ClientHello {
    * the CLI may resume it within that time. Absent or 0: the session ends with its connection.
    */
   reconnectGraceMs?: number;
+  /**
+   * A re-established session names the one it replaces (id and resume token): the agent
+   * ends that one first, should it still hold it (its subscriptions would be in the way).
+   */
+  replaces?: { session: string; token: string };
 }
 
 /**
