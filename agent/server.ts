@@ -226,7 +226,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             if (peer.closed) stopWatch();
             else peer.once('closed', stopWatch);
           }
-          const client = hello.client as { user?: unknown; host?: unknown };
+          const client = hello.client as { user?: unknown; host?: unknown; reestablished?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
             id,
@@ -237,6 +237,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             // In cluster mode the Session object says what the session may do, not the hello.
             ...(admitted ? (admitted.incoming.mode === 'none' ? {} : { incoming: { mode: admitted.incoming.mode, filtered: admitted.incoming.filtered } }) : incomingOf(hello)),
             files: admitted ? admitted.files : hello.files?.mode === 'write' ? 'write' : 'read',
+            ...(typeof client.reestablished === 'number' && Number.isSafeInteger(client.reestablished) && client.reestablished > 0 ? { reestablished: client.reestablished } : {}),
           }, incoming, admitted?.authorizeIncoming);
           if (peer.closed) {
             session.dispose();

@@ -47,6 +47,8 @@ export interface SessionInfo {
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
   /** From the hello: `write` only when the session asked to change pod files; enforced here. */
   files: FilesMode;
+  /** From the hello: how many sessions its CLI opened before this one for the same program (re-established). */
+  reestablished?: number;
 }
 
 export class AgentSession {
@@ -90,7 +92,8 @@ export class AgentSession {
     this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
-        if (!targetAlive(target)) this.#targetGone();
+        // Not #targetGone(): a throw from a timer would end the agent, not the session.
+        if (!targetAlive(target)) this.#endTargetGone();
       }, 2000);
       this.#targetWatch.unref();
     }
@@ -149,9 +152,14 @@ export class AgentSession {
 
   /** Ends the session: its process is gone, and its PID may already name another one. */
   #targetGone(): never {
+    throw new TsmError('TSM_ERR_TARGET_GONE', this.#endTargetGone());
+  }
+
+  /** Ends the session because its target exited; returns what it told the CLI. */
+  #endTargetGone(): string {
     const message = `the target process ${this.#pid} exited (its PID may now belong to another process, which this session will not serve)`;
     this.#peer.fail('TSM_ERR_TARGET_GONE', message);
-    throw new TsmError('TSM_ERR_TARGET_GONE', message);
+    return message;
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {
