@@ -167,7 +167,13 @@ describe('sessions survive a dropped or stalled connection', () => {
 
     via.cut(2000);
     await cli.waitFor(/lost the agent, reconnecting/, 5000);
+    // The agent keeps the session meanwhile, and says so in /status.
+    const status = async (): Promise<Array<{ state: string; resumes: number; bytesResent: number; resumingSince?: number }>> =>
+      ((await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: Array<{ state: string; resumes: number; bytesResent: number }> }).sessions;
+    expect(await pollUntil(async () => (await status())[0]?.state === 'resuming', 2000)).toBe(true);
     await cli.waitFor(/session resumed, nothing lost/, 15_000);
+    const after = (await status())[0];
+    expect(after).toMatchObject({ state: 'connected', resumes: 1 });
     const afterCut = cli.out().split('\n').filter((l) => l.startsWith('REQ ok')).length;
     await pollUntil(() => cli.out().split('\n').filter((l) => l.startsWith('REQ ok')).length > afterCut + 3, 10_000);
 
