@@ -76,6 +76,8 @@ export interface SessionLiveInfo {
   longestGapMs: number;
   lastGapMs: number;
   mirrorDropped: number;
+  /** Stolen connections sent to the app because too many already waited for the resume. */
+  stealsToApp: number;
 }
 
 /** 64 MiB: 64 streams' full windows at once. */
@@ -138,7 +140,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     state: e.disconnectedAt > 0 ? 'resuming' : 'connected',
     ...(e.disconnectedAt > 0 ? { resumingSince: e.disconnectedAt } : {}),
     resumes: e.resumes, bytesResent: e.peer.stats.resentBytes, longestGapMs: e.longestGapMs, lastGapMs: e.lastGapMs,
-    mirrorDropped: e.session.mirrorDropped,
+    mirrorDropped: e.session.mirrorDropped, stealsToApp: e.session.stealsToApp,
   });
   const incoming = new IncomingRegistry();
   const peerOptions: PeerOptions = {
