@@ -333,3 +333,56 @@ describe('in a cluster: through the port-forward, and following a deployment who
     expect(cli.child.exitCode).toBeNull();
   }, 90_000);
 });
+
+describe('incoming traffic across a gap and a new session', () => {
+  const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
+  let harness: Harness;
+  let app: Pod;
+  let client: Pod;
+
+  beforeAll(async () => {
+    harness = await Harness.create({ name: 'resume-in' });
+    [app, client] = await Promise.all([
+      harness.addPod({ name: 'app', command: ['/usr/bin/node', SERVER, 'pod', '8080'], readyPort: 8080 }),
+      harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] }),
+    ]);
+  }, 120_000);
+  afterAll(() => stopAll({ harness }));
+
+  const who = async (): Promise<string> =>
+    (await harness.exec(client, ['curl', '-sS', '--max-time', '20', `http://${app.ip}:8080/`], { timeoutMs: 30_000 })).stdout.split(' ')[0] ?? '';
+
+  it('a stolen request made while the connection is cut waits and reaches the program on resume', async () => {
+    const agent = await startAgentProcess();
+    stops.push(() => agent.stop());
+    const via = await relay(Number(new URL(agent.url).port));
+    stops.push(() => via.close());
+    const cli = startCli(['exec', '--agent', `ws://127.0.0.1:${via.port}`, '--target', `pid/${app.pid}`, '--steal', '--', '/usr/bin/node', SERVER, 'thief', '8080'],
+      { env: { ...process.env, TSMIRROR_AGENT_KEY: readAgentKey(agent.url) ?? '' } });
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/port 8080 of the pod/, 20_000);
+    expect(await who()).toBe('thief');
+    via.cut(2500);
+    await cli.waitFor(/lost the agent/, 5000);
+    const during = who(); // made in the gap: held by the agent, answered after the resume
+    await cli.waitFor(/session resumed/, 15_000);
+    expect(await during).toBe('thief');
+    expect(await who()).toBe('thief');
+  }, 90_000);
+
+  it('after an agent restart the new session subscribes the port again: stolen traffic reaches the program', async () => {
+    const port = await freePort();
+    let agent: AgentProcess = await startAgentProcess(['--listen', `127.0.0.1:${port}`]);
+    stops.push(() => agent.stop());
+    const cli = startCli(['exec', '--agent', `ws://127.0.0.1:${port}`, '--target', `pid/${app.pid}`, '--steal', '--', '/usr/bin/node', SERVER, 'thief', '8080']);
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/port 8080 of the pod/, 20_000);
+    expect(await who()).toBe('thief');
+    await agent.stop(); // SIGKILL: the pod's app gets its traffic back (fail-open)
+    expect(await pollUntil(async () => (await who()) === 'pod', 10_000, 200)).toBe(true);
+    agent = await startAgentProcess(['--listen', `127.0.0.1:${port}`]);
+    await cli.waitFor(/with a new session/, 15_000);
+    await cli.waitFor(/port 8080 of the pod subscribed again/, 10_000);
+    expect(await who()).toBe('thief');
+  }, 90_000);
+});
