@@ -463,7 +463,9 @@ function checkVersion(m: AgentHello, peer: { close(): void }): void {
 export async function connectAgent(options: ConnectOptions): Promise<AgentConnection> {
   const timeoutMs = options.timeoutMs ?? 15000;
   const ws = await openWebSocket(options, options.createConnection, timeoutMs);
-  const peerOptions = options.peer ?? DEFAULT_PEER_OPTIONS;
+  // A session that can resume gives up on a silent connection within 3 s; one that cannot
+  // (env, --reconnect-grace 0) keeps the old 10 s, since giving up ends it.
+  const peerOptions = options.peer ?? (options.reconnectGraceMs ? DEFAULT_PEER_OPTIONS : { ...DEFAULT_PEER_OPTIONS, heartbeatTimeoutMs: 10_000 });
   const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, { ...peerOptions, mux: { ...peerOptions.mux, peerIds: 'agent' } });
   const hello = await new Promise<AgentHello>((resolve, reject) => {
     const timer = setTimeout(() => {
