@@ -351,6 +351,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     sessions: () => [...sessions.values()].map(describe),
     close: async () => {
       localKey?.remove();
+      // Sessions kept for a resume end with the agent, like the connected ones.
+      for (const e of [...sessions.values()]) e.peer.abandon(new TsmError('TSM_ERR_SESSION_CLOSED', 'the agent stopped'));
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
