@@ -27,7 +27,9 @@
  */
 #include "sv.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -311,7 +313,7 @@ void sv_fstat(struct sv_call *call) {
 
 /* newfstatat(dirfd, path, statbuf, flags): by descriptor with AT_EMPTY_PATH and "". */
 void sv_newfstatat(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   int flags = (int)a[3];
   char first = 0;
   if ((flags & AT_EMPTY_PATH) && (a[1] == 0 || (sv_read(call, a[1], &first, 1) == 0 && first == 0))) {
@@ -325,7 +327,7 @@ void sv_newfstatat(struct sv_call *call) {
 
 /* statx(dirfd, path, flags, mask, statxbuf) */
 void sv_statx(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   int flags = (int)a[2];
   unsigned mask = (unsigned)a[3];
   char first = 0;
@@ -476,7 +478,7 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
 static void open_common(struct sv_call *call, int di, int pi, int flags, mode_t mode) {
   char abs[4096];
   if (path_arg_route(call, di, pi, abs, sizeof abs) != FS_REMOTE) return;
-  if (flags & O_TMPFILE) { /* an unnamed file in a pod directory: a private one here */
+  if ((flags & O_TMPFILE) == O_TMPFILE) { /* an unnamed file in a pod directory: a private one here */
     sv_fail(call, EOPNOTSUPP);
     return;
   }
@@ -485,14 +487,14 @@ static void open_common(struct sv_call *call, int di, int pi, int flags, mode_t 
 
 /* openat(dirfd, path, flags, mode) */
 void sv_openat(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   open_common(call, 0, 1, (int)a[2], (mode_t)a[3]);
 }
 
 /* openat2(dirfd, path, how, size): RESOLVE_* flags restrict the local resolution; a pod
  * path is resolved by the agent, always confined to the pod's root. */
 void sv_openat2(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   struct open_how how;
   if (a[3] < sizeof how || a[2] == 0 || sv_read(call, a[2], &how, sizeof how) < 0) {
     sv_continue(call); /* the kernel answers E2BIG/EINVAL/EFAULT itself */
@@ -507,7 +509,7 @@ void sv_openat2(struct sv_call *call) {
 
 #if defined(__x86_64__)
 void sv_open(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   open_common(call, -1, 0, (int)a[1], (mode_t)a[2]);
 }
 
@@ -529,7 +531,7 @@ struct linux_dirent64 {
 /* getdents64(fd, dirp, count) on a pod directory's descriptor: entries from the listing
  * at the descriptor's file position, which then moves past them. */
 void sv_getdents64(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   int fd = arg_fd(call, 0);
   struct podfile f;
   if (!recognise(call, fd, &f, NULL, 0, NULL) || !f.dir) {
@@ -633,7 +635,7 @@ static void readlink_common(struct sv_call *call, int di, int pi, uint64_t buf, 
 }
 
 void sv_readlinkat(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   readlink_common(call, 0, 1, a[2], (int64_t)(int32_t)a[3]);
 }
 
@@ -641,7 +643,7 @@ void sv_readlinkat(struct sv_call *call) {
 void sv_access(struct sv_call *call) { access_common(call, -1, 0, (int)call->req->data.args[1]); }
 
 void sv_readlink(struct sv_call *call) {
-  const uint64_t *a = call->req->data.args;
+  const __u64 *a = call->req->data.args;
   readlink_common(call, -1, 0, a[1], (int64_t)(int32_t)a[2]);
 }
 #endif
@@ -730,19 +732,76 @@ void sv_renameat(struct sv_call *call) { rename_common(call, 0, 1, 2, 3, 0); }
 
 /* ---- write mode: the content goes back to the pod on close and fsync ---- */
 
-/* close(fd), fsync(fd), fdatasync(fd): a write-mode pod file's memfd is written back
- * (the whole content and size, as the shim does) before the call runs. */
-void sv_writeback_fd(struct sv_call *call) {
+/* Writes back descriptor `fd` of the calling process if it is a write-mode pod file
+ * (the whole content and size, as the shim does on close). 0 or an errno. */
+static int writeback_fd(struct sv_call *call, int fd) {
   struct podfile f;
-  int fd = arg_fd(call, 0);
-  if (recognise(call, fd, &f, NULL, 0, NULL) && f.handle > 0 && sv_valid(call)) {
-    struct fs_reply rep;
-    int err = reply_err(fsproto_writeback(f.handle, &rep), &rep);
+  if (!recognise(call, fd, &f, NULL, 0, NULL) || f.handle <= 0) return 0;
+  struct fs_reply rep;
+  int err = reply_err(fsproto_writeback(f.handle, &rep), &rep);
+  if (err) shim_log("seccomp: write-back of fd %d failed: errno %d", fd, err);
+  return err;
+}
+
+/* Every write-mode pod file among the calling process's descriptors in [first, last]. */
+static void writeback_range(struct sv_call *call, unsigned first, unsigned last) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%u/fd", call->req->pid);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  for (struct dirent *e; (e = readdir(d));) {
+    char *end;
+    unsigned long fd = strtoul(e->d_name, &end, 10);
+    if (*end || e->d_name[0] == '.' || fd < first || fd > last) continue;
+    writeback_fd(call, (int)fd);
+  }
+  closedir(d);
+}
+
+/* close(fd), fsync(fd), fdatasync(fd): a write-mode pod file is written back before the
+ * call runs; a failed write-back fails fsync (close closes anyway, as on NFS). */
+void sv_writeback_fd(struct sv_call *call) {
+  if (atomic_load(&ever_kept) != 0 && sv_valid(call)) {
+    int err = writeback_fd(call, arg_fd(call, 0));
     if (err && call->req->data.nr != __NR_close) {
       sv_fail(call, err);
       return;
     }
-    if (err) shim_log("seccomp: write-back of fd %d failed: errno %d", fd, err);
   }
   sv_continue(call);
 }
+
+/* dup2(old, new), dup3(old, new, flags): `new` is closed first, without a close call. */
+void sv_writeback_dup(struct sv_call *call) {
+  if (atomic_load(&ever_kept) != 0 && arg_fd(call, 0) != arg_fd(call, 1) && sv_valid(call))
+    writeback_fd(call, arg_fd(call, 1));
+  sv_continue(call);
+}
+
+/* close_range(first, last, flags) */
+void sv_writeback_range(struct sv_call *call) {
+  const __u64 *a = call->req->data.args;
+  if (atomic_load(&ever_kept) != 0 && !((unsigned)a[2] & CLOSE_RANGE_CLOEXEC) && sv_valid(call))
+    writeback_range(call, (unsigned)a[0], (unsigned)a[1]);
+  sv_continue(call);
+}
+
+/* exit_group: the process's descriptors close with it (a program that writes and exits). */
+void sv_writeback_exit(struct sv_call *call) {
+  if (atomic_load(&ever_kept) != 0 && sv_valid(call)) writeback_range(call, 0, ~0u);
+  sv_continue(call);
+}
+
+/* close, fsync, fdatasync, dup2, dup3, close_range and exit_group are notified only in
+ * write mode (sv.h): every program closes descriptors all the time, and only a write-mode
+ * pod file has anything to do then. The
+ * mode comes from fs.config, asked once before the filter is made (sv_files_prepare). */
+static bool notify_writes;
+
+void sv_files_prepare(void) {
+  SHIM_ENTER();
+  notify_writes = fs_write_mode();
+  SHIM_LEAVE();
+}
+
+bool sv_files_notify_writes(void) { return notify_writes; }
