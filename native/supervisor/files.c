@@ -539,6 +539,10 @@ void sv_getdents64(struct sv_call *call) {
     return;
   }
   size_t count = (size_t)(uint32_t)a[2];
+  if (count == 0) { /* the kernel's answer to a buffer too small for any entry */
+    sv_fail(call, EINVAL);
+    return;
+  }
   if (count > SV_DENTS_MAX) count = SV_DENTS_MAX;
   int dup = sv_getfd(call, fd);
   if (dup < 0) {
