@@ -27,6 +27,8 @@ let agent: AgentProcess;
 let work: string;
 /** The Go probe (test/e2e/fixtures/go-files), built twice. */
 const go: Record<'cgo' | 'static', string> = { cgo: '', static: '' };
+/** test/e2e/fixtures/seccomp-files-edge.c, linked statically. */
+let edge = '';
 
 async function buildGo(out: string, cgo: boolean): Promise<void> {
   const env = {
@@ -47,6 +49,9 @@ beforeAll(async () => {
   go.static = join(work, 'gofiles-static');
   await buildGo(go.cgo, true);
   await buildGo(go.static, false);
+  edge = join(work, 'seccomp-files-edge');
+  const cc = await run('gcc', ['-static', '-O2', '-Wall', '-o', edge, join(repoRoot, 'test/e2e/fixtures/seccomp-files-edge.c')]);
+  if (cc.code !== 0) throw new Error(`gcc failed:\n${cc.stderr}`);
   const file = await run('file', [go.cgo, go.static]);
   expect(file.stdout).toMatch(/gofiles-cgo: .*dynamically linked/);
   expect(file.stdout).toMatch(/gofiles-static: .*statically linked/);
@@ -220,6 +225,29 @@ describe('seccomp files: busybox-static', () => {
     expect(r.stdout).toBe('original\n');
     expect(r.stderr).toContain('Read-only file system');
     expect(podSha('rw.txt')).toBe(before);
+  });
+});
+
+describe('seccomp files: what the program hands the supervisor', () => {
+  it('bad pointers, overlong paths, small buffers, rewinds, dups and forks get what the kernel would give', async () => {
+    const r = await exec([edge, '/data/many', '/data/config.json']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe([
+      'open bad pointer: EFAULT',
+      'open overlong path: ENAMETOOLONG',
+      'stat bad buffer: EFAULT',
+      `readlink into 4 bytes: 4 ${SECRET_PATH.slice(0, 4)}`,
+      'open dir: ok',
+      'getdents64 tiny buffer: EINVAL',
+      'getdents64 bad buffer: EFAULT',
+      'entries (512-byte reads): 2002',
+      'entries after rewind, on a dup: 2002',
+      'fstat dir: directory',
+      'openat relative to the pod dir: ok 7',
+      `child fstat of inherited fd: mode 640 size ${CONFIG.length}`,
+      `statx of fd: ok mode 640 size ${CONFIG.length}`,
+      '',
+    ].join('\n'));
   });
 });
 
