@@ -118,7 +118,7 @@ describe.each([
   });
 
   it("os.Stat, os.Lstat and File.Stat report the pod's size, mode and time", async () => {
-    const want = `size ${CONFIG.length} mode - perm 640`;
+    const want = `size ${CONFIG.length} mode ---------- perm 640`;
     const stat = await exec([bin(), 'stat', '/data/config.json']);
     expect(stat.stderr).toBe('');
     expect(stat.stdout).toBe(`${want} uid 0 mtime ${MTIME}\n`);
