@@ -165,6 +165,10 @@ describe.each([
     const r = await exec([bin(), 'lookup', POD_ONLY_HOST]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe(`${POD_ONLY_ADDR}\n`);
+    // The pod's search list and nameserver: "scfiles.default" is only a name there.
+    const short = await exec([bin(), 'lookup', 'scfiles.default']);
+    expect(short.stderr).toBe('');
+    expect(short.stdout).toBe(`${pod.ip}\n`);
   });
 
   it('files in the working directory and /usr stay local (no file request reaches the agent)', async () => {
@@ -203,6 +207,13 @@ describe('seccomp files: busybox-static', () => {
     expect(lsa.stdout).toMatch(/^d.* \.\n/m);
     expect(lsa.stdout).toMatch(/^d.* many\n/m);
     expect(lsa.stdout).toMatch(/^-rw-r----- .* config\.json\n/m);
+  });
+
+  it("nslookup asks the nameserver of the pod's /etc/resolv.conf", async () => {
+    const nameserver = /nameserver (\S+)/.exec(readFileSync(join(pod.rootPath, 'etc', 'resolv.conf'), 'utf8'))?.[1];
+    const r = await exec([BUSYBOX, 'nslookup', pod.fqdn]);
+    expect(r.stdout).toContain(`Server:\t\t${nameserver}\n`);
+    expect(r.stdout).toContain(`Address: ${pod.ip}\n`);
   });
 
   it("stat reports the pod's size, mode and time", async () => {
