@@ -195,7 +195,7 @@ void sv_connect(struct sv_call *call) {
   union shim_addr dest;
   int family;
   if (!read_inet_addr(call, call->req->data.args[1], call->req->data.args[2], &dest, &family)) return sv_continue(call);
-  if (!sv_valid(call)) return; /* its thread is gone: nobody to answer */
+  /* sv_getfd checks that the notification is still valid (its thread the caller). */
   int dup = sv_getfd(call, (int)call->req->data.args[0]);
   if (dup < 0) return sv_continue(call); /* EBADF and the like: the kernel says it */
   connect_socket(call, dup, &dest, family);
