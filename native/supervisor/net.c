@@ -188,6 +188,8 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
       return sv_fail(call, ENETUNREACH);
     }
   }
+  shim_log("connect: socket %llu (tid %u) stream %lld: %s", (unsigned long long)inode, call->req->pid,
+           (long long)reply.stream, r == 0 ? "connected" : strerror(err));
   return r == 0 ? sv_return(call, 0) : sv_fail(call, err);
 }
 
@@ -256,6 +258,7 @@ static void name_call(struct sv_call *call, bool peer) {
     pthread_mutex_unlock(&socks_lock);
     return sv_continue(call);
   }
+  shim_log("%s of socket %llu answered", peer ? "getpeername" : "getsockname", (unsigned long long)inode);
   if (peer) answer_address(call, &seen.peer, seen.peer_len);
   else answer_address(call, &seen.local, seen.local_len);
 }
