@@ -56,7 +56,7 @@ beforeAll(async () => {
     goBuild(bin.cgo, true);
     goBuild(bin.static, false);
   }
-  ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-out' }));
+  ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-out', srvRecords: [{ name: '_http._tcp.db.default.svc.cluster.local', target: 'db.default.svc.cluster.local', port: 8080 }] }));
   web = await harness.addPod({ name: 'web', namespace: 'default', command: ['/usr/bin/python3', '-c', WEB], readyPort: 8081 });
   agent = await startAgentProcess();
 }, 600000);
@@ -94,6 +94,16 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
         const bad = await exec([bin[build], 'lookup', 'nope']);
         expect(bad.code).toBe(1);
         expect(bad.stderr).toMatch(/no such host/);
+      });
+
+      it("net.LookupSRV answers as in the pod (the search list applies to the service's name)", async () => {
+        for (const name of ['db', 'db.default.svc.cluster.local']) {
+          const r = await exec([bin[build], 'srv', 'http', 'tcp', name]);
+          expect(r.stderr).toBe('');
+          expect(r.stdout.trim()).toBe('db.default.svc.cluster.local.:8080');
+        }
+        const bad = await exec([bin[build], 'srv', 'http', 'tcp', 'nope']);
+        expect(bad.code).toBe(1);
       });
 
       it("getpeername and getsockname: Go sees the address it dialed and the pod's own", async () => {
