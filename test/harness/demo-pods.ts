@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Harness, type Pod } from './harness.js';
+import { Harness, type Pod, type SrvRecord } from './harness.js';
 
 /** The demo node and its pods. */
 export interface DemoNode {
@@ -20,6 +20,8 @@ export interface DemoOptions {
   ipv6?: boolean;
   /** Harness label (default `demo`). */
   name?: string;
+  /** SRV records the cluster DNS serves (Harness.create's). */
+  srvRecords?: readonly SrvRecord[];
 }
 
 /** python http.server on `port`, serving /data. */
@@ -31,7 +33,7 @@ export function httpServerCommand(port = 8080): string[] {
  * Builds the demo node. The caller owns the harness: `await node.harness.destroy()`.
  */
 export async function buildDemoNode(opts: DemoOptions = {}): Promise<DemoNode> {
-  const harness = await Harness.create({ name: opts.name ?? 'demo' });
+  const harness = await Harness.create({ name: opts.name ?? 'demo', ...(opts.srvRecords ? { srvRecords: opts.srvRecords } : {}) });
   try {
     const ipv6 = opts.ipv6 ?? true;
     const [db, api] = await Promise.all([
