@@ -117,6 +117,10 @@ describe.each([
     let bytes = 0;
     for (let i = 0; i < 2000; i++) bytes += `${i}\n`.length;
     expect(walk.stdout).toBe(`2000 files, ${bytes} bytes\n`);
+    // 64 goroutines opening at once: many threads, many notifications in flight.
+    const parallel = await exec([bin(), 'readall', '/data/many']);
+    expect(parallel.stderr).toBe('');
+    expect(parallel.stdout).toBe(`2000 files, ${bytes} bytes\n`);
   });
 
   it("os.Stat, os.Lstat and File.Stat report the pod's size, mode and time", async () => {
