@@ -37,7 +37,9 @@ async function buildGo(out: string, cgo: boolean): Promise<void> {
     ...process.env,
     GOCACHE: join(work, 'gocache'),
     GOPATH: join(work, 'gopath'),
-    GOFLAGS: '-mod=mod',
+    GOFLAGS: '',
+    GO111MODULE: 'on',
+    GOPROXY: 'off', // no network: the probe has no dependencies
     GOTOOLCHAIN: 'local',
     CGO_ENABLED: cgo ? '1' : '0',
   };
