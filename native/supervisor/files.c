@@ -586,6 +586,7 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
   struct podfile f = {0};
   if (!err && rep->dir) {
     close(memfd);
+    memfd = -1;
     fd = list_dir(abs);
     if (fd < 0) err = -fd;
     else if ((fd = reopen_as(fd, O_RDONLY, false)) < 0) err = -fd;
