@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const agent = await startAgentProcess();
   try {
     const goBin = join(work, 'gofiles');
-    const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '-mod=mod', CGO_ENABLED: '0' };
+    const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '', GO111MODULE: 'on', GOPROXY: 'off', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
     const built = await run('go', ['build', '-o', goBin, '.'], { env, cwd: join(repoRoot, 'test/e2e/fixtures/go-files'), timeoutMs: 300000 });
     if (built.code !== 0) throw new Error(`go build failed: ${built.stderr}`);
     const pod = await harness.addPod({ name: 'files', namespace: 'default', command: ['sleep', 'infinity'] });

@@ -31,9 +31,11 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -168,6 +170,9 @@ static enum fs_route route(struct sv_call *call, int dirfd, const char *path, ch
   return r;
 }
 
+/* Write mode: the program's last closes handled before a pod request (below). */
+static void drain_closes(void);
+
 /* ---- reading the call's arguments ---- */
 
 static int arg_fd(struct sv_call *call, int i) { return (int)(uint32_t)call->req->data.args[i]; }
@@ -198,6 +203,8 @@ static enum fs_route path_arg_route(struct sv_call *call, int di, int pi, char *
     r = FS_LOCAL;
   } else if (r == FS_NOT_FOUND) {
     sv_fail(call, ENOENT);
+  } else {
+    drain_closes();
   }
   return r;
 }
@@ -403,17 +410,160 @@ static int list_dir(const char *abs) {
 }
 
 /* A second open file of the memfd with the program's access mode (a read-only open must
- * not be writable) and O_APPEND; the original is closed. Returns the fd or -errno. */
-static int reopen_as(int memfd, int flags) {
+ * not be writable) and O_APPEND; the original is closed unless `keep`. A write-mode file
+ * always gets one: its last close is seen by inotify (below), which the memfd's own open
+ * file does not report. Returns the fd or -errno. */
+static int reopen_as(int memfd, int flags, bool keep) {
   int acc = flags & O_ACCMODE;
-  if (acc == O_RDWR && !(flags & O_APPEND)) return memfd;
+  if (acc == O_RDWR && !(flags & O_APPEND) && !keep) return memfd;
   char self[64];
   snprintf(self, sizeof self, "/proc/self/fd/%d", memfd);
   int fd = open(self, (acc == O_ACCMODE ? O_RDWR : acc) | (flags & O_APPEND) | O_CLOEXEC);
   int err = errno;
-  close(memfd);
+  if (!keep) close(memfd);
   return fd < 0 ? -err : fd;
 }
+
+/* ---- write mode: the last close of a pod file (inotify IN_CLOSE_WRITE) ----
+ *
+ * A write-mode pod file keeps a handle in the proxy (its copy of the memfd and the file
+ * open in the pod) until the program is done with it. The program's open file is watched
+ * with inotify: IN_CLOSE_WRITE comes when its last descriptor goes, in whatever process
+ * (dup, fork, exit, even SIGKILL), and the content is then written back if it changed
+ * since the last write-back, and the handle released. Close and its kin are also notified
+ * in write mode (sv.h) and write back before they run, so a program that closes a file
+ * and opens it again, or a shell that redirects and then runs `cat`, reads what it wrote;
+ * events not yet handled are handled before any other pod request (drain_closes). */
+
+struct watch {
+  int wd;                 /* inotify watch of the memfd */
+  int64_t handle;         /* the proxy's */
+  int held;               /* the supervisor's descriptor of the memfd: its size and time */
+  struct timespec mtime;  /* as last written back (or as opened) */
+  off_t size;
+  struct watch *next;
+};
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct watch *watches;
+static int inotify_fd = -1;
+static _Atomic int nwatches;
+
+static bool same_content(const struct watch *w, const struct stat *st) {
+  return st->st_size == w->size && st->st_mtim.tv_sec == w->mtime.tv_sec && st->st_mtim.tv_nsec == w->mtime.tv_nsec;
+}
+
+/* Handles the queued last-close events; watch_lock held. */
+static void drain_locked(void) {
+  char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+  for (;;) {
+    ssize_t n = read(inotify_fd, buf, sizeof buf);
+    if (n <= 0) return;
+    for (char *p = buf; p < buf + n;) {
+      const struct inotify_event *e = (const struct inotify_event *)p;
+      p += sizeof *e + e->len;
+      for (struct watch **wp = &watches; *wp; wp = &(*wp)->next) {
+        struct watch *w = *wp;
+        if (w->wd != e->wd) continue;
+        struct stat st;
+        if ((e->mask & IN_CLOSE_WRITE) && fstat(w->held, &st) == 0 && !same_content(w, &st)) {
+          struct fs_reply rep;
+          int err = reply_err(fsproto_writeback(w->handle, &rep), &rep);
+          if (err) shim_log("seccomp: write-back after the last close failed: errno %d", err);
+        }
+        *wp = w->next;
+        inotify_rm_watch(inotify_fd, w->wd);
+        close(w->held);
+        fsproto_release(w->handle);
+        free(w);
+        atomic_fetch_sub(&nwatches, 1);
+        break;
+      }
+    }
+  }
+}
+
+/* Before a pod request: files the program has closed are in the pod first. */
+static void drain_closes(void) {
+  if (atomic_load(&nwatches) == 0) return;
+  pthread_mutex_lock(&watch_lock);
+  drain_locked();
+  pthread_mutex_unlock(&watch_lock);
+}
+
+/* Handles last closes as they come, when no request comes to do it. */
+static void *close_watcher(void *arg) {
+  (void)arg;
+  struct pollfd pfd = {.fd = inotify_fd, .events = POLLIN};
+  for (;;) {
+    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) return NULL;
+    pthread_mutex_lock(&watch_lock);
+    drain_locked();
+    pthread_mutex_unlock(&watch_lock);
+  }
+}
+
+static pthread_once_t watcher_once = PTHREAD_ONCE_INIT;
+static void start_watcher(void) {
+  inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify_fd < 0) return;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  if (pthread_create(&t, &attr, close_watcher, NULL) != 0) {
+    close(inotify_fd);
+    inotify_fd = -1;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/* Watches the program's open file `fd` (the supervisor's, before ADDFD) of a write-mode
+ * pod file; takes `held` (the memfd's own descriptor). false: not watched (the handle is
+ * then kept until the session ends, as before). */
+static bool watch_last_close(int fd, int held, int64_t handle) {
+  pthread_once(&watcher_once, start_watcher);
+  if (inotify_fd < 0) return false;
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  struct watch *w = calloc(1, sizeof *w);
+  struct stat st;
+  if (!w || fstat(held, &st) != 0) {
+    free(w);
+    return false;
+  }
+  w->wd = inotify_add_watch(inotify_fd, self, IN_CLOSE_WRITE);
+  if (w->wd < 0) {
+    free(w);
+    return false;
+  }
+  w->handle = handle;
+  w->held = held;
+  w->mtime = st.st_mtim;
+  w->size = st.st_size;
+  pthread_mutex_lock(&watch_lock);
+  w->next = watches;
+  watches = w;
+  atomic_fetch_add(&nwatches, 1);
+  pthread_mutex_unlock(&watch_lock);
+  return true;
+}
+
+/* A write-back done at close or fsync: `st` (taken before it) is now the pod's. */
+static void written_back(int64_t handle, const struct stat *st) {
+  pthread_mutex_lock(&watch_lock);
+  for (struct watch *w = watches; w; w = w->next) {
+    if (w->handle == handle) {
+      w->mtime = st->st_mtim;
+      w->size = st->st_size;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&watch_lock);
+}
+
+void sv_files_finish(void) { drain_closes(); }
 
 /* Opens the pod path for the call and answers it with the new descriptor. */
 static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t mode) {
@@ -436,14 +586,19 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
   struct podfile f = {0};
   if (!err && rep->dir) {
     close(memfd);
+    memfd = -1;
     fd = list_dir(abs);
     if (fd < 0) err = -fd;
-    else if ((fd = reopen_as(fd, O_RDONLY)) < 0) err = -fd;
+    else if ((fd = reopen_as(fd, O_RDONLY, false)) < 0) err = -fd;
     f.dir = true;
   } else if (!err) {
+    bool keep = rep->writeback && rep->handle > 0;
     if (rep->lazy) err = EIO; /* never asked for: eager */
-    else if ((fd = reopen_as(memfd, flags)) < 0) err = -fd;
-    memfd = -1;
+    else if ((fd = reopen_as(memfd, flags, keep)) < 0) err = -fd;
+    if (!keep || err) {
+      if (keep) close(memfd);
+      memfd = -1;
+    }
     f.copy = (flags & O_ACCMODE) != O_RDONLY && !rep->writeback;
     f.handle = rep->writeback ? rep->handle : 0;
   }
@@ -464,11 +619,15 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
   }
   int64_t handle = f.handle;
   free(rep);
+  /* memfd >= 0: a write-mode file, released at its last close */
+  bool watched = memfd >= 0 && watch_last_close(fd, memfd, handle);
+  if (memfd >= 0 && !watched) close(memfd);
   int got = sv_addfd_send(call, fd, (flags & O_CLOEXEC) != 0);
-  close(fd);
+  close(fd); /* a watched file's last close is now the program's */
   if (got < 0) {
     /* Not installed (EMFILE, or the program is gone): the file is not the program's. */
-    if (handle > 0) fsproto_release(handle);
+    if (watched) drain_closes(); /* the close above was the last: released there */
+    else if (handle > 0) fsproto_release(handle);
     sv_fail(call, -got);
     return;
   }
@@ -698,6 +857,7 @@ static void rename_common(struct sv_call *call, int di1, int p1, int di2, int p2
     sv_fail(call, EINVAL);
     return;
   }
+  drain_closes();
   struct fs_reply rep;
   int err = reply_err(fsproto_change(WIRE_CHANGE_RENAME, abs_from, 0, abs_to, &rep), &rep);
   if (err) sv_fail(call, err);
@@ -740,10 +900,12 @@ void sv_renameat(struct sv_call *call) { rename_common(call, 0, 1, 2, 3, 0); }
  * (the whole content and size, as the shim does on close). 0 or an errno. */
 static int writeback_fd(struct sv_call *call, int fd) {
   struct podfile f;
-  if (!recognise(call, fd, &f, NULL, 0, NULL) || f.handle <= 0) return 0;
+  struct stat own;
+  if (!recognise(call, fd, &f, NULL, 0, &own) || f.handle <= 0) return 0;
   struct fs_reply rep;
   int err = reply_err(fsproto_writeback(f.handle, &rep), &rep);
   if (err) shim_log("seccomp: write-back of fd %d failed: errno %d", fd, err);
+  else written_back(f.handle, &own);
   return err;
 }
 

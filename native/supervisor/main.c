@@ -257,6 +257,7 @@ int main(int argc, char **argv) {
     }
   }
   program_pid = -1;
+  sv_files_finish(); /* write-mode files the program left open are in the pod before we end */
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     report((int)status_fd, "signal", sig);

@@ -109,6 +109,9 @@ typedef void (*sv_handler)(struct sv_call *call);
  * whether close and friends are notified (write mode). */
 void sv_files_prepare(void);
 bool sv_files_notify_writes(void);
+/* files.c: after the program ended: what it wrote to pod files it never closed (a crash,
+ * SIGKILL) goes to the pod before the supervisor ends. */
+void sv_files_finish(void);
 
 #define SV_DECLARE_HANDLER(name, handler, notified) void handler(struct sv_call *call);
 SV_SYSCALLS(SV_DECLARE_HANDLER)

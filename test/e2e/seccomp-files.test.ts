@@ -37,7 +37,9 @@ async function buildGo(out: string, cgo: boolean): Promise<void> {
     ...process.env,
     GOCACHE: join(work, 'gocache'),
     GOPATH: join(work, 'gopath'),
-    GOFLAGS: '-mod=mod',
+    GOFLAGS: '',
+    GO111MODULE: 'on',
+    GOPROXY: 'off', // no network: the probe has no dependencies
     GOTOOLCHAIN: 'local',
     CGO_ENABLED: cgo ? '1' : '0',
   };
@@ -117,6 +119,10 @@ describe.each([
     let bytes = 0;
     for (let i = 0; i < 2000; i++) bytes += `${i}\n`.length;
     expect(walk.stdout).toBe(`2000 files, ${bytes} bytes\n`);
+    // 64 goroutines opening at once: many threads, many notifications in flight.
+    const parallel = await exec([bin(), 'readall', '/data/many']);
+    expect(parallel.stderr).toBe('');
+    expect(parallel.stdout).toBe(`2000 files, ${bytes} bytes\n`);
   });
 
   it("os.Stat, os.Lstat and File.Stat report the pod's size, mode and time", async () => {
@@ -299,5 +305,26 @@ describe('seccomp files: write mode', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('one\ntwo\n');
     expect(readFileSync(join(pod.dataDir, 'bb.txt'), 'utf8')).toBe('one\ntwo\n');
+  });
+
+  it('a program killed with a pod file still open keeps what it wrote', async () => {
+    const r = await exec([BUSYBOX, 'sh', '-c', 'exec 3>/data/killed.txt; echo kept >&3; kill -9 $$'], ['--fs-mode', 'write']);
+    expect(r.code).toBe(128 + 9);
+    expect(readFileSync(join(pod.dataDir, 'killed.txt'), 'utf8')).toBe('kept\n');
+  });
+
+  it('300 files written one after another do not pile up open files in the session proxy', async () => {
+    // The shell's parent is the supervisor, whose parent is the CLI: count the CLI's descriptors.
+    const script = [
+      'for i in $(busybox seq 300); do echo $i > /data/w/$i; done',
+      'cli=$(busybox awk \'/PPid/{print $2}\' /proc/$PPID/status)',
+      'busybox ls /proc/$cli/fd | busybox wc -l',
+    ].join('; ');
+    const made = await harness.exec(pod, ['mkdir', '-p', '/data/w']);
+    expect(made.code).toBe(0);
+    const r = await exec([BUSYBOX, 'sh', '-c', script], ['--fs-mode', 'write']);
+    expect(r.stderr).toBe('');
+    expect(Number(r.stdout.trim())).toBeLessThan(100);
+    expect(readFileSync(join(pod.dataDir, 'w', '300'), 'utf8')).toBe('300\n');
   });
 });
