@@ -1,0 +1,184 @@
+/**
+ * Incoming traffic for programs no preload reaches (issue 12): Go servers (the default
+ * cgo build and CGO_ENABLED=0, built from source here with Debian's golang-go) and
+ * busybox-static httpd run under `tsmirror exec`, whose seccomp supervisor answers their
+ * bind/listen/accept4/getsockname/close. On the local node harness: the pod `app` runs a
+ * server on 8080, a `client` pod sends requests to the app's pod IP.
+ */
+import { spawnSync } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Harness, type Pod } from '../harness/harness.js';
+import { pollUntil, repoRoot, run, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
+
+const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
+const NODE_SERVER = join(FIX, 'incoming-server.mjs');
+const BUSYBOX = '/bin/busybox';
+
+let harness: Harness;
+let app: Pod;
+let client: Pod;
+let agent: AgentProcess;
+let work: string;
+/** The Go server, by build. */
+const goServer: Record<'cgo' | 'static', string> = { cgo: '', static: '' };
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'tsm-seccomp-in-'));
+  writeFileSync(join(work, 'index.html'), 'hello from busybox\n');
+  // Built from source on every run: the default build (cgo, dynamically linked) and a static one.
+  const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '-mod=mod', GO111MODULE: 'on' };
+  const src = join(FIX, 'go-server');
+  const builds = await Promise.all([
+    run('go', ['build', '-o', join(work, 'go-server-cgo'), '.'], { cwd: src, env, timeoutMs: 240000 }),
+    run('go', ['build', '-o', join(work, 'go-server-static'), '.'], { cwd: src, env: { ...env, CGO_ENABLED: '0' }, timeoutMs: 240000 }),
+  ]);
+  for (const b of builds) expect(b.code, b.stderr).toBe(0);
+  goServer.cgo = join(work, 'go-server-cgo');
+  goServer.static = join(work, 'go-server-static');
+  expect(spawnSync('file', [goServer.static], { encoding: 'utf8' }).stdout).toContain('statically linked');
+  expect(spawnSync('file', [goServer.cgo], { encoding: 'utf8' }).stdout).toContain('dynamically linked');
+  harness = await Harness.create({ name: 'seccomp-in' });
+  [app, client] = await Promise.all([
+    harness.addPod({ name: 'app', command: ['/usr/bin/node', NODE_SERVER, 'pod', '8080'], readyPort: 8080 }),
+    harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] }),
+  ]);
+  agent = await startAgentProcess();
+}, 300000);
+
+afterAll(async () => {
+  for (const s of sessions) s.kill();
+  await stopAll({ agent, harness, dirs: [work] });
+});
+
+afterEach(async () => {
+  await Promise.all([...sessions].map((s) => s.stop()));
+});
+
+interface Session extends RunningCli {
+  kill: () => void;
+  stop: () => Promise<void>;
+}
+const sessions = new Set<Session>();
+
+/** `tsmirror exec` in the background, in its own process group. */
+function startSession(flags: string[], command: string[]): Session {
+  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--', ...command], { cwd: work, detached: true });
+  const { child } = cli;
+  const s: Session = {
+    ...cli,
+    kill: () => {
+      try {
+        process.kill(-(child.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    },
+    stop: async () => {
+      sessions.delete(s);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      try {
+        process.kill(child.pid ?? 0, 'SIGTERM');
+      } catch {
+        // gone
+      }
+      const t = setTimeout(() => s.kill(), 5000);
+      await gone;
+      clearTimeout(t);
+      s.kill();
+    },
+  };
+  sessions.add(s);
+  return s;
+}
+
+const curl = (pod: Pod, url: string, extra: string[] = []) =>
+  harness.exec(pod, ['curl', '-sS', '--max-time', '10', ...extra, url], { timeoutMs: 20000 });
+
+const who = (body: string): string => body.split(' ')[0] ?? '';
+const re = (s: string): string => s.replace(/[.[\]]/g, '\\$&');
+
+function tables(pod: Pod): string {
+  return spawnSync('nsenter', ['-t', String(pod.pid), '-n', 'nft', 'list', 'tables'], { encoding: 'utf8' }).stdout;
+}
+
+async function noRulesLeft(pod: Pod): Promise<void> {
+  await pollUntil(() => !tables(pod).includes('tsmirror'), 5000);
+  expect(tables(pod)).not.toContain('tsmirror');
+}
+
+describe.each(['cgo', 'static'] as const)('a Go net/http server (%s build)', (build) => {
+  it('under --steal --http-header: matching requests reach it with the client pod as RemoteAddr and the pod address as its local address; the rest reach the pod', async () => {
+    const s = startSession(['--steal', '--http-header', 'x-dev: alice'], [goServer[build], 'alice', '8080']);
+    await s.waitFor(/stealing requests matching x-dev: alice on port 8080 of the pod/);
+    for (let i = 0; i < 3; i++) {
+      const mine = await curl(client, `http://${app.ip}:8080/mine${i}`, ['-H', 'x-dev: alice']);
+      expect(mine.stdout, mine.stderr).toBe(`alice GET /mine${i} peer=${client.ip} len=0 sha256=${EMPTY_SHA}\n`);
+      const theirs = await curl(client, `http://${app.ip}:8080/theirs${i}`);
+      expect(who(theirs.stdout), theirs.stderr).toBe('pod');
+    }
+    // getsockname of the accepted socket: the pod's address and port, not loopback.
+    await s.waitFor(new RegExp(`REQ alice GET /mine2 peer=${re(client.ip)} .* x-dev=alice local=${re(app.ip)}:8080\\n`));
+    expect(s.out()).not.toMatch(/peer=127\.0\.0\.1/);
+    await s.stop();
+    await noRulesLeft(app);
+  });
+
+  it('under --mirror: the client gets the pod\'s answer and the Go server sees a copy', async () => {
+    const s = startSession(['--mirror'], [goServer[build], 'mirror', '8080']);
+    await s.waitFor(/mirroring port 8080 of the pod/);
+    const r = await curl(client, `http://${app.ip}:8080/copy`, ['--data-binary', 'some body']);
+    expect(who(r.stdout), r.stderr).toBe('pod');
+    await s.waitFor(new RegExp(`REQ mirror POST /copy peer=${re(client.ip)} len=9 `));
+    await s.stop();
+    await noRulesLeft(app);
+  });
+});
+
+describe('a Go server whose port is taken on this machine', () => {
+  let taken: Server | undefined;
+  beforeAll(async () => {
+    const squatter = createServer((c) => c.end('the local squatter\n'));
+    // Another suite's program may hold 8080 already: taken either way.
+    taken = await new Promise<Server | undefined>((resolve) => {
+      squatter.once('error', () => resolve(undefined));
+      squatter.listen(8080, '0.0.0.0', () => resolve(squatter));
+    });
+  });
+  afterAll(() => new Promise<void>((r) => (taken ? taken.close(() => r()) : r())));
+
+  it('listens on a free port instead, still reports the asked port, gets the pod\'s traffic; closing the listener gives the port back to the pod', async () => {
+    const s = startSession(['--steal'], [goServer.static, 'thief', '8080', '4']);
+    await s.waitFor(/port 8080 of the pod → local port (\d+) \(the program asked for 8080, which is taken here\)/);
+    // getsockname of the listener reports the port it asked for.
+    await s.waitFor(/LISTENING thief 8080 addr=\[::\]:8080/);
+    const r = await curl(client, `http://${app.ip}:8080/x`);
+    expect(r.stdout, r.stderr).toMatch(new RegExp(`^thief GET /x peer=${re(client.ip)} `));
+    await s.waitFor(/CLOSED thief/, 10000);
+    await s.waitFor(/port 8080 of the pod is back to the pod's app alone/);
+    expect(who((await curl(client, `http://${app.ip}:8080/after`)).stdout)).toBe('pod');
+    await s.stop();
+    await noRulesLeft(app);
+  });
+});
+
+describe('busybox-static httpd', () => {
+  it('under --steal serves the pod\'s clients from the local folder, and logs the client pod as the peer (blocking accept)', async () => {
+    const s = startSession(['--steal'], [BUSYBOX, 'httpd', '-f', '-vv', '-p', '8080', '-h', work]);
+    await s.waitFor(/stealing all traffic on port 8080 of the pod/);
+    for (let i = 0; i < 3; i++) {
+      const r = await curl(client, `http://${app.ip}:8080/index.html`);
+      expect(r.stdout, r.stderr).toBe('hello from busybox\n');
+    }
+    await s.waitFor(new RegExp(`${re(client.ip)}:\\d+: url:/index.html`));
+    expect(s.err()).not.toMatch(/127\.0\.0\.1:\d+: url:/);
+    await s.stop();
+    await noRulesLeft(app);
+  });
+});
+
+const EMPTY_SHA = 'e3b0c44298fc1c149afb4bf4c8996fb92427ae41e4649b934ca495991b7852b8';
