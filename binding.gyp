@@ -14,6 +14,7 @@
         "native/shim/msgpack.c",
         "native/shim/replies.c",
         "native/shim/proto.c",
+        "native/shim/addr.c",
         "native/shim/connect.c",
         "native/shim/fds.c",
         "native/shim/udp.c",
@@ -44,6 +45,30 @@
       "type": "executable",
       "sources": ["native/launcher/launch.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
+    },
+    {
+      # The seccomp supervisor: runs static and Go programs with their notified system
+      # calls answered for the session (native/supervisor). Links the shim's wire code.
+      "target_name": "tsmirror-supervise",
+      "type": "executable",
+      "sources": [
+        "native/supervisor/main.c",
+        "native/supervisor/filter.c",
+        "native/supervisor/notify.c",
+        "native/supervisor/compat.c",
+        "native/supervisor/net.c",
+        "native/supervisor/files.c",
+        "native/supervisor/listen.c",
+        "native/shim/addr.c",
+        "native/shim/msgpack.c",
+        "native/shim/replies.c",
+        "native/shim/proto.c",
+        "native/shim/fsproto.c",
+        "native/shim/channel.c"
+      ],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
+      "ldflags": ["-pthread"],
+      "libraries": ["-ldl", "-lpthread"]
     },
     {
       # The node-addon-api addon: what Node cannot do itself.

@@ -1,5 +1,5 @@
 /**
- * The TypeScript face of native/: where the built shim, launcher and addon are, and the typed
+ * The TypeScript face of native/: where the built shim, launcher, supervisor and addon are, and the typed
  * surface of the addon. Both are built by `npm ci` (node-gyp, from binding.gyp).
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -38,6 +38,14 @@ export function shimPath(): string {
 /** Absolute path of tsmirror-launch, which starts the program with a parent-death signal (native/launcher). */
 export function launcherPath(): string {
   return built('tsmirror-launch');
+}
+
+/**
+ * Absolute path of tsmirror-supervise, which runs a program under a seccomp filter and
+ * answers its notified system calls for the session (native/supervisor).
+ */
+export function supervisorPath(): string {
+  return built('tsmirror-supervise');
 }
 
 export interface Addon {

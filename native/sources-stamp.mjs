@@ -1,5 +1,5 @@
 // Whether build/Release was built from the native sources as they are now: `write` (after
-// node-gyp) records a hash of binding.gyp, native/shim, native/addon and native/launcher next to the built
+// node-gyp) records a hash of binding.gyp, native/shim, native/addon, native/launcher and native/supervisor next to the built
 // files; `check` exits 1 when the hash differs or a built file is missing, so `npm test`
 // rebuilds the shim and the addon only when they changed (a rebuild takes about a minute).
 import { createHash } from 'node:crypto';
@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const release = join(root, 'build', 'Release');
 const stamp = join(release, 'native-sources.sha256');
-const built = ['libtsmirror.so', 'tsmirror_addon.node', 'tsmirror-launch'].map((name) => join(release, name));
+const built = ['libtsmirror.so', 'tsmirror_addon.node', 'tsmirror-launch', 'tsmirror-supervise'].map((name) => join(release, name));
 
 function sourcesHash() {
   const hash = createHash('sha256');
-  const files = ['binding.gyp', ...['native/shim', 'native/addon', 'native/launcher'].flatMap((dir) =>
+  const files = ['binding.gyp', ...['native/shim', 'native/addon', 'native/launcher', 'native/supervisor'].flatMap((dir) =>
     readdirSync(join(root, dir)).filter((name) => /\.(c|cc|h)$/.test(name)).map((name) => `${dir}/${name}`))].sort();
   for (const file of files) hash.update(`${file}\0`).update(readFileSync(join(root, file))).update('\0');
   return hash.digest('hex');

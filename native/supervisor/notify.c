@@ -1,0 +1,242 @@
+/*
+ * Receiving and answering notifications. Worker threads each wait in NOTIF_RECV on the
+ * one listener (the kernel hands each notification to one waiter); when the last idle
+ * worker takes a call it starts another first, so one slow call (a blocking connect
+ * waiting for the pod) never stalls the others. Each worker keeps its own channel to the
+ * session proxy (the shim's channel.c is per thread).
+ *
+ * Every notification gets exactly one answer: handlers answer through sv_continue /
+ * sv_return / sv_fail / sv_addfd_send, and the dispatcher answers CONTINUE for a handler
+ * that did not. An answer to a notification whose thread died or was interrupted fails
+ * with ENOENT, which is fine.
+ */
+#include "sv.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+
+#define SV_MAX_WORKERS 256
+
+bool sv_have_addfd_send = true;
+
+static int listener_fd = -1;
+static struct seccomp_notif_sizes sizes;
+static atomic_int idle_workers, all_workers;
+
+static const struct {
+  int nr;
+  sv_handler handler;
+} table[] = {
+#define ENTRY(name, handler, notified) {__NR_##name, handler},
+  SV_SYSCALLS(ENTRY)
+#undef ENTRY
+};
+
+/* Direct lookup by number: the table is small, but this runs on every call. */
+#define SV_MAX_NR 512
+static sv_handler by_nr[SV_MAX_NR];
+
+void sv_error(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
+  line[n++] = '\n';
+  (void)!write(2, line, (size_t)n);
+  shim_log("%.*s", n - 1, line);
+}
+
+static int send_resp(struct sv_call *call, int64_t val, int err, uint32_t flags) {
+  if (call->answered) return 0;
+  struct seccomp_notif_resp resp_buf[4]; /* at least sizes.seccomp_notif_resp bytes */
+  memset(resp_buf, 0, sizeof resp_buf);
+  struct seccomp_notif_resp *resp = resp_buf;
+  resp->id = call->req->id;
+  resp->val = val;
+  resp->error = err ? -err : 0;
+  resp->flags = flags;
+  call->answered = true;
+  if (ioctl(call->listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0) {
+    if (errno != ENOENT) shim_log("NOTIF_SEND for syscall %d failed: %s", call->req->data.nr, strerror(errno));
+    return -errno;
+  }
+  return 0;
+}
+
+void sv_continue(struct sv_call *call) { send_resp(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
+void sv_return(struct sv_call *call, int64_t value) { send_resp(call, value, 0, 0); }
+void sv_fail(struct sv_call *call, int err) { send_resp(call, -1, err > 0 ? err : EIO, 0); }
+
+static int addfd(struct sv_call *call, int fd, bool cloexec, bool send) {
+  if (call->answered) return -EALREADY;
+  struct seccomp_notif_addfd a = {0};
+  a.id = call->req->id;
+  a.flags = send ? SECCOMP_ADDFD_FLAG_SEND : 0;
+  a.srcfd = (uint32_t)fd;
+  a.newfd_flags = cloexec ? O_CLOEXEC : 0;
+  int r = ioctl(call->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+  if (r < 0) return -errno;
+  if (send) call->answered = true;
+  return r;
+}
+
+int sv_addfd_send(struct sv_call *call, int fd, bool cloexec) { return addfd(call, fd, cloexec, true); }
+int sv_addfd(struct sv_call *call, int fd, bool cloexec) { return addfd(call, fd, cloexec, false); }
+
+bool sv_valid(struct sv_call *call) {
+  uint64_t id = call->req->id;
+  return ioctl(call->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+}
+
+int sv_read(struct sv_call *call, uint64_t addr, void *buf, size_t len) {
+  if (len == 0) return 0;
+  struct iovec local = {buf, len}, remote = {(void *)(uintptr_t)addr, len};
+  ssize_t n = process_vm_readv(call->req->pid, &local, 1, &remote, 1, 0);
+  return n == (ssize_t)len ? 0 : -EFAULT;
+}
+
+int sv_write(struct sv_call *call, uint64_t addr, const void *buf, size_t len) {
+  if (len == 0) return 0;
+  struct iovec local = {(void *)buf, len}, remote = {(void *)(uintptr_t)addr, len};
+  ssize_t n = process_vm_writev(call->req->pid, &local, 1, &remote, 1, 0);
+  return n == (ssize_t)len ? 0 : -EFAULT;
+}
+
+/* Page by page, so that a string ending just before an unmapped page still reads. */
+ssize_t sv_read_string(struct sv_call *call, uint64_t addr, char *buf, size_t cap) {
+  if (cap == 0) return -ENAMETOOLONG;
+  size_t got = 0;
+  while (got < cap - 1) {
+    uint64_t at = addr + got;
+    size_t to_page = 4096 - (size_t)(at & 4095);
+    size_t want = cap - 1 - got < to_page ? cap - 1 - got : to_page;
+    if (sv_read(call, at, buf + got, want) < 0) return -EFAULT;
+    char *nul = memchr(buf + got, 0, want);
+    if (nul) return nul - buf;
+    got += want;
+  }
+  buf[cap - 1] = 0;
+  return -ENAMETOOLONG;
+}
+
+/* The thread group of a thread, from /proc (kernels before 6.9 have no PIDFD_THREAD). */
+static pid_t thread_group_of(pid_t tid) {
+  char path[64], text[1024];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  text[n] = 0;
+  char *t = strstr(text, "\nTgid:");
+  return t ? (pid_t)strtol(t + 6, NULL, 10) : -1;
+}
+
+int sv_pidfd(struct sv_call *call) {
+  if (call->pidfd >= 0) return call->pidfd;
+  pid_t tid = (pid_t)call->req->pid;
+  int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+  if (fd < 0 && errno == EINVAL) {
+    fd = (int)syscall(SYS_pidfd_open, tid, 0); /* a thread-group leader */
+    if (fd < 0 && errno == EINVAL) {
+      pid_t tgid = thread_group_of(tid);
+      if (tgid > 0) fd = (int)syscall(SYS_pidfd_open, tgid, 0);
+    }
+  }
+  if (fd < 0) return -errno;
+  /* The pidfd was opened while the notification was pending: its thread is the caller. */
+  if (!sv_valid(call)) {
+    close(fd);
+    return -ESRCH;
+  }
+  call->pidfd = fd;
+  return fd;
+}
+
+int sv_getfd(struct sv_call *call, int fd) {
+  int pidfd = sv_pidfd(call);
+  if (pidfd < 0) return pidfd;
+  int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  if (dup < 0) return -errno;
+  int flags = fcntl(dup, F_GETFD);
+  if (flags >= 0) fcntl(dup, F_SETFD, flags | FD_CLOEXEC);
+  return dup;
+}
+
+static void dispatch(struct sv_call *call) {
+  int nr = call->req->data.nr;
+  sv_handler handler = nr >= 0 && nr < SV_MAX_NR ? by_nr[nr] : NULL;
+  if (handler) handler(call);
+  if (!call->answered) sv_continue(call);
+  if (call->pidfd >= 0) close(call->pidfd);
+}
+
+static void *worker(void *arg);
+
+static void start_worker(void) {
+  if (atomic_fetch_add(&all_workers, 1) >= SV_MAX_WORKERS) {
+    atomic_fetch_sub(&all_workers, 1);
+    return;
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_t t;
+  atomic_fetch_add(&idle_workers, 1);
+  if (pthread_create(&t, &attr, worker, NULL) != 0) {
+    atomic_fetch_sub(&idle_workers, 1);
+    atomic_fetch_sub(&all_workers, 1);
+  }
+  pthread_attr_destroy(&attr);
+}
+
+static void *worker(void *arg) {
+  (void)arg;
+  struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
+  size_t req_size = sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req;
+  if (!req) {
+    atomic_fetch_sub(&idle_workers, 1);
+    atomic_fetch_sub(&all_workers, 1);
+    return NULL;
+  }
+  for (;;) {
+    memset(req, 0, req_size);
+    if (ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
+      if (errno == EINTR || errno == ENOENT) continue; /* ENOENT: its thread went away first */
+      shim_log("NOTIF_RECV failed: %s; worker ends", strerror(errno));
+      break;
+    }
+    /* The last idle worker took this call: start another before a slow handler runs. */
+    if (atomic_fetch_sub(&idle_workers, 1) == 1) start_worker();
+    struct sv_call call = {.req = req, .listener = listener_fd, .answered = false, .pidfd = -1};
+    dispatch(&call);
+    atomic_fetch_add(&idle_workers, 1);
+  }
+  atomic_fetch_sub(&idle_workers, 1);
+  atomic_fetch_sub(&all_workers, 1);
+  free(req);
+  return NULL;
+}
+
+int sv_serve(int listener) {
+  listener_fd = listener;
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    if (table[i].nr >= 0 && table[i].nr < SV_MAX_NR) by_nr[table[i].nr] = table[i].handler;
+  if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -errno;
+  if (sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) * 4) return -ENOTSUP;
+  start_worker();
+  start_worker();
+  return 0;
+}

@@ -1,0 +1,151 @@
+/*
+ * tsmirror-supervise: the seccomp user-notification supervisor (docs/ARCHITECTURE.md,
+ * "Static and Go programs: seccomp"). Internal interface shared by its files:
+ *
+ *   main.c      launch: fork, filter, listener to the parent, exec; signals, exit status
+ *   filter.c    the BPF filter, generated from the tables below
+ *   notify.c    worker threads, dispatch, and the helpers every handler uses
+ *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
+ *   net.c       connect, sendto/sendmsg/sendmmsg, getpeername/getsockname
+ *   files.c     open/stat/... of pod files
+ *   listen.c    bind/listen/accept/accept4 (incoming traffic)
+ *
+ * It includes the shim's header so that the shim's wire code (proto_*, fsproto_*,
+ * channel_call: one channel to the session proxy per worker thread) links unchanged.
+ */
+#ifndef TSMIRROR_SV_H
+#define TSMIRROR_SV_H
+
+#include "../shim/shim.h"
+
+#include <linux/seccomp.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+
+/*
+ * The notified system calls: X(name, handler, notified). One line per call; the BPF
+ * filter notifies exactly the calls whose `notified` is 1 (every other call runs at full
+ * speed, never seeing the supervisor), and the dispatcher calls `handler` for them. A
+ * handler must answer its call (sv_continue, sv_return, sv_fail, sv_addfd_send); one that
+ * does not is answered CONTINUE by the dispatcher, so no notification is ever left
+ * unanswered. Each list belongs to one file; the pre-x86_64 names (open, stat, ...) exist
+ * only on x86_64.
+ */
+
+/* net.c */
+#define SV_NET_SYSCALLS(X)            \
+  X(connect, sv_connect, 1)           \
+  X(sendto, sv_sendto, 1)             \
+  X(sendmsg, sv_sendmsg, 1)           \
+  X(sendmmsg, sv_sendmmsg, 1)         \
+  X(getpeername, sv_getpeername, 1)   \
+  X(getsockname, sv_getsockname, 1)
+
+/* files.c */
+#define SV_FILE_SYSCALLS(X)           \
+  X(openat, sv_openat, 0)             \
+  X(openat2, sv_openat2, 0)           \
+  X(newfstatat, sv_newfstatat, 0)     \
+  X(statx, sv_statx, 0)               \
+  X(fstat, sv_fstat, 0)               \
+  X(faccessat, sv_faccessat, 0)       \
+  X(faccessat2, sv_faccessat2, 0)     \
+  X(readlinkat, sv_readlinkat, 0)     \
+  X(getdents64, sv_getdents64, 0)     \
+  X(mkdirat, sv_mkdirat, 0)           \
+  X(unlinkat, sv_unlinkat, 0)         \
+  X(renameat2, sv_renameat2, 0)       \
+  X(truncate, sv_truncate, 0)         \
+  X(ftruncate, sv_ftruncate, 0)
+#if defined(__x86_64__)
+#define SV_FILE_SYSCALLS_LEGACY(X)    \
+  X(open, sv_open, 0)                 \
+  X(stat, sv_stat, 0)                 \
+  X(lstat, sv_lstat, 0)               \
+  X(access, sv_access, 0)             \
+  X(readlink, sv_readlink, 0)         \
+  X(mkdir, sv_mkdir, 0)               \
+  X(unlink, sv_unlink, 0)             \
+  X(rmdir, sv_rmdir, 0)               \
+  X(rename, sv_rename, 0)             \
+  X(renameat, sv_renameat, 0)
+#else
+#define SV_FILE_SYSCALLS_LEGACY(X)
+#endif
+
+/* listen.c */
+#define SV_LISTEN_SYSCALLS(X)         \
+  X(bind, sv_bind, 0)                 \
+  X(listen, sv_listen, 0)             \
+  X(accept, sv_accept, 0)             \
+  X(accept4, sv_accept4, 0)
+
+#define SV_SYSCALLS(X)       \
+  SV_NET_SYSCALLS(X)         \
+  SV_FILE_SYSCALLS(X)        \
+  SV_FILE_SYSCALLS_LEGACY(X) \
+  SV_LISTEN_SYSCALLS(X)
+
+/* One notification being handled, by one worker thread. */
+struct sv_call {
+  struct seccomp_notif *req;   /* id, pid (the calling thread's tid), data.nr, data.args[] */
+  int listener;
+  bool answered;
+  int pidfd;                   /* of the calling thread, opened on first use (-1) */
+};
+
+typedef void (*sv_handler)(struct sv_call *call);
+
+#define SV_DECLARE_HANDLER(name, handler, notified) void handler(struct sv_call *call);
+SV_SYSCALLS(SV_DECLARE_HANDLER)
+#undef SV_DECLARE_HANDLER
+
+/* ---- answers (notify.c): each answers the call once; later ones are ignored ---- */
+
+/* The kernel runs the call as the program made it (SECCOMP_USER_NOTIF_FLAG_CONTINUE). */
+void sv_continue(struct sv_call *call);
+/* The call returns `value` (>= 0). */
+void sv_return(struct sv_call *call, int64_t value);
+/* The call fails with `err` (a positive errno). */
+void sv_fail(struct sv_call *call, int err);
+/* Installs `fd` (the supervisor's) in the calling process and makes the call return its
+ * number there (SECCOMP_ADDFD_FLAG_SEND); `cloexec`: O_CLOEXEC on the new fd. Returns
+ * the new fd, or -errno (the call is then still unanswered). */
+int sv_addfd_send(struct sv_call *call, int fd, bool cloexec);
+/* Installs `fd` in the calling process without answering; returns the new fd or -errno. */
+int sv_addfd(struct sv_call *call, int fd, bool cloexec);
+
+/* ---- the program's memory and descriptors ---- */
+
+/* Whether the notification is still pending: its thread has not died or been reused.
+ * Check it after reading the program's memory and before acting on what was read. */
+bool sv_valid(struct sv_call *call);
+/* Reads len bytes at the program's address; 0, or -EFAULT (unmapped, partial). */
+int sv_read(struct sv_call *call, uint64_t addr, void *buf, size_t len);
+/* Writes len bytes at the program's address; 0, or -EFAULT. */
+int sv_write(struct sv_call *call, uint64_t addr, const void *buf, size_t len);
+/* Reads a NUL-terminated string of at most cap-1 bytes: its length, -EFAULT, or
+ * -ENAMETOOLONG when no NUL comes within cap-1 bytes. */
+ssize_t sv_read_string(struct sv_call *call, uint64_t addr, char *buf, size_t cap);
+/* A duplicate of the program's descriptor `fd` in the supervisor (pidfd_getfd): the same
+ * open file (socket, flags and offset shared). The caller closes it. -errno on failure
+ * (EBADF: no such fd). */
+int sv_getfd(struct sv_call *call, int fd);
+/* The calling thread's pidfd (kept in the call, closed by the dispatcher); -errno. */
+int sv_pidfd(struct sv_call *call);
+
+/* Kernel features found at start (notify.c). */
+extern bool sv_have_addfd_send;
+
+/* Workers and dispatch (notify.c): runs until the process exits. */
+int sv_serve(int listener);
+
+/* The filter (filter.c): installs it in the calling process (after PR_SET_NO_NEW_PRIVS);
+ * returns the listener fd, or -errno. *killable says whether WAIT_KILLABLE_RECV was used. */
+int sv_install_filter(bool *killable);
+
+/* Supervisor's own diagnostics to stderr: "tsmirror: ..." (only for failures the user
+ * must see; the debug log is shim_log, TSMIRROR_SHIM_LOG). */
+void sv_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

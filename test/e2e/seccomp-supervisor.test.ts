@@ -1,0 +1,99 @@
+/**
+ * tsmirror-supervise on its own (no session): it starts a program under its seccomp
+ * filter, answers the notified calls, relays signals, reports how the program ended,
+ * and a program whose supervisor dies ends with it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const supervise = join(root, 'build', 'Release', 'tsmirror-supervise');
+const busybox = '/bin/busybox';
+
+/** Runs the supervisor (this process is its CLI), the status line on fd 3. */
+async function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; status: string }> {
+  const child = spawn(supervise, [String(process.pid), '/nonexistent/proxy.sock', '3', ...args], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  const out = ['', '', '', ''];
+  for (const fd of [1, 2, 3]) child.stdio[fd]?.on('data', (d: Buffer) => { out[fd] += d.toString(); });
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('close', (c, s) => resolve([c, s])));
+  return { code: code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : null), stdout: out[1] ?? '', stderr: out[2] ?? '', status: out[3] ?? '' };
+}
+
+describe.skipIf(!existsSync(busybox))('tsmirror-supervise', () => {
+  let server: Server;
+  let port = 0;
+  const sockets = new Set<Socket>();
+  beforeAll(async () => {
+    server = createServer((s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.end('HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('--probe says user notification works on this kernel', () => {
+    const r = spawnSync(supervise, ['--probe'], { encoding: 'utf8', timeout: 10000 });
+    expect(r.stdout.trim()).toBe('ok');
+    expect(r.status).toBe(0);
+  });
+
+  it('runs a static program to its end and passes its exit code and output', async () => {
+    const r = await run([busybox, 'busybox', 'sh', '-c', 'echo out; exit 3']);
+    expect(r.stdout).toBe('out\n');
+    expect(r.code).toBe(3);
+    expect(r.status).toBe('exit 3\n');
+  });
+
+  it('answers notified calls: a static program connects to a loopback server (continued by the kernel)', async () => {
+    const r = await run([busybox, 'busybox', 'wget', '-q', '-O', '-', `http://127.0.0.1:${port}/`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello');
+    expect(r.code).toBe(0);
+  });
+
+  it('reports a program killed by a signal, and ends by the same signal', async () => {
+    const r = await run([busybox, 'busybox', 'sh', '-c', 'kill -TERM $$']);
+    expect(r.status).toBe('signal 15\n');
+    expect(r.code).toBe(128 + 15);
+  });
+
+  it('a program that is not there: 127 and a message', async () => {
+    const r = await run(['/nonexistent/program', 'program']);
+    expect(r.code).toBe(127);
+    expect(r.stderr).toMatch(/cannot start \/nonexistent\/program: No such file or directory/);
+  });
+
+  it('relays SIGTERM to the program', async () => {
+    const child = spawn(supervise, [String(process.pid), '/nonexistent/proxy.sock', '-1', busybox, 'busybox', 'sh', '-c', "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done"], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(out).toBe('got-term\n');
+    expect(code).toBe(7);
+  });
+
+  it('SIGKILL of the supervisor ends the program at once', async () => {
+    const child = spawn(supervise, [String(process.pid), '/nonexistent/proxy.sock', '-1', busybox, 'busybox', 'sleep', '30'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 300));
+    const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+    expect(kids.length).toBe(1);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && existsSync(`/proc/${kids[0]}`)) await new Promise((r) => setTimeout(r, 20));
+    expect(existsSync(`/proc/${kids[0]}`)).toBe(false);
+  });
+});
