@@ -139,6 +139,21 @@ describe.each(['cgo', 'static'] as const)('a Go net/http server (%s build)', (bu
   });
 });
 
+describe('a Go server under load', () => {
+  it('600 mixed requests over 8 keep-alive connections are all routed right, each stolen one with the client pod as its peer', async () => {
+    const s = startSession(['--steal', '--http-header', 'x-dev: alice'], [goServer.static, 'alice', '8080']);
+    await s.waitFor(/stealing requests matching x-dev: alice on port 8080 of the pod/);
+    const r = await harness.exec(client, ['/usr/bin/node', join(FIX, 'incoming-client.mjs'), `http://${app.ip}:8080/`, '600', '8'], { timeoutMs: 60000 });
+    expect(r.stderr).toBe('');
+    const res = JSON.parse(r.stdout) as { answers: Record<string, number>; errors: number };
+    expect(res.errors).toBe(0);
+    expect(res.answers).toEqual({ 'alice->alice': 200, 'bob->pod': 200, '-->pod': 200 });
+    const lines = s.out().split('\n').filter((l) => l.startsWith('REQ alice'));
+    expect(lines).toHaveLength(200);
+    expect(lines.filter((l) => !l.includes(`peer=${client.ip} `) || !l.includes(`local=${app.ip}:8080`))).toEqual([]);
+  });
+});
+
 describe('a Go server whose port is taken on this machine', () => {
   let taken: Server | undefined;
   beforeAll(async () => {
@@ -173,7 +188,11 @@ describe('busybox-static httpd', () => {
     for (let i = 0; i < 3; i++) {
       const r = await curl(client, `http://${app.ip}:8080/index.html`);
       expect(r.stdout, r.stderr).toBe('hello from busybox\n');
+      // httpd serves each connection in a forked child that closes its copy of the
+      // listener: that must not give the port back (the listener lives on in httpd).
+      await new Promise((res) => setTimeout(res, 700));
     }
+    expect(s.err()).not.toMatch(/back to the pod's app alone/);
     // busybox logs the address accept() gave it (an IPv6 listener: v4-mapped).
     await s.waitFor(new RegExp(`\\[::ffff:${re(client.ip)}\\]:\\d+: url:/index.html`));
     expect(s.err()).not.toMatch(/127\.0\.0\.1\]?:\d+: url:/);
