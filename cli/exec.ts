@@ -9,7 +9,7 @@ import { TsmError } from '../protocol/errors.js';
 import type { FilesMode, TargetRef } from '../protocol/messages.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
-import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
+import { EXIT, checkInterceptable, chooseInterception, findProgram, inspectProgram, runProgram, seccompSupport, type InterceptMode, type RunningProgram } from './launch.js';
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy, sweepStaleSessionDirs } from './proxy/session-proxy.js';
 import { fileRules } from './proxy/file-rules.js';
@@ -37,6 +37,8 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   envExclude: string[];
   env: string[];
   force?: boolean;
+  /** --intercept: auto, preload or seccomp. */
+  intercept?: string;
   /** --watch: paths whose changes restart the program. */
   watch?: string[];
   watchIgnore?: string[];
@@ -134,9 +136,13 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     throw new TsmError('TSM_ERR_USAGE', `--watch-grace "${flags.watchGrace}" is not a number of milliseconds`);
   }
   const path = findProgram(program, process.env.PATH);
-  for (const warning of checkInterceptable(inspectProgram(path), flags.force ?? false, process.env.PATH)) {
+  const info = inspectProgram(path);
+  const interception = chooseInterception(info, (flags.intercept ?? 'auto') as InterceptMode, process.env.PATH);
+  for (const warning of checkInterceptable(info, flags.force ?? false, process.env.PATH, interception.how)) {
     process.stderr.write(`tsmirror: warning: ${warning}\n`);
   }
+  // --force on what cannot be intercepted runs it plainly, through the launcher.
+  const supervised = interception.how === 'seccomp' && seccompSupport().ok;
   const shim = shimPath();
   const fsOptions = { mode: flags.fsMode, local: flags.fsLocal ?? [], remote: flags.fsRemote ?? [], notFound: flags.fsNotFound ?? [], programPath: path, cwd: process.cwd() };
   fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
@@ -159,9 +165,17 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
       incoming,
     });
-    env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
-    env.TSMIRROR_SHIM = shim;
-    env.TSMIRROR_SOCK = proxy.socketPath;
+    if (supervised) {
+      // The supervisor serves the program and every child it starts, dynamically linked
+      // ones included: a preloaded shim as well would intercept the same calls twice.
+      progress(flags, `intercepting with seccomp (${interception.why})`);
+    } else {
+      env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
+      env.TSMIRROR_SHIM = shim;
+      env.TSMIRROR_SOCK = proxy.socketPath;
+    }
+    const socketPath = proxy.socketPath;
+    const launch = (ownGroup: boolean): RunningProgram => runProgram(path, args, program, env, { ownGroup, ...(supervised ? { supervise: socketPath } : {}) });
 
     // Folders of sessions that were killed before they could remove theirs (see there).
     setImmediate(() => sweepStaleSessionDirs());
@@ -172,7 +186,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     });
     const watching = flags.watch ?? [];
     const code = watching.length > 0
-      ? await runWatching(() => runProgram(path, args, program, env, { ownGroup: true }), {
+      ? await runWatching(() => launch(true), {
         paths: watching.map((p) => resolvePath(p)),
         ignore: parseIgnorePatterns(flags.watchIgnore ?? []),
         debounceMs: 50,
@@ -180,7 +194,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
         onStopped: () => incoming.programStopped(),
         log: (line) => progress(flags, line),
       })
-      : await runProgram(path, args, program, env).exitCode;
+      : await launch(false).exitCode;
     programEnded = true;
     if (flags.verbose) {
       const s = proxy.stats;

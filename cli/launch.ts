@@ -1,14 +1,15 @@
 /**
- * Starting the program: find it, refuse what the shim cannot reach (statically linked
- * or setuid executables), spawn it with the shim preloaded, relay signals, and turn its
- * end into tsmirror's exit code.
+ * Starting the program: find it, choose how it is intercepted (the preloaded shim for
+ * dynamically linked libc programs, the seccomp supervisor for static and Go binaries),
+ * refuse what cannot be intercepted, spawn it, relay signals, and turn its end into
+ * tsmirror's exit code.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { TsmError } from '../protocol/errors.js';
-import { launcherPath } from '../native/index.js';
+import { launcherPath, supervisorPath } from '../native/index.js';
 
 /** tsmirror's own exit codes (the program's own code is passed through otherwise). */
 export const EXIT = {
@@ -42,6 +43,8 @@ export interface ProgramInfo {
   go: boolean;
   /** Links liburing or imports an io_uring_* function (its dynamic symbols): connects and opens through a ring bypass the shim. */
   ioUring?: boolean;
+  /** A 32-bit ELF program. */
+  elf32?: boolean;
 }
 
 function readHead(path: string, bytes: number): Buffer {
@@ -87,7 +90,7 @@ export function inspectProgram(path: string): ProgramInfo {
   const whole = readHead(path, size);
   const go = whole.includes(GO_BUILDINFO);
   const ioUring = dynamic && usesIoUring(whole, is64, le);
-  return { path, kind: dynamic ? 'dynamic' : 'static', setuid, go, ...(ioUring ? { ioUring } : {}) };
+  return { path, kind: dynamic ? 'dynamic' : 'static', setuid, go, ...(ioUring ? { ioUring } : {}), ...(is64 ? {} : { elf32: true }) };
 }
 
 const SHT_DYNSYM = 11;
@@ -125,31 +128,98 @@ function usesIoUring(elf: Buffer, is64: boolean, le: boolean): boolean {
   return false;
 }
 
+/** --intercept: how the program's calls are intercepted. */
+export const INTERCEPT_MODES = ['auto', 'preload', 'seccomp'] as const;
+export type InterceptMode = (typeof INTERCEPT_MODES)[number];
+
+export interface Interception {
+  how: 'preload' | 'seccomp';
+  /** Why, in words (doctor, exec -v). */
+  why: string;
+}
+
+let probed: { ok: true } | { ok: false; reason: string } | undefined;
+
 /**
- * Refuses what the shim cannot intercept, unless `force`. Returns warnings to print.
- * Scripts are judged by their interpreter.
+ * Whether this kernel offers seccomp user notification (asks `tsmirror-supervise --probe`,
+ * which installs a filter in a child; a few milliseconds, once per process).
  */
-export function checkInterceptable(info: ProgramInfo, force: boolean, path: string | undefined): string[] {
+export function seccompSupport(): { ok: true } | { ok: false; reason: string } {
+  if (probed) return probed;
+  let supervisor: string;
+  try {
+    supervisor = supervisorPath();
+  } catch (err) {
+    return (probed = { ok: false, reason: (err as Error).message });
+  }
+  const r = spawnSync(supervisor, ['--probe'], { encoding: 'utf8', timeout: 10000 });
+  const out = (r.stdout ?? '').trim();
+  probed = r.status === 0 && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})` };
+  return probed;
+}
+
+/**
+ * How a program is intercepted. auto: the preload for dynamically linked programs (and
+ * scripts whose interpreter is one), seccomp for static binaries and Go programs (Go
+ * makes its own system calls, past any preload, whether linked statically or not).
+ */
+export function chooseInterception(info: ProgramInfo, mode: InterceptMode, path: string | undefined): Interception {
+  if (mode === 'preload') return { how: 'preload', why: '--intercept preload' };
+  if (mode === 'seccomp') return { how: 'seccomp', why: '--intercept seccomp' };
+  if (info.kind === 'script' && info.interpreter) {
+    try {
+      const interp = isAbsolute(info.interpreter) ? info.interpreter : findProgram(info.interpreter, path);
+      if (interp !== info.path) {
+        const inner = chooseInterception(inspectProgram(interp), mode, path);
+        return { how: inner.how, why: `its interpreter ${interp}: ${inner.why}` };
+      }
+    } catch {
+      // an interpreter that is not there: the launch reports it
+    }
+    return { how: 'preload', why: 'a script' };
+  }
+  if (info.go) return { how: 'seccomp', why: 'a Go program: Go makes its own system calls, which no preload sees' };
+  if (info.kind === 'static') return { how: 'seccomp', why: 'statically linked: no preload can be loaded into it' };
+  return { how: 'preload', why: info.kind === 'dynamic' ? 'dynamically linked: the shim is preloaded' : 'not an ELF program or script tsmirror knows' };
+}
+
+/**
+ * Refuses what cannot be intercepted the way chosen, unless `force`. Returns warnings to
+ * print. Scripts are judged by their interpreter.
+ */
+export function checkInterceptable(info: ProgramInfo, force: boolean, path: string | undefined, how: Interception['how'] = 'preload'): string[] {
   const warnings: string[] = [];
-  const refuse = (code: 'TSM_ERR_STATIC_BINARY' | 'TSM_ERR_SETUID', message: string, hint: string): void => {
+  const refuse = (code: 'TSM_ERR_STATIC_BINARY' | 'TSM_ERR_SETUID' | 'TSM_ERR_SECCOMP_UNAVAILABLE', message: string, hint: string): void => {
     if (!force) throw new TsmError(code, message, { hint: `${hint}; or pass --force to run it anyway, unintercepted` });
     warnings.push(`${message}; running it anyway (--force): its traffic, lookups and files are NOT redirected`);
   };
   if (info.setuid) {
-    refuse('TSM_ERR_SETUID', `${info.path} is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it, so tsmirror cannot intercept it`,
-      'run a copy without the setuid bit');
+    refuse('TSM_ERR_SETUID', how === 'seccomp'
+      ? `${info.path} is setuid/setgid: under seccomp (PR_SET_NO_NEW_PRIVS) it would run without its privileges`
+      : `${info.path} is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it, so tsmirror cannot intercept it`,
+    'run a copy without the setuid bit');
+  }
+  if (how === 'seccomp') {
+    const support = seccompSupport();
+    if (!support.ok) {
+      refuse('TSM_ERR_SECCOMP_UNAVAILABLE', `${info.path} ${info.kind === 'static' ? 'is statically linked' : info.go ? 'is a Go program' : 'was to run under seccomp'}, and this kernel cannot intercept it: seccomp user notification is unavailable (${support.reason})`,
+        info.kind === 'dynamic' && !info.go ? 'use --intercept preload' : 'run it on Linux 5.9 or later with seccomp enabled (outside a container whose seccomp policy forbids filters)');
+    } else if (info.elf32 === true && info.kind !== 'script') {
+      refuse('TSM_ERR_STATIC_BINARY', `${info.path} is a 32-bit program: the seccomp supervisor serves only 64-bit programs`, info.kind === 'dynamic' ? 'use --intercept preload' : 'use a 64-bit build of the program');
+    }
+    if (info.ioUring === true) warnings.push(`${info.path} uses io_uring (liburing): connects and opens it submits to a ring are not system calls seccomp sees, so they reach this machine, not the pod`);
+    return warnings;
   }
   if (info.kind === 'static') {
-    refuse('TSM_ERR_STATIC_BINARY', `${info.path} is statically linked: the shim cannot be preloaded into it`,
-      info.go ? 'rebuild the Go program with CGO_ENABLED=1 (a dynamically linked build)' : 'use a dynamically linked build of the program');
+    refuse('TSM_ERR_STATIC_BINARY', `${info.path} is statically linked: the shim cannot be preloaded into it`, 'run it with --intercept auto (the default) or seccomp');
   } else if (info.kind === 'dynamic' && info.ioUring === true) {
     warnings.push(`${info.path} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim, so they reach this machine, not the pod`);
   }
   if (info.kind === 'dynamic' && info.go) {
-    warnings.push(`${info.path} is a Go program: Go makes its own system calls for sockets, so its connections bypass the shim (name lookups through cgo are still answered by the pod)`);
+    warnings.push(`${info.path} is a Go program under --intercept preload: Go makes its own system calls for sockets, name lookups and files, so the shim sees almost none of them; use --intercept auto (the default) or seccomp`);
   } else if (info.kind === 'script' && info.interpreter) {
     const interp = isAbsolute(info.interpreter) ? info.interpreter : findProgram(info.interpreter, path);
-    if (interp !== info.path) warnings.push(...checkInterceptable(inspectProgram(interp), force, path));
+    if (interp !== info.path) warnings.push(...checkInterceptable(inspectProgram(interp), force, path, how));
   }
   return warnings;
 }
@@ -169,12 +239,22 @@ export const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
  *
  * The program starts through tsmirror-launch (native/launcher), which gives it a
  * parent-death signal and then becomes it (same pid): a SIGKILLed CLI takes its program
- * with it instead of leaving it running with its remote calls broken.
+ * with it instead of leaving it running with its remote calls broken. In seccomp mode
+ * (`supervise`: the session proxy's socket) it starts through tsmirror-supervise instead
+ * (native/supervisor), which stays its parent, relays the signals it gets, and reports
+ * how the program ended on a pipe (fd 3): an end without that report is the supervisor's
+ * own death, which takes the program with it and is said so.
  */
-export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>, options: { ownGroup?: boolean } = {}): RunningProgram {
+export function runProgram(path: string, args: string[], argv0: string, env: Record<string, string>, options: { ownGroup?: boolean; supervise?: string } = {}): RunningProgram {
   // In its own process group (--watch) the program and everything it started can be
-  // stopped together; the caller then relays signals itself.
-  const child = spawn(launcherPath(), [String(process.pid), path, argv0, ...args], { stdio: 'inherit', env, detached: options.ownGroup ?? false });
+  // stopped together; the caller then relays signals itself (to the group: the supervisor
+  // then only waits, --group).
+  const supervise = options.supervise;
+  const child = supervise === undefined
+    ? spawn(launcherPath(), [String(process.pid), path, argv0, ...args], { stdio: 'inherit', env, detached: options.ownGroup ?? false })
+    : spawn(supervisorPath(), [...(options.ownGroup ? ['--group'] : []), String(process.pid), supervise, '3', path, argv0, ...args], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], env, detached: options.ownGroup ?? false });
+  let report = '';
+  child.stdio[3]?.on('data', (d: Buffer) => { report += d.toString('latin1'); });
   const handlers = new Map<string, () => void>();
   for (const signal of options.ownGroup ? [] : RELAYED) {
     const handler = (): void => {
@@ -189,8 +269,14 @@ export function runProgram(path: string, args: string[], argv0: string, env: Rec
       process.stderr.write(`tsmirror: cannot start ${path}: ${err.message}\n`);
       resolveExit(err.code === 'ENOENT' ? EXIT.NOT_FOUND : EXIT.CANNOT_RUN);
     });
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       for (const [sig, handler] of handlers) process.off(sig, handler);
+      if (supervise !== undefined && !/^(exit|signal) \d+\n$/.test(report)) {
+        const how = signal ? `was killed by ${signal}` : `ended with exit code ${code ?? '?'}`;
+        process.stderr.write(`tsmirror: the seccomp supervisor (tsmirror-supervise) ${how} before the program ended; the program was ended with it, since its intercepted calls could no longer be answered\n`);
+        resolveExit(EXIT.TSMIRROR_FAILED);
+        return;
+      }
       resolveExit(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0));
     });
   });

@@ -41,7 +41,7 @@ function buildProgram(): Command {
 
 function exitCodeFor(err: TsmError): number {
   if (err.code === 'TSM_ERR_PROGRAM_NOT_FOUND') return EXIT.NOT_FOUND;
-  if (err.code === 'TSM_ERR_STATIC_BINARY' || err.code === 'TSM_ERR_SETUID') return EXIT.CANNOT_RUN;
+  if (err.code === 'TSM_ERR_STATIC_BINARY' || err.code === 'TSM_ERR_SETUID' || err.code === 'TSM_ERR_SECCOMP_UNAVAILABLE') return EXIT.CANNOT_RUN;
   return EXIT.TSMIRROR_FAILED;
 }
 

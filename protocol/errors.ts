@@ -20,6 +20,7 @@ export const ErrorCodes = {
   TSM_ERR_FILE: "a file operation in the pod's filesystem failed",
   TSM_ERR_STATIC_BINARY: 'the program is statically linked, so the shim cannot be preloaded',
   TSM_ERR_SETUID: 'the program is setuid or setgid, so the loader ignores the shim',
+  TSM_ERR_SECCOMP_UNAVAILABLE: 'the kernel does not offer seccomp user notification, which static and Go programs need',
   TSM_ERR_SHIM_MISSING: 'the native shim (libtsmirror.so) was not built',
   TSM_ERR_PROGRAM_NOT_FOUND: 'the program to run was not found',
   TSM_ERR_PERMISSION: 'the agent lacks a privilege it needs',

@@ -29,7 +29,8 @@ export function registerExec(program: Command): Command {
     .option('--remote-localhost', 'send loopback connections (127.0.0.1, ::1) through the pod too')
     .option('--local-dest <cidr[:port]>', 'keep connections to this network (and port) local (repeatable)', collect, [])
     .option('--remote-dest <cidr[:port]>', 'send connections to this network (and port) through the pod (repeatable)', collect, [])
-    .option('--force', 'run a program the shim cannot intercept (static or setuid) anyway, with a warning')
+    .option('--force', 'run a program tsmirror cannot intercept (setuid; static where the kernel lacks seccomp user notification) anyway, unintercepted, with a warning')
+    .addOption(new Option('--intercept <how>', 'how the program\'s calls are intercepted: preload (the shim, for dynamically linked libc programs), seccomp (a supervisor answers its system calls: static binaries, Go), auto (preload, or seccomp for static and Go programs)').choices(['auto', 'preload', 'seccomp']).default('auto'))
     .option('-w, --watch <paths...>', 'restart the program when files under these paths change; the session stays up')
     .option('--watch-ignore <regex>', 'ignore changed paths matching this (repeatable; .git, node_modules and build output are always ignored)', collect, [])
     .option('--watch-grace <ms>', 'how long a stopping program gets after SIGTERM before SIGKILL', '3000')
@@ -62,8 +63,12 @@ ${`Files: ${describeDefaultPathRules()} --fs-local, --fs-remote and --fs-not-fou
   tsmirror exec --agent ws://127.0.0.1:7777 --target pid/4242 --steal --http-header 'x-dev: alice' -- node server.js
       (only requests with "x-dev: alice" reach the program; the pod's app answers the rest)
 
+Interception: dynamically linked programs (curl, python, node, ...) get the preloaded
+shim; static binaries and Go programs (which make their own system calls) run under a
+seccomp supervisor (Linux 5.9+), children included. \`tsmirror doctor PROGRAM\` says which.
+
 Exit codes: the program's own; 128+N if a signal N killed it; ${EXIT.TSMIRROR_FAILED} when tsmirror itself
-failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (statically linked, setuid);
+failed; ${EXIT.CANNOT_RUN} when the program cannot run under tsmirror (setuid; static without seccomp support);
 ${EXIT.NOT_FOUND} when it was not found.`)
     .action(async (command: string[], flags: ExecFlags) => {
       if (showSettingsOnly) {

@@ -1,5 +1,5 @@
 /*
- * Socket address helpers: plain functions on sockaddrs, with no hook and no libc state, so
+ * Socket address helpers: plain functions on sockaddrs and sockets, with no hook and no libc state, so
  * that both the preloaded shim and the seccomp supervisor (native/supervisor) link them.
  */
 #include "shim.h"
@@ -67,4 +67,18 @@ SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, vo
                                     socklen_t cap, socklen_t *len) {
   if (addr && cap) memcpy(addr, a, alen < cap ? alen : cap);
   if (len) *len = alen;
+}
+
+SHIM_HIDDEN int shim_sock_type(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return -1;
+  if (type == SOCK_STREAM || type == SOCK_DGRAM) {
+    int proto = 0;
+    len = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto != IPPROTO_TCP &&
+        proto != IPPROTO_UDP)
+      return 0; /* SCTP, UDP-Lite, ...: not ours to proxy */
+  }
+  return type;
 }

@@ -9,20 +9,6 @@
 #include <fcntl.h>
 #include <string.h>
 
-SHIM_HIDDEN int shim_sock_type(int fd) {
-  int type = 0;
-  socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return -1;
-  if (type == SOCK_STREAM || type == SOCK_DGRAM) {
-    int proto = 0;
-    len = sizeof proto;
-    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto != IPPROTO_TCP &&
-        proto != IPPROTO_UDP)
-      return 0; /* SCTP, UDP-Lite, ...: not ours to proxy */
-  }
-  return type;
-}
-
 /* ---- fresh descriptors start with no state (an fd number may be reused after a
  * close we did not see, e.g. inside libc) ---- */
 

@@ -28,7 +28,8 @@
 #define __X32_SYSCALL_BIT 0x40000000
 #endif
 
-#define COUNT_NOTIFIED(name, handler, notified) +(notified)
+/* An upper bound of the notified calls (the array's size). */
+#define COUNT_NOTIFIED(name, handler, notified) +1
 enum { SV_NOTIFIED = 0 SV_SYSCALLS(COUNT_NOTIFIED) };
 #undef COUNT_NOTIFIED
 
@@ -36,35 +37,48 @@ static int seccomp(unsigned op, unsigned flags, void *args) {
   return (int)syscall(SYS_seccomp, op, flags, args);
 }
 
+/* Instruction indexes are fixed: the three verdicts come last. */
 int sv_install_filter(bool *killable) {
-  /* arch check (3) + x32 check (2) + one jump per notified call + allow + notify + enosys */
-  struct sock_filter prog[8 + SV_NOTIFIED];
+  enum { HEAD = 4, SENDTO = 6, TAIL = 3 };
+  /* `notified` may be decided at run time (files.c: close and friends in write mode only). */
+  size_t notified = 0;
+#define COUNT_IF(name, handler, on) \
+  if (on) notified++;
+  SV_SYSCALLS(COUNT_IF)
+#undef COUNT_IF
+  if (notified > SV_NOTIFIED) return -EINVAL;
+  struct sock_filter prog[HEAD + SENDTO + SV_NOTIFIED + TAIL];
+  const size_t allow_at = HEAD + SENDTO + notified, notify_at = allow_at + 1, enosys_at = allow_at + 2;
   size_t n = 0;
-  const size_t total = 8 + SV_NOTIFIED - 1; /* index of the last instruction */
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
-  /* not native: jump to ENOSYS (the last instruction) */
-  prog[n] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SV_AUDIT_ARCH, 0, (unsigned char)(total - n - 1));
-  n++;
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#define STMT(code, k) (prog[n] = (struct sock_filter)BPF_STMT(code, k), n++)
+#define JUMP(code, k, to_true, to_false) \
+  (prog[n] = (struct sock_filter)BPF_JUMP(code, k, (unsigned char)((to_true) - n - 1), (unsigned char)((to_false) - n - 1)), n++)
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, SV_AUDIT_ARCH, n + 1, enosys_at);
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
 #if defined(__x86_64__)
-  prog[n] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, __X32_SYSCALL_BIT, (unsigned char)(total - n - 1), 0);
-  n++;
+  JUMP(BPF_JMP | BPF_JGE | BPF_K, __X32_SYSCALL_BIT, enosys_at, n + 1);
 #else
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
 #endif
-  const size_t notify_at = total - 1;
-#define JUMP_IF(name, handler, notified)                                                              \
-  if (notified) {                                                                                  \
-    prog[n] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, (unsigned char)(notify_at - n - 1), 0); \
-    n++;                                                                                           \
-  }
+  /* sendto without a destination (a TCP or connected UDP write) runs at full speed: only
+   * the address argument (args[4]) makes it the supervisor's business. */
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 1, n + 5);
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]));
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, notify_at);
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]) + 4);
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, notify_at);
+  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#define JUMP_IF(name, handler, notified) \
+  if (notified) JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, notify_at, n + 1);
   SV_SYSCALLS(JUMP_IF)
 #undef JUMP_IF
-  /* pad so the three verdicts sit at fixed places */
-  while (n < total - 2) prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
-  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
+  STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
+  STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
+#undef STMT
+#undef JUMP
+  if (n != enosys_at + 1) return -EINVAL; /* the layout above is wrong */
   struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
 
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;

@@ -3,7 +3,7 @@
  * it answers for the session (the shim's work, for programs no preload reaches: static
  * binaries, Go). It replaces tsmirror-launch in seccomp mode.
  *
- * usage: tsmirror-supervise CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]
+ * usage: tsmirror-supervise [--group] CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]
  *        tsmirror-supervise --probe
  *
  * The supervisor is the CLI's child and the program is the supervisor's: it forks; the
@@ -16,7 +16,9 @@
  *
  * SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are relayed to the program (SIGINT
  * and SIGQUIT only when stdin is not a terminal: from the keyboard they reach the
- * program's process group already). When the program ends the supervisor writes
+ * program's process group already). With --group the CLI signals the whole process group
+ * (exec --watch): the supervisor then relays nothing and only outlives the program, whose
+ * shutdown would otherwise be cut short by its parent-death signal. When the program ends the supervisor writes
  * "exit N\n" or "signal N\n" to STATUS_FD (-1: none) and ends the same way, so the CLI
  * tells the program's end from the supervisor's death (no line).
  *
@@ -37,10 +39,10 @@
 void sv_log_open(void);
 
 static volatile pid_t program_pid = -1;
-static bool stdin_is_tty;
+static bool stdin_is_tty, group_signals;
 
 static void relay(int sig) {
-  if (program_pid <= 0) return;
+  if (program_pid <= 0 || group_signals) return;
   if ((sig == SIGINT || sig == SIGQUIT) && stdin_is_tty) return;
   int saved = errno;
   kill(program_pid, sig);
@@ -166,8 +168,13 @@ static void report(int status_fd, const char *kind, int n) {
 
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
+  if (argc > 1 && strcmp(argv[1], "--group") == 0) {
+    group_signals = true;
+    argv++;
+    argc--;
+  }
   if (argc < 6) {
-    fprintf(stderr, "usage: tsmirror-supervise CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]\n"
+    fprintf(stderr, "usage: tsmirror-supervise [--group] CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]\n"
                     "       tsmirror-supervise --probe\n");
     return 125;
   }
