@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { packageVersion, shimPath } from '../native/index.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { TsmError } from '../protocol/errors.js';
-import { findProgram, inspectProgram } from './launch.js';
+import { checkInterceptable, chooseInterception, findProgram, inspectProgram, seccompSupport } from './launch.js';
 import { httpStatus, kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
 import { SESSION_GROUP, SESSION_PLURAL, SESSION_VERSION } from '../common/session-object.js';
 import { resolveKubeTarget } from './kube-target.js';
@@ -58,17 +58,28 @@ function checkShim(): Check {
   return { ok: true, what: `the shim loads (${shim})` };
 }
 
+/** Whether the kernel offers seccomp user notification (static and Go programs need it). */
+function checkSeccomp(): Check {
+  const support = seccompSupport();
+  return support.ok
+    ? { ok: true, what: 'seccomp user notification works here: static and Go programs can be intercepted' }
+    : { ok: 'warn', what: `seccomp user notification is unavailable (${support.reason}): static and Go programs cannot be intercepted`, fix: 'run on Linux 5.9 or later with seccomp enabled (outside a container whose seccomp policy forbids filters); dynamically linked programs still work through the preload' };
+}
+
 function checkProgram(program: string): Check {
   try {
     const path = findProgram(program, process.env.PATH);
     const info = inspectProgram(path);
-    if (info.setuid) return fail(`${path} is setuid/setgid: the loader ignores LD_PRELOAD for it`, 'run a copy without the setuid bit');
-    if (info.kind === 'static') {
-      return fail(`${path} is statically linked: the shim cannot be preloaded into it`, info.go ? 'rebuild the Go program with CGO_ENABLED=1 (a dynamically linked build)' : 'use a dynamically linked build of the program');
+    const interception = chooseInterception(info, 'auto', process.env.PATH);
+    const what = `${path} is ${info.kind === 'script' ? 'a script' : info.kind === 'static' ? 'statically linked' : info.kind === 'dynamic' ? 'dynamically linked' : 'not an ELF program'}${info.go ? ' (Go)' : ''}: intercepted by ${interception.how === 'seccomp' ? 'the seccomp supervisor' : 'the preloaded shim'} (${interception.why})`;
+    let warnings: string[];
+    try {
+      warnings = checkInterceptable(info, false, process.env.PATH, interception.how);
+    } catch (err) {
+      return fromError(err, path);
     }
-    if (info.ioUring === true) return { ok: 'warn', what: `${path} uses io_uring (liburing): connects and opens it submits to a ring bypass the shim`, fix: 'expect those to reach this machine, not the pod' };
-    if (info.go) return { ok: 'warn', what: `${path} is a dynamically linked Go program: its own socket system calls bypass the shim`, fix: 'expect name lookups, not connections, to be redirected' };
-    return { ok: true, what: `${path} is ${info.kind === 'script' ? 'a script' : 'dynamically linked'}: the shim can intercept it` };
+    if (warnings.length > 0) return { ok: 'warn', what, fix: warnings.join('; ') };
+    return { ok: true, what };
   } catch (err) {
     return fromError(err, `the program ${program}`);
   }
@@ -111,7 +122,7 @@ async function checkAgentVersion(kube: Kube, agent: AgentPod): Promise<Check[]> 
 /** Runs every check it can; later checks that depend on a failed one are skipped. */
 export async function diagnose(flags: DoctorFlags, program: string | undefined): Promise<Check[]> {
   const checks: Check[] = [];
-  const local = (): Check[] => [checkShim(), ...(program ? [checkProgram(program)] : [])];
+  const local = (): Check[] => [checkShim(), checkSeccomp(), ...(program ? [checkProgram(program)] : [])];
   let kube: Kube;
   try {
     kube = loadKube(flags);

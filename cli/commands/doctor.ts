@@ -6,7 +6,7 @@ import { kubeOptions } from './options.js';
 export function registerDoctor(program: Command): void {
   kubeOptions(program.command('doctor'))
     .description('check everything exec needs, and say how to fix what is wrong')
-    .argument('[program]', 'also check that this program can be intercepted (dynamically linked, not setuid)')
+    .argument('[program]', 'also check that this program can be intercepted, and say how (the preload or seccomp) and why')
     .option('-t, --target <target>', 'check the agent on this target\'s node too (e.g. deployment/api)')
     .option('-n, --namespace <namespace>', "the target's namespace (default: the kubeconfig context's)")
     .option('-c, --container <name>', 'the container of the target pod')
@@ -16,8 +16,10 @@ export function registerDoctor(program: Command): void {
     .addHelpText('after', `
 Checks: the kubeconfig and context; that the API server answers; RBAC for what exec needs
 (read pods, port-forward to the agent); the agent on the target's node (present, ready,
-reachable, same version as this CLI); that the shim loads here; that PROGRAM is
-dynamically linked. Exit code 1 when something is wrong.
+reachable, same version as this CLI); that the shim loads here; whether the kernel offers
+seccomp user notification (static and Go programs need it); how PROGRAM would be
+intercepted (the preload for dynamically linked programs, seccomp for static and Go
+ones) and whether it can be. Exit code 1 when something is wrong.
 
 Example:
   tsmirror doctor --target deployment/api -n shop ./server`)

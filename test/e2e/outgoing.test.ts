@@ -243,8 +243,8 @@ describe('robustness', () => {
     expect(leaked).toBe(0);
   }, 120000);
 
-  it('a statically linked program is refused with the documented message', async () => {
-    const r = await exec(['/bin/busybox', 'true']);
+  it('a statically linked program is refused under --intercept preload, with the documented message', async () => {
+    const r = await exec(['/bin/busybox', 'true'], ['--intercept', 'preload']);
     expect(r.code).toBe(126);
     expect(r.stderr).toMatch(/statically linked/);
     expect(r.stderr).toMatch(/TSM_ERR_STATIC_BINARY/);

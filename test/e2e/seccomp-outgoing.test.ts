@@ -1,0 +1,178 @@
+/**
+ * Static and Go programs under the seccomp supervisor, on the local node harness: their
+ * connections, name lookups and environment are the pod's, as the preload gives dynamic
+ * libc programs. The Go programs are built from source in the test run (Debian's
+ * golang-go; test/e2e/fixtures/go-net), never committed: a default (cgo, dynamically
+ * linked) build, a CGO_ENABLED=0 build and `go run`; busybox-static besides.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Harness, Pod } from '../harness/harness.js';
+import { buildDemoNode } from '../harness/demo-pods.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
+
+const GO = '/usr/bin/go';
+const BUSYBOX = '/bin/busybox';
+const haveGo = existsSync(GO);
+
+let harness: Harness;
+let db: Pod;
+let api: Pod;
+let agent: AgentProcess;
+let work: string;
+let goEnv: NodeJS.ProcessEnv;
+const bin: Record<'cgo' | 'static', string> = { cgo: '', static: '' };
+
+function goBuild(out: string, cgo: boolean): void {
+  const r = spawnSync(GO, ['build', '-o', out, '.'], { cwd: join(repoRoot, 'test/e2e/fixtures/go-net'), env: { ...goEnv, CGO_ENABLED: cgo ? '1' : '0' }, encoding: 'utf8', timeout: 300000 });
+  if (r.status !== 0) throw new Error(`go build failed: ${r.stderr}`);
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'tsm-seccomp-'));
+  // A Go cache of the test's own (no network: stdlib only). Kept between runs under the
+  // system's temp folder, so a rerun does not compile the standard library again.
+  goEnv = { ...process.env, GOCACHE: join(tmpdir(), 'tsmirror-test-gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '', GO111MODULE: 'on', GOPROXY: 'off', GOTOOLCHAIN: 'local' };
+  if (haveGo) {
+    bin.cgo = join(work, 'gonet-cgo');
+    bin.static = join(work, 'gonet-static');
+    goBuild(bin.cgo, true);
+    goBuild(bin.static, false);
+  }
+  ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-out' }));
+  agent = await startAgentProcess();
+}, 600000);
+
+afterAll(async () => {
+  await stopAll({ agent, harness });
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+const exec = (command: string[], flags: string[] = []) => tsmExec(agent.url, `pid/${api.pid}`, command, flags, { timeoutMs: 90000, env: goEnv });
+
+describe.skipIf(!haveGo)('Go programs under seccomp', () => {
+  for (const build of ['cgo', 'static'] as const) {
+    describe(`${build === 'cgo' ? 'default (cgo, dynamically linked)' : 'CGO_ENABLED=0'} build`, () => {
+      it('an HTTP GET to a cluster service by its full name and by IP goes through the pod', async () => {
+        for (const url of ['http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
+          const r = await exec([bin[build], 'get', url]);
+          expect(r.stderr).toBe('');
+          expect(r.stdout).toBe('hello from db\n');
+          expect(r.code).toBe(0);
+        }
+      });
+
+      it('without tsmirror the same GET fails', async () => {
+        const r = spawnSync(bin[build], ['get', `http://${db.ip}:8080/`], { encoding: 'utf8', timeout: 30000 });
+        expect(r.status).not.toBe(0);
+      });
+
+      it("net.LookupHost resolves a cluster name to the pod's answer; an unknown name fails", async () => {
+        const r = await exec([bin[build], 'lookup', 'db.default.svc.cluster.local']);
+        expect(r.stderr).toBe('');
+        expect(r.stdout.trim()).toBe(db.ip);
+        const bad = await exec([bin[build], 'lookup', 'nope.default.svc.cluster.local']);
+        expect(bad.code).toBe(1);
+        expect(bad.stderr).toMatch(/no such host/);
+      });
+
+      it("getpeername and getsockname: Go sees the address it dialed and the pod's own", async () => {
+        const r = await exec([bin[build], 'dial', `${db.ip}:8080`]);
+        expect(r.stderr).toBe('');
+        expect(r.stdout.trim()).toBe(`${db.ip}:8080 ${api.ip}`);
+      });
+
+      it("the pod's environment is seen", async () => {
+        const r = await exec([bin[build], 'env', 'DB_URL']);
+        expect(r.stdout).toBe('http://db:8080/\n');
+      });
+    });
+  }
+
+  it('64 goroutines x 50 requests all succeed', async () => {
+    const r = await exec([bin.static, 'many', '64', '50', `http://${db.ip}:8080/`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('3200 0');
+  }, 120000);
+
+  it('a Go program that starts curl and a Go child: both are intercepted', async () => {
+    const url = `http://${db.ip}:8080/`;
+    const curl = await exec([bin.static, 'spawn', 'curl', '-sS', '--max-time', '10', url]);
+    expect(curl.stderr).toBe('');
+    expect(curl.stdout).toBe('hello from db\n');
+    const child = await exec([bin.cgo, 'spawn', bin.static, 'get', url]);
+    expect(child.stderr).toBe('');
+    expect(child.stdout).toBe('hello from db\n');
+  });
+
+  it('go run: the built program is intercepted too', async () => {
+    const r = await tsmExec(agent.url, `pid/${api.pid}`, [GO, 'run', '.', 'get', `http://${db.ip}:8080/`], [], { timeoutMs: 240000, env: goEnv, cwd: join(repoRoot, 'test/e2e/fixtures/go-net') });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  }, 300000);
+
+  it('--intercept preload on a Go program warns that the shim sees almost nothing', async () => {
+    const r = await exec([bin.cgo, 'env', 'DB_URL'], ['--intercept', 'preload']);
+    expect(r.stderr).toMatch(/is a Go program under --intercept preload: Go makes its own system calls/);
+    expect(r.stdout).toBe('http://db:8080/\n');
+  });
+
+  it('SIGKILL of the supervisor: the program ends with a message, no hang, no leftover', async () => {
+    const cli = spawn(process.execPath, [cliPath, 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', bin.static, 'loop', `http://${db.ip}:8080/`], { stdio: ['ignore', 'pipe', 'pipe'], env: goEnv });
+    let out = '';
+    let err = '';
+    cli.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    cli.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const exited = new Promise<number | null>((resolve) => cli.once('close', (c) => resolve(c)));
+    expect(await pollUntil(() => out.includes('ok\n'), 20000)).toBe(true);
+    const supervisor = spawnSync('pgrep', ['-P', String(cli.pid), '-f', 'tsmirror-supervise'], { encoding: 'utf8' }).stdout.trim();
+    expect(supervisor).toMatch(/^\d+$/);
+    const program = spawnSync('pgrep', ['-P', supervisor], { encoding: 'utf8' }).stdout.trim();
+    expect(program).toMatch(/^\d+$/);
+    process.kill(Number(supervisor), 'SIGKILL');
+    const code = await exited;
+    expect(code).toBe(125);
+    expect(err).toMatch(/the seccomp supervisor \(tsmirror-supervise\) was killed by SIGKILL before the program ended; the program was ended with it/);
+    expect(await pollUntil(() => !existsSync(`/proc/${program}`), 5000)).toBe(true);
+  });
+});
+
+describe.skipIf(!existsSync(BUSYBOX))('busybox-static under seccomp', () => {
+  it('wget of a cluster service by its full name and by IP goes through the pod', async () => {
+    for (const url of ['http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
+      const r = await exec([BUSYBOX, 'wget', '-q', '-O', '-', url]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('hello from db\n');
+    }
+  });
+
+  it("nslookup asks the pod's nameserver", async () => {
+    const r = await exec([BUSYBOX, 'nslookup', 'db.default.svc.cluster.local']);
+    expect(r.stdout).toContain(db.ip);
+  });
+
+  it('--intercept preload refuses it, naming the fix', async () => {
+    const r = await exec([BUSYBOX, 'true'], ['--intercept', 'preload']);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/statically linked: the shim cannot be preloaded into it/);
+    expect(r.stderr).toMatch(/--intercept auto/);
+  });
+});
+
+describe('tsmirror doctor PROGRAM says how it would be intercepted', () => {
+  it('busybox-static: seccomp, and the kernel supports it', () => {
+    const r = spawnSync(process.execPath, [cliPath, 'doctor', '--json', BUSYBOX], { encoding: 'utf8', timeout: 30000, env: { ...process.env, KUBECONFIG: join(work, 'none') } });
+    const checks = JSON.parse(r.stdout) as { ok: boolean | 'warn'; what: string }[];
+    expect(checks.find((c) => /seccomp user notification/.test(c.what))).toMatchObject({ ok: true });
+    expect(checks.find((c) => c.what.startsWith(BUSYBOX))?.what).toMatch(/statically linked.*seccomp/);
+  });
+
+  it('curl: the preload', () => {
+    const r = spawnSync(process.execPath, [cliPath, 'doctor', '--json', 'curl'], { encoding: 'utf8', timeout: 30000, env: { ...process.env, KUBECONFIG: join(work, 'none') } });
+    const checks = JSON.parse(r.stdout) as { ok: boolean | 'warn'; what: string }[];
+    expect(checks.find((c) => /curl/.test(c.what))?.what).toMatch(/dynamically linked.*preload/);
+  });
+});
