@@ -441,7 +441,9 @@ static int accept_blocking(struct sv_call *call, int dup, int flags_cloexec) {
     pthread_mutex_lock(&accept_lock);
     int fd = -EAGAIN;
     p.revents = 0;
-    if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+    /* POLLIN: a connection waits. POLLHUP/POLLERR: the socket stopped listening (a
+     * shutdown() to wake the acceptor), where accept fails at once as the kernel's would. */
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) {
       fd = accept4(dup, NULL, NULL, flags_cloexec);
       if (fd < 0) fd = -errno;
     }

@@ -201,4 +201,32 @@ describe('busybox-static httpd', () => {
   });
 });
 
+describe('a blocking accept under --intercept seccomp (python)', () => {
+  it('gets the pod client; a shutdown() from another thread ends the next blocking accept with EINVAL and gives the port back', async () => {
+    const script = [
+      'import socket, threading, time',
+      's = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+      "s.bind(('0.0.0.0', 8080)); s.listen(8); print('up', flush=True)",
+      'c, a = s.accept(); print("peer", a[0], flush=True)',
+      'c.recv(1000); c.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nfrom python\\n"); c.close()',
+      'def stop():',
+      '  time.sleep(1); s.shutdown(socket.SHUT_RDWR)',
+      'threading.Thread(target=stop).start()',
+      'try:',
+      '  s.accept()',
+      'except OSError as e:',
+      '  print("accept ended", e.errno, flush=True)',
+      'time.sleep(60)',
+    ].join('\n');
+    const s = startSession(['--steal', '--intercept', 'seccomp'], ['/usr/bin/python3', '-c', script]);
+    await s.waitFor(/stealing all traffic on port 8080 of the pod/);
+    const r = await curl(client, `http://${app.ip}:8080/`);
+    expect(r.stdout, r.stderr).toBe('from python\n');
+    await s.waitFor(new RegExp(`peer ${re(client.ip)}\n`));
+    await s.waitFor(/accept ended 22\n/);
+    await s.waitFor(/port 8080 of the pod is back to the pod's app alone/);
+    expect(who((await curl(client, `http://${app.ip}:8080/after`)).stdout)).toBe('pod');
+  });
+});
+
 const EMPTY_SHA = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
