@@ -35,6 +35,7 @@ beforeAll(async () => {
   const builds = await Promise.all([
     run('go', ['build', '-o', join(work, 'go-server-cgo'), '.'], { cwd: src, env, timeoutMs: 240000 }),
     run('go', ['build', '-o', join(work, 'go-server-static'), '.'], { cwd: src, env: { ...env, CGO_ENABLED: '0' }, timeoutMs: 240000 }),
+    run('gcc', ['-static', '-O2', '-o', join(work, 'accept-edge'), join(FIX, 'accept-edge.c')], { timeoutMs: 120000 }),
   ]);
   for (const b of builds) expect(b.code, b.stderr).toBe(0);
   goServer.cgo = join(work, 'go-server-cgo');
@@ -43,8 +44,8 @@ beforeAll(async () => {
   expect(spawnSync('file', [goServer.cgo], { encoding: 'utf8' }).stdout).toContain('dynamically linked');
   harness = await Harness.create({ name: 'seccomp-in' });
   [app, client] = await Promise.all([
-    harness.addPod({ name: 'app', command: ['/usr/bin/node', NODE_SERVER, 'pod', '8080'], readyPort: 8080 }),
-    harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] }),
+    harness.addPod({ name: 'app', command: ['/usr/bin/node', NODE_SERVER, 'pod', '8080'], readyPort: 8080, ipv6: true }),
+    harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'], ipv6: true }),
   ]);
   agent = await startAgentProcess();
 }, 300000);
@@ -124,6 +125,10 @@ describe.each(['cgo', 'static'] as const)('a Go net/http server (%s build)', (bu
     // getsockname of the accepted socket: the pod's address and port, not loopback.
     await s.waitFor(new RegExp(`REQ alice GET /mine2 peer=${re(client.ip)} .* x-dev=alice local=${re(app.ip)}:8080\\n`));
     expect(s.out()).not.toMatch(/peer=127\.0\.0\.1/);
+    // An IPv6 client: its IPv6 address, and the pod's.
+    const v6 = await curl(client, `http://[${app.ipv6 ?? ''}]:8080/six`, ['-g', '-H', 'x-dev: alice']);
+    expect(v6.stdout, v6.stderr).toMatch(new RegExp(`^alice GET /six peer=${re(client.ipv6 ?? 'none')} `));
+    await s.waitFor(new RegExp(`REQ alice GET /six .* local=\\[${re(app.ipv6 ?? '')}\\]:8080\\n`));
     await s.stop();
     await noRulesLeft(app);
   });
@@ -151,6 +156,41 @@ describe('a Go server under load', () => {
     const lines = s.out().split('\n').filter((l) => l.startsWith('REQ alice'));
     expect(lines).toHaveLength(200);
     expect(lines.filter((l) => !l.includes(`peer=${client.ip} `) || !l.includes(`local=${app.ip}:8080`))).toEqual([]);
+  });
+});
+
+describe('a Go server whose pod port another session steals', () => {
+  it('fails to listen with EADDRINUSE, and the proxy\'s message names the holder', async () => {
+    const holder = startSession(['--steal'], ['/usr/bin/node', NODE_SERVER, 'holder', '8080']);
+    await holder.waitFor(/stealing all traffic on port 8080 of the pod/);
+    const s = startSession(['--steal'], [goServer.static, 'second', '8080']);
+    await s.waitFor(/cannot take port 8080 of the pod.*already stolen by/);
+    // Go's net.Listen returns the error listen() failed with.
+    await s.waitFor(/listen: listen tcp :8080: listen: address already in use/);
+    expect(who((await curl(client, `http://${app.ip}:8080/`)).stdout)).toBe('holder');
+  });
+});
+
+describe('hostile arguments (a static C program)', () => {
+  it('bad pointers, lengths and flags fail as the kernel says; a connection taken for a call that then failed goes to the next accept', async () => {
+    const s = startSession(['--steal'], [join(work, 'accept-edge'), '8080']);
+    await s.waitFor(/stealing all traffic on port 8080 of the pod/);
+    const r = await curl(client, `http://${app.ip}:8080/`);
+    expect(r.stdout, r.stderr).toBe('from accept-edge\n');
+    await s.waitFor(/peer .*\n/);
+    const lines = s.out().trim().split('\n');
+    expect(lines).toEqual([
+      'bind-bad-pointer errno=14', // EFAULT
+      'bind-bad-length errno=22', // EINVAL
+      'up',
+      'accept-bad-addr errno=14', // the connection is kept…
+      'accept-bad-len errno=14',
+      'accept-negative-len errno=22',
+      'accept-bad-flags errno=22',
+      'short-buffer len=28 family=10', // …for this accept: the address cut to 4 bytes, its length 28
+      'getsockname-bad-pointer errno=14',
+      `peer ::ffff:${client.ip} local ::ffff:${app.ip}:8080`,
+    ]);
   });
 });
 
