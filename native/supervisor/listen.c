@@ -30,8 +30,10 @@
  * every file would pay for it): a sweeper thread asks the kernel which TCP sockets exist
  * (NETLINK_SOCK_DIAG) every SWEEP_MS while the table is not empty, unsubscribes a listener
  * once its socket stopped listening (closed in every process that held it, close_range,
- * exec with FD_CLOEXEC, exit) and forgets connections that are gone. A forked worker
- * closing its copy therefore never unsubscribes, as with the shim.
+ * exec with FD_CLOEXEC, exit) and, every FULL_SWEEP_EVERY rounds, forgets relayed
+ * connections that are gone (until then a stale entry is harmless: every answer from it
+ * is checked against the socket's real peer). A forked worker closing its copy therefore
+ * never unsubscribes, as with the shim.
  */
 #include "sv.h"
 
@@ -45,6 +47,7 @@
 #include <time.h>
 
 #define SWEEP_MS 500
+#define FULL_SWEEP_EVERY 20      /* relayed connections are forgotten every 10 s */
 #define MAX_KNOWN 65536          /* sockets the table holds; beyond, accept reports loopback */
 #define MAX_DEFERRED 256         /* binds waiting for listen/connect (not seen by the sweep) */
 #define MAX_STASHED 64           /* accepted connections waiting for the next accept */
@@ -650,16 +653,21 @@ static int dump_family(int nl, int family, uint32_t states, struct live **v, siz
   }
 }
 
-static void sweep_once(int nl) {
+/* One look at which sockets exist. full: every TCP socket (judges relayed connections
+ * too); else only listening ones (judges only listeners: cheap, done often). */
+static void sweep_once(int nl, bool full) {
   pthread_mutex_lock(&lock);
   uint64_t gen = ++sweep_gen; /* entries added from now on are not judged by this dump */
-  /* Only listeners known: only listening sockets are asked for. TIME_WAIT and SYN_RECV
-   * entries have no socket (inode 0). */
-  uint32_t states = naccepted ? ~0u & ~(1u << TCP_TIME_WAIT) & ~(1u << TCP_SYN_RECV) : 1u << TCP_LISTEN;
+  if (!naccepted) full = false;
   pthread_mutex_unlock(&lock);
+  /* TIME_WAIT and SYN_RECV entries have no socket (inode 0). */
+  uint32_t states = full ? ~0u & ~(1u << TCP_TIME_WAIT) & ~(1u << TCP_SYN_RECV) : 1u << TCP_LISTEN;
   struct live *v = NULL;
   size_t n = 0, cap = 0;
   if (dump_family(nl, AF_INET, states, &v, &n, &cap) < 0 || dump_family(nl, AF_INET6, states, &v, &n, &cap) < 0) {
+    static bool told;
+    if (!told) shim_log("listen: cannot list this machine's TCP sockets (NETLINK_SOCK_DIAG): %s; closed listeners stay subscribed", strerror(errno));
+    told = true;
     free(v);
     return;
   }
@@ -671,7 +679,7 @@ static void sweep_once(int nl) {
     struct known **p = &buckets[b];
     while (*p) {
       struct known *k = *p;
-      bool judge = k->gen < gen && !(k->kind == K_LISTENER && k->deferred);
+      bool judge = k->gen < gen && (k->kind == K_LISTENER ? !k->deferred : full);
       struct live key = {k->ino, false};
       const struct live *l = judge ? bsearch(&key, v, n, sizeof *v, cmp_live) : NULL;
       bool gone = judge && (!l || (k->kind == K_LISTENER && k->subscribed && !l->listening));
@@ -679,8 +687,13 @@ static void sweep_once(int nl) {
         p = &k->next;
         continue;
       }
-      if (k->kind == K_LISTENER && k->subscribed && nports < (int)(sizeof ports / sizeof ports[0]))
+      if (k->kind == K_LISTENER && k->subscribed) {
+        if (nports == (int)(sizeof ports / sizeof ports[0])) { /* the next sweep does the rest */
+          p = &k->next;
+          continue;
+        }
         ports[nports++] = k->asked_port;
+      }
       if (k->kind == K_LISTENER) {
         /* its kept connections go with it */
         for (int i = 0; i < MAX_STASHED; i++) {
@@ -711,11 +724,11 @@ static void *sweeper(void *arg) {
   }
   struct timeval tv = {2, 0};
   setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  for (;;) {
+  for (unsigned round = 1;; round++) {
     struct timespec ts = {0, SWEEP_MS * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
     }
-    if (!table_empty()) sweep_once(nl);
+    if (!table_empty()) sweep_once(nl, round % FULL_SWEEP_EVERY == 0);
   }
   return NULL;
 }
