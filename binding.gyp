@@ -64,7 +64,8 @@
         "native/shim/replies.c",
         "native/shim/proto.c",
         "native/shim/fsproto.c",
-        "native/shim/channel.c"
+        "native/shim/channel.c",
+        "native/shim/pathrules.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
       "ldflags": ["-pthread"],

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkInterceptable, findProgram, inspectProgram } from './launch.js';
+import { checkInterceptable, chooseInterception, findProgram, inspectProgram } from './launch.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsm-launch-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,11 +19,25 @@ describe('what the shim can intercept', () => {
     expect(checkInterceptable(info, false, process.env.PATH)).toEqual([]);
   });
 
-  it.skipIf(!existsSync('/bin/busybox'))('refuses a statically linked program, saying so, unless --force', () => {
+  it.skipIf(!existsSync('/bin/busybox'))('under --intercept preload, refuses a statically linked program, naming auto/seccomp, unless --force', () => {
     const info = inspectProgram('/bin/busybox');
     expect(info.kind).toBe('static');
-    expect(() => checkInterceptable(info, false, undefined)).toThrow(/statically linked/);
-    expect(checkInterceptable(info, true, undefined)[0]).toMatch(/statically linked.*--force/);
+    expect(() => checkInterceptable(info, false, undefined, 'preload')).toThrow(/statically linked/);
+    expect(() => checkInterceptable(info, false, undefined, 'preload')).not.toThrow(/CGO_ENABLED/);
+    expect(checkInterceptable(info, true, undefined, 'preload')[0]).toMatch(/statically linked.*--force/);
+  });
+
+  it.skipIf(!existsSync('/bin/busybox'))('auto: the preload for dynamic programs and scripts on them, seccomp for static ones (accepted where the kernel has it)', () => {
+    const busybox = inspectProgram('/bin/busybox');
+    expect(chooseInterception(busybox, 'auto', undefined)).toMatchObject({ how: 'seccomp', why: expect.stringMatching(/statically linked/) as unknown });
+    expect(checkInterceptable(busybox, false, undefined, 'seccomp')).toEqual([]);
+    expect(chooseInterception(inspectProgram(findProgram('true', '/usr/bin:/bin')), 'auto', undefined).how).toBe('preload');
+    const script = join(dir, 'bb.sh');
+    writeFileSync(script, '#!/bin/busybox sh\necho hi\n');
+    chmodSync(script, 0o755);
+    expect(chooseInterception(inspectProgram(script), 'auto', undefined)).toMatchObject({ how: 'seccomp', why: expect.stringMatching(/^its interpreter \/bin\/busybox/) as unknown });
+    expect(chooseInterception(busybox, 'preload', undefined).how).toBe('preload');
+    expect(chooseInterception(inspectProgram(findProgram('true', '/usr/bin:/bin')), 'seccomp', undefined).how).toBe('seccomp');
   });
 
   it('refuses a setuid program owned by someone else', () => {

@@ -28,7 +28,8 @@
 #define __X32_SYSCALL_BIT 0x40000000
 #endif
 
-/* An upper bound of the notified calls (the array's size). */
+/* An upper bound of the notified calls (the array's size): some lines' `notified` is
+ * decided at run time (sv.h). */
 #define COUNT_NOTIFIED(name, handler, notified) +1
 enum { SV_NOTIFIED = 0 SV_SYSCALLS(COUNT_NOTIFIED) };
 #undef COUNT_NOTIFIED

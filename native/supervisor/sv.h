@@ -24,8 +24,8 @@
 
 /*
  * The notified system calls: X(name, handler, notified). One line per call; the BPF
- * filter notifies exactly the calls whose `notified` is 1 (every other call runs at full
- * speed, never seeing the supervisor), and the dispatcher calls `handler` for them. A
+ * filter notifies exactly the calls whose `notified` is true when it is made (every
+ * other call runs at full speed, never seeing the supervisor), and the dispatcher calls `handler` for them. A
  * handler must answer its call (sv_continue, sv_return, sv_fail, sv_addfd_send); one that
  * does not is answered CONTINUE by the dispatcher, so no notification is ever left
  * unanswered. Each list belongs to one file; the pre-x86_64 names (open, stat, ...) exist
@@ -41,34 +41,43 @@
   X(getpeername, sv_getpeername, 1)   \
   X(getsockname, sv_getsockname, 1)
 
-/* files.c */
-#define SV_FILE_SYSCALLS(X)           \
-  X(openat, sv_openat, 0)             \
-  X(openat2, sv_openat2, 0)           \
-  X(newfstatat, sv_newfstatat, 0)     \
-  X(statx, sv_statx, 0)               \
-  X(fstat, sv_fstat, 0)               \
-  X(faccessat, sv_faccessat, 0)       \
-  X(faccessat2, sv_faccessat2, 0)     \
-  X(readlinkat, sv_readlinkat, 0)     \
-  X(getdents64, sv_getdents64, 0)     \
-  X(mkdirat, sv_mkdirat, 0)           \
-  X(unlinkat, sv_unlinkat, 0)         \
-  X(renameat2, sv_renameat2, 0)       \
-  X(truncate, sv_truncate, 0)         \
-  X(ftruncate, sv_ftruncate, 0)
+/* files.c; close and the calls that close descriptors are notified only in write mode
+ * (sv_files_notify_writes: a write-mode pod file is written back first) */
+#define SV_FILE_SYSCALLS(X)                                   \
+  X(openat, sv_openat, 1)                                     \
+  X(openat2, sv_openat2, 1)                                   \
+  X(newfstatat, sv_newfstatat, 1)                             \
+  X(statx, sv_statx, 1)                                       \
+  X(fstat, sv_fstat, 1)                                       \
+  X(faccessat, sv_faccessat, 1)                               \
+  X(faccessat2, sv_faccessat2, 1)                             \
+  X(readlinkat, sv_readlinkat, 1)                             \
+  X(getdents64, sv_getdents64, 1)                             \
+  X(mkdirat, sv_mkdirat, 1)                                   \
+  X(unlinkat, sv_unlinkat, 1)                                 \
+  X(renameat2, sv_renameat2, 1)                               \
+  X(truncate, sv_truncate, 1)                                 \
+  X(ftruncate, sv_ftruncate, 0)                               \
+  X(close, sv_writeback_fd, sv_files_notify_writes())         \
+  X(fsync, sv_writeback_fd, sv_files_notify_writes())         \
+  X(fdatasync, sv_writeback_fd, sv_files_notify_writes())     \
+  X(dup3, sv_writeback_dup, sv_files_notify_writes())         \
+  X(close_range, sv_writeback_range, sv_files_notify_writes()) \
+  X(exit_group, sv_writeback_exit, sv_files_notify_writes())
 #if defined(__x86_64__)
-#define SV_FILE_SYSCALLS_LEGACY(X)    \
-  X(open, sv_open, 0)                 \
-  X(stat, sv_stat, 0)                 \
-  X(lstat, sv_lstat, 0)               \
-  X(access, sv_access, 0)             \
-  X(readlink, sv_readlink, 0)         \
-  X(mkdir, sv_mkdir, 0)               \
-  X(unlink, sv_unlink, 0)             \
-  X(rmdir, sv_rmdir, 0)               \
-  X(rename, sv_rename, 0)             \
-  X(renameat, sv_renameat, 0)
+#define SV_FILE_SYSCALLS_LEGACY(X)                            \
+  X(open, sv_open, 1)                                         \
+  X(creat, sv_creat, 1)                                       \
+  X(stat, sv_stat, 1)                                         \
+  X(lstat, sv_lstat, 1)                                       \
+  X(access, sv_access, 1)                                     \
+  X(readlink, sv_readlink, 1)                                 \
+  X(mkdir, sv_mkdir, 1)                                       \
+  X(unlink, sv_unlink, 1)                                     \
+  X(rmdir, sv_rmdir, 1)                                       \
+  X(rename, sv_rename, 1)                                     \
+  X(renameat, sv_renameat, 1)                                 \
+  X(dup2, sv_writeback_dup, sv_files_notify_writes())
 #else
 #define SV_FILE_SYSCALLS_LEGACY(X)
 #endif
@@ -95,6 +104,11 @@ struct sv_call {
 };
 
 typedef void (*sv_handler)(struct sv_call *call);
+
+/* files.c: fetches the path rules (fs.config) before the filter is made, which says
+ * whether close and friends are notified (write mode). */
+void sv_files_prepare(void);
+bool sv_files_notify_writes(void);
 
 #define SV_DECLARE_HANDLER(name, handler, notified) void handler(struct sv_call *call);
 SV_SYSCALLS(SV_DECLARE_HANDLER)

@@ -21,7 +21,21 @@ const haveGo = existsSync(GO);
 let harness: Harness;
 let db: Pod;
 let api: Pod;
+let web: Pod;
 let agent: AgentProcess;
+
+// A threaded HTTP server with a deep accept queue (http.server's is 5 deep: 64 clients at
+// once would overflow it in the pod too, and wait for SYN retransmissions).
+const WEB = `
+import http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header('Content-Length', '3'); self.end_headers(); self.wfile.write(b'ok\\n')
+    def log_message(self, *a): pass
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+S(('0.0.0.0', 8081), H).serve_forever()
+`;
 let work: string;
 let goEnv: NodeJS.ProcessEnv;
 const bin: Record<'cgo' | 'static', string> = { cgo: '', static: '' };
@@ -43,6 +57,7 @@ beforeAll(async () => {
     goBuild(bin.static, false);
   }
   ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-out' }));
+  web = await harness.addPod({ name: 'web', namespace: 'default', command: ['/usr/bin/python3', '-c', WEB], readyPort: 8081 });
   agent = await startAgentProcess();
 }, 600000);
 
@@ -56,8 +71,8 @@ const exec = (command: string[], flags: string[] = []) => tsmExec(agent.url, `pi
 describe.skipIf(!haveGo)('Go programs under seccomp', () => {
   for (const build of ['cgo', 'static'] as const) {
     describe(`${build === 'cgo' ? 'default (cgo, dynamically linked)' : 'CGO_ENABLED=0'} build`, () => {
-      it('an HTTP GET to a cluster service by its full name and by IP goes through the pod', async () => {
-        for (const url of ['http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
+      it("an HTTP GET to a cluster service by its short name (the pod's resolv.conf and nameserver), full name and IP goes through the pod", async () => {
+        for (const url of ['http://db:8080/', 'http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
           const r = await exec([bin[build], 'get', url]);
           expect(r.stderr).toBe('');
           expect(r.stdout).toBe('hello from db\n');
@@ -71,10 +86,12 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
       });
 
       it("net.LookupHost resolves a cluster name to the pod's answer; an unknown name fails", async () => {
-        const r = await exec([bin[build], 'lookup', 'db.default.svc.cluster.local']);
-        expect(r.stderr).toBe('');
-        expect(r.stdout.trim()).toBe(db.ip);
-        const bad = await exec([bin[build], 'lookup', 'nope.default.svc.cluster.local']);
+        for (const name of ['db', 'db.default', 'db.default.svc.cluster.local']) {
+          const r = await exec([bin[build], 'lookup', name]);
+          expect(r.stderr).toBe('');
+          expect(r.stdout.trim()).toBe([db.ip, db.ipv6].filter((a) => a !== undefined).sort().join(' '));
+        }
+        const bad = await exec([bin[build], 'lookup', 'nope']);
         expect(bad.code).toBe(1);
         expect(bad.stderr).toMatch(/no such host/);
       });
@@ -93,7 +110,7 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
   }
 
   it('64 goroutines x 50 requests all succeed', async () => {
-    const r = await exec([bin.static, 'many', '64', '50', `http://${db.ip}:8080/`]);
+    const r = await exec([bin.static, 'many', '64', '50', `http://${web.ip}:8081/`]);
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('3200 0');
   }, 120000);
@@ -141,17 +158,21 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
 });
 
 describe.skipIf(!existsSync(BUSYBOX))('busybox-static under seccomp', () => {
-  it('wget of a cluster service by its full name and by IP goes through the pod', async () => {
-    for (const url of ['http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
+  it('wget of a cluster service by its short name, full name and IP goes through the pod', async () => {
+    for (const url of ['http://db:8080/', 'http://db.default.svc.cluster.local:8080/', `http://${db.ip}:8080/`]) {
       const r = await exec([BUSYBOX, 'wget', '-q', '-O', '-', url]);
       expect(r.stderr).toBe('');
       expect(r.stdout).toBe('hello from db\n');
     }
   });
 
-  it("nslookup asks the pod's nameserver", async () => {
+  it("nslookup asks the pod's nameserver, with the pod's search list", async () => {
     const r = await exec([BUSYBOX, 'nslookup', 'db.default.svc.cluster.local']);
     expect(r.stdout).toContain(db.ip);
+    const short = await exec([BUSYBOX, 'nslookup', 'db']);
+    expect(short.stdout).toContain(db.ip);
+    const bad = await exec([BUSYBOX, 'nslookup', 'nope.default.svc.cluster.local']);
+    expect(bad.code).not.toBe(0);
   });
 
   it('--intercept preload refuses it, naming the fix', async () => {

@@ -1,0 +1,77 @@
+/**
+ * `npm run bench` (as root): pod files for programs under the seccomp supervisor, beside
+ * the preload path and the same work run inside the pod, in one run:
+ * - open+read+close of a 4 KiB pod file (µs per operation): a CGO_ENABLED=0 Go program
+ *   under `--intercept seccomp`, python under the preload, each also run in the pod;
+ * - open+close of a local file (µs): what a notified call that stays local costs the Go
+ *   program (the supervisor reads the path, applies the rules, answers CONTINUE).
+ * The Go program is test/e2e/fixtures/go-files, built here with Debian's Go.
+ */
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Harness } from '../test/harness/harness.js';
+import { repoRoot, run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+
+const PY = '/usr/bin/python3';
+const LOCAL_FILE = '/etc/passwd';
+const PY_PROBE = `
+import os, time, json
+n = 2000
+t = time.perf_counter()
+for _ in range(n):
+    fd = os.open('/data/small.bin', os.O_RDONLY); os.read(fd, 4096); os.close(fd)
+remote = (time.perf_counter() - t) / n * 1e6
+t = time.perf_counter()
+for _ in range(n):
+    fd = os.open('${LOCAL_FILE}', os.O_RDONLY); os.close(fd)
+print(json.dumps({'open_read_close_4k_us': remote, 'open_close_local_us': (time.perf_counter() - t) / n * 1e6}))
+`;
+
+type Figures = Record<'open_read_close_4k_us' | 'open_close_local_us', number>;
+
+function figures(what: string, r: { code: number | null; stdout: string; stderr: string }): Figures {
+  if (r.code !== 0) throw new Error(`${what} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as Figures;
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'tsm-bench-seccomp-files-'));
+  const harness = await Harness.create({ name: 'benchscf' });
+  const agent = await startAgentProcess();
+  try {
+    const goBin = join(work, 'gofiles');
+    const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '-mod=mod', CGO_ENABLED: '0' };
+    const built = await run('go', ['build', '-o', goBin, '.'], { env, cwd: join(repoRoot, 'test/e2e/fixtures/go-files'), timeoutMs: 300000 });
+    if (built.code !== 0) throw new Error(`go build failed: ${built.stderr}`);
+    const pod = await harness.addPod({ name: 'files', namespace: 'default', command: ['sleep', 'infinity'] });
+    writeFileSync(join(pod.dataDir, 'small.bin'), randomBytes(4096));
+    copyFileSync(goBin, join(pod.dataDir, 'gofiles'));
+
+    const target = `pid/${pod.pid}`;
+    const opts = { timeoutMs: 300000 };
+    const goArgs = ['bench', '/data/small.bin', LOCAL_FILE];
+    const goPod = figures('Go in the pod', await harness.exec(pod, ['/data/gofiles', ...goArgs], opts));
+    const goSeccomp = figures('Go under seccomp', await tsmExec(agent.url, target, [goBin, ...goArgs], ['--intercept', 'seccomp'], opts));
+    const pyPod = figures('python in the pod', await harness.exec(pod, [PY, '-c', PY_PROBE], opts));
+    const pyPreload = figures('python under the preload', await tsmExec(agent.url, target, [PY, '-c', PY_PROBE], [], opts));
+
+    const row = (label: string, key: keyof Figures): string =>
+      `${label.padEnd(34)} ${goPod[key].toFixed(1).padStart(8)} ${goSeccomp[key].toFixed(1).padStart(10)} ${pyPod[key].toFixed(1).padStart(10)} ${pyPreload[key].toFixed(1).padStart(10)}\n`;
+    process.stdout.write('seccomp files (µs/op)               Go: pod   seccomp   py: pod    preload\n');
+    process.stdout.write(row('open+read+close 4 KiB pod file', 'open_read_close_4k_us'));
+    process.stdout.write(row('open+close local file', 'open_close_local_us'));
+    const notified = goSeccomp.open_close_local_us - goPod.open_close_local_us;
+    process.stdout.write(`a notified call that stays local costs ${notified.toFixed(1)} µs more under seccomp (open and close: only open is notified)\n`);
+  } finally {
+    await agent.stop();
+    await harness.destroy();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
