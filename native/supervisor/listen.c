@@ -84,7 +84,7 @@ struct stashed {
 static struct known *buckets[NBUCKETS];
 static int nknown, ndeferred, naccepted;
 static uint64_t sweep_gen;
-static struct stashed stash[MAX_STASHED];
+static struct stashed stash[MAX_STASHED] = {[0 ... MAX_STASHED - 1] = {.fd = -1}};
 static int nstashed;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t sweeper_once = PTHREAD_ONCE_INIT;
@@ -427,10 +427,6 @@ static void stash_conn(uint64_t listener_ino, int fd, const union shim_addr *rep
   shim_log("accept: a connection is kept for the listener's next accept%s", kept ? "" : " (no room: closed)");
 }
 
-static void stash_init(void) {
-  for (int i = 0; i < MAX_STASHED; i++) stash[i].fd = -1;
-}
-static pthread_once_t stash_once = PTHREAD_ONCE_INIT;
 
 /* A connection from the listener for a blocking accept: waits in this worker, -errno when
  * the call is gone or accept fails. */
@@ -489,7 +485,6 @@ static void accept_common(struct sv_call *call, int flags) {
       return;
     }
   }
-  pthread_once(&stash_once, stash_init);
   union shim_addr report;
   socklen_t report_len = 0;
   int conn = take_stashed(ino, &report, &report_len);
