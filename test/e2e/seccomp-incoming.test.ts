@@ -208,7 +208,10 @@ describe('a Go server whose port is taken on this machine', () => {
 
   it('listens on a free port instead, still reports the asked port, gets the pod\'s traffic; closing the listener gives the port back to the pod', async () => {
     const s = startSession(['--steal'], [goServer.static, 'thief', '8080', '4']);
-    await s.waitFor(/port 8080 of the pod → local port (\d+) \(the program asked for 8080, which is taken here\)/);
+    const moved = await s.waitFor(/port 8080 of the pod → local port (\d+) \(the program asked for 8080, which is taken here\)/);
+    // A client on this machine reaches the program directly and is its own peer.
+    const local = await run('curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${moved[1] ?? ''}/local`]);
+    expect(local.stdout, local.stderr).toMatch(/^thief GET \/local peer=127\.0\.0\.1 /);
     // getsockname of the listener reports the port it asked for.
     await s.waitFor(/LISTENING thief 8080 addr=\[::\]:8080/);
     const r = await curl(client, `http://${app.ip}:8080/x`);
