@@ -271,7 +271,9 @@ export function runProgram(path: string, args: string[], argv0: string, env: Rec
     });
     child.once('close', (code, signal) => {
       for (const [sig, handler] of handlers) process.off(sig, handler);
-      if (supervise !== undefined && !/^(exit|signal) \d+\n$/.test(report)) {
+      // Under --watch the CLI itself SIGKILLs the whole group after the grace period.
+      const groupKill = options.ownGroup === true && signal === 'SIGKILL';
+      if (supervise !== undefined && !groupKill && !/^(exit|signal) \d+\n$/.test(report)) {
         const how = signal ? `was killed by ${signal}` : `ended with exit code ${code ?? '?'}`;
         process.stderr.write(`tsmirror: the seccomp supervisor (tsmirror-supervise) ${how} before the program ended; the program was ended with it, since its intercepted calls could no longer be answered\n`);
         resolveExit(EXIT.TSMIRROR_FAILED);

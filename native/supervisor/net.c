@@ -195,7 +195,7 @@ void sv_connect(struct sv_call *call) {
   union shim_addr dest;
   int family;
   if (!read_inet_addr(call, call->req->data.args[1], call->req->data.args[2], &dest, &family)) return sv_continue(call);
-  if (!sv_valid(call)) return; /* its thread is gone: nobody to answer */
+  /* sv_getfd checks that the notification is still valid (its thread the caller). */
   int dup = sv_getfd(call, (int)call->req->data.args[0]);
   if (dup < 0) return sv_continue(call); /* EBADF and the like: the kernel says it */
   int bound = sv_incoming_bind_deferred(dup); /* its bind() was deferred (listen.c) */
@@ -245,16 +245,19 @@ static void name_call(struct sv_call *call, bool peer) {
     return sv_continue(call);
   }
   /* Still connected where we put it? (An AF_UNSPEC connect dissolves a UDP association;
-   * an inode may be reused by a new socket.) */
-  union shim_addr real;
-  socklen_t real_len = sizeof real;
-  union shim_addr real_norm;
-  socklen_t norm_len;
-  bool still = getpeername(dup, &real.sa, &real_len) == 0 && shim_addr_from(&real.sa, real_len, &real_norm, &norm_len);
-  union shim_addr relay_norm;
-  bool same = still && shim_addr_from(&seen.relay_peer.sa, seen.relay_peer_len, &relay_norm, &norm_len) &&
-              shim_addr_equal(&real_norm, &relay_norm);
+   * an inode may be reused by a new socket.) Not connected yet (ENOTCONN: a non-blocking
+   * connect under way, which Go checks with getpeername) is the kernel's answer to give,
+   * and forgets nothing. */
+  union shim_addr real, real_norm, relay_norm;
+  socklen_t real_len = sizeof real, norm_len;
+  if (getpeername(dup, &real.sa, &real_len) < 0) {
+    close(dup);
+    return sv_continue(call);
+  }
   close(dup);
+  bool same = shim_addr_from(&real.sa, real_len, &real_norm, &norm_len) &&
+              shim_addr_from(&seen.relay_peer.sa, seen.relay_peer_len, &relay_norm, &norm_len) &&
+              shim_addr_equal(&real_norm, &relay_norm);
   if (!same) {
     pthread_mutex_lock(&socks_lock);
     struct sv_sock *s = slot_of(inode, false);

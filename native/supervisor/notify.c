@@ -167,11 +167,8 @@ int sv_pidfd(struct sv_call *call) {
 int sv_getfd(struct sv_call *call, int fd) {
   int pidfd = sv_pidfd(call);
   if (pidfd < 0) return pidfd;
-  int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-  if (dup < 0) return -errno;
-  int flags = fcntl(dup, F_GETFD);
-  if (flags >= 0) fcntl(dup, F_SETFD, flags | FD_CLOEXEC);
-  return dup;
+  int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); /* FD_CLOEXEC already set */
+  return dup < 0 ? -errno : dup;
 }
 
 static void dispatch(struct sv_call *call) {

@@ -6,13 +6,13 @@
  * linked) build, a CGO_ENABLED=0 build and `go run`; busybox-static besides.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
-import { cliPath, pollUntil, repoRoot, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
 
 const GO = '/usr/bin/go';
 const BUSYBOX = '/bin/busybox';
@@ -110,8 +110,9 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
   }
 
   it('64 goroutines x 50 requests all succeed', async () => {
-    const r = await exec([bin.static, 'many', '64', '50', `http://${web.ip}:8081/`]);
-    expect(r.stderr).toBe('');
+    // --verbose: on a failure, the proxy's counts (held connects, failures) come with it.
+    const r = await exec([bin.static, 'many', '64', '50', `http://${web.ip}:8081/`], ['--verbose']);
+    expect(r.stderr).not.toMatch(/first error/);
     expect(r.stdout.trim()).toBe('3200 0');
   }, 120000);
 
@@ -155,6 +156,20 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
     expect(err).toMatch(/the seccomp supervisor \(tsmirror-supervise\) was killed by SIGKILL before the program ended; the program was ended with it/);
     expect(await pollUntil(() => !existsSync(`/proc/${program}`), 5000)).toBe(true);
   });
+
+  it('SIGKILL of the CLI takes the supervisor and the program with it', async () => {
+    const cli = spawn(process.execPath, [cliPath, 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', bin.static, 'loop', `http://${db.ip}:8080/`], { stdio: ['ignore', 'pipe', 'ignore'], env: goEnv });
+    let out = '';
+    cli.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    expect(await pollUntil(() => out.includes('ok\n'), 20000)).toBe(true);
+    const supervisor = spawnSync('pgrep', ['-P', String(cli.pid), '-f', 'tsmirror-supervise'], { encoding: 'utf8' }).stdout.trim();
+    const program = spawnSync('pgrep', ['-P', supervisor], { encoding: 'utf8' }).stdout.trim();
+    expect(program).toMatch(/^\d+$/);
+    cli.kill('SIGKILL');
+    const gone = await pollUntil(() => !existsSync(`/proc/${supervisor}`) && !existsSync(`/proc/${program}`), 5000, 10);
+    if (!gone) for (const pid of [program, supervisor]) try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    expect(gone).toBe(true);
+  });
 });
 
 describe.skipIf(!existsSync(BUSYBOX))('busybox-static under seccomp', () => {
@@ -174,6 +189,30 @@ describe.skipIf(!existsSync(BUSYBOX))('busybox-static under seccomp', () => {
     const bad = await exec([BUSYBOX, 'nslookup', 'nope.default.svc.cluster.local']);
     expect(bad.code).not.toBe(0);
   });
+
+  it('--watch: a save restarts the supervised program (SIGTERM reaches it once, through its group), and a program ignoring SIGTERM is killed after the grace period without a supervisor message', async () => {
+    const dir = mkdtempSync(join(work, 'watch-'));
+    const script = join(dir, 'app.sh');
+    // busybox sh as the interpreter: the script runs under seccomp (auto), a GET per start.
+    const app = (v: string): string => `#!${BUSYBOX} sh\ntrap 'echo "${v} got TERM"; exit 0' TERM\n${BUSYBOX} wget -q -O - http://db:8080/ | sed 's/^/${v}: /'\nwhile :; do sleep 0.05; done\n`;
+    writeFileSync(script, app('v1'));
+    chmodSync(script, 0o755);
+    const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${api.pid}`, '--watch', dir, '--watch-grace', '1000', '--', script], { env: goEnv });
+    try {
+      await cli.waitFor(/v1: hello from db/, 30000);
+      writeFileSync(script, app('v2'));
+      await cli.waitFor(/v2: hello from db/, 30000);
+      expect(cli.out().match(/v1 got TERM/g)).toHaveLength(1);
+      // Now one that ignores SIGTERM: SIGKILL for the group after 1 s, quietly.
+      writeFileSync(script, `#!${BUSYBOX} sh\ntrap '' TERM\necho v3 up\nwhile :; do sleep 0.05; done\n`);
+      await cli.waitFor(/v3 up/, 30000);
+      writeFileSync(script, app('v4'));
+      await cli.waitFor(/v4: hello from db/, 30000);
+      expect(cli.err()).not.toMatch(/seccomp supervisor/);
+    } finally {
+      await stopCli(cli.child);
+    }
+  }, 120000);
 
   it('--intercept preload refuses it, naming the fix', async () => {
     const r = await exec([BUSYBOX, 'true'], ['--intercept', 'preload']);
