@@ -66,8 +66,8 @@ interface Session extends RunningCli {
 const sessions = new Set<Session>();
 
 /** `tsmirror exec` in the background, in its own process group. */
-function startSession(flags: string[], command: string[]): Session {
-  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--', ...command], { cwd: work, detached: true });
+function startSession(flags: string[], command: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Session {
+  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--', ...command], { cwd: work, detached: true, ...opts });
   const { child } = cli;
   const s: Session = {
     ...cli,
@@ -142,6 +142,17 @@ describe.each(['cgo', 'static'] as const)('a Go net/http server (%s build)', (bu
     await s.stop();
     await noRulesLeft(app);
   });
+});
+
+describe('go run', () => {
+  it('a server started with `go run .` (its child) is stolen from too', async () => {
+    const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOTMPDIR: work, GOFLAGS: '-mod=mod', GOPROXY: 'off' };
+    const s = startSession(['--steal', '--http-header', 'x-dev: alice'], ['go', 'run', '.', 'gorun', '8080'], { cwd: join(FIX, 'go-server'), env });
+    await s.waitFor(/stealing requests matching x-dev: alice on port 8080 of the pod/, 120000);
+    const mine = await curl(client, `http://${app.ip}:8080/run`, ['-H', 'x-dev: alice']);
+    expect(mine.stdout, mine.stderr).toMatch(new RegExp(`^gorun GET /run peer=${re(client.ip)} `));
+    expect(who((await curl(client, `http://${app.ip}:8080/other`)).stdout)).toBe('pod');
+  }, 180000);
 });
 
 describe('a Go server under load', () => {
