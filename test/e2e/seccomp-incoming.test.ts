@@ -2,8 +2,9 @@
  * Incoming traffic for programs no preload reaches (issue 12): Go servers (the default
  * cgo build and CGO_ENABLED=0, built from source here with Debian's golang-go) and
  * busybox-static httpd run under `tsmirror exec`, whose seccomp supervisor answers their
- * bind/listen/accept4/getsockname/close. On the local node harness: the pod `app` runs a
- * server on 8080, a `client` pod sends requests to the app's pod IP.
+ * bind/listen/accept/accept4/getpeername/getsockname (native/supervisor/listen.c). On the
+ * local node harness: the pod `app` runs a server on 8080, a `client` pod sends requests
+ * to the app's pod IP.
  */
 import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
@@ -116,6 +117,7 @@ describe.each(['cgo', 'static'] as const)('a Go net/http server (%s build)', (bu
   it('under --steal --http-header: matching requests reach it with the client pod as RemoteAddr and the pod address as its local address; the rest reach the pod', async () => {
     const s = startSession(['--steal', '--http-header', 'x-dev: alice'], [goServer[build], 'alice', '8080']);
     await s.waitFor(/stealing requests matching x-dev: alice on port 8080 of the pod/);
+    expect(s.err()).toMatch(/intercepting with seccomp/); // no flag: auto picks it for Go
     for (let i = 0; i < 3; i++) {
       const mine = await curl(client, `http://${app.ip}:8080/mine${i}`, ['-H', 'x-dev: alice']);
       expect(mine.stdout, mine.stderr).toBe(`alice GET /mine${i} peer=${client.ip} len=0 sha256=${EMPTY_SHA}\n`);
