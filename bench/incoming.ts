@@ -4,9 +4,13 @@
  *   - requests passing through to the pod's app with a filtered steal active, against no session;
  *   - stolen requests served by the local program, against the same program hit directly
  *     (from this machine, over loopback: the pods cannot reach it otherwise);
- *   - the pod's app with a mirror active, against none.
+ *   - the pod's app with a mirror active, against none;
+ *   - stolen requests served by a static Go server under the seccomp supervisor (its
+ *     accept4/getsockname answered by the supervisor), against it hit directly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
 import { cliPath, repoRoot, run, startAgentProcess } from '../test/e2e/tsm.js';
@@ -22,6 +26,7 @@ async function main(): Promise<void> {
   const harness = await Harness.create({ name: 'bench-in' });
   const agent = await startAgentProcess();
   const children: ChildProcess[] = [];
+  const work = mkdtempSync(join(tmpdir(), 'tsm-bench-in-'));
   try {
     // The server's request log goes nowhere: at 2,000 req/s it would only measure the terminal.
     const quietServer = ['/bin/sh', '-c', `exec /usr/bin/node ${SERVER} pod 8080 >/dev/null`];
@@ -33,9 +38,10 @@ async function main(): Promise<void> {
       if (r.code !== 0) throw new Error(`load client failed: ${r.stderr}`);
       return JSON.parse(r.stdout) as Figures;
     };
-    const session = async (flags: string[], port: number): Promise<ChildProcess> => {
-      const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--',
-        '/bin/sh', '-c', `exec /usr/bin/node ${SERVER} local ${port} >/dev/null`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const localPort = new Map<ChildProcess, number>();
+    const session = async (flags: string[], port: number, command = ['/bin/sh', '-c', `exec /usr/bin/node ${SERVER} local ${port} >/dev/null`]): Promise<ChildProcess> => {
+      const child = spawn(process.execPath, [cliPath, 'exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--', ...command],
+        { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
       children.push(child);
       let err = '';
       child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -44,6 +50,8 @@ async function main(): Promise<void> {
         if (Date.now() - t0 > 15000 || child.exitCode !== null) throw new Error(`session did not start:\n${err}`);
         await new Promise((r) => setTimeout(r, 50));
       }
+      // Where the program really listens: another program may hold the port it asked for.
+      localPort.set(child, Number(/port 8080 of the pod → local port (\d+)/.exec(err)?.[1] ?? port));
       return child;
     };
     const stop = async (child: ChildProcess): Promise<void> => {
@@ -62,11 +70,20 @@ async function main(): Promise<void> {
     const steal = await session(['--steal', '--http-header', 'x-dev: alice', '--port-map', '18480:8080'], 18480);
     const passThrough = await load(client, appUrl);
     const stolen = await load(client, appUrl, 'x-dev: alice');
-    const direct = await load(undefined, 'http://127.0.0.1:18480/', 'x-dev: alice');
+    const direct = await load(undefined, `http://127.0.0.1:${localPort.get(steal) ?? 0}/`, 'x-dev: alice');
     await stop(steal);
     const mirror = await session(['--mirror', '--port-map', '18481:8080'], 18481);
     const mirrored = await load(client, appUrl);
     await stop(mirror);
+    // A static Go server (CGO_ENABLED=0): tsmirror runs it under the seccomp supervisor.
+    const goBin = join(work, 'go-server');
+    const env = { ...process.env, GOCACHE: join(tmpdir(), 'tsmirror-test-gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '', GOPROXY: 'off', CGO_ENABLED: '0' };
+    const built = await run('go', ['build', '-o', goBin, '.'], { env, cwd: join(repoRoot, 'test/e2e/fixtures/go-server'), timeoutMs: 300000 });
+    if (built.code !== 0) throw new Error(`go build failed: ${built.stderr}`);
+    const goSteal = await session(['--steal', '--http-header', 'x-dev: alice', '--port-map', '18483:8080'], 18483, [goBin, 'local', '18483']);
+    const goStolen = await load(client, appUrl, 'x-dev: alice');
+    const goDirect = await load(undefined, `http://127.0.0.1:${localPort.get(goSteal) ?? 0}/`, 'x-dev: alice');
+    await stop(goSteal);
 
     const line = (what: string, f: Figures, base?: Figures): string => {
       const ratio = base ? `  p50 ${(f.p50_us / base.p50_us).toFixed(2)}x, p99 ${(f.p99_us / base.p99_us).toFixed(2)}x` : '';
@@ -79,6 +96,8 @@ async function main(): Promise<void> {
     process.stdout.write(line('pod app, mirror active', mirrored, baseline));
     process.stdout.write(line('local program, hit directly (loopback)', direct));
     process.stdout.write(line('local program, stolen requests from the pod', stolen, direct));
+    process.stdout.write(line('static Go program (seccomp), hit directly', goDirect));
+    process.stdout.write(line('static Go program (seccomp), stolen requests', goStolen, goDirect));
   } finally {
     for (const c of children) {
       try {
@@ -89,6 +108,7 @@ async function main(): Promise<void> {
     }
     await agent.stop();
     await harness.destroy();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 

@@ -200,6 +200,11 @@ void sv_connect(struct sv_call *call) {
   /* sv_getfd checks that the notification is still valid (its thread the caller). */
   int dup = sv_getfd(call, (int)call->req->data.args[0]);
   if (dup < 0) return sv_continue(call); /* EBADF and the like: the kernel says it */
+  int bound = sv_incoming_bind_deferred(dup); /* its bind() was deferred (listen.c) */
+  if (bound < 0) {
+    close(dup);
+    return sv_fail(call, -bound);
+  }
   connect_socket(call, dup, &dest, family);
   close(dup);
 }
@@ -221,6 +226,10 @@ static void answer_address(struct sv_call *call, const union shim_addr *a, sockl
 static void name_call(struct sv_call *call, bool peer) {
   int dup = sv_getfd(call, (int)call->req->data.args[0]);
   if (dup < 0) return sv_continue(call);
+  if (sv_incoming_name(call, dup, peer)) { /* relayed from the pod, or bound elsewhere (listen.c) */
+    close(dup);
+    return;
+  }
   uint64_t inode = inode_of(dup, NULL);
   struct sv_sock seen = {0};
   bool known = false;

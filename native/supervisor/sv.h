@@ -84,10 +84,10 @@
 
 /* listen.c */
 #define SV_LISTEN_SYSCALLS(X)         \
-  X(bind, sv_bind, 0)                 \
-  X(listen, sv_listen, 0)             \
-  X(accept, sv_accept, 0)             \
-  X(accept4, sv_accept4, 0)
+  X(bind, sv_bind, 1)                 \
+  X(listen, sv_listen, 1)             \
+  X(accept, sv_accept, 1)             \
+  X(accept4, sv_accept4, 1)
 
 #define SV_SYSCALLS(X)       \
   SV_NET_SYSCALLS(X)         \
@@ -153,6 +153,19 @@ int sv_pidfd(struct sv_call *call);
 
 /* Kernel features found at start (notify.c). */
 extern bool sv_have_addfd_send;
+
+/* ---- incoming traffic (listen.c), for net.c ---- */
+
+/* getpeername (peer) / getsockname of a socket listen.c answered for: a relayed
+ * connection reports the pod client / the pod address it reached, a listener bound
+ * elsewhere the address it asked for. Answers the call and returns true when the socket
+ * is one of those; else returns false and leaves the call to the caller. dup: the
+ * caller's duplicate of the program's socket (args[0]), or -1 to make one. */
+bool sv_incoming_name(struct sv_call *call, int dup, bool peer);
+/* connect() on a socket whose bind was deferred (its port was taken here): binds the
+ * asked port now, as the shim does. dup: the supervisor's duplicate of the program's
+ * socket. 0, or -errno (fail the connect with it). */
+int sv_incoming_bind_deferred(int dup);
 
 /* Workers and dispatch (notify.c): runs until the process exits. */
 int sv_serve(int listener);
