@@ -65,6 +65,8 @@ export class AgentSession {
   readonly info: SessionInfo;
   readonly #incoming: SessionIncoming;
   #nextAgentStream = 0;
+  /** Mirror copies not opened because the session was disconnected (its CLI resuming). */
+  mirrorDropped = 0;
 
   /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
   /** The policy's check of each subscription (cluster mode; none in local mode). */
@@ -102,6 +104,12 @@ export class AgentSession {
   /** A stream the agent opens toward the CLI for one incoming connection (incoming.open). */
   #openIncomingStream(o: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined {
     if (this.#peer.closed) return undefined;
+    // While the CLI reconnects, stolen connections wait (their frames are kept for the
+    // resume); mirror copies are not worth holding: dropped, and counted.
+    if (this.#peer.disconnected && o.mode === 'mirror') {
+      this.mirrorDropped++;
+      return undefined;
+    }
     // Ids wrap after 2^31 streams; skip any still in use.
     let stream: number;
     do stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
