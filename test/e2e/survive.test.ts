@@ -19,7 +19,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
 import { FakeApiServer } from '../k8s/apiserver.js';
 import { FaultRelay } from './fault-relay.js';
-import { addSessionAdmission, pollUntil, repoRoot, restartAgentProcess, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess, type RunningCli } from './tsm.js';
+import { addSessionAdmission, pollUntil, repoRoot, restartAgentProcess, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 const PROGRAM = join(repoRoot, 'test', 'e2e', 'fixtures', 'survive-program.py');
@@ -91,8 +91,23 @@ beforeAll(async () => {
 afterEach(async () => {
   relay.resume();
   relay.slow({});
-  for (const c of clis.splice(0)) await stopCli(c.child);
+  for (const c of clis.splice(0)) await stop(c);
 });
+
+/** Ends a session as a user does (SIGTERM), then its whole process group (the steal test's server runs in the background). */
+async function stop(cli: RunningCli): Promise<void> {
+  const { child } = cli;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  }
+  try {
+    process.kill(-(child.pid ?? 0), 'SIGKILL');
+  } catch {
+    // the group is gone
+  }
+}
 
 afterAll(async () => {
   await relay?.close();
@@ -100,7 +115,7 @@ afterAll(async () => {
 });
 
 function exec(flags: string[], command: string[]): RunningCli {
-  const cli = startCli(['exec', '--kubeconfig', kubeconfig, '--target', 'deployment/api', ...flags, '--', ...command]);
+  const cli = startCli(['exec', '--kubeconfig', kubeconfig, '--target', 'deployment/api', ...flags, '--', ...command], { detached: true });
   clis.push(cli);
   return cli;
 }
@@ -157,7 +172,7 @@ describe('sessions that survive (through the API server, the port-forward and a 
     agent = await restartAgentProcess(agent, agentFlags, 1000);
     const back = Date.now();
     // Requests made from 5 s after the agent is back all work (and some do).
-    expect(await pollUntil(() => requests(cli, back + 5000).ok >= 10, 30000), cli.out() + cli.err()).toBe(true);
+    expect(await pollUntil(() => requests(cli, back + 5000).ok >= 10, 30000), `${cli.err()}\n--- agent\n${agent.log()}`).toBe(true);
     expect(requests(cli, back + 5000).failed).toEqual([]);
     expect(cli.err()).toMatch(/with a new session/);
     // The program's stolen port: the new session subscribed again.
