@@ -90,7 +90,8 @@ export class AgentSession {
     this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
-        if (!targetAlive(target)) this.#targetGone();
+        // Not #targetGone(): a throw from a timer is uncaught, and took the whole agent down.
+        if (!targetAlive(target)) this.#endTargetGone();
       }, 2000);
       this.#targetWatch.unref();
     }
@@ -149,9 +150,15 @@ export class AgentSession {
 
   /** Ends the session: its process is gone, and its PID may already name another one. */
   #targetGone(): never {
+    throw new TsmError('TSM_ERR_TARGET_GONE', this.#endTargetGone());
+  }
+
+  /** Ends the session because its target exited; returns why. */
+  #endTargetGone(): string {
+    clearInterval(this.#targetWatch);
     const message = `the target process ${this.#pid} exited (its PID may now belong to another process, which this session will not serve)`;
     this.#peer.fail('TSM_ERR_TARGET_GONE', message);
-    throw new TsmError('TSM_ERR_TARGET_GONE', message);
+    return message;
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {

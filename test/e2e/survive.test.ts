@@ -12,6 +12,7 @@
  *   back, and the program's steal of port 8080 works again;
  * - the deployment's pod replaced: the session follows within 5 s of the new pod being ready.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,7 +182,7 @@ describe('sessions that survive (through the API server, the port-forward and a 
   }, 120000);
 
   it("the deployment's pod replaced: the session follows within 5 s of the new pod being ready", async () => {
-    const cli = exec([], program(100000, 90));
+    const cli = exec(['-v'], program(100000, 90));
     await cli.waitFor(/REQ ok[\s\S]*REQ ok[\s\S]*REQ ok/, 30000);
     // A rollout: the new pod (its own network namespace and container) comes up, the old one goes.
     const next = await harness.addPod({ name: 'app-2', namespace: 'shop', command: ['/usr/bin/node', SERVER, 'pod2', '8080'], readyPort: 8080 });
@@ -191,7 +192,7 @@ describe('sessions that survive (through the API server, the port-forward and a 
     await new Promise((r) => setTimeout(r, 2000)); // the new pod is not ready yet
     api.setPodReady('shop', 'api-7d9f8c6b5-n3w9p', true);
     const ready = Date.now();
-    const m = await cli.waitFor(/with a new session[^\n]*api-7d9f8c6b5-n3w9p/, 15000);
+    const m = await cli.waitFor(/with a new session[^\n]*api-7d9f8c6b5-n3w9p/, 30000).catch((e: unknown) => { throw new Error(`${String(e)}\n--- agent\n${agent.log()}\n${JSON.stringify(relay.stats)}`); });
     expect(m[0]).toBeTruthy();
     expect(await pollUntil(() => requests(cli, ready).ok >= 1, 10000), cli.out() + cli.err()).toBe(true);
     // Followed: a request started within 5 s of the new pod being ready worked.
@@ -203,5 +204,23 @@ describe('sessions that survive (through the API server, the port-forward and a 
     });
     expect(okWithin5.length, cli.err()).toBeGreaterThan(0);
     expect(cli.child.exitCode).toBeNull();
+    expect(agent.child.exitCode, agent.log()).toBeNull(); // the old pod's end ended its session, not the agent
   }, 120000);
+
+  it('a target that exits with no request in flight: its session ends, the agent serves on', async () => {
+    const own = await startAgentProcess();
+    const target = spawn('sleep', ['1']);
+    try {
+      const cli = startCli(['exec', '--agent', own.url, '--target', `pid/${target.pid}`, '--fs-mode', 'local', '--', 'sleep', '30'], { detached: true });
+      clis.push(cli);
+      await cli.waitFor(/the session ended: TSM_ERR_TARGET_GONE/, 15000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(own.child.exitCode, own.log()).toBeNull();
+      const status = (await (await fetch(`${own.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: unknown[] };
+      expect(status.sessions).toEqual([]);
+    } finally {
+      target.kill('SIGKILL');
+      await own.stop();
+    }
+  }, 60000);
 });
