@@ -76,6 +76,8 @@ export interface SessionLiveInfo {
   longestGapMs: number;
   lastGapMs: number;
   mirrorDropped: number;
+  /** Stolen connections sent to the app because too many already waited for the resume. */
+  stealsToApp: number;
 }
 
 /** 64 MiB: 64 streams' full windows at once. */
@@ -138,7 +140,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     state: e.disconnectedAt > 0 ? 'resuming' : 'connected',
     ...(e.disconnectedAt > 0 ? { resumingSince: e.disconnectedAt } : {}),
     resumes: e.resumes, bytesResent: e.peer.stats.resentBytes, longestGapMs: e.longestGapMs, lastGapMs: e.lastGapMs,
-    mirrorDropped: e.session.mirrorDropped,
+    mirrorDropped: e.session.mirrorDropped, stealsToApp: e.session.stealsToApp,
   });
   const incoming = new IncomingRegistry();
   const peerOptions: PeerOptions = {
@@ -226,7 +228,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             if (peer.closed) stopWatch();
             else peer.once('closed', stopWatch);
           }
-          const client = hello.client as { user?: unknown; host?: unknown };
+          const client = hello.client as { user?: unknown; host?: unknown; reestablished?: unknown };
           const id = randomUUID().slice(0, 8);
           session = new AgentSession(peer, target, {
             id,
@@ -237,6 +239,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
             // In cluster mode the Session object says what the session may do, not the hello.
             ...(admitted ? (admitted.incoming.mode === 'none' ? {} : { incoming: { mode: admitted.incoming.mode, filtered: admitted.incoming.filtered } }) : incomingOf(hello)),
             files: admitted ? admitted.files : hello.files?.mode === 'write' ? 'write' : 'read',
+            ...(typeof client.reestablished === 'number' && Number.isSafeInteger(client.reestablished) && client.reestablished > 0 ? { reestablished: client.reestablished } : {}),
           }, incoming, admitted?.authorizeIncoming);
           if (peer.closed) {
             session.dispose();
@@ -348,6 +351,8 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     sessions: () => [...sessions.values()].map(describe),
     close: async () => {
       localKey?.remove();
+      // Sessions kept for a resume end with the agent, like the connected ones.
+      for (const e of [...sessions.values()]) e.peer.abandon(new TsmError('TSM_ERR_SESSION_CLOSED', 'the agent stopped'));
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -184,8 +184,10 @@ export class AgentConnection extends EventEmitter {
     const started = Date.now();
     this.#state = 'resuming';
     this.#since = started;
-    if (ended && !RENEWABLE.has(err.code)) {
-      // The agent ended the session on purpose (its Session was deleted, the policy…).
+    // The agent ended the session on purpose (its Session was deleted, the policy…), or the
+    // process it served exited and cannot be found again (a pid or container of an agent
+    // started by hand; a Kubernetes target is resolved again).
+    if (ended && (!RENEWABLE.has(err.code) || (err.code === 'TSM_ERR_TARGET_GONE' && !this.#options.renew))) {
       this.peer.abandon(err);
       return;
     }
@@ -255,9 +257,7 @@ export class AgentConnection extends EventEmitter {
     const reasons = new Set<string>();
     // Requests wait for the new session as long as a resume would have been waited for.
     const patience = Math.max(this.#options.reconnectGraceMs ?? 0, 10_000);
-    // A pid or container of this machine's agent that went away does not come back.
-    const final = why.code === 'TSM_ERR_TARGET_GONE' && !this.#options.renew;
-    for (let attempt = 0; !this.#closing && !this.peer.closed && !final; attempt++) {
+    for (let attempt = 0; !this.#closing && !this.peer.closed; attempt++) {
       await this.#sleep(attempt === 0 ? 0 : backoffMs(attempt + 2));
       if (this.#closing) break;
       if (!this.#failFast && Date.now() - started > patience) {
@@ -463,7 +463,9 @@ function checkVersion(m: AgentHello, peer: { close(): void }): void {
 export async function connectAgent(options: ConnectOptions): Promise<AgentConnection> {
   const timeoutMs = options.timeoutMs ?? 15000;
   const ws = await openWebSocket(options, options.createConnection, timeoutMs);
-  const peerOptions = options.peer ?? DEFAULT_PEER_OPTIONS;
+  // A session that can resume gives up on a silent connection within 3 s; one that cannot
+  // (env, --reconnect-grace 0) keeps the old 10 s, since giving up ends it.
+  const peerOptions = options.peer ?? (options.reconnectGraceMs ? DEFAULT_PEER_OPTIONS : { ...DEFAULT_PEER_OPTIONS, heartbeatTimeoutMs: 10_000 });
   const peer = new Peer<AgentMessage, ClientMessage>(ws, decodeAgentMessage, { ...peerOptions, mux: { ...peerOptions.mux, peerIds: 'agent' } });
   const hello = await new Promise<AgentHello>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -174,16 +174,26 @@ async function planKubeSession(
     progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
     const forward = async (): Promise<{ createConnection: () => Duplex; transportError: () => TsmError | undefined }> => {
       const socket = await forwardToAgent(kube, agentPod);
+      // Its failures reach whoever uses it (the WebSocket, transportError); unused, it must not end the CLI.
+      socket.on('error', () => undefined);
       const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
         : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
           { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
       return { createConnection: () => socket, transportError };
     };
     const transport = await forward();
+    // A resume goes to the same agent pod; once it is gone (the DaemonSet rolled), so is the
+    // session: a new one is opened at once rather than after the grace.
+    const reopen = async (): Promise<{ createConnection: () => Duplex; transportError: () => TsmError | undefined }> => {
+      const now = await listAgentPods(kube, agentPod.namespace, agentPod.node);
+      const same = now.find((a) => a.name === agentPod.name && a.pod.metadata?.uid === agentPod.pod.metadata?.uid);
+      if (!same) throw new TsmError('TSM_ERR_RESUME_REFUSED', `the agent pod ${agentPod.namespace}/${agentPod.name} is gone, and the session with it`);
+      return forward();
+    };
     try {
       const { identity, fields } = await withIdentity();
       return {
-        options: { url: `ws://${agentPod.name}.${agentPod.namespace}/`, ...transport, reopen: forward, ...base, ...fields },
+        options: { url: `ws://${agentPod.name}.${agentPod.namespace}/`, ...transport, reopen, ...base, ...fields },
         target, agentPod, identity,
       };
     } catch (err) {

@@ -252,8 +252,10 @@ function reportReconnects(agent: AgentConnection, flags: SessionFlags): { stop()
       line(`tsmirror: lost the agent, reconnecting… (${err.code}: ${err.message})`, true);
     }
   });
+  // Each distinct reason once (the agent refusing, the target not found again, …).
   agent.on('retry', (err: TsmError) => {
-    if (flags.verbose) line(`tsmirror: reconnect attempt failed: ${err.code}: ${err.message}`, true);
+    line(`tsmirror: still reconnecting: ${err.code}: ${err.message}`, true);
+    if (tty && ticker) line(lostText(), false);
   });
   agent.on('resumed', (r: { gapMs: number; resentBytes: number }) => {
     stopTicker();

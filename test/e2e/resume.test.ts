@@ -8,11 +8,18 @@
  * namespace or netfilter rule is involved.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readAgentKey } from '../../common/local-agent-key.js';
-import { pollUntil, repoRoot, startAgentProcess, startCli, stopCli, type AgentProcess, type RunningCli } from './tsm.js';
+import { Harness, type Pod } from '../harness/harness.js';
+import { httpServerCommand } from '../harness/demo-pods.js';
+import { FakeApiServer } from '../k8s/apiserver.js';
+import {
+  addAgentPod, addSessionAdmission, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, type AgentProcess, type RunningCli,
+} from './tsm.js';
 
 const program = join(repoRoot, 'test', 'e2e', 'fixtures', 'resume-program.py');
 
@@ -160,7 +167,13 @@ describe('sessions survive a dropped or stalled connection', () => {
 
     via.cut(2000);
     await cli.waitFor(/lost the agent, reconnecting/, 5000);
+    // The agent keeps the session meanwhile, and says so in /status.
+    const status = async (): Promise<Array<{ state: string; resumes: number; bytesResent: number; resumingSince?: number }>> =>
+      ((await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: Array<{ state: string; resumes: number; bytesResent: number }> }).sessions;
+    expect(await pollUntil(async () => (await status())[0]?.state === 'resuming', 2000)).toBe(true);
     await cli.waitFor(/session resumed, nothing lost/, 15_000);
+    const after = (await status())[0];
+    expect(after).toMatchObject({ state: 'connected', resumes: 1 });
     const afterCut = cli.out().split('\n').filter((l) => l.startsWith('REQ ok')).length;
     await pollUntil(() => cli.out().split('\n').filter((l) => l.startsWith('REQ ok')).length > afterCut + 3, 10_000);
 
@@ -231,4 +244,145 @@ describe('sessions survive a dropped or stalled connection', () => {
     await cli.waitFor(/the session ended: TSM_ERR_SESSION_CLOSED/, 10_000);
     expect(cli.err()).not.toMatch(/reconnecting/);
   }, 60_000);
+});
+
+describe('in a cluster: through the port-forward, and following a deployment whose pod is replaced', () => {
+  let harness: Harness;
+  let api: FakeApiServer;
+  let agent: AgentProcess;
+  let dir: string;
+  let kubeconfig: string;
+  let first: Pod;
+
+  beforeAll(async () => {
+    harness = await Harness.create({ name: 'resume' });
+    let db: Pod;
+    [db, first] = await Promise.all([
+      harness.addPod({ name: 'db', namespace: 'shop', command: httpServerCommand(8080), files: { '/data/index.html': 'hello from db\n' }, readyPort: 8080 }),
+      harness.addPod({ name: 'api1', namespace: 'shop', command: ['sleep', '600'] }),
+    ]);
+    api = await FakeApiServer.start();
+    dir = mkdtempSync(join(tmpdir(), 'tsm-resume-'));
+    kubeconfig = api.writeKubeconfig(dir, { namespace: 'shop' });
+    agent = await startAgentProcess(['--kubeconfig', api.writeKubeconfig(dir, { file: 'agent' }), '--node-name', 'node-1']);
+    api.addNode('node-1');
+    addSessionAdmission(api);
+    addAgentPod(api, agent, { name: 'tsmirror-agent-n1', node: 'node-1' });
+    api.addHarnessPod(db, { name: 'db-0' });
+    api.addDeployment('shop', 'api', [{ pod: first }]);
+  }, 120_000);
+
+  afterAll(() => stopAll({ agent, api, harness, dirs: [dir] }));
+
+  /** Asks db for its page every 100 ms for `seconds`, one line per try with its time. */
+  const asker = (seconds: number): string[] => ['python3', '-c', [
+    'import socket, time',
+    'start = time.time()',
+    `while time.time() - start < ${seconds}:`,
+    '    t = time.time()',
+    '    try:',
+    "        c = socket.create_connection((socket.gethostbyname('db'), 8080), timeout=20)",
+    "        c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')",
+    "        body = b''",
+    '        while True:',
+    '            d = c.recv(4096)',
+    '            if not d: break',
+    '            body += d',
+    "        print('ok' if body.endswith(b'hello from db\\n') else 'fail', f'{t:.3f}', 'answer' if body.endswith(b'hello from db\\n') else repr(body[-60:]), flush=True)",
+    '    except Exception as e:',
+    "        print('fail', f'{t:.3f}', type(e).__name__, e, flush=True)",
+    '    time.sleep(0.1)',
+  ].join('\n')];
+
+  const lines = (cli: RunningCli, kind: 'ok' | 'fail', after = 0): string[] =>
+    cli.out().split('\n').filter((l) => l.startsWith(`${kind} `) && Number(l.split(' ')[1]) * 1000 > after);
+
+  it('a dropped port-forward: the session resumes through a new one, no request fails', async () => {
+    const cli = startCli(['exec', '-v', '--kubeconfig', kubeconfig, '--target', 'deploy/api', '--', ...asker(12)]);
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/^ok /m, 30_000);
+    api.dropPortForwards();
+    await cli.waitFor(/lost the agent, reconnecting/, 5000);
+    await cli.waitFor(/session resumed, nothing lost/, 15_000);
+    const resumedAt = Date.now();
+    await pollUntil(() => lines(cli, 'ok', resumedAt).length >= 5, 15_000);
+    await new Promise<void>((r) => cli.child.once('close', () => r()));
+    expect(lines(cli, 'fail')).toEqual([]);
+    expect(cli.err()).toMatch(/connection to the agent: 1 resumed, 0 re-established/);
+  }, 90_000);
+
+  it('the pod is replaced: the session moves to the new ready pod and says which; requests work again', async () => {
+    const cli = startCli(['exec', '--kubeconfig', kubeconfig, '--target', 'deploy/api', '--', ...asker(30)]);
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/^ok /m, 30_000);
+    // The rollout: a new pod of the same ReplicaSet, ready; the old one goes away.
+    const second = await harness.addPod({ name: 'api2', namespace: 'shop', command: ['sleep', '600'] });
+    const rs = api.get('apps/v1', 'ReplicaSet', 'shop', 'api-7d9f8c6b5');
+    api.addPod({
+      name: 'api-7d9f8c6b5-n3w9p', namespace: 'shop', ip: second.ip, labels: { app: 'api', 'pod-template-hash': '7d9f8c6b5' },
+      owner: { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'api-7d9f8c6b5', uid: rs?.metadata.uid ?? '' },
+      containers: [{ name: 'app', id: second.containerId }],
+    });
+    api.delete('v1', 'Pod', 'shop', 'api-7d9f8c6b5-x7k2p');
+    await harness.removePod(first);
+    const replaced = Date.now();
+    await cli.waitFor(/now pod shop\/api-7d9f8c6b5-n3w9p on node node-1/, 20_000);
+    // Within 5 s of the new pod being ready (it was ready before the old one went), requests work.
+    expect(await pollUntil(() => lines(cli, 'ok', replaced + 5000).length >= 5, 20_000)).toBe(true);
+    expect(lines(cli, 'fail', replaced + 5000)).toEqual([]);
+    expect(cli.child.exitCode).toBeNull();
+  }, 90_000);
+});
+
+describe('incoming traffic across a gap and a new session', () => {
+  const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
+  let harness: Harness;
+  let app: Pod;
+  let client: Pod;
+
+  beforeAll(async () => {
+    harness = await Harness.create({ name: 'resume-in' });
+    [app, client] = await Promise.all([
+      harness.addPod({ name: 'app', command: ['/usr/bin/node', SERVER, 'pod', '8080'], readyPort: 8080 }),
+      harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] }),
+    ]);
+  }, 120_000);
+  afterAll(() => stopAll({ harness }));
+
+  const who = async (): Promise<string> =>
+    (await harness.exec(client, ['curl', '-sS', '--max-time', '20', `http://${app.ip}:8080/`], { timeoutMs: 30_000 })).stdout.split(' ')[0] ?? '';
+
+  it('a stolen request made while the connection is cut waits and reaches the program on resume', async () => {
+    const agent = await startAgentProcess();
+    stops.push(() => agent.stop());
+    const via = await relay(Number(new URL(agent.url).port));
+    stops.push(() => via.close());
+    const cli = startCli(['exec', '--agent', `ws://127.0.0.1:${via.port}`, '--target', `pid/${app.pid}`, '--steal', '--', '/usr/bin/node', SERVER, 'thief', '8080'],
+      { env: { ...process.env, TSMIRROR_AGENT_KEY: readAgentKey(agent.url) ?? '' } });
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/port 8080 of the pod/, 20_000);
+    expect(await who()).toBe('thief');
+    via.cut(2500);
+    await cli.waitFor(/lost the agent/, 5000);
+    const during = who(); // made in the gap: held by the agent, answered after the resume
+    await cli.waitFor(/session resumed/, 15_000);
+    expect(await during).toBe('thief');
+    expect(await who()).toBe('thief');
+  }, 90_000);
+
+  it('after an agent restart the new session subscribes the port again: stolen traffic reaches the program', async () => {
+    const port = await freePort();
+    let agent: AgentProcess = await startAgentProcess(['--listen', `127.0.0.1:${port}`]);
+    stops.push(() => agent.stop());
+    const cli = startCli(['exec', '--agent', `ws://127.0.0.1:${port}`, '--target', `pid/${app.pid}`, '--steal', '--', '/usr/bin/node', SERVER, 'thief', '8080']);
+    stops.push(() => stopCli(cli.child));
+    await cli.waitFor(/port 8080 of the pod/, 20_000);
+    expect(await who()).toBe('thief');
+    await agent.stop(); // SIGKILL: the pod's app gets its traffic back (fail-open)
+    expect(await pollUntil(async () => (await who()) === 'pod', 10_000, 200)).toBe(true);
+    agent = await startAgentProcess(['--listen', `127.0.0.1:${port}`]);
+    await cli.waitFor(/with a new session/, 15_000);
+    await cli.waitFor(/port 8080 of the pod subscribed again/, 10_000);
+    expect(await who()).toBe('thief');
+  }, 90_000);
 });
