@@ -51,10 +51,12 @@ def worker(i):
     def connect():
         s = socket.create_connection((host, port), timeout=30)
         return s, s.makefile('rwb')
+    phase = 'connect'
     try:
-        s, f = connect(); request(f, b'req warm %d' % i)
+        t0 = time.monotonic()
+        s, f = connect(); phase = 'request'; request(f, b'req warm %d' % i)
     except Exception as e:
-        with lock: fails.append('warm-up: %r' % e)
+        with lock: fails.append('warm-up %s after %.1f s: %r' % (phase, time.monotonic() - t0, e))
     ready.wait(); go.wait()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -107,6 +109,8 @@ export interface LoadResult {
   cliRssPeak: number;
   /** CLIs that exited with a non-zero code, with their stderr. */
   cliFailures: string[];
+  /** What the CLIs said about their connection to the agent (lost, resumed, re-established), counted. */
+  reconnects: Record<string, number>;
 }
 
 /** The pod the load runs against. */
@@ -142,7 +146,7 @@ export async function runLoad(agent: AgentProcess, server: Pod, opts: LoadOption
   try {
     // Start in small waves: 50 CLIs starting at once on a small machine only measure its start-up.
     for (let i = 0; i < opts.sessions; i++) {
-      const child = spawn(process.execPath, [cliPath, 'exec', '--quiet', '--agent', agent.url, '--target', `pid/${server.pid}`, '--',
+      const child = spawn(process.execPath, [cliPath, 'exec', '-v', '--agent', agent.url, '--target', `pid/${server.pid}`, '--',
         PY, '-c', CLIENT, 'loadsrv', String(LOAD_PORT), String(opts.connections), String(opts.seconds), String(opts.reconnectEvery ?? 50)],
       { stdio: ['pipe', 'pipe', 'pipe'] });
       const s: Session = { child, out: '', err: '', code: new Promise((r) => child.once('close', (code) => r(code))) };
@@ -176,18 +180,29 @@ export async function runLoad(agent: AgentProcess, server: Pod, opts: LoadOption
       for (const v of r.latencies_us) lat.push(v);
       failed += r.failed;
       failures.push(...r.failures.map((f) => `session ${i}: ${f}`));
+      if (r.failed > 0) failures.push(`session ${i} said: ${s.err.split('\n').filter((l) => /lost the agent|is back|ended|answered before/.test(l)).join(' | ')}`);
     });
     lat.sort((a, b) => a - b);
+    const reconnects: Record<string, number> = {};
+    for (const s of sessions) {
+      const held = /\((\d+) answered before the pod's connect was done\)/.exec(s.err)?.[1];
+      if (held) reconnects['connects answered before the pod\'s (held)'] = (reconnects['connects answered before the pod\'s (held)'] ?? 0) + Number(held);
+      for (const m of s.err.matchAll(/tsmirror: (lost the agent|the agent is back[^:]*: session resumed|the agent is back[^(]*with a new session|the session ended)/g)) {
+        const key = (m[1] ?? '').replace(/after [\d.]+ s/, 'after … s').replace(/session [0-9a-f]{8}/, 'session …');
+        reconnects[key] = (reconnects[key] ?? 0) + 1;
+      }
+    }
     const agentRssPeak = peaks[0] ?? 0;
     return {
       sessions: opts.sessions, connections: opts.connections,
-      requests: lat.length, failed, failures: failures.slice(0, 20),
+      requests: lat.length, failed, failures: failures.slice(0, 40),
       requestsPerSecond: lat.length / Math.min(wall, opts.seconds),
       p50Us: pct(lat, 0.5), p99Us: pct(lat, 0.99), maxUs: lat.at(-1) ?? 0,
       agentCpu, agentRssBaseline, agentRssPeak,
       agentRssPerSession: (agentRssPeak - agentRssBaseline) / opts.sessions,
       cliRssPeak: Math.max(0, ...peaks.slice(1)),
       cliFailures,
+      reconnects,
     };
   } finally {
     stopAll();
@@ -240,6 +255,7 @@ export function formatLoad(r: LoadResult): string {
     `agent CPU: ${(r.agentCpu * 100).toFixed(0)}% of a core`,
     `agent RSS: ${mib(r.agentRssBaseline)} idle, ${mib(r.agentRssPeak)} peak, ${mib(r.agentRssPerSession)} per session`,
     `CLI RSS peak: ${mib(r.cliRssPeak)}`,
+    ...Object.entries(r.reconnects).map(([what, n]) => `  ${n}× ${what}`),
     ...r.failures.map((f) => `  failure: ${f}`),
     ...r.cliFailures.map((f) => `  session failure: ${f}`),
   ].join('\n');
