@@ -18,6 +18,7 @@
         "native/shim/fds.c",
         "native/shim/udp.c",
         "native/shim/getaddrinfo.c",
+        "native/shim/res.c",
         "native/shim/hostent.c",
         "native/shim/exec.c",
         "native/shim/pathrules.c",

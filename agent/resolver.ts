@@ -4,7 +4,7 @@
  * network namespace. NSS modules of the pod are never loaded into the agent.
  */
 import type { Socket as DgramSocket } from 'node:dgram';
-import { isIP } from 'node:net';
+import { isIP, type Socket as TcpSocket } from 'node:net';
 import { createRequire } from 'node:module';
 import type dnsPacketTypes from 'dns-packet';
 import type { Family } from '../protocol/messages.js';
@@ -52,6 +52,52 @@ export class ResolveError extends Error {
   }
 }
 
+/** A DNS message the program sent (res_send) could not be answered: no nameserver answered (ETIMEDOUT), or it is not a query (EINVAL). */
+export class DnsSendError extends Error {
+  constructor(readonly errno: 'ETIMEDOUT' | 'EINVAL', message: string) {
+    super(message);
+  }
+}
+
+const HEADER_BYTES = 12;
+
+/** Where the question section of a DNS message ends (after qdcount questions), or -1. */
+export function questionEnd(msg: Uint8Array): number {
+  if (msg.length < HEADER_BYTES) return -1;
+  const count = (msg[4]! << 8) | msg[5]!;
+  let at = HEADER_BYTES;
+  for (let q = 0; q < count; q++) {
+    for (let labels = 0; ; labels++) {
+      if (at >= msg.length || labels > 127) return -1;
+      const len = msg[at]!;
+      if (len === 0) {
+        at += 1;
+        break;
+      }
+      if ((len & 0xc0) === 0xc0) {
+        at += 2;
+        break;
+      }
+      if ((len & 0xc0) !== 0) return -1;
+      at += 1 + len;
+    }
+    at += 4; // type, class
+    if (at > msg.length) return -1;
+  }
+  return at;
+}
+
+/** Whether `answer` answers `query`: a response (QR) with the same questions (names compared case-insensitively). */
+export function answers(query: Uint8Array, answer: Uint8Array): boolean {
+  if (answer.length < HEADER_BYTES || (answer[2]! & 0x80) === 0) return false;
+  const qEnd = questionEnd(query);
+  if (qEnd < 0 || answer.length < qEnd || answer[4] !== query[4] || answer[5] !== query[5]) return false;
+  // A truncated answer may carry no question section; its header still names the count.
+  const lower = (b: number): number => (b >= 0x41 && b <= 0x5a ? b + 32 : b);
+  for (let i = HEADER_BYTES; i < qEnd; i++) if (lower(answer[i]!) !== lower(query[i]!)) return false;
+  return true;
+}
+
 /** dns-packet decodes `rcode` but its types leave it out. */
 // Loaded on first use: a session that never looks a name up does not pay for loading
 // dns-packet.
@@ -84,12 +130,17 @@ function ptrName(address: string): string {
  */
 export class PodResolver {
   #sockets = new Map<Family, Promise<DgramSocket>>();
-  #pending = new Map<number, (p: Reply | undefined) => void>();
+  /** Queries in flight by the id they were sent with; each gets the raw answer, or undefined (timeout, closed). */
+  #pending = new Map<number, (answer: Buffer | undefined) => void>();
   #nextId = Math.floor(Math.random() * 65536);
+  /** Closed with its session: a query still in its retry loop opens no socket (the session's netns fd is gone, its number maybe another's). */
+  #closed = false;
 
+  /** `openTcp` (optional): an unconnected TCP socket in the pod's netns, for answers too large for UDP. */
   constructor(
     private readonly openSocket: (family: Family) => Promise<DgramSocket>,
     private readonly readPodFile: (path: string) => Promise<string>,
+    private readonly openTcp?: (family: Family) => TcpSocket,
   ) {}
 
   async conf(): Promise<ResolvConf> {
@@ -133,6 +184,7 @@ export class PodResolver {
   }
 
   close(): void {
+    this.#closed = true;
     for (const socket of this.#sockets.values()) void socket.then(closeDatagramSocket, () => undefined);
     this.#sockets.clear();
     for (const done of this.#pending.values()) done(undefined);
@@ -168,26 +220,115 @@ export class PodResolver {
   }
 
   async #exchange(server: string, name: string, type: 'A' | 'AAAA' | 'PTR', timeoutMs: number): Promise<Reply | undefined> {
+    const query = dnsPacket().encode({ type: 'query', id: 0, flags: dnsPacket().RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+    const raw = await this.#udpExchange(server, query, timeoutMs);
+    if (!raw) return undefined;
+    try {
+      return dnsPacket().decode(raw);
+    } catch {
+      return undefined; // not DNS: as no answer
+    }
+  }
+
+  /**
+   * Sends `query` from the pod's UDP socket under an id of the resolver's own (concurrent
+   * programs may pick the same ids), and gives the answer to it with the query's id back,
+   * or undefined after timeoutMs. Only a response to the same question counts.
+   */
+  async #udpExchange(server: string, query: Uint8Array, timeoutMs: number): Promise<Buffer | undefined> {
+    if (this.#closed) return undefined;
     const socket = await this.#udp(isIP(server) === 6 ? 6 : 4);
-    const id = (this.#nextId = (this.#nextId + 1) & 0xffff);
-    const query = dnsPacket().encode({ type: 'query', id, flags: dnsPacket().RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+    let id = (this.#nextId = (this.#nextId + 1) & 0xffff);
+    for (let tries = 0; this.#pending.has(id) && tries < 65536; tries++) id = (this.#nextId = (this.#nextId + 1) & 0xffff);
+    const sent = Buffer.from(query);
+    const programId = sent.readUInt16BE(0);
+    sent.writeUInt16BE(id, 0);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        resolve(undefined);
-      }, timeoutMs);
-      this.#pending.set(id, (p) => {
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const done = (answer: Buffer | undefined): void => {
         clearTimeout(timer);
         this.#pending.delete(id);
-        resolve(p);
+        if (answer) answer.writeUInt16BE(programId, 0);
+        resolve(answer);
+      };
+      this.#pending.set(id, (answer) => {
+        if (answer && !answers(sent, answer)) return; // a stray or forged packet: keep waiting
+        done(answer);
       });
-      socket.send(query, 53, server, (err) => {
-        if (err) this.#pending.get(id)?.(undefined);
+      socket.send(sent, 53, server, (err) => {
+        if (err) done(undefined);
       });
     });
   }
 
+  /** One query over TCP (RFC 1035 4.2.2: a 2-byte length before each message), or undefined. */
+  async #tcpExchange(server: string, query: Uint8Array, timeoutMs: number): Promise<Buffer | undefined> {
+    if (!this.openTcp || this.#closed) return undefined;
+    let socket: TcpSocket;
+    try {
+      socket = this.openTcp(isIP(server) === 6 ? 6 : 4);
+    } catch {
+      return undefined;
+    }
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let have = 0;
+      const finish = (answer: Buffer | undefined): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(answer);
+      };
+      const timer = setTimeout(() => finish(undefined), timeoutMs);
+      socket.on('error', () => finish(undefined));
+      socket.on('end', () => finish(undefined));
+      socket.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        have += chunk.length;
+        if (have > 2 + 65535) return finish(undefined);
+        const all = Buffer.concat(chunks);
+        if (all.length < 2) return;
+        const len = all.readUInt16BE(0);
+        if (all.length < 2 + len) return;
+        const answer = all.subarray(2, 2 + len);
+        finish(answers(query, answer) && answer.readUInt16BE(0) === Buffer.from(query).readUInt16BE(0) ? Buffer.from(answer) : undefined);
+      });
+      socket.connect({ host: server, port: 53 }, () => {
+        const framed = Buffer.alloc(2 + query.length);
+        framed.writeUInt16BE(query.length, 0);
+        framed.set(query, 2);
+        socket.write(framed);
+      });
+    });
+  }
+
+  /**
+   * res_send for the program: `query` goes to the pod's nameservers in turn, `attempts`
+   * rounds; a SERVFAIL, REFUSED or NOTIMP answer moves on to the next one (and is returned
+   * when none does better), a truncated UDP answer is asked again over TCP. The answer is
+   * the nameserver's bytes, with the query's id.
+   */
+  async send(query: Uint8Array): Promise<Buffer> {
+    if (query.length < HEADER_BYTES || query.length > 65535 || (query[2]! & 0x80) !== 0 || questionEnd(query) < 0) {
+      throw new DnsSendError('EINVAL', 'the message to send is not a DNS query');
+    }
+    const conf = await this.conf();
+    let last: Buffer | undefined;
+    for (let attempt = 0; attempt < conf.attempts; attempt++) {
+      for (const server of conf.nameservers) {
+        let answer = await this.#udpExchange(server, query, conf.timeoutMs);
+        if (!answer) continue;
+        if ((answer[2]! & 0x02) !== 0) answer = (await this.#tcpExchange(server, query, conf.timeoutMs)) ?? answer; // TC
+        const rcode = answer[3]! & 0x0f;
+        if (rcode !== 2 && rcode !== 4 && rcode !== 5) return answer; // SERVFAIL, NOTIMP, REFUSED: next
+        last = answer;
+      }
+    }
+    if (last) return last;
+    throw new DnsSendError('ETIMEDOUT', `no nameserver of the pod (${conf.nameservers.join(', ')}) answered`);
+  }
+
   #udp(family: Family): Promise<DgramSocket> {
+    if (this.#closed) return Promise.reject(new Error('the session ended'));
     // One socket per family per session, opened on first use.
     let socket = this.#sockets.get(family);
     if (!socket) {
@@ -199,13 +340,7 @@ export class PodResolver {
 
   #listen(socket: DgramSocket): DgramSocket {
     socket.on('message', (msg) => {
-      let p: Reply;
-      try {
-        p = dnsPacket().decode(msg);
-      } catch {
-        return; // not DNS; ignore
-      }
-      if (p.id !== undefined) this.#pending.get(p.id)?.(p);
+      if (msg.length >= HEADER_BYTES) this.#pending.get(msg.readUInt16BE(0))?.(msg);
     });
     socket.on('error', () => undefined);
     return socket;

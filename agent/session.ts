@@ -22,7 +22,7 @@ import { SessionIncoming } from './incoming/subscriptions.js';
 import { compileFilter } from './incoming/filters.js';
 import { streamPair } from '../common/stream-pair.js';
 import type { ResolvConf } from '../common/resolv-conf.js';
-import { PodResolver, ResolveError, closeDatagramSocket } from './resolver.js';
+import { DnsSendError, PodResolver, ResolveError, closeDatagramSocket } from './resolver.js';
 import type { ResolvedTarget } from './target.js';
 import { releaseTarget, targetAlive } from './target.js';
 
@@ -95,7 +95,8 @@ export class AgentSession {
     // costs microseconds where fs.promises.readFile costs four thread-pool round trips.
     // They are pod files like any other: confined to the pod's root, never blocking.
     const rootFd = this.#rootFd;
-    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'));
+    this.#resolver = new PodResolver((family) => this.#udpSocket(family), async (path) => rootFd >= 0 ? readPodConfigFile(rootFd, path) : readFileSync(path, 'utf8'),
+      (family) => this.#tcpSocket(family));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
         // Not #targetGone(): a throw from a timer would end the agent, not the session.
@@ -193,6 +194,18 @@ export class AgentSession {
         throw err;
       }
     },
+    'dns.config': async () => {
+      const conf = await this.#resolver.conf();
+      return { nameservers: conf.nameservers, search: conf.search, ndots: conf.ndots, timeoutMs: conf.timeoutMs, attempts: conf.attempts };
+    },
+    'dns.query': async (m) => {
+      try {
+        return { packet: await this.#resolver.send(m.packet) };
+      } catch (err) {
+        if (err instanceof DnsSendError) throw new RemoteError('TSM_ERR_DNS', err.message, osConstants.errno[err.errno]);
+        throw err;
+      }
+    },
     'env.get': async () => ({ env: await this.#environment() }),
     // pod files (agent/files.ts)
     'fs.open': async (m) => {
@@ -283,6 +296,15 @@ export class AgentSession {
       const message = err instanceof Error ? err.message : String(err);
       this.#peer.send(errno === undefined ? { type: 'error', id: request.id, code, message } : { type: 'error', id: request.id, code, message, errno });
     }
+  }
+
+  /** An unconnected TCP socket in the pod's netns, closed with the session. */
+  #tcpSocket(family: Family): net.Socket {
+    const fd = loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
+    const socket = new net.Socket({ fd, readable: true, writable: true });
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    return socket;
   }
 
   async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number, holdMs: number): Promise<ResultOf['tcp.connect']> {

@@ -199,7 +199,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     programEnded = true;
     if (flags.verbose) {
       const s = proxy.stats;
-      process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
+      process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups and ${s.dnsMessages} DNS messages, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
       if (s.unseen > 0) process.stderr.write(`tsmirror: ${s.unseen} reports of calls the shim cannot see (io_uring, connect or open through syscall())\n`);
       const f = proxy.files?.stats;
       if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);
@@ -236,20 +236,22 @@ function reportReconnects(agent: AgentConnection, flags: SessionFlags): { stop()
     if (tty) process.stderr.write(`\r\x1b[2K${text}${final ? '\n' : ''}`);
     else if (final) process.stderr.write(`${text}\n`);
   };
-  const lostText = (): string => `tsmirror: lost the agent, reconnecting… (${Math.round((Date.now() - since) / 1000)} s)`;
+  let what = 'lost the agent, reconnecting…';
+  const lostText = (): string => `tsmirror: ${what} (${Math.round((Date.now() - since) / 1000)} s)`;
   const stopTicker = (): void => {
     clearInterval(ticker);
     ticker = undefined;
   };
   agent.on('lost', (err: TsmError) => {
     since = Date.now();
+    what = err.code === 'TSM_ERR_TARGET_GONE' ? 'the target went away, opening a new session on it…' : 'lost the agent, reconnecting…';
     if (tty) {
       line(lostText(), false);
       stopTicker();
       ticker = setInterval(() => line(lostText(), false), 1000);
       ticker.unref();
     } else {
-      line(`tsmirror: lost the agent, reconnecting… (${err.code}: ${err.message})`, true);
+      line(`tsmirror: ${what} (${err.code}: ${err.message})`, true);
     }
   });
   // Each distinct reason once (the agent refusing, the target not found again, …).

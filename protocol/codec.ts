@@ -5,7 +5,7 @@
  */
 import { Encoder, decode as unpack } from '@msgpack/msgpack';
 import { TsmError } from './errors.js';
-import type { AgentMessage, ClientMessage } from './messages.js';
+import { DNS_MAX_MESSAGE, type AgentMessage, type ClientMessage } from './messages.js';
 
 
 /** Frames larger than this end the session (`TSM_ERR_FRAME_TOO_LARGE`). */
@@ -41,7 +41,7 @@ export type SimpleKind = Exclude<FieldKind, 'enum' | 'list'>;
 export interface FieldSpec {
   readonly kind: FieldKind;
   readonly optional?: boolean;
-  /** uint/int: the largest value; str: the longest string; strlist: the longest item. */
+  /** uint/int: the largest value; str: the longest string; strlist: the longest item; bytes: the most bytes. */
   readonly max?: number;
   /** uint/int: the smallest value. */
   readonly min?: number;
@@ -108,7 +108,7 @@ export function fieldOk(field: Field, v: unknown): boolean {
     case 'uint': return intOk(f, v, 0);
     case 'int': return intOk(f, v, Number.MIN_SAFE_INTEGER);
     case 'str': return stringOk(f, v, f.max ?? MAX_STRING);
-    case 'bytes': return v instanceof Uint8Array;
+    case 'bytes': return v instanceof Uint8Array && (f.max === undefined || v.byteLength <= f.max);
     case 'family': return v === 4 || v === 6;
     case 'family0': return v === 0 || v === 4 || v === 6;
     case 'strlist': return Array.isArray(v) && v.length <= (f.items ?? MAX_STRLIST_ITEMS) && v.every((s) => stringOk(f, s, f.max ?? MAX_STRLIST_ITEM));
@@ -165,6 +165,8 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
   'udp.open': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family' },
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },
   'dns.reverse': { id: 'uint', address: 'str' },
+  'dns.config': { id: 'uint' },
+  'dns.query': { id: 'uint', packet: { kind: 'bytes', max: DNS_MAX_MESSAGE } },
   'env.get': { id: 'uint' },
   // pod files (agent/files.ts)
   'fs.open': { id: 'uint', path: 'str', flags: 'uint', mode: 'uint', inlineMax: 'uint' },

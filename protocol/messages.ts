@@ -9,7 +9,8 @@ import type { ErrorCode } from './errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Features a peer can offer; the session uses the intersection. */
-export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env', 'files', 'incoming'] as const;
+/** `dns-packets`: the agent answers dns.config and dns.query (glibc's res_* functions in the program). */
+export const CAPABILITIES = ['tcp', 'udp', 'dns', 'env', 'files', 'incoming', 'dns-packets'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
 export type Family = 4 | 6;
@@ -32,6 +33,18 @@ export interface TcpConnect { type: 'tcp.connect'; id: number; stream: number; h
 export interface UdpOpen { type: 'udp.open'; id: number; stream: number; host: string; port: number; family: Family }
 export interface DnsLookup { type: 'dns.lookup'; id: number; name: string; family: 0 | Family }
 export interface DnsReverse { type: 'dns.reverse'; id: number; address: string }
+/** The pod's resolver settings, read from its /etc/resolv.conf now (capability `dns-packets`). */
+export interface DnsConfig { type: 'dns.config'; id: number }
+/**
+ * One DNS message (a query as res_mkquery builds it, at most DNS_MAX_MESSAGE bytes) sent
+ * to the pod's nameservers as the pod's resolver would: each nameserver in turn, `attempts`
+ * rounds, the pod's timeout per try, TCP when the UDP answer is truncated. The answer comes
+ * back as the nameserver sent it (the query's id restored). No nameserver answering is
+ * TSM_ERR_DNS with errno ETIMEDOUT (capability `dns-packets`).
+ */
+export interface DnsQuery { type: 'dns.query'; id: number; packet: Uint8Array }
+/** The largest DNS message over TCP (its 2-byte length prefix). */
+export const DNS_MAX_MESSAGE = 65535;
 export interface EnvGet { type: 'env.get'; id: number }
 
 // ---- pod files (capability "files"; agent/files.ts). Paths are resolved inside the
@@ -74,7 +87,7 @@ export interface PortSubscribe { type: 'port.subscribe'; id: number; port: numbe
 export interface PortUnsubscribe { type: 'port.unsubscribe'; id: number; port: number }
 // ---- end incoming
 
-export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | EnvGet | FsRequest | PortSubscribe | PortUnsubscribe;
+export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | DnsConfig | DnsQuery | EnvGet | FsRequest | PortSubscribe | PortUnsubscribe;
 
 /** The value of a successful `result` for each request type. */
 export interface ResultOf {
@@ -82,6 +95,8 @@ export interface ResultOf {
   'udp.open': { localAddress: string; localPort: number };
   'dns.lookup': { addresses: Array<{ family: Family; address: string }>; canonname: string };
   'dns.reverse': { name: string };
+  'dns.config': { nameservers: string[]; search: string[]; ndots: number; timeoutMs: number; attempts: number };
+  'dns.query': { packet: Uint8Array };
   'env.get': { env: Record<string, string> };
   'fs.open': { handle: number; stat: FsStatValue; data?: Uint8Array };
   'fs.read': { data: Uint8Array };

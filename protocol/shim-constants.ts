@@ -26,6 +26,14 @@ export const SHIM_MAX_ADDRS = 64;
 export const SHIM_MAX_RULES = 64;
 /** Kept trees (fs.config `keep`) the shim keeps. */
 export const SHIM_MAX_KEEP = 8;
+/** Largest DNS message (res.send's query and answer): TCP's 2-byte length. */
+export const SHIM_MAX_DNS_MESSAGE = 65535;
+/** Nameservers a res.config answer carries (glibc's MAXNS: what struct __res_state holds). */
+export const SHIM_MAX_NAMESERVERS = 3;
+/** Search domains a res.config answer carries (glibc's MAXDNSRCH). */
+export const SHIM_MAX_SEARCH = 6;
+/** Longest search domain (a domain name's 253 characters). */
+export const SHIM_MAX_DOMAIN = 253;
 /** Longest human `message` the shim keeps (it only logs it). */
 export const SHIM_MAX_MESSAGE = 255;
 

@@ -14,7 +14,8 @@ import { pathToFileURL } from 'node:url';
 import { fieldSpec, type Field, type Spec } from './codec.js';
 import {
   DEFAULT_PATH_RULES, encodeShimReply, isShimNotification, SHIM_FILE_BLOCK_BYTES, SHIM_LAZY_ABOVE_BYTES, SHIM_MAX_ADDRESS_TEXT,
-  SHIM_MAX_ADDRS, SHIM_MAX_FRAME_BYTES, SHIM_MAX_KEEP, SHIM_MAX_MESSAGE, SHIM_MAX_NAME, SHIM_MAX_PATH, SHIM_MAX_RULES, SHIM_OPS,
+  SHIM_MAX_ADDRS, SHIM_MAX_DNS_MESSAGE, SHIM_MAX_DOMAIN, SHIM_MAX_FRAME_BYTES, SHIM_MAX_KEEP, SHIM_MAX_MESSAGE, SHIM_MAX_NAME, SHIM_MAX_NAMESERVERS,
+  SHIM_MAX_PATH, SHIM_MAX_RULES, SHIM_MAX_SEARCH, SHIM_OPS,
   SHIM_READ_AHEAD_MAX_BYTES, SHIM_REPLY_KEYS, SHIM_STAT_FIELDS, type ShimCallOp, type ShimOp,
 } from './shim-wire.js';
 
@@ -39,6 +40,10 @@ const CONSTANTS: Array<[string, number, string]> = [
   ['MAX_RULES', SHIM_MAX_RULES, 'regexes of each fs.config list the shim compiles'],
   ['MAX_KEEP', SHIM_MAX_KEEP, 'kept trees the shim keeps'],
   ['MAX_MESSAGE', SHIM_MAX_MESSAGE, 'longest error message the shim keeps'],
+  ['MAX_DNS_MESSAGE', SHIM_MAX_DNS_MESSAGE, 'largest DNS message (res.send query and answer)'],
+  ['MAX_NAMESERVERS', SHIM_MAX_NAMESERVERS, 'nameservers of a res.config answer (glibc MAXNS)'],
+  ['MAX_SEARCH', SHIM_MAX_SEARCH, 'search domains of a res.config answer (glibc MAXDNSRCH)'],
+  ['MAX_DOMAIN', SHIM_MAX_DOMAIN, 'longest search domain'],
 ];
 
 function macroName(text: string): string {
@@ -138,6 +143,7 @@ function typeText(field: Field): string {
     case 'uint': return f.min !== undefined ? `uint ${f.min}..${f.max ?? ''}` : f.max === 0xffffffff ? 'uint32' : `uint${bound(f.max)}`;
     case 'int': return 'int';
     case 'str': return `str${bound(f.max)}`;
+    case 'bytes': return `bin${bound(f.max)}`;
     case 'strlist': return `[str${bound(f.max)}] (≤ ${f.items ?? 64})`;
     case 'list': return `[{ ${Object.entries(f.of ?? {}).map(([k, v]) => `${k}: ${typeText(v)}`).join(', ')} }]`;
     default: return f.kind;
@@ -219,6 +225,7 @@ function sampleValue(field: Field): unknown {
     case 'uint': return f.min ?? 1;
     case 'int': return -1;
     case 'str': return 'x';
+    case 'bytes': return new Uint8Array([0]);
     case 'bool': return true;
     case 'family': return 4;
     case 'family0': return 0;

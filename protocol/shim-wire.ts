@@ -20,7 +20,8 @@ import { TsmError, type ErrorCode } from './errors.js';
 // (no msgpack), so that the CLI's start (exec --help) does not load the codec.
 export * from './shim-constants.js';
 import {
-  SHIM_FILE_BLOCK_BYTES, SHIM_MAX_ADDRESS_TEXT, SHIM_MAX_ADDRS, SHIM_MAX_FRAME_BYTES, SHIM_MAX_KEEP, SHIM_MAX_NAME, SHIM_MAX_PATH, SHIM_MAX_RULES,
+  SHIM_FILE_BLOCK_BYTES, SHIM_MAX_ADDRESS_TEXT, SHIM_MAX_ADDRS, SHIM_MAX_DNS_MESSAGE, SHIM_MAX_DOMAIN, SHIM_MAX_FRAME_BYTES, SHIM_MAX_KEEP,
+  SHIM_MAX_NAME, SHIM_MAX_NAMESERVERS, SHIM_MAX_PATH, SHIM_MAX_RULES, SHIM_MAX_SEARCH,
 } from './shim-constants.js';
 
 // ---- field specs (protocol/codec.ts kinds with bounds)
@@ -32,6 +33,10 @@ const HANDLE = { kind: 'uint', doc: "the proxy's handle of an open pod file", ex
 const PID = { kind: 'uint', max: 0x7fffffff, doc: "the program's pid (the memfd is /proc/<pid>/fd/<fd>)", example: 4242 } as const;
 const FD = { kind: 'uint', max: 0x7fffffff, doc: "the program's memfd the proxy writes into", example: 57 } as const;
 const INT = (example: number) => ({ kind: 'int', example }) as const;
+/** A query for db.default.svc.cluster.local, type A (what res_mkquery builds), and an answer with one address. */
+const DNS_QUESTION_HEX = '0264620764656661756c7403737663' + '07636c7573746572056c6f63616c00' + '00010001';
+const DNS_QUERY_EXAMPLE = Uint8Array.from(Buffer.from(`123401000001000000000000${DNS_QUESTION_HEX}`, 'hex'));
+const DNS_ANSWER_EXAMPLE = Uint8Array.from(Buffer.from(`123481800001000100000000${DNS_QUESTION_HEX}c00c000100010000001e00040af40103`, 'hex'));
 const RULES = { kind: 'strlist', items: SHIM_MAX_RULES, max: SHIM_MAX_PATH, optional: true, example: ['^/srv/cache/'] } as const;
 
 /** A pod file's metadata, flat (struct stat's fields; times in seconds and nanoseconds). */
@@ -146,6 +151,27 @@ export const SHIM_OPS = {
     doc: 'the program used a way the preload cannot follow (io_uring; connect or open through syscall()); sent once per kind and process',
     request: { what: { kind: 'enum', values: ['io_uring', 'raw-connect', 'raw-open'], doc: 'which way', example: 'io_uring' } },
     notification: true,
+  },
+  'res.config': {
+    doc: "res_init, res_ninit, or a res_* call on a resolver state not set up yet: the pod's resolver settings",
+    request: {},
+    replies: {
+      local: {},
+      remote: {
+        nameservers: { kind: 'strlist', items: SHIM_MAX_NAMESERVERS, max: SHIM_MAX_ADDRESS_TEXT, noNul: true, doc: "the pod's nameservers (literal addresses)", example: ['10.96.0.10'] },
+        search: { kind: 'strlist', items: SHIM_MAX_SEARCH, max: SHIM_MAX_DOMAIN, noNul: true, doc: "the pod's search list", example: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'] },
+        ndots: { kind: 'uint', max: 15, example: 5 },
+        timeoutMs: { kind: 'uint', max: 30000, doc: 'per try', example: 5000 },
+        attempts: { kind: 'uint', min: 1, max: 5, example: 2 },
+      },
+    },
+    fails: 'errno',
+  },
+  'res.send': {
+    doc: "res_send, res_nsend, and each query res_query, res_search, res_querydomain (and their res_n* forms) make: one DNS message to the pod's nameservers",
+    request: { query: { kind: 'bytes', max: SHIM_MAX_DNS_MESSAGE, doc: 'the DNS message', example: DNS_QUERY_EXAMPLE } },
+    replies: { ok: { answer: { kind: 'bytes', max: SHIM_MAX_DNS_MESSAGE, doc: "the nameserver's answer as it came, with the query's id", example: DNS_ANSWER_EXAMPLE } } },
+    fails: 'errno',
   },
   'fs.config': {
     doc: "once per process, on its first file call: the path rules",

@@ -49,4 +49,38 @@ describe('DNS answers', () => {
     agent.answers['dns.reverse'] = () => Promise.reject(new RemoteError('TSM_ERR_DNS', 'NXDOMAIN'));
     expect(await d.reverse({ op: 'reverse', family: 4, addr: '10.0.0.4' })).toEqual({ ok: false, eai: EAI_NONAME, message: 'NXDOMAIN' });
   });
+
+  it("res.config: the pod's settings within what struct __res_state holds; an agent without dns-packets leaves res_* to glibc", async () => {
+    const { agent, dns: d } = dns();
+    expect(await d.resConfig()).toEqual({ ok: true, action: 'local' });
+    expect(agent.requests).toEqual([]);
+    (agent.hello.capabilities as string[]).push('dns-packets');
+    agent.answers['dns.config'] = () => ({
+      nameservers: ['10.96.0.10', 'not-an-ip', 'fd00::10', '10.96.0.11', '10.96.0.12'],
+      search: ['default.svc.cluster.local', '', 'x'.repeat(254), 'a', 'b', 'c', 'd', 'e', 'f'],
+      ndots: 99, timeoutMs: 2000, attempts: 0,
+    });
+    expect(await d.resConfig()).toEqual({
+      ok: true, action: 'remote', nameservers: ['10.96.0.10', 'fd00::10', '10.96.0.11'],
+      search: ['default.svc.cluster.local', 'a', 'b', 'c', 'd', 'e'], ndots: 15, timeoutMs: 2000, attempts: 1,
+    });
+  });
+
+  it("res.send: the agent's answer bytes; its errno when no nameserver answered; an agent without dns-packets: ECONNREFUSED", async () => {
+    const { agent, dns: d } = dns();
+    const query = Uint8Array.from([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]);
+    expect(await d.resSend({ op: 'res.send', query })).toMatchObject({ ok: false, errno: 111 });
+    (agent.hello.capabilities as string[]).push('dns-packets');
+    const answer = Uint8Array.from([0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]);
+    agent.answers['dns.query'] = (b) => {
+      expect(b.packet).toEqual(query);
+      return { packet: answer };
+    };
+    expect(await d.resSend({ op: 'res.send', query })).toEqual({ ok: true, answer });
+    agent.answers['dns.query'] = () => Promise.reject(new RemoteError('TSM_ERR_DNS', 'no nameserver answered', 110));
+    expect(await d.resSend({ op: 'res.send', query })).toEqual({ ok: false, errno: 110, message: 'no nameserver answered' });
+    agent.answers['dns.query'] = () => ({ packet: 'not bytes' as unknown as Uint8Array });
+    expect(await d.resSend({ op: 'res.send', query })).toMatchObject({ ok: false, errno: 5 });
+    expect(d.stats.dnsMessages).toBe(3);
+  });
 });

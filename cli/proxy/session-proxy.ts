@@ -55,6 +55,8 @@ export interface ProxyStats {
   heldConnects: number;
   udpFlows: number;
   lookups: number;
+  /** DNS messages of glibc's res_* functions sent to the pod's nameservers. */
+  dnsMessages: number;
   localPassThrough: number;
   failures: number;
   /** The shim's notices: the program did something the preload cannot see (kinds, once each per process). */
@@ -111,6 +113,8 @@ export class SessionProxy implements ShimEndpoint {
       attach: (n) => this.#tcp.attach(n),
       resolve: (r) => this.#dns.resolve(r),
       reverse: (r) => this.#dns.reverse(r),
+      'res.config': () => this.#dns.resConfig(),
+      'res.send': (r) => this.#dns.resSend(r),
       listen: (r) => (incoming ? incoming.listen(r) : localListen),
       unlisten: (n) => incoming?.unlisten(n),
       peer: (r) => (incoming ? incoming.peer(r) : localListen),
@@ -137,7 +141,7 @@ export class SessionProxy implements ShimEndpoint {
 
   get stats(): ProxyStats {
     return {
-      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups,
+      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups, dnsMessages: this.#dns.stats.dnsMessages,
       localPassThrough: this.#localPassThrough, failures: this.#failures, unseen: this.#unseen,
     };
   }
@@ -189,6 +193,8 @@ export class SessionProxy implements ShimEndpoint {
       case 'connect':
       case 'resolve':
       case 'reverse':
+      case 'res.config':
+      case 'res.send':
         this.#failures++;
         return { ok: false, errno: osConstants.errno.EINVAL, eai: EAI_AGAIN, message: err.message };
       default:

@@ -64,6 +64,42 @@
                            struct hostent *__restrict ret, char *__restrict buf,         \
                            size_t buflen, struct hostent **__restrict result,            \
                            int *__restrict h_errnop))                                    \
+  /* glibc's resolver (res.c); the __res_* names are what binaries built before glibc  \
+   * 2.34 import (libresolv's then, compat symbols of libc's now) */                     \
+  X(int, __res_init, (void))                                                             \
+  X(int, __res_ninit, (res_state statp))                                                 \
+  X(int, res_query, (const char *name, int class, int type, unsigned char *answer,       \
+                     int anslen))                                                        \
+  X(int, res_search, (const char *name, int class, int type, unsigned char *answer,      \
+                      int anslen))                                                       \
+  X(int, res_querydomain, (const char *name, const char *domain, int class, int type,    \
+                           unsigned char *answer, int anslen))                           \
+  X(int, res_send, (const unsigned char *msg, int msglen, unsigned char *answer,         \
+                    int anslen))                                                         \
+  X(int, res_nquery, (res_state statp, const char *name, int class, int type,            \
+                      unsigned char *answer, int anslen))                                \
+  X(int, res_nsearch, (res_state statp, const char *name, int class, int type,           \
+                       unsigned char *answer, int anslen))                               \
+  X(int, res_nquerydomain, (res_state statp, const char *name, const char *domain,       \
+                            int class, int type, unsigned char *answer, int anslen))     \
+  X(int, res_nsend, (res_state statp, const unsigned char *msg, int msglen,              \
+                     unsigned char *answer, int anslen))                                 \
+  X(int, __res_query, (const char *name, int class, int type, unsigned char *answer,     \
+                       int anslen))                                                      \
+  X(int, __res_search, (const char *name, int class, int type, unsigned char *answer,    \
+                        int anslen))                                                     \
+  X(int, __res_querydomain, (const char *name, const char *domain, int class, int type,  \
+                             unsigned char *answer, int anslen))                         \
+  X(int, __res_send, (const unsigned char *msg, int msglen, unsigned char *answer,       \
+                      int anslen))                                                       \
+  X(int, __res_nquery, (res_state statp, const char *name, int class, int type,          \
+                        unsigned char *answer, int anslen))                              \
+  X(int, __res_nsearch, (res_state statp, const char *name, int class, int type,         \
+                         unsigned char *answer, int anslen))                             \
+  X(int, __res_nquerydomain, (res_state statp, const char *name, const char *domain,     \
+                              int class, int type, unsigned char *answer, int anslen))   \
+  X(int, __res_nsend, (res_state statp, const unsigned char *msg, int msglen,            \
+                       unsigned char *answer, int anslen))                               \
   /* pod files: opens (files_open.c, files_stdio.c, files_temp.c) */                     \
   X(int, open, (const char *path, int flags, ...))                                       \
   X(int, open64, (const char *path, int flags, ...))                                     \

@@ -42,6 +42,17 @@ void mp_write_str(struct mp_writer *w, const char *s, size_t n) {
   put(w, s, n);
 }
 
+void mp_write_bin(struct mp_writer *w, const void *p, size_t n) {
+  if (n > UINT32_MAX) {
+    w->overflow = true;
+    return;
+  }
+  if (n <= 0xff) put_be(w, 0xc4, n, 1);
+  else if (n <= 0xffff) put_be(w, 0xc5, n, 2);
+  else put_be(w, 0xc6, n, 4);
+  put(w, p, n);
+}
+
 void mp_write_cstr(struct mp_writer *w, const char *s) { mp_write_str(w, s, strlen(s)); }
 
 void mp_write_int(struct mp_writer *w, int64_t v) {

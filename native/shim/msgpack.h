@@ -1,6 +1,6 @@
 /*
  * A small bounded msgpack encoder and decoder: just what docs/shim-ipc.md needs
- * (maps with string keys; str, int, bool, nil, float as integer, arrays of maps).
+ * (maps with string keys; str, bin, int, bool, nil, float as integer, arrays of maps).
  * The decoder treats its input as untrusted: every read is bounds-checked, nesting is
  * limited, and any error sticks (later reads return MP_ERROR).
  */
@@ -21,6 +21,7 @@ void mp_write_map(struct mp_writer *w, uint32_t n);
 void mp_write_array(struct mp_writer *w, uint32_t n);
 void mp_write_str(struct mp_writer *w, const char *s, size_t n);
 void mp_write_cstr(struct mp_writer *w, const char *s);
+void mp_write_bin(struct mp_writer *w, const void *p, size_t n);
 void mp_write_int(struct mp_writer *w, int64_t v);
 void mp_write_bool(struct mp_writer *w, bool v);
 void mp_write_nil(struct mp_writer *w);

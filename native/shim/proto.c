@@ -322,3 +322,97 @@ SHIM_HIDDEN int proto_peer(const union shim_addr *from, int local_port, struct p
   }
   return 0;
 }
+
+/* ---- glibc's resolver (res.c): res.config, res.send ---- */
+
+static void res_config_string(const char *key, const char *value, void *dst) {
+  struct res_config_reply *out = dst;
+  if (strcmp(key, WIRE_KEY_NAMESERVERS) == 0) {
+    if (out->nnameservers < WIRE_MAX_NAMESERVERS && strlen(value) <= WIRE_MAX_ADDRESS_TEXT)
+      strcpy(out->nameservers[out->nnameservers++], value);
+  } else if (out->nsearch < WIRE_MAX_SEARCH && value[0] && strlen(value) <= WIRE_MAX_DOMAIN) {
+    strcpy(out->search[out->nsearch++], value);
+  }
+}
+
+SHIM_HIDDEN int proto_res_config(struct res_config_reply *out) {
+  uint8_t buf[64];
+  struct mp_writer w = {buf, sizeof buf, 0, false};
+  mp_write_map(&w, 1);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_RES_CONFIG);
+
+  memset(out, 0, sizeof *out);
+  out->ndots = 1;
+  out->timeout_ms = 5000;
+  out->attempts = 2;
+  struct reply_common c = {0};
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_NAMESERVERS, RF_STRINGS, out, 0, NULL, res_config_string},
+    {WIRE_KEY_SEARCH, RF_STRINGS, out, 0, NULL, res_config_string},
+    {WIRE_KEY_NDOTS, RF_INT, &out->ndots, 0, NULL, NULL},
+    {WIRE_KEY_TIMEOUT_MS, RF_INT, &out->timeout_ms, 0, NULL, NULL},
+    {WIRE_KEY_ATTEMPTS, RF_INT, &out->attempts, 0, NULL, NULL},
+  };
+  uint64_t seen;
+  if (call(&w, FIELDS(fields), &seen, WIRE_OP_RES_CONFIG) < 0) return -1;
+  if (!classify(&c, seen, WIRE_ACTION_REMOTE, &out->kind)) {
+    shim_log("protocol error: malformed res.config response");
+    return -1;
+  }
+  if (out->kind == REPLY_ERROR) out->err = RF_SEEN(seen, RC_ERRNO) ? sane_net_errno(c.err) : ECONNREFUSED;
+  if (out->ndots < 0 || out->ndots > 15) out->ndots = out->ndots < 0 ? 0 : 15;
+  if (out->timeout_ms < 0 || out->timeout_ms > 30000) out->timeout_ms = 5000;
+  if (out->attempts < 1 || out->attempts > 5) out->attempts = 2;
+  shim_log("res.config -> %s (%d nameservers, %d search domains, ndots %d) %s",
+           out->kind == REPLY_LOCAL ? "local" : out->kind == REPLY_REMOTE ? "pod" : "error",
+           out->nnameservers, out->nsearch, (int)out->ndots, c.message);
+  return 0;
+}
+
+/* res.send's answer: the first out->cap bytes go to out->buf; out->len is its whole length. */
+static bool read_answer(struct mp_reader *r, void *dst) {
+  struct res_send_reply *out = dst;
+  struct mp_value v;
+  if (!mp_read(r, &v) || v.type != MP_BIN || v.len > WIRE_MAX_DNS_MESSAGE) return false;
+  out->len = v.len;
+  memcpy(out->buf, v.s, v.len < out->cap ? v.len : out->cap);
+  return true;
+}
+
+SHIM_HIDDEN int proto_res_send(const unsigned char *query, size_t len, struct res_send_reply *out) {
+  out->err = 0;
+  out->len = 0;
+  if (len > WIRE_MAX_DNS_MESSAGE) {
+    out->err = EMSGSIZE;
+    return 0;
+  }
+  size_t cap = len + 64;
+  uint8_t *buf = malloc(cap);
+  if (!buf) return -1;
+  struct mp_writer w = {buf, cap, 0, false};
+  mp_write_map(&w, 2);
+  mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_RES_SEND);
+  mp_write_cstr(&w, WIRE_KEY_QUERY);
+  mp_write_bin(&w, query, len);
+
+  struct reply_common c = {0};
+  const struct reply_field fields[] = {
+    REPLY_COMMON_FIELDS(&c),
+    {WIRE_KEY_ANSWER, RF_CUSTOM, out, 0, read_answer, NULL},
+  };
+  uint64_t seen;
+  int rc = call(&w, FIELDS(fields), &seen, WIRE_OP_RES_SEND);
+  free(buf);
+  if (rc < 0) return -1;
+  if (!RF_SEEN(seen, RC_OK) || (c.ok && !RF_SEEN(seen, RC_COUNT) /* answer */)) {
+    shim_log("protocol error: malformed res.send response");
+    return -1;
+  }
+  if (!c.ok) {
+    out->err = RF_SEEN(seen, RC_ERRNO) ? sane_net_errno(c.err) : ETIMEDOUT;
+    if (out->err == ECONNREFUSED && RF_SEEN(seen, RC_ERRNO) && c.err != ECONNREFUSED) out->err = ETIMEDOUT;
+  }
+  shim_log("res.send %zu bytes -> %s %zu bytes %s", len, c.ok ? "answer" : "error", out->len, c.message);
+  return 0;
+}

@@ -17,7 +17,9 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <arpa/nameser.h>
 #include <pthread.h>
+#include <resolv.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -225,6 +227,28 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
 SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
 SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
+
+/* ---- glibc's resolver (res.c, docs/shim-ipc.md: res.config, res.send) ---- */
+
+struct res_config_reply {
+  enum reply_kind kind;          /* LOCAL: leave res_* to glibc; REMOTE: the pod's settings */
+  int err;                       /* REPLY_ERROR: errno */
+  int nnameservers, nsearch;
+  char nameservers[WIRE_MAX_NAMESERVERS][WIRE_MAX_ADDRESS_TEXT + 1];
+  char search[WIRE_MAX_SEARCH][WIRE_MAX_DOMAIN + 1];
+  int64_t ndots, timeout_ms, attempts;
+};
+
+struct res_send_reply {
+  int err;                       /* 0: answered; else the errno (ETIMEDOUT: no nameserver answered) */
+  unsigned char *buf;            /* the caller's buffer: the answer's first cap bytes */
+  size_t cap;
+  size_t len;                    /* the answer's whole length */
+};
+
+/* 0 when the proxy answered (out says what), -1 when the channel could not be used. */
+SHIM_HIDDEN int proto_res_config(struct res_config_reply *out);
+SHIM_HIDDEN int proto_res_send(const unsigned char *query, size_t len, struct res_send_reply *out);
 
 /* ---- incoming traffic (listen.c, docs/shim-ipc.md: listen, unlisten, peer) ---- */
 

@@ -16,6 +16,8 @@
 #define WIRE_OP_UNLISTEN "unlisten" /* notification: no reply */
 #define WIRE_OP_PEER "peer"
 #define WIRE_OP_NOTICE "notice" /* notification: no reply */
+#define WIRE_OP_RES_CONFIG "res.config"
+#define WIRE_OP_RES_SEND "res.send"
 #define WIRE_OP_FS_CONFIG "fs.config"
 #define WIRE_OP_FS_OPEN "fs.open"
 #define WIRE_OP_FS_FILL "fs.fill"
@@ -32,8 +34,10 @@
 #define WIRE_KEY_ACTION "action"
 #define WIRE_KEY_ADDR "addr"
 #define WIRE_KEY_ADDRS "addrs"
+#define WIRE_KEY_ANSWER "answer"
 #define WIRE_KEY_ATIME "atime"
 #define WIRE_KEY_ATIME_NS "atimeNs"
+#define WIRE_KEY_ATTEMPTS "attempts"
 #define WIRE_KEY_BLKSIZE "blksize"
 #define WIRE_KEY_BLOCKS "blocks"
 #define WIRE_KEY_BYTES "bytes"
@@ -68,6 +72,8 @@
 #define WIRE_KEY_MTIME "mtime"
 #define WIRE_KEY_MTIME_NS "mtimeNs"
 #define WIRE_KEY_NAME "name"
+#define WIRE_KEY_NAMESERVERS "nameservers"
+#define WIRE_KEY_NDOTS "ndots"
 #define WIRE_KEY_NLINK "nlink"
 #define WIRE_KEY_NONBLOCK "nonblock"
 #define WIRE_KEY_NOT_FOUND "notFound"
@@ -80,8 +86,10 @@
 #define WIRE_KEY_PROTO "proto"
 #define WIRE_KEY_PROXY_ADDR "proxyAddr"
 #define WIRE_KEY_PROXY_PORT "proxyPort"
+#define WIRE_KEY_QUERY "query"
 #define WIRE_KEY_RDEV "rdev"
 #define WIRE_KEY_REMOTE "remote"
+#define WIRE_KEY_SEARCH "search"
 #define WIRE_KEY_SIZE "size"
 #define WIRE_KEY_STREAM "stream"
 #define WIRE_KEY_TARGET "target"
@@ -141,6 +149,10 @@
 #define WIRE_MAX_RULES 64 /* regexes of each fs.config list the shim compiles */
 #define WIRE_MAX_KEEP 8 /* kept trees the shim keeps */
 #define WIRE_MAX_MESSAGE 255 /* longest error message the shim keeps */
+#define WIRE_MAX_DNS_MESSAGE 65535 /* largest DNS message (res.send query and answer) */
+#define WIRE_MAX_NAMESERVERS 3 /* nameservers of a res.config answer (glibc MAXNS) */
+#define WIRE_MAX_SEARCH 6 /* search domains of a res.config answer (glibc MAXDNSRCH) */
+#define WIRE_MAX_DOMAIN 253 /* longest search domain */
 
 /* ---- default path rules (initialisers of const char *const arrays) */
 #define WIRE_DEFAULT_REMOTE_FILES {"/etc/resolv.conf", "/etc/hosts", "/etc/hostname", "/etc/ssl/certs"}

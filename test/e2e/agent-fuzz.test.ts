@@ -74,6 +74,9 @@ function templates(id: number, stream: number): ClientMessage[] {
     { type: 'udp.open', id, stream, host: '127.0.0.1', port: 53, family: 4 },
     { type: 'dns.lookup', id, name: 'db', family: 0 },
     { type: 'dns.reverse', id, address: '127.0.0.1' },
+    { type: 'dns.config', id },
+    // db A IN, as res_mkquery builds it
+    { type: 'dns.query', id, packet: Uint8Array.from([id & 0xff, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0x64, 0x62, 0, 0, 1, 0, 1]) },
     { type: 'env.get', id },
     { type: 'fs.open', id, path: '/data/file', flags: 0, mode: 0, inlineMax: 65536 },
     { type: 'fs.open', id, path: '/data/../../../etc/passwd', flags: 0, mode: 0, inlineMax: 0 },

@@ -2,7 +2,8 @@
  * A hostile client ends its own session, never the agent: regressions for the stream
  * rules a client could break (a stream opened twice, an id in the agent's range, a
  * flow-control window overrun). Each of these used to crash the agent process or make it
- * queue without bound. Clients here are raw WebSockets speaking the protocol by hand.
+ * queue without bound. Also: DNS messages for the program's res_* functions that are not
+ * DNS queries. Clients here are raw WebSockets speaking the protocol by hand.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -124,6 +125,36 @@ describe('a client that breaks the stream rules ends its own session only', () =
     await until(() => cutOff.test(agent.log()));
     expect(agent.log()).toMatch(cutOff);
     expect(await rssBytes(pid)).toBeLessThan(rssBefore + 48 * 1024 * 1024);
+    await expectAgentServes(bystander);
+    bystander.close();
+  });
+});
+
+describe("DNS messages a client asks the agent to send (glibc's res_* functions)", () => {
+  it('something that is not a DNS query is refused before anything is sent, and the session goes on', async () => {
+    const bad = await rawSession();
+    const notQueries = [
+      Uint8Array.from([1, 2, 3]), // shorter than a header
+      Uint8Array.from([0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0x64, 0x62, 0, 0, 1, 0, 1]), // a response
+      Uint8Array.from([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, 0x64]), // a label past the end
+    ];
+    notQueries.forEach((packet, i) => bad.ws.send(encode({ type: 'dns.query', id: i + 1, packet })));
+    await until(() => bad.messages.filter((m) => m.type === 'error').length === notQueries.length);
+    for (let id = 1; id <= notQueries.length; id++) {
+      expect(bad.messages.find((m) => m.type === 'error' && m.id === id)).toMatchObject({ code: 'TSM_ERR_DNS', errno: 22 });
+    }
+    bad.ws.send(encode({ type: 'dns.config', id: 9 }));
+    await until(() => bad.messages.some((m) => m.type === 'result' && m.id === 9));
+    expect(bad.messages.find((m) => m.type === 'result' && m.id === 9)).toMatchObject({ value: { nameservers: expect.any(Array), ndots: expect.any(Number) } });
+    bad.ws.close();
+  });
+
+  it('a message larger than DNS allows ends that session only', async () => {
+    const bystander = await connectAgent({ url: agent.url, target: { kind: 'pid', pid: target.pid ?? 0 } });
+    const bad = await rawSession();
+    bad.ws.send(encode({ type: 'dns.query', id: 1, packet: new Uint8Array(70000) }));
+    await bad.closed;
+    expect(bad.messages.find((m) => m.type === 'session.error')).toMatchObject({ code: 'TSM_ERR_BAD_FRAME' });
     await expectAgentServes(bystander);
     bystander.close();
   });

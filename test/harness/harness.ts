@@ -93,6 +93,21 @@ export const PG_BIN = '/usr/lib/postgresql/15/bin';
 export interface HarnessOptions {
   /** A label recorded in the registry (default "harness"); the id is always random. */
   name?: string;
+  /**
+   * SRV records the cluster DNS serves, as Kubernetes does for a Service's named ports
+   * (`_http._tcp.db.default.svc.cluster.local` → `db.default.svc.cluster.local`:8080).
+   * Fixed when the harness starts (dnsmasq reads them once); the target need not exist yet.
+   */
+  srvRecords?: readonly SrvRecord[];
+}
+
+/** One SRV record: `name` answers `priority weight port target`. */
+export interface SrvRecord {
+  name: string;
+  target: string;
+  port: number;
+  priority?: number;
+  weight?: number;
 }
 
 /** What a pod runs and sees. */
@@ -238,6 +253,7 @@ export class Harness {
   private readonly states = new Map<string, PodState>();
   private nextIndex = 10;
   private dnsChild: ChildProcess | undefined;
+  private srvRecords: readonly SrvRecord[] = [];
   private dnsReads = 0;
   private readonly dnsLog: string[] = [];
   private dnsChain: Promise<void> = Promise.resolve();
@@ -289,6 +305,7 @@ export class Harness {
       writeRecord(record);
       const octet = claimSubnet(record);
       h = new Harness(record, octet, baseDir);
+      h.srvRecords = opts.srvRecords ?? [];
     } catch (e) {
       teardownSync(record.id, record.octet, baseDir);
       throw e;
@@ -381,6 +398,7 @@ export class Harness {
         // Answer everything locally: names not in the hosts file get NXDOMAIN, never REFUSED.
         '--local=/#/',
         `--addn-hosts=${this.hostsFile}`,
+        ...this.srvRecords.map((r) => `--srv-host=${r.name},${r.target},${r.port},${r.priority ?? 0},${r.weight ?? 0}`),
         '--pid-file=',
         '--log-facility=-',
       ],

@@ -24,6 +24,13 @@
  * Incoming: one subscriber per port (a second listen gets EADDRINUSE); a connection from
  * 127.0.0.1:31999 stands for the pod client 10.250.0.9:5555 on 10.244.1.5:8080.
  * Files: every fs.* call is answered "unknown op" (EINVAL): the shim then reads locally.
+ * glibc's resolver (res.config, res.send): nameservers 10.250.0.53 and fd00::53, search
+ * default.svc.cluster.local svc.cluster.local cluster.local, ndots 5. Messages are answered
+ * by podDnsAnswer: db/web.<ns>.svc.cluster.local have A 10.250.0.1 (10.250.0.2 when the
+ * query carries an additional record: EDNS0's OPT) and SRV 0 0 8080
+ * db.default.svc.cluster.local (and no AAAA), big.default.svc.cluster.local has TXT records
+ * of 2,000 bytes in all; every other name is NXDOMAIN; servfail.test is SERVFAIL;
+ * timeout.test gets ETIMEDOUT (no nameserver answered).
  *
  * usage: node dist/test/shim/fake-proxy.js SOCKET_PATH [LOG_PATH]
  * Prints "ready" once listening; LOG_PATH gets one line per request the shim sent.
@@ -102,6 +109,50 @@ function dnsAnswer(q: Buffer): Buffer | undefined {
   ttl.writeUInt32BE(60);
   const answer = Buffer.concat([Buffer.from([0xc0, 0x0c]), u16(1), u16(1), ttl, u16(4), Buffer.from([10, 250, 0, 1])]);
   return Buffer.concat([tid, flags, u16(1), u16(1), u16(0), u16(0), question, answer]);
+}
+
+/** The name of a query's first question, lowercased, and where the question ends; undefined if malformed. */
+function firstQuestion(q: Buffer): { name: string; type: number; end: number } | undefined {
+  if (q.length < 12 || q.readUInt16BE(4) < 1) return undefined;
+  const labels: string[] = [];
+  let i = 12;
+  while (i < q.length && q[i] !== 0) {
+    const len = q[i] ?? 0;
+    if (len > 63 || i + 1 + len > q.length) return undefined;
+    labels.push(q.subarray(i + 1, i + 1 + len).toString('latin1').toLowerCase());
+    i += 1 + len;
+  }
+  if (i + 5 > q.length) return undefined;
+  return { name: labels.join('.'), type: q.readUInt16BE(i + 1), end: i + 5 };
+}
+
+/** The fake cluster's nameserver for res.send (see the header). */
+function podDnsAnswer(q: Buffer): Buffer | 'timeout' {
+  const question = firstQuestion(q);
+  if (!question) return Buffer.concat([q.subarray(0, 2), Buffer.from([0x81, 0x81]), u16(0), u16(0), u16(0), u16(0)]); // FORMERR
+  const head = (rcode: number, answers: number): Buffer => Buffer.concat([q.subarray(0, 2), Buffer.from([0x85, 0x80 | rcode]), u16(1), u16(answers), u16(0), u16(0)]);
+  const body = q.subarray(12, question.end);
+  const rr = (type: number, data: Buffer): Buffer => {
+    const ttl = Buffer.alloc(4);
+    ttl.writeUInt32BE(30);
+    return Buffer.concat([Buffer.from([0xc0, 0x0c]), u16(type), u16(1), ttl, u16(data.length), data]);
+  };
+  const { name, type } = question;
+  if (name === 'timeout.test') return 'timeout';
+  if (name === 'servfail.test') return Buffer.concat([head(2, 0), body]);
+  if (/^(db|web)\.[a-z0-9-]+\.svc\.cluster\.local$/.test(name)) {
+    if (type === 1) return Buffer.concat([head(0, 1), body, rr(1, Buffer.from([10, 250, 0, q.readUInt16BE(10) > 0 ? 2 : 1]))]);
+    if (type === 33) {
+      const target = Buffer.concat([...'db.default.svc.cluster.local'.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
+      return Buffer.concat([head(0, 1), body, rr(33, Buffer.concat([u16(0), u16(0), u16(8080), target]))]);
+    }
+    return Buffer.concat([head(0, 0), body]); // NODATA
+  }
+  if (name === 'big.default.svc.cluster.local' && type === 16) {
+    const txt = (i: number): Buffer => rr(16, Buffer.concat([Buffer.from([199]), Buffer.alloc(199, 0x61 + i)]));
+    return Buffer.concat([head(0, 10), body, ...Array.from({ length: 10 }, (_, i) => txt(i))]);
+  }
+  return Buffer.concat([head(3, 0), body]); // NXDOMAIN
 }
 
 // ---- the proxy ----
@@ -221,6 +272,15 @@ class FakeProxy {
       return { ok: true, action: 'local' };
     },
     notice: () => undefined, // logged with every notification
+    'res.config': () => ({
+      ok: true, action: 'remote', nameservers: ['10.250.0.53', 'fd00::53'],
+      search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'], ndots: 5, timeoutMs: 2000, attempts: 2,
+    }),
+    'res.send': ({ query }) => {
+      const answer = podDnsAnswer(Buffer.from(query));
+      if (answer === 'timeout') return { ok: false, errno: 110, message: 'no nameserver of the pod (10.250.0.53, fd00::53) answered' };
+      return { ok: true, answer };
+    },
     'fs.config': () => FakeProxy.#unknownOp,
     'fs.open': () => FakeProxy.#unknownOp,
     'fs.fill': () => FakeProxy.#unknownOp,

@@ -73,6 +73,13 @@ int main(int argc, char **argv) {
   proto_peer(&relay, 8080, &pr);
   proto_notice(WIRE_WHAT_IO_URING);
   proto_notice(WIRE_WHAT_RAW_CONNECT);
+  struct res_config_reply *rc = malloc(sizeof *rc);
+  proto_res_config(rc);
+  free(rc);
+  static const unsigned char query[] = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 'd', 'b', 0, 0, 1, 0, 1};
+  unsigned char answer[512];
+  struct res_send_reply sr = {.buf = answer, .cap = sizeof answer};
+  proto_res_send(query, sizeof query, &sr);
   fsproto_config(field, NULL);
   fsproto_open("/data/config.json", O_RDWR | O_CREAT, 0644, 57, true, fr);
   fsproto_fill(3, 65536, 131072, fr);

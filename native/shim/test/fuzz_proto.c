@@ -105,6 +105,18 @@ static int replay(const struct seed *s) {
     struct peer_reply r;
     rc = proto_peer(&dest, 8080, &r);
     got = r.kind;
+  } else if (starts_with(s->name, "res.config.")) {
+    struct res_config_reply *r = malloc(sizeof *r);
+    rc = proto_res_config(r);
+    got = r->kind;
+    if (rc == 0 && got == REPLY_REMOTE && (r->nnameservers == 0 || r->nsearch == 0)) rc = -1;
+    free(r);
+  } else if (starts_with(s->name, "res.send.")) {
+    unsigned char answer[512];
+    struct res_send_reply r = {.buf = answer, .cap = sizeof answer};
+    rc = proto_res_send(answer, 12, &r);
+    got = r.err ? REPLY_ERROR : REPLY_REMOTE;
+    if (rc == 0 && !r.err && r.len < 12) rc = -1;
   } else {
     fprintf(stderr, "seed %s: no parser for its op\n", s->name);
     return 0;
@@ -154,6 +166,12 @@ int main(int argc, char **argv) {
     struct listen_reply lr;
     parsed += proto_peer(&dest, 8080, &pr) == 0;
     parsed += proto_listen(8080, &dest, &lr) == 0;
+    struct res_config_reply *cfg = malloc(sizeof *cfg);
+    parsed += proto_res_config(cfg) == 0;
+    free(cfg);
+    unsigned char answer[64]; /* smaller than most answers: the cut is exercised */
+    struct res_send_reply sr = {.buf = answer, .cap = sizeof answer};
+    parsed += proto_res_send(answer, 12, &sr) == 0;
     struct mp_reader r;
     mp_reader_init(&r, input, input_len);
     while (mp_skip(&r)) {}

@@ -25,7 +25,7 @@ proxy_pid=$!
 for _ in $(seq 50); do grep -q ready "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
 grep -q ready "$work/proxy.out" || { echo "the fake proxy did not start:"; cat "$work/proxy.out"; exit 2; }
 
-gcc -O1 -Wall -Wextra -Werror -Wno-unused-result -o "$work/shimtest" "$here/shimtest.c" -lpthread || exit 2
+gcc -O1 -Wall -Wextra -Werror -Wno-unused-result -o "$work/shimtest" "$here/shimtest.c" -lpthread -lresolv || exit 2
 
 shim_env=(LD_PRELOAD="$so" TSMIRROR_SHIM="$so" TSMIRROR_SOCK="$sock" TSMIRROR_SHIM_LOG="$work/shim.log")
 failed=0

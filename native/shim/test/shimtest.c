@@ -12,6 +12,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <resolv.h>
+#include <arpa/nameser.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <spawn.h>
@@ -552,6 +554,141 @@ static void test_closed_unseen(void) {
   }
 }
 
+/* glibc's resolver (res.c) against the fake proxy's res.config / res.send. */
+
+/* The first answer record of type `type` in a message: its rdata, or NULL. */
+static const unsigned char *first_rdata(const unsigned char *msg, int len, int type, int *rdlen) {
+  ns_msg m;
+  ns_rr rr;
+  if (len <= 0 || ns_initparse(msg, len, &m) < 0) return NULL;
+  for (int i = 0; i < ns_msg_count(m, ns_s_an); i++) {
+    if (ns_parserr(&m, ns_s_an, i, &rr) == 0 && (int)ns_rr_type(rr) == type) {
+      *rdlen = ns_rr_rdlen(rr);
+      return ns_rr_rdata(rr);
+    }
+  }
+  return NULL;
+}
+
+static bool answer_is_a(const unsigned char *msg, int len, const char *ip) {
+  int rdlen = 0;
+  const unsigned char *rd = first_rdata(msg, len, ns_t_a, &rdlen);
+  struct in_addr want;
+  inet_pton(AF_INET, ip, &want);
+  return rd && rdlen == 4 && memcmp(rd, &want, 4) == 0;
+}
+
+static void *res_thread_body(void *arg) {
+  (void)arg;
+  long bad = 0;
+  unsigned char ans[1024];
+  for (int i = 0; i < 50; i++) {
+    int n = res_search("web", C_IN, ns_t_a, ans, sizeof ans);
+    bad += !answer_is_a(ans, n, "10.250.0.1");
+  }
+  return (void *)bad;
+}
+
+/* A thread whose _res glibc set up itself (its getaddrinfo of a local name does) before the
+ * program's first res_* call: 1 if that call still has the pod's settings and answer. */
+static void *res_after_glibc_body(void *arg) {
+  (void)arg;
+  struct addrinfo *ai = NULL;
+  if (getaddrinfo("localhost", "80", NULL, &ai) == 0) freeaddrinfo(ai);
+  long glibc_set_up = (_res.options & RES_INIT) != 0;
+  unsigned char ans[1024];
+  int n = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  return (void *)(long)(answer_is_a(ans, n, "10.250.0.1") && _res.ndots == 5 ? 1 + glibc_set_up : 0);
+}
+
+static void test_res(void) {
+  unsigned char ans[4096];
+  errno = 1234;
+  CHECK(res_init() == 0 && errno == 1234, "res_init succeeds, errno preserved");
+  char ns0[INET_ADDRSTRLEN] = "", ns1[INET6_ADDRSTRLEN] = "";
+  inet_ntop(AF_INET, &_res.nsaddr_list[0].sin_addr, ns0, sizeof ns0);
+  if (_res._u._ext.nsaddrs[1]) inet_ntop(AF_INET6, &_res._u._ext.nsaddrs[1]->sin6_addr, ns1, sizeof ns1);
+  CHECK(_res.nscount == 2 && !strcmp(ns0, "10.250.0.53") && !strcmp(ns1, "fd00::53"),
+        "_res holds the pod's nameservers (IPv6 where glibc keeps them)", "%d %s %s", _res.nscount, ns0, ns1);
+  CHECK(_res.ndots == 5 && _res.dnsrch[0] && !strcmp(_res.dnsrch[0], "default.svc.cluster.local") &&
+        _res.dnsrch[2] && !strcmp(_res.dnsrch[2], "cluster.local") && !_res.dnsrch[3],
+        "_res holds the pod's search list and ndots", "ndots %d", _res.ndots);
+
+  errno = 4321;
+  int n = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.1") && errno == 4321, "res_search(db, A) applies the search list, errno preserved",
+        "n %d h_errno %d errno %d", n, h_errno, errno);
+  n = res_query("db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(n == -1 && h_errno == HOST_NOT_FOUND, "res_query(db) asks the name as is: HOST_NOT_FOUND", "n %d h_errno %d", n, h_errno);
+  n = res_query("db.default.svc.cluster.local", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.1"), "res_query of the full name", "n %d h_errno %d", n, h_errno);
+  n = res_querydomain("web", "default.svc.cluster.local", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.1"), "res_querydomain", "n %d h_errno %d", n, h_errno);
+  n = res_search("nothing-here", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(n == -1 && h_errno == HOST_NOT_FOUND, "res_search of an unknown name: HOST_NOT_FOUND", "n %d h_errno %d", n, h_errno);
+  n = res_search("db", C_IN, ns_t_aaaa, ans, sizeof ans);
+  CHECK(n == -1 && h_errno == NO_DATA, "res_search of a type the name lacks: NO_DATA", "n %d h_errno %d", n, h_errno);
+  n = res_query("servfail.test", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(n == -1 && h_errno == TRY_AGAIN, "SERVFAIL: TRY_AGAIN", "n %d h_errno %d", n, h_errno);
+  n = res_query("timeout.test", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(n == -1 && h_errno == TRY_AGAIN && errno == ETIMEDOUT, "no nameserver answers: TRY_AGAIN, errno ETIMEDOUT",
+        "n %d h_errno %d errno %d", n, h_errno, errno);
+
+  /* A state of the program's own, as PHP's dns_get_record uses one. */
+  struct __res_state st;
+  memset(&st, 0, sizeof st);
+  CHECK(res_ninit(&st) == 0 && st.ndots == 5, "res_ninit of the program's own state gets the pod's settings");
+  n = res_nsearch(&st, "db", C_IN, ns_t_srv, ans, sizeof ans);
+  int rdlen = 0;
+  const unsigned char *srv = first_rdata(ans, n, ns_t_srv, &rdlen);
+  char target[NS_MAXDNAME] = "";
+  if (srv && rdlen > 6) dn_expand(ans, ans + n, srv + 6, target, sizeof target);
+  CHECK(srv && ns_get16(srv + 4) == 8080 && !strcmp(target, "db.default.svc.cluster.local"),
+        "res_nsearch(db, SRV): port and target", "n %d h_errno %d target %s", n, st.res_h_errno, target);
+  st.options &= ~(unsigned long)(RES_DNSRCH | RES_DEFNAMES);
+  n = res_nsearch(&st, "db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(n == -1 && st.res_h_errno == HOST_NOT_FOUND, "the program's options are honoured (no RES_DEFNAMES: no search)",
+        "n %d h_errno %d", n, st.res_h_errno);
+  res_nclose(&st);
+  struct __res_state fresh;
+  memset(&fresh, 0, sizeof fresh);
+  n = res_nsearch(&fresh, "web", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.1"), "a state never initialised is set up on first use", "n %d", n);
+  res_nclose(&fresh);
+
+  unsigned char q[512];
+  int qlen = res_mkquery(ns_o_query, "db.default.svc.cluster.local", C_IN, ns_t_a, NULL, 0, NULL, q, sizeof q);
+  n = res_send(q, qlen, ans, sizeof ans);
+  CHECK(qlen > 0 && answer_is_a(ans, n, "10.250.0.1") && memcmp(ans, q, 2) == 0, "res_send of res_mkquery's message: the answer with its id",
+        "n %d", n);
+  n = res_query("big.default.svc.cluster.local", C_IN, ns_t_txt, ans, 512);
+  CHECK(n == 512 && ((HEADER *)ans)->tc, "an answer larger than the buffer is cut to it with TC set", "n %d", n);
+
+  int before = count_fds();
+  pthread_t t[8];
+  for (int i = 0; i < 8; i++) pthread_create(&t[i], NULL, res_thread_body, NULL);
+  long bad = 0;
+  for (int i = 0; i < 8; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    bad += (long)r;
+  }
+  CHECK(bad == 0 && count_fds() == before, "8 threads x 50 res_search, each with its own _res; no fd leak", "%ld failed", bad);
+
+  pthread_t th;
+  void *got = NULL;
+  pthread_create(&th, NULL, res_after_glibc_body, NULL);
+  pthread_join(th, &got);
+  CHECK((long)got > 0, "a thread's _res that glibc set up itself gets the pod's settings on first use",
+        "result %ld (2: glibc had set it up)", (long)got);
+
+  _res.options |= RES_USE_EDNS0;
+  CHECK(res_init() == 0 && (_res.options & RES_USE_EDNS0) && _res.ndots == 5,
+        "res_init keeps the options of a state already set up", "options %lx", (unsigned long)_res.options);
+  n = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(answer_is_a(ans, n, "10.250.0.2"), "RES_USE_EDNS0: the query carries an OPT record", "n %d", n);
+}
+
 /* Run with TSMIRROR_SOCK pointing nowhere. */
 static void test_unreachable(void) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -564,6 +701,9 @@ static void test_unreachable(void) {
   CHECK(r == EAI_AGAIN, "getaddrinfo gives EAI_AGAIN", "%d", r);
   struct hostent *he = gethostbyname("db");
   CHECK(!he && h_errno == TRY_AGAIN, "gethostbyname gives TRY_AGAIN");
+  unsigned char ans[512];
+  r = res_search("db", C_IN, ns_t_a, ans, sizeof ans);
+  CHECK(r == -1 && h_errno == TRY_AGAIN, "res_search gives TRY_AGAIN (this machine's nameserver is not asked)", "%d %d", r, h_errno);
 }
 
 /* Run without TSMIRROR_SOCK: nothing is asked, loopback works, numeric lookups work. */
@@ -584,6 +724,7 @@ static void test_inert(void) {
   int hi = 0;
   for (int fd = 1000; fd < 70000; fd++) hi += fcntl(fd, F_GETFD) >= 0;
   CHECK(hi == 0, "the shim opened no fds");
+  CHECK(res_init() == 0 && _res.nscount >= 1, "res_init is glibc's");
 }
 
 static void *thread_body(void *arg) {
@@ -663,6 +804,7 @@ int main(int argc, char **argv) {
   RUN(listen, true)
   RUN(codec, true)
   RUN(closed_unseen, true)
+  RUN(res, true)
   RUN(unreachable, false)
   RUN(inert, false)
   printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
