@@ -29,6 +29,7 @@ export class PortForwardSocket extends Duplex {
   /** Output from the pod (channel 0, port prefix already stripped by client-node). */
   readonly output = new Writable({
     write: (chunk: Buffer, _enc, cb) => {
+      this.#active();
       if (chunk.length > 0) this.push(chunk);
       cb();
     },
@@ -74,6 +75,7 @@ export class PortForwardSocket extends Duplex {
       ws.once('close', () => cb());
       return;
     }
+    this.#active();
     this.#input.write(chunk);
     if (ws.bufferedAmount < HIGH_WATER) {
       cb();
@@ -93,13 +95,42 @@ export class PortForwardSocket extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleMs = 0;
     const ws = this.#ws;
     if (ws && ws.readyState === ws.OPEN) ws.close();
     cb(err);
   }
 
-  // What http.ClientRequest and ws call on their socket.
-  setTimeout(): this { return this; }
+  #idleMs = 0;
+  #idleTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * As net.Socket's: 'timeout' after `ms` without a byte either way (0: never). ws's
+   * handshakeTimeout and http's request timeouts rely on it: without it a port-forward whose
+   * far end never answers the WebSocket upgrade (a kubelet that accepted the stream, an agent
+   * that is not there yet) waited until the API server gave up on it.
+   */
+  setTimeout(ms: number, cb?: () => void): this {
+    if (cb) {
+      if (ms === 0) this.off('timeout', cb);
+      else this.once('timeout', cb);
+    }
+    this.#idleMs = ms;
+    this.#active();
+    return this;
+  }
+
+  #active(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    if (this.#idleMs > 0 && !this.destroyed) {
+      this.#idleTimer = setTimeout(() => this.emit('timeout'), this.#idleMs);
+      this.#idleTimer.unref();
+    }
+  }
+
+  // The rest of what http.ClientRequest and ws call on their socket.
   setNoDelay(): this { return this; }
   setKeepAlive(): this { return this; }
   ref(): this { return this; }

@@ -179,6 +179,34 @@ describe('held connects through OutgoingTcp', () => {
     expect(tcp.stats.heldConnects).toBe(1);
   });
 
+  it('tcp.connected right behind the pending answer (dispatched before the request continues): the held connect is released', async () => {
+    agent.answers['tcp.connect'] = (b) => {
+      agent.podMux.open(b.stream);
+      // The agent sends both at once: the pending answer, then tcp.connected in the same chunk.
+      queueMicrotask(() => agent.emit({ type: 'tcp.connected', stream: b.stream, localAddress: '10.0.0.5', localPort: 40000 }));
+      return { localAddress: '', localPort: 0, pending: true };
+    };
+    const reply = await tcp.connect(connect({ nonblock: true }), dest) as { proxyPort: number; stream: number };
+    const program = programConnect(reply.proxyPort);
+    sockets.push(program);
+    let connected = false;
+    program.once('connect', () => { connected = true; });
+    await new Promise((r) => setTimeout(r, 50));
+    tcp.attach({ op: 'attach', stream: reply.stream, ...programSocketClaim(program) });
+    await until(() => connected, 2000); // before: it waited for a tcp.connected that had come and gone
+    expect(tcp.heldCount).toBe(0);
+  });
+
+  it('the pod\'s failure right behind the pending answer: the held listener closes, the program is refused', async () => {
+    agent.answers['tcp.connect'] = (b) => {
+      agent.podMux.open(b.stream);
+      queueMicrotask(() => agent.podMux.close(b.stream, osConstants.errno.EHOSTUNREACH));
+      return { localAddress: '', localPort: 0, pending: true };
+    };
+    await tcp.connect(connect({ nonblock: true }), dest);
+    await until(() => tcp.heldCount === 0, 2000);
+  });
+
   it('the pod\'s failure closes the held listener: the program is refused', async () => {
     agent.answers['tcp.connect'] = (b) => {
       agent.podMux.open(b.stream);

@@ -84,6 +84,13 @@ export class OutgoingTcp {
   readonly #accepts = new Map<number, PendingAccept[]>();
   /** Held connects still waiting, by stream. */
   readonly #held = new Map<number, HeldConnect>();
+  /**
+   * Streams whose tcp.connect is not answered yet, and whether their tcp.connected came first:
+   * the agent sends `pending` and, when the pod's connect is made right after, tcp.connected
+   * in the same breath; both are dispatched before the request's promise continues, so the
+   * held connect did not exist yet and the program's connect waited until it timed out.
+   */
+  readonly #connecting = new Map<number, boolean>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
   readonly #connections = new Set<net.Socket>();
 
@@ -92,7 +99,10 @@ export class OutgoingTcp {
     this.#agent = agent;
     this.#opts = { ...DEFAULT_OUTGOING_TCP_OPTIONS, ...options };
     agent.peer.on('message', (m: AgentMessage) => {
-      if (m.type === 'tcp.connected') this.#held.get(m.stream)?.podConnected();
+      if (m.type !== 'tcp.connected') return;
+      const held = this.#held.get(m.stream);
+      if (held) held.podConnected();
+      else if (this.#connecting.has(m.stream)) this.#connecting.set(m.stream, true);
     });
   }
 
@@ -140,6 +150,7 @@ export class OutgoingTcp {
     const stream = this.#agent.allocateStream();
     // A held connect's failure arrives as the stream's close: its listener goes with it.
     this.#agent.peer.mux.open(stream, () => this.#held.get(stream)?.podFailed());
+    this.#connecting.set(stream, false);
     try {
       this.stats.tcpConnects++;
       const holdMs = req.nonblock === true && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
@@ -147,7 +158,11 @@ export class OutgoingTcp {
         type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs ?? 0, ...(holdMs > 0 ? { holdMs } : {}),
       });
       if (r.pending === true) {
+        const connectedAlready = this.#connecting.get(stream) === true;
         const held = this.#hold(stream, proxyAddr === '::1' ? 6 : 4);
+        // What happened to the pod's connect between the answer and now.
+        if (!this.#agent.peer.mux.has(stream)) held.podFailed();
+        else if (connectedAlready) held.podConnected();
         this.stats.heldConnects++;
         return { ok: true, action: 'proxy', proxyAddr, proxyPort: held.listenPort, stream };
       }
@@ -158,6 +173,8 @@ export class OutgoingTcp {
       const refusal = podRefusal(err);
       if (refusal) return refusal;
       throw err;
+    } finally {
+      this.#connecting.delete(stream);
     }
   }
 

@@ -22,9 +22,9 @@ export interface AgentProcess {
   stop: () => Promise<void>;
 }
 
-/** Starts `tsmirror agent` on a free loopback port and waits until it listens. */
-export async function startAgentProcess(extra: string[] = []): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [cliPath, 'agent', '--listen', '127.0.0.1:0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts `tsmirror agent` on a free loopback port (or `listen`) and waits until it listens. */
+export async function startAgentProcess(extra: string[] = [], listen = '127.0.0.1:0'): Promise<AgentProcess> {
+  const child = spawn(process.execPath, [cliPath, 'agent', '--listen', listen, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent did not start:\n${log}`)), 15000);
@@ -50,6 +50,26 @@ export async function startAgentProcess(extra: string[] = []): Promise<AgentProc
       sweepStaleAgentKeys(); // a SIGKILLed agent cannot remove its key file
     },
   };
+}
+
+/**
+ * SIGKILLs an agent (it can clean nothing up: its sessions just vanish) and, after
+ * `downMs`, starts a new one with the same flags on the same port, as a DaemonSet pod
+ * restarted by the kubelet would be. Resolves with the new agent once it listens.
+ */
+export async function restartAgentProcess(agent: AgentProcess, extra: string[] = [], downMs = 1000): Promise<AgentProcess> {
+  const port = new URL(agent.url).port;
+  await agent.stop();
+  await new Promise((r) => setTimeout(r, downMs));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startAgentProcess(extra, `127.0.0.1:${port}`);
+    } catch (err) {
+      // The port can still be held a moment by a connection of the old agent's.
+      if (attempt >= 20 || !/EADDRINUSE|already in use/.test(String(err))) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 export interface Result {

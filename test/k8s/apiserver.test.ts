@@ -64,4 +64,25 @@ describe('the fake API server', () => {
     forged.loadFromFile(api.writeKubeconfig(dir, { token: 'forged', file: 'forged' }));
     await expect(forged.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: 'shop' })).rejects.toMatchObject({ code: 401 });
   });
+
+  it('replaces a workload pod as the controllers do: the old one gone, the new one Pending, then Ready with its container id', async () => {
+    api.addDeployment('roll', 'web', [{ ready: true }]);
+    const [old] = (await core.listNamespacedPod({ namespace: 'roll', labelSelector: 'app=web' })).items;
+    const oldName = old?.metadata?.name ?? '';
+    api.replacePod('roll', oldName, { name: 'web-7d9f8c6b5-n3w9p' });
+    const pending = (await core.listNamespacedPod({ namespace: 'roll', labelSelector: 'app=web' })).items;
+    expect(pending.map((p) => p.metadata?.name)).toEqual(['web-7d9f8c6b5-n3w9p']);
+    expect(pending[0]?.status?.phase).toBe('Pending');
+    expect(pending[0]?.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('False');
+    expect(pending[0]?.status?.containerStatuses?.[0]?.containerID).toBeUndefined();
+    expect(pending[0]?.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'ReplicaSet', name: old?.metadata?.ownerReferences?.[0]?.name });
+    expect(pending[0]?.spec?.nodeName).toBe(old?.spec?.nodeName);
+    api.setPodReady('roll', 'web-7d9f8c6b5-n3w9p', true);
+    const ready = await core.readNamespacedPod({ namespace: 'roll', name: 'web-7d9f8c6b5-n3w9p' });
+    expect(ready.status?.phase).toBe('Running');
+    expect(ready.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    expect(ready.status?.containerStatuses?.[0]?.containerID).toMatch(/^containerd:\/\/[0-9a-f]{64}$/);
+    expect(ready.status?.containerStatuses?.[0]?.containerID).not.toBe(old?.status?.containerStatuses?.[0]?.containerID);
+    await expect(core.readNamespacedPod({ namespace: 'roll', name: oldName })).rejects.toMatchObject({ code: 404 });
+  });
 });

@@ -279,6 +279,7 @@ export class FakeApiServer {
       },
     };
     if (spec.forwards) this.#podForwards.set(`${spec.namespace}/${spec.name}`, spec.forwards);
+    if (phase !== 'Running') this.#pendingIds.set(`${spec.namespace}/${spec.name}`, spec.containers.map((c) => c.id ?? ''));
     return this.put(pod);
   }
 
@@ -350,6 +351,59 @@ export class FakeApiServer {
     })));
     return obj;
   }
+
+  /**
+   * Plays the ReplicaSet controller and the kubelet when a workload's pod is replaced
+   * (rollout, eviction, crash): the old pod is deleted and a new one of the same owner,
+   * labels and node appears, Pending (no container id) unless `ready` is given; make it
+   * ready later with {@link setPodReady}. `pod` backs it (its IP and container id).
+   */
+  replacePod(namespace: string, oldName: string, next: { name: string; pod?: HarnessPod; ready?: boolean; node?: string }): Obj {
+    const old = this.get('v1', 'Pod', namespace, oldName);
+    if (!old) throw new Error(`fixture: no pod ${namespace}/${oldName} to replace`);
+    this.delete('v1', 'Pod', namespace, oldName);
+    this.#podForwards.delete(`${namespace}/${oldName}`);
+    const owner = old.metadata.ownerReferences?.[0];
+    const spec = old.spec as { nodeName?: string; containers?: Array<{ name: string }> } | undefined;
+    const ready = next.ready ?? false;
+    const added = this.addPod({
+      name: next.name, namespace, labels: { ...old.metadata.labels }, annotations: { ...old.metadata.annotations },
+      ...(owner ? { owner: { apiVersion: owner.apiVersion, kind: owner.kind, name: owner.name, uid: owner.uid } } : {}),
+      node: next.node ?? spec?.nodeName ?? 'node-1',
+      containers: (spec?.containers ?? [{ name: 'app' }]).map((c, i) => ({ name: c.name, ...(i === 0 && next.pod ? { id: next.pod.containerId } : { id: randomHex() }) })),
+      ...(next.pod ? { ip: next.pod.ip } : {}),
+      ...(ready ? {} : { phase: 'Pending' as const }),
+    });
+    return added;
+  }
+
+  /** The kubelet's report that a pod's containers started and passed their readiness probe (or not). */
+  setPodReady(namespace: string, name: string, ready: boolean): Obj {
+    const pod = this.get('v1', 'Pod', namespace, name);
+    if (!pod) throw new Error(`fixture: no pod ${namespace}/${name}`);
+    const status = pod.status as {
+      phase: string; startTime?: string;
+      conditions: Array<{ type: string; status: string; lastTransitionTime?: string }>;
+      containerStatuses: Array<{ ready: boolean; started: boolean; state: unknown; containerID?: string }>;
+    };
+    const now = new Date().toISOString();
+    status.phase = 'Running';
+    for (const c of status.conditions) {
+      if (c.type === 'Ready' || c.type === 'ContainersReady') Object.assign(c, { status: ready ? 'True' : 'False', lastTransitionTime: now });
+    }
+    const ids = this.#pendingIds.get(`${namespace}/${name}`) ?? [];
+    status.containerStatuses.forEach((c, i) => {
+      c.ready = ready;
+      c.started = true;
+      c.state = { running: { startedAt: now } };
+      const id = ids[i];
+      if (id && !c.containerID) c.containerID = `containerd://${id}`;
+    });
+    return this.put(pod);
+  }
+
+  /** Container ids of pods added Pending: they appear in the status once the pod runs. */
+  readonly #pendingIds = new Map<string, string[]>();
 
   /** Closes every port-forward in progress, as an API server restart or a network drop would. */
   dropPortForwards(): void {
