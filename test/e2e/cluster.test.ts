@@ -220,11 +220,11 @@ describe('doctor', () => {
     }
   });
 
-  it('reports a statically linked program, with its fix', async () => {
+  it('says how a statically linked program is intercepted (seccomp, where the kernel has user notification; issue 12 lifted the old refusal)', async () => {
     const r = await tsm(['doctor', '--kubeconfig', kubeconfig, '/bin/busybox']);
-    expect(r.code).toBe(1);
-    expect(r.stdout).toContain('✗ /bin/busybox is statically linked: the shim cannot be preloaded into it');
-    expect(r.stdout).toContain('fix: use a dynamically linked build of the program');
+    expect(r.stdout).toContain('✓ seccomp user notification works here');
+    expect(r.stdout).toContain('✓ /bin/busybox is statically linked: intercepted by the seccomp supervisor');
+    expect(r.stdout).not.toContain('✗ /bin/busybox');
   });
 
   it('reports a missing kubeconfig and an unreachable API server, with their fixes', async () => {
