@@ -23,6 +23,18 @@ export interface AgentFlags {
   insecureNoAuth?: boolean;
   /** MiB one session's streams may hold together (default 64). */
   sessionMemory?: string;
+  /** Seconds: the longest grace a client may ask for. */
+  maxReconnectGrace?: string;
+}
+
+/** --max-reconnect-grace in seconds, as milliseconds. */
+export function maxReconnectGrace(value: string | undefined): number {
+  if (value === undefined) return 600_000;
+  const seconds = Number(value);
+  if (value.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 86400) {
+    throw new TsmError('TSM_ERR_USAGE', `--max-reconnect-grace "${value}" is not a number of seconds (0 to 86400)`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** --session-memory in MiB, as bytes; a usage error when it is not a positive number. */
@@ -82,6 +94,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
       heartbeatTimeoutMs: Number(flags.heartbeatTimeout),
       localAuth: flags.insecureNoAuth !== true,
       sessionMemoryBytes: sessionMemory(flags.sessionMemory),
+      maxReconnectGraceMs: maxReconnectGrace(flags.maxReconnectGrace),
       ...(cluster ? { admit: cluster.admit, node: cluster.node } : flags.nodeName ? { node: flags.nodeName } : {}),
     });
   } catch (err) {

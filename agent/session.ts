@@ -28,6 +28,9 @@ import { releaseTarget, targetAlive } from './target.js';
 
 const O_PATH = 0o10000000;
 
+/** Stolen connections that may wait for a disconnected session's resume; more go to the pod's app. */
+const MAX_HELD_IN_GAP = 256;
+
 /** Open flags that would change the file: write access, create, truncate, append. */
 function opensForWriting(flags: number): boolean {
   return (flags & 3) !== fsConstants.O_RDONLY || (flags & (fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND)) !== 0;
@@ -47,6 +50,8 @@ export interface SessionInfo {
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean };
   /** From the hello: `write` only when the session asked to change pod files; enforced here. */
   files: FilesMode;
+  /** From the hello: how many sessions its CLI opened before this one for the same program (re-established). */
+  reestablished?: number;
 }
 
 export class AgentSession {
@@ -65,6 +70,11 @@ export class AgentSession {
   readonly info: SessionInfo;
   readonly #incoming: SessionIncoming;
   #nextAgentStream = 0;
+  /** Mirror copies not opened because the session was disconnected (its CLI resuming). */
+  mirrorDropped = 0;
+  /** Stolen connections opened during the current gap (they wait for the resume), and those sent to the app instead. */
+  #heldInGap = 0;
+  stealsToApp = 0;
 
   /** `incoming`: the agent's namespaces for incoming traffic, shared by all its sessions. */
   /** The policy's check of each subscription (cluster mode; none in local mode). */
@@ -89,7 +99,8 @@ export class AgentSession {
       (family) => this.#tcpSocket(family));
     if (target.pid > 0) {
       this.#targetWatch = setInterval(() => {
-        if (!targetAlive(target)) this.#targetGone();
+        // Not #targetGone(): a throw from a timer would end the agent, not the session.
+        if (!targetAlive(target)) this.#endTargetGone();
       }, 2000);
       this.#targetWatch.unref();
     }
@@ -103,6 +114,18 @@ export class AgentSession {
   /** A stream the agent opens toward the CLI for one incoming connection (incoming.open). */
   #openIncomingStream(o: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined {
     if (this.#peer.closed) return undefined;
+    // While the CLI reconnects, stolen connections wait (their frames are kept for the
+    // resume); mirror copies are not worth holding: dropped, and counted.
+    if (!this.#peer.disconnected) {
+      this.#heldInGap = 0;
+    } else if (o.mode === 'mirror') {
+      this.mirrorDropped++;
+      return undefined;
+    } else if (++this.#heldInGap > MAX_HELD_IN_GAP) {
+      // Each waiting connection may hold a window of data: beyond this many, the app serves them.
+      this.stealsToApp++;
+      return undefined;
+    }
     // Ids wrap after 2^31 streams; skip any still in use.
     let stream: number;
     do stream = AGENT_STREAM_BASE + (this.#nextAgentStream++ % AGENT_STREAM_BASE);
@@ -142,9 +165,14 @@ export class AgentSession {
 
   /** Ends the session: its process is gone, and its PID may already name another one. */
   #targetGone(): never {
+    throw new TsmError('TSM_ERR_TARGET_GONE', this.#endTargetGone());
+  }
+
+  /** Ends the session because its target exited; returns what it told the CLI. */
+  #endTargetGone(): string {
     const message = `the target process ${this.#pid} exited (its PID may now belong to another process, which this session will not serve)`;
     this.#peer.fail('TSM_ERR_TARGET_GONE', message);
-    throw new TsmError('TSM_ERR_TARGET_GONE', message);
+    return message;
   }
 
   readonly #handlers: Handlers<ClientRequest, Promise<ResultOf[keyof ResultOf]>> = {

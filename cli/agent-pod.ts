@@ -7,7 +7,8 @@
 import type { FilesMode } from '../protocol/messages.js';
 import type { V1Pod } from '@kubernetes/client-node';
 import { TsmError } from '../protocol/errors.js';
-import { connectAgent, type AgentConnection } from './agent-client.js';
+import type { Duplex } from 'node:stream';
+import { connectAgent, type AgentConnection, type ConnectOptions, type RenewedSession } from './agent-client.js';
 import { kubeError, loadKube, type Kube, type KubeFlags } from './kube.js';
 import { createSessionObject, type SessionIdentity } from './kube-session-object.js';
 import { isPodReady, resolveKubeTarget, type ResolvedKubeTarget } from './kube-target.js';
@@ -92,8 +93,55 @@ export async function openKubeSession(
   progress: (line: string) => void,
   incoming?: { mode: 'mirror' | 'steal'; filtered: boolean },
   files?: { mode: FilesMode },
+  /** --reconnect-grace: resume through a new port-forward, else open a new session (the target resolved again). */
+  reconnectGraceMs = 0,
 ): Promise<KubeSession> {
   const kube = loadKube(flags);
+  const first = await planKubeSession(kube, flags, request, progress, incoming, files);
+  let current = first;
+  // A new session for the same target: resolved again (a workload's pod may have been
+  // replaced, on another node), a new Session object, the agent of that pod's node.
+  const renew = async (): Promise<RenewedSession> => {
+    const previous = current;
+    const next = await planKubeSession(kube, flags, request, () => undefined, incoming, files);
+    current = next;
+    const moved = next.target.podName !== previous.target.podName || next.target.node !== previous.target.node;
+    return {
+      options: { ...next.options, reconnectGraceMs, renew },
+      dispose: () => void next.identity?.remove(),
+      ...(moved ? { note: `now pod ${next.target.namespace}/${next.target.podName} on node ${next.target.node} (${request.resource}/${request.name}; was pod ${previous.target.podName})` } : {}),
+    };
+  };
+  try {
+    const agent = await connectAgent({ ...first.options, reconnectGraceMs, ...(reconnectGraceMs > 0 ? { renew } : {}), dispose: () => void first.identity?.remove() });
+    return { agent, target: first.target, agentPod: first.agentPod, kube, sessionObject: first.identity?.session };
+  } catch (err) {
+    first.options.createConnection?.().destroy();
+    await first.identity?.remove();
+    throw err;
+  }
+}
+
+interface KubeSessionPlan {
+  options: ConnectOptions;
+  target: ResolvedKubeTarget;
+  agentPod: AgentPod | undefined;
+  identity: SessionIdentity | undefined;
+}
+
+/**
+ * Everything a session on a Kubernetes target needs before its hello: the target resolved
+ * to a ready pod, the agent on that pod's node, the Session object, and the port-forward
+ * (with `reopen` for a resume through a new one).
+ */
+async function planKubeSession(
+  kube: Kube,
+  flags: KubeSessionFlags,
+  request: { resource: string; name: string; container: string | undefined },
+  progress: (line: string) => void,
+  incoming: { mode: 'mirror' | 'steal'; filtered: boolean } | undefined,
+  files: { mode: FilesMode } | undefined,
+): Promise<KubeSessionPlan> {
   const target = await resolveKubeTarget(kube, { ...request, container: request.container ?? flags.container, node: flags.node });
   for (const note of target.notes) progress(note);
   progress(`target ${target.description}`);
@@ -107,48 +155,53 @@ export async function openKubeSession(
   // agent is reported first (it is the more basic problem), and removes the object.
   const creating = createSessionObject(kube, target, { incoming, files: files?.mode ?? 'read' }, progress, flags.agent !== undefined);
   creating.catch(() => undefined); // awaited below
-  let identity: SessionIdentity | undefined;
-  const removeOnFailure = async (err: unknown): Promise<never> => {
-    await creating.then((made) => made?.remove(), () => undefined);
-    throw err;
+  const base = {
+    target: { kind: 'container' as const, id: target.containerId },
+    ...(incoming === undefined ? {} : { incoming }),
+    ...(files === undefined ? {} : { files }),
   };
-  const base = async (): Promise<Pick<Parameters<typeof connectAgent>[0], 'target' | 'session' | 'secret' | 'incoming' | 'files'>> => {
-    identity = await creating;
-    return {
-      target: { kind: 'container' as const, id: target.containerId },
-      ...(identity ? { session: identity.session, secret: identity.secret } : {}),
-      ...(incoming === undefined ? {} : { incoming }),
-      ...(files === undefined ? {} : { files }),
-    };
-  };
-  /** The Session ends with the session: deleted when the connection closes, however it does. */
-  const removeWhenClosed = (agent: AgentConnection): AgentConnection => {
-    const made = identity;
-    if (!made) return agent;
-    if (agent.peer.closed) void made.remove();
-    else agent.peer.once('closed', () => void made.remove());
-    return agent;
+  const withIdentity = async (): Promise<{ identity: SessionIdentity | undefined; fields: Pick<ConnectOptions, 'session' | 'secret'> }> => {
+    const identity = await creating;
+    return { identity, fields: identity ? { session: identity.session, secret: identity.secret } : {} };
   };
   try {
     if (flags.agent) {
       progress(`connecting to the agent at ${flags.agent} (--agent: no port-forward)…`);
-      const agent = removeWhenClosed(await connectAgent({ url: flags.agent, ...await base() }));
-      return { agent, target, agentPod: undefined, kube, sessionObject: identity?.session };
+      const { identity, fields } = await withIdentity();
+      return { options: { url: flags.agent, ...base, ...fields }, target, agentPod: undefined, identity };
     }
     const agentPod = await (agentLookup as Promise<AgentPod>);
     progress(`connecting to agent ${agentPod.namespace}/${agentPod.name} through the API server's port-forward…`);
-    const socket = await forwardToAgent(kube, agentPod);
-    const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
-      : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
-        { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
+    const forward = async (): Promise<{ createConnection: () => Duplex; transportError: () => TsmError | undefined }> => {
+      const socket = await forwardToAgent(kube, agentPod);
+      // Its failures reach whoever uses it (the WebSocket, transportError); unused, it must not end the CLI.
+      socket.on('error', () => undefined);
+      const transportError = (): TsmError | undefined => (socket.dropped === undefined ? undefined
+        : new TsmError('TSM_ERR_PORT_FORWARD', `the port-forward to agent ${agentPod.namespace}/${agentPod.name} through the API server dropped: ${socket.dropped}`,
+          { hint: 'run the command again; if it keeps dropping, check the API server and the agent pod (`tsmirror doctor`)' }));
+      return { createConnection: () => socket, transportError };
+    };
+    const transport = await forward();
+    // A resume goes to the same agent pod; once it is gone (the DaemonSet rolled), so is the
+    // session: a new one is opened at once rather than after the grace.
+    const reopen = async (): Promise<{ createConnection: () => Duplex; transportError: () => TsmError | undefined }> => {
+      const now = await listAgentPods(kube, agentPod.namespace, agentPod.node);
+      const same = now.find((a) => a.name === agentPod.name && a.pod.metadata?.uid === agentPod.pod.metadata?.uid);
+      if (!same) throw new TsmError('TSM_ERR_RESUME_REFUSED', `the agent pod ${agentPod.namespace}/${agentPod.name} is gone, and the session with it`);
+      return forward();
+    };
     try {
-      const agent = await connectAgent({ url: `ws://${agentPod.name}.${agentPod.namespace}/`, createConnection: () => socket, transportError, ...await base() });
-      return { agent: removeWhenClosed(agent), target, agentPod, kube, sessionObject: identity?.session };
+      const { identity, fields } = await withIdentity();
+      return {
+        options: { url: `ws://${agentPod.name}.${agentPod.namespace}/`, ...transport, reopen, ...base, ...fields },
+        target, agentPod, identity,
+      };
     } catch (err) {
-      socket.destroy();
+      transport.createConnection().destroy();
       throw err;
     }
   } catch (err) {
-    return removeOnFailure(err);
+    await creating.then((made) => made?.remove(), () => undefined);
+    throw err;
   }
 }

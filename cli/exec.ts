@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { shimPath } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
-import type { FilesMode, TargetRef } from '../protocol/messages.js';
+import type { AgentHello, FilesMode, TargetRef } from '../protocol/messages.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
 import { EXIT, checkInterceptable, findProgram, inspectProgram, runProgram } from './launch.js';
@@ -41,6 +41,8 @@ export interface ExecFlags extends SessionFlags, Partial<IncomingFlags> {
   watch?: string[];
   watchIgnore?: string[];
   watchGrace?: string;
+  /** --reconnect-grace, seconds. */
+  reconnectGrace?: string;
   /** Pod files (cli/proxy/file-rules.ts). */
   fsLocal?: string[];
   fsRemote?: string[];
@@ -59,14 +61,24 @@ function filesDeclared(flags: SessionFlags): { mode: FilesMode } {
   return { mode: flags.fsMode === 'write' ? 'write' : 'read' };
 }
 
-export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }): Promise<AgentConnection> {
+/** --reconnect-grace in seconds, as milliseconds (a usage error when it is not a number of seconds). */
+export function reconnectGraceMs(value: string | undefined): number {
+  if (value === undefined) return 60_000;
+  const seconds = Number(value);
+  if (value.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 86400) {
+    throw new TsmError('TSM_ERR_USAGE', `--reconnect-grace "${value}" is not a number of seconds (0 to 86400)`, { hint: 'e.g. --reconnect-grace 60; 0 ends the session with its connection' });
+  }
+  return Math.round(seconds * 1000);
+}
+
+export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirror' | 'steal'; filtered: boolean }, graceMs = 0): Promise<AgentConnection> {
   const parsed = parseTarget(flags.target);
   if (parsed.kind === 'kubernetes') {
     // Kubernetes targets: resolved through the API, reached through the port-forward.
     const started = Date.now();
     // Loaded only here: @kubernetes/client-node takes ~75 ms to import, bundled.
     const { openKubeSession } = await import('./agent-pod.js');
-    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming, filesDeclared(flags));
+    const { agent } = await openKubeSession(flags, parsed, (line) => progress(flags, line), incoming, filesDeclared(flags), graceMs);
     const h = agent.hello;
     progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
     return agent;
@@ -80,7 +92,7 @@ export async function openSession(flags: SessionFlags, incoming?: { mode: 'mirro
   }
   progress(flags, `connecting to the agent at ${flags.agent}…`);
   const started = Date.now();
-  const agent = await connectAgent({ url: flags.agent, target, files: filesDeclared(flags), ...(incoming ? { incoming } : {}) });
+  const agent = await connectAgent({ url: flags.agent, target, files: filesDeclared(flags), ...(incoming ? { incoming } : {}), reconnectGraceMs: graceMs });
   const h = agent.hello;
   progress(flags, `session ${h.session} on node ${h.agent.node} (agent ${h.agent.version}): ${h.target.description}, ready in ${Date.now() - started} ms`);
   return agent;
@@ -130,6 +142,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     if (!existsSync(p)) throw new TsmError('TSM_ERR_USAGE', `--watch ${p}: no such file or directory`, { hint: 'watch the directory of your sources, e.g. --watch src' });
   }
   parseIgnorePatterns(flags.watchIgnore ?? []);
+  const graceMs = reconnectGraceMs(flags.reconnectGrace);
   if (flags.watchGrace !== undefined && !(Number(flags.watchGrace) >= 0)) {
     throw new TsmError('TSM_ERR_USAGE', `--watch-grace "${flags.watchGrace}" is not a number of milliseconds`);
   }
@@ -142,7 +155,8 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
   const incomingOptions = parseIncomingFlags({ ...flags, httpHeader: flags.httpHeader ?? [], portMap: flags.portMap ?? [] });
 
-  const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined });
+  const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined }, graceMs);
+  const reporter = reportReconnects(agent, flags);
   let proxy: SessionProxy | undefined;
   // With --watch, a restarting program keeps its ports: requests wait for it (up to 10 s).
   const incoming = new IncomingManager(agent, { ...incomingOptions, relistenWaitMs: (flags.watch ?? []).length > 0 ? WATCH_RELISTEN_WAIT_MS : 0 }, (line) => progress(flags, line));
@@ -159,6 +173,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
       incoming,
     });
+    agent.on('reestablished', () => void incoming.resubscribe());
     env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
     env.TSMIRROR_SHIM = shim;
     env.TSMIRROR_SOCK = proxy.socketPath;
@@ -190,13 +205,70 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);
       const i = incoming.stats;
       if (i.connections + i.refused > 0) process.stderr.write(`tsmirror: ${i.connections} incoming connections from the pod, ${i.refused} handed back to the pod's app\n`);
+      process.stderr.write(`tsmirror: ${describeConnection(agent)}\n`);
     }
     return code;
   } finally {
+    reporter.stop();
     incoming.close();
     await proxy?.close();
     agent.close();
   }
+}
+
+/** One line on the session's connection: resumes, new sessions, bytes sent again, gaps (exec -v). */
+export function describeConnection(agent: AgentConnection): string {
+  const s = agent.stats;
+  const gaps = s.gapsMs.length === 0 ? 'no gaps' : `gaps of ${s.gapsMs.map((g) => `${(g / 1000).toFixed(1)} s`).join(', ')}`;
+  return `connection to the agent: ${s.resumes} resumed, ${s.reestablished} re-established (new session), ${s.bytesResent} bytes sent again, ${gaps}`;
+}
+
+/**
+ * Says when the connection to the agent is lost and when it is back: one line, updated in
+ * place each second on a terminal (\`tsmirror: lost the agent, reconnecting… (3 s)\`).
+ */
+function reportReconnects(agent: AgentConnection, flags: SessionFlags): { stop(): void } {
+  const tty = process.stderr.isTTY === true && !flags.quiet;
+  let ticker: NodeJS.Timeout | undefined;
+  let since = 0;
+  const line = (text: string, final: boolean): void => {
+    if (flags.quiet) return;
+    if (tty) process.stderr.write(`\r\x1b[2K${text}${final ? '\n' : ''}`);
+    else if (final) process.stderr.write(`${text}\n`);
+  };
+  const lostText = (): string => `tsmirror: lost the agent, reconnecting… (${Math.round((Date.now() - since) / 1000)} s)`;
+  const stopTicker = (): void => {
+    clearInterval(ticker);
+    ticker = undefined;
+  };
+  agent.on('lost', (err: TsmError) => {
+    since = Date.now();
+    if (tty) {
+      line(lostText(), false);
+      stopTicker();
+      ticker = setInterval(() => line(lostText(), false), 1000);
+      ticker.unref();
+    } else {
+      line(`tsmirror: lost the agent, reconnecting… (${err.code}: ${err.message})`, true);
+    }
+  });
+  // Each distinct reason once (the agent refusing, the target not found again, …).
+  agent.on('retry', (err: TsmError) => {
+    line(`tsmirror: still reconnecting: ${err.code}: ${err.message}`, true);
+    if (tty && ticker) line(lostText(), false);
+  });
+  agent.on('resumed', (r: { gapMs: number; resentBytes: number }) => {
+    stopTicker();
+    line(`tsmirror: the agent is back after ${(r.gapMs / 1000).toFixed(1)} s: session resumed, nothing lost`, true);
+  });
+  agent.on('reestablished', (r: { hello: AgentHello; previous: AgentHello; gapMs: number; note?: string }) => {
+    stopTicker();
+    const h = r.hello;
+    const moved = h.target.description !== r.previous.target.description || h.agent.node !== r.previous.agent.node;
+    line(`tsmirror: the agent is back after ${(r.gapMs / 1000).toFixed(1)} s with a new session ${h.session} (the old one was gone: open connections were reset)${r.note ? `; ${r.note}` : moved ? `; now ${h.target.description} on node ${h.agent.node}` : ''}`, true);
+  });
+  agent.peer.once('closed', stopTicker);
+  return { stop: stopTicker };
 }
 
 export { EXIT };

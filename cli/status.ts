@@ -7,7 +7,22 @@ import { TsmError } from '../protocol/errors.js';
 import { loadKube, type Kube, type KubeFlags } from './kube.js';
 import { AGENT_NAMESPACE, forwardToAgent, listAgentPods, type AgentPod } from './agent-pod.js';
 
-export interface AgentSessionStatus { id: string; user: string; host: string; target: string; startedAt: number; streams: number }
+export interface AgentSessionStatus {
+  id: string; user: string; host: string; target: string; startedAt: number; streams: number;
+  /** Agents with resumable sessions (issue 16) add these. */
+  state?: 'connected' | 'resuming'; resumingSince?: number; resumes?: number; bytesResent?: number;
+  longestGapMs?: number; lastGapMs?: number; mirrorDropped?: number; reestablished?: number;
+}
+
+/** A session's connection in a few words: connected or resuming since when, resumes, new sessions, bytes sent again, gaps. */
+export function describeSessionState(s: AgentSessionStatus, now = Date.now()): string {
+  if (s.state === undefined) return '';
+  const parts = [s.state === 'resuming' ? `resuming since ${age(now - (s.resumingSince ?? now))} ago` : 'connected'];
+  if (s.resumes) parts.push(`resumed ${s.resumes}× (last gap ${((s.lastGapMs ?? 0) / 1000).toFixed(1)} s, longest ${((s.longestGapMs ?? 0) / 1000).toFixed(1)} s), ${s.bytesResent ?? 0} bytes sent again`);
+  if (s.reestablished) parts.push(`re-established ${s.reestablished}×`);
+  if (s.mirrorDropped) parts.push(`${s.mirrorDropped} mirror copies dropped during gaps`);
+  return `, ${parts.join(', ')}`;
+}
 /** How an agent authenticates sessions (agent/server.ts); absent from agents older than this field. */
 export type AgentAuth = 'cluster' | 'local-key' | 'none';
 export interface AgentStatus { version: string; protocol: number; node: string; auth?: AgentAuth; sessions: AgentSessionStatus[] }
@@ -98,7 +113,7 @@ export async function runStatus(flags: KubeFlags & { agentNamespace?: string; js
   let out = table(rows);
   for (const r of reports) {
     if (r.auth === 'none') out += `  ${r.node}: WARNING: agent ${r.pod} authenticates no one (--insecure-no-auth): whoever reaches it gets every pod on its node\n`;
-    for (const s of r.sessions) out += `  ${r.node}: session ${s.id} ${s.user}@${s.host} → ${s.target}, ${s.streams} streams, ${age(Date.now() - s.startedAt)}\n`;
+    for (const s of r.sessions) out += `  ${r.node}: session ${s.id} ${s.user}@${s.host} → ${s.target}, ${s.streams} streams, ${age(Date.now() - s.startedAt)}${describeSessionState(s)}\n`;
   }
   process.stdout.write(out);
 }

@@ -149,16 +149,18 @@ export function unpackMap(frame: Uint8Array): Record<string, unknown> {
 const common: Record<string, Spec> = {
   data: { stream: 'uint', data: 'bytes' },
   dgram: { stream: 'uint', data: 'bytes' },
-  window: { stream: 'uint', bytes: 'uint' },
+  window: { stream: 'uint', bytes: 'uint', ack: 'uint?' },
   end: { stream: 'uint' },
   close: { stream: 'uint', errno: 'uint?' },
-  ping: { t: 'int' },
-  pong: { t: 'int' },
+  ping: { t: 'int', ack: 'uint?' },
+  pong: { t: 'int', ack: 'uint?' },
+  ack: { n: 'uint' },
 };
 
 const clientSpecs: Record<ClientMessage['type'], Spec> = {
-  ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong', Spec>),
-  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?', files: 'object?', key: 'str?', session: 'object?', secret: 'str?' },
+  ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong' | 'ack', Spec>),
+  hello: { protocol: 'uint', capabilities: 'strlist', target: 'object', client: 'object', incoming: 'object?', token: 'str?', files: 'object?', key: 'str?', session: 'object?', secret: 'str?', reconnectGraceMs: 'uint?', replaces: 'object?' },
+  resume: { protocol: 'uint', session: { kind: 'str', max: 64 }, token: { kind: 'str', max: 256 }, received: 'uint', key: 'str?' },
   'tcp.connect': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family', timeoutMs: 'uint', holdMs: 'uint?' },
   'udp.open': { id: 'uint', stream: 'uint', host: 'str', port: 'uint', family: 'family' },
   'dns.lookup': { id: 'uint', name: 'str', family: 'family0' },
@@ -181,8 +183,9 @@ const clientSpecs: Record<ClientMessage['type'], Spec> = {
 };
 
 const agentSpecs: Record<AgentMessage['type'], Spec> = {
-  ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong', Spec>),
-  hello: { protocol: 'uint', capabilities: 'strlist', session: 'str', agent: 'object', target: 'object' },
+  ...(common as Record<'data' | 'dgram' | 'window' | 'end' | 'close' | 'ping' | 'pong' | 'ack', Spec>),
+  hello: { protocol: 'uint', capabilities: 'strlist', session: 'str', agent: 'object', target: 'object', resume: 'object?' },
+  resumed: { received: 'uint' },
   result: { id: 'uint', value: 'any' },
   error: { id: 'uint', code: 'str', message: 'str', errno: 'uint?' },
   'session.error': { code: 'str', message: 'str' },

@@ -36,6 +36,7 @@ export const ErrorCodes = {
   TSM_ERR_PORT_FORWARD: 'the port-forward to the agent through the API server failed or dropped',
   TSM_ERR_UNAUTHENTICATED: 'the agent could not verify the user',
   TSM_ERR_SESSION_DELETED: "the session's Session object (sessions.tsmirror.dev) was deleted",
+  TSM_ERR_RESUME_REFUSED: 'the agent no longer holds the session to resume (it restarted, or the reconnect grace ran out)',
   TSM_ERR_PROTOCOL: 'the peer broke the stream rules (a stream opened twice, an id outside its range, a flow-control window overrun)',
 } as const;
 

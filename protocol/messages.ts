@@ -116,17 +116,30 @@ export interface ResultOf {
 
 export interface StreamData { type: 'data'; stream: number; data: Uint8Array }
 /** Flow control: the receiver has consumed `bytes` more of the stream. */
-export interface StreamWindow { type: 'window'; stream: number; bytes: number }
+export interface StreamWindow { type: 'window'; stream: number; bytes: number; ack?: number }
 /** Half-close: the sender will send no more data on the stream. */
 export interface StreamEnd { type: 'end'; stream: number }
 /** The stream is gone; `errno` when it failed. */
 export interface StreamClose { type: 'close'; stream: number; errno?: number }
 /** One UDP datagram (no flow control: datagrams may be dropped under pressure). */
 export interface Datagram { type: 'dgram'; stream: number; data: Uint8Array }
-export interface Ping { type: 'ping'; t: number }
-export interface Pong { type: 'pong'; t: number }
+/** Heartbeats; `ack` (resumable sessions) acknowledges every frame received so far (see Ack). */
+export interface Ping { type: 'ping'; t: number; ack?: number }
+export interface Pong { type: 'pong'; t: number; ack?: number }
+
+/**
+ * Resumable sessions (protocol/peer.ts, "Sessions that survive" in docs/ARCHITECTURE.md):
+ * every frame after the hellos but heartbeats, datagrams and acks is numbered 1, 2, 3 …
+ * implicitly (no number on the wire) in each direction; `n` says how many the sender has
+ * received. Acks ride on `window`, `ping` and `pong`; this frame is sent only when many
+ * frames arrived without any of those going out.
+ */
+export interface Ack { type: 'ack'; n: number }
 
 export type StreamMessage = StreamData | StreamWindow | StreamEnd | StreamClose | Datagram;
+
+/** Frames that are never numbered nor replayed: the transport's own, and datagrams (UDP may drop). */
+export const UNSEQUENCED_TYPES: ReadonlySet<string> = new Set(['ping', 'pong', 'ack', 'dgram', 'hello', 'resume', 'resumed', 'session.error']);
 
 export interface ClientHello {
   type: 'hello';
@@ -155,12 +168,35 @@ export interface ClientHello {
   files?: { mode: FilesMode };
   /** An agent started by hand (local mode) serves only whoever can read its key file (common/local-agent-key.ts). */
   key?: string;
+  /**
+   * How long the agent should keep the session when its connection drops (--reconnect-grace):
+   * the CLI may resume it within that time. Absent or 0: the session ends with its connection.
+   */
+  reconnectGraceMs?: number;
+  /**
+   * A re-established session names the one it replaces (id and resume token): the agent
+   * ends that one first, should it still hold it (its subscriptions would be in the way).
+   */
+  replaces?: { session: string; token: string };
+}
+
+/**
+ * Sent instead of a hello on a new connection to take over a session whose connection
+ * dropped: its id and resume token (from the agent's hello), and how many numbered frames
+ * this side received. The agent answers `resumed` and replays what the CLI lacks, or
+ * `session.error` TSM_ERR_RESUME_REFUSED (no such session: the agent restarted, or the
+ * grace ran out).
+ */
+export interface ClientResume {
+  type: 'resume'; protocol: number; session: string; token: string; received: number;
+  /** Local mode: the agent's key, as in the hello. */
+  key?: string;
 }
 
 /** `read`: pod files are never changed (writes go to the program's private copy); `write`: they are. */
 export type FilesMode = 'read' | 'write';
 
-export type ClientMessage = ClientHello | ClientRequest | StreamMessage | Ping | Pong;
+export type ClientMessage = ClientHello | ClientResume | ClientRequest | StreamMessage | Ping | Pong | Ack;
 
 // ---- agent → client
 
@@ -176,7 +212,15 @@ export interface AgentHello {
    * go to the pod's).
    */
   target: { pid: number; description: string; nameservers: string[]; search: string[] };
+  /**
+   * When the hello asked for a grace: the unguessable token that resumes this session (only
+   * the connection that opened it ever sees it) and the grace the agent grants.
+   */
+  resume?: { token: string; graceMs: number };
 }
+
+/** The agent took the new connection for the session: `received` numbered frames had come from the CLI. */
+export interface AgentResumed { type: 'resumed'; received: number }
 
 export interface Result<K extends keyof ResultOf = keyof ResultOf> { type: 'result'; id: number; value: ResultOf[K] }
 export interface ErrorReply { type: 'error'; id: number; code: ErrorCode; message: string; errno?: number }
@@ -199,7 +243,7 @@ export interface TcpConnected { type: 'tcp.connected'; stream: number; localAddr
 /** Streams the agent opens are numbered from here; the CLI allocates below it. */
 export const AGENT_STREAM_BASE = 0x80000000;
 
-export type AgentMessage = AgentHello | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong | IncomingOpen | TcpConnected;
+export type AgentMessage = AgentHello | AgentResumed | Result | ErrorReply | SessionError | StreamMessage | Ping | Pong | Ack | IncomingOpen | TcpConnected;
 
 /** Handlers over a union: a new message type fails to compile until it is handled. */
 export type Handlers<U extends { type: string }, R = void> = {

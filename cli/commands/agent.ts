@@ -10,8 +10,9 @@ export function registerAgent(program: Command): void {
   program.command('agent')
     .description('run the node agent (what the DaemonSet runs); serves sessions over WebSocket')
     .option('--listen <host:port>', 'address to listen on (keep it on loopback: reach it through a port-forward)', '127.0.0.1:7777')
-    .option('--heartbeat-interval <ms>', 'how often to ping clients', '2000')
-    .option('--heartbeat-timeout <ms>', 'drop a session after this long without a frame from its client', '10000')
+    .option('--heartbeat-interval <ms>', 'how often to ping clients', '1000')
+    .option('--heartbeat-timeout <ms>', 'after this long without a frame from its client a session is dropped, or kept for its client to resume (exec --reconnect-grace)', '10000')
+    .option('--max-reconnect-grace <seconds>', 'the longest a dropped session is kept for its client to resume it, whatever the client asks', '600')
     // In a cluster: Kubernetes access, policy, probes
     .option('--in-cluster', "use the pod's service account to reach the API server (what the DaemonSet does)")
     .option('--kubeconfig <path>', 'reach the API server with this kubeconfig instead')

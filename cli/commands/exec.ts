@@ -33,6 +33,7 @@ export function registerExec(program: Command): Command {
     .option('-w, --watch <paths...>', 'restart the program when files under these paths change; the session stays up')
     .option('--watch-ignore <regex>', 'ignore changed paths matching this (repeatable; .git, node_modules and build output are always ignored)', collect, [])
     .option('--watch-grace <ms>', 'how long a stopping program gets after SIGTERM before SIGKILL', '3000')
+    .option('--reconnect-grace <seconds>', "when the connection to the agent drops or stalls, reconnect and resume the session within this time (nothing lost); after it, or if the agent restarted, a new session is opened (open connections reset); 0: the session ends with its connection", '60')
     .addOption(new Option('--fs-mode <mode>', "pod files: read (the pod's files; writes go to a private copy), write (writes reach the pod), local (no pod files)").choices(['read', 'write', 'local']).default('read'))
     .option('--fs-local <regex>', 'paths matching this POSIX extended regex are read locally (repeatable; wins over the others)', collect, [])
     .option('--fs-remote <regex>', 'paths matching this regex are read from the pod (repeatable)', collect, [])

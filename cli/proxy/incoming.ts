@@ -108,6 +108,24 @@ export class IncomingManager {
     return { ok: true, action: 'remote' };
   }
 
+  /**
+   * The session was re-established (a new session on the agent): every port the program
+   * listens on is subscribed again; connections that waited for a restart were reset with
+   * the old session's streams.
+   */
+  async resubscribe(): Promise<void> {
+    for (const l of [...this.#listeners.values()]) {
+      if (l.awaitingRelisten) l.awaitingRelisten.waiting = [];
+      try {
+        await this.#agent.request({ type: 'port.subscribe', port: l.remotePort, mode: this.#opts.mode, ...(this.#opts.filter ? { filter: this.#opts.filter } : {}) });
+        this.#log(`port ${l.remotePort} of the pod subscribed again (${this.#describe()} it)`);
+      } catch (err) {
+        const e = err instanceof TsmError ? err : new TsmError('TSM_ERR_INTERNAL', String(err));
+        process.stderr.write(`tsmirror: cannot take port ${l.remotePort} of the pod again after the new session: ${e.message} [${e.code}]\n`);
+      }
+    }
+  }
+
   /** op unlisten (notification): { port: what the program asked } */
   unlisten(req: ShimRequestOf<'unlisten'>): void {
     const asked = req.port;

@@ -159,7 +159,7 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
     expect(api.requests.filter((q) => q.method === 'UPGRADE').length).toBe(before);
   });
 
-  it('a dropped port-forward ends the session with a clear message and the program\'s remote sockets fail', async () => {
+  it('with --reconnect-grace 0, a dropped port-forward ends the session with a clear message and the program\'s remote sockets fail', async () => {
     const script = [
       'import socket, time, sys',
       "ip = socket.gethostbyname('db')",
@@ -171,7 +171,7 @@ describe('Kubernetes targets through the API server and the port-forward', () =>
       '    except OSError as e:',
       "        print('failed', e.errno, flush=True); sys.exit(3)",
     ].join('\n');
-    const child = spawn(process.execPath, [cliPath, 'exec', '--kubeconfig', kubeconfig, '-n', 'shop', '--target', 'deploy/api', '--', '/usr/bin/python3', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, 'exec', '--kubeconfig', kubeconfig, '-n', 'shop', '--target', 'deploy/api', '--reconnect-grace', '0', '--', '/usr/bin/python3', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

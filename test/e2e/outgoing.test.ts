@@ -250,11 +250,11 @@ describe('robustness', () => {
     expect(r.stderr).toMatch(/TSM_ERR_STATIC_BINARY/);
   });
 
-  it('SIGKILL of the CLI: the agent drops the session and keeps nothing of it', async () => {
+  it('SIGKILL of the CLI: the agent drops the session after its reconnect grace and keeps nothing of it', async () => {
     const status = async () => ((await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: unknown[] }).sessions.length;
     const fdsBefore = readdirSync(`/proc/${agent.child.pid}/fd`).length;
     const { spawn } = await import('node:child_process');
-    const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
+    const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--reconnect-grace', '1', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
     await pollUntil(async () => (await status()) !== 0, 10000);
     expect(await status()).toBe(1);
     // The CLI makes its private folder just after the session opens: kill it once it has.
