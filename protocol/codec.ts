@@ -1,9 +1,10 @@
 /**
- * The one msgpack codec of the project (@msgpack/msgpack: plain maps, no extensions), so
- * every frame is ordinary msgpack that any decoder (including the shim's) can read.
+ * The one msgpack codec of the project (msgpackr, set to write plain msgpack: no records,
+ * no bundled strings, no extensions, `undefined` as nil), so every frame is ordinary
+ * msgpack that any decoder (including the shim's native/shim/msgpack.c) can read.
  * Decoding validates the shape of each message, since frames come from the network.
  */
-import { Encoder, decode as unpack } from '@msgpack/msgpack';
+import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { TsmError } from './errors.js';
 import { DNS_MAX_MESSAGE, type AgentMessage, type ClientMessage } from './messages.js';
 
@@ -13,15 +14,42 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const MAX_STRING = 64 * 1024;
 
 /**
- * One encoder for the process: the library's encode() makes a new one per call with a
- * 2 KiB buffer, which a 64 KiB data frame then regrows six times (a third of the agent's
- * time on a bulk transfer). This one keeps its buffer; each frame is copied out of it once.
+ * Plain msgpack both ways. `useRecords: false` and `bundleStrings: false`: msgpackr's own
+ * record and string-bundle extensions are never written (the C shim and the agent wire
+ * read plain maps); `encodeUndefinedAsNil`: `undefined` is nil as in @msgpack/msgpack,
+ * not msgpackr's fixext 0; `mapsAsObjects`: maps decode to plain objects (keys as
+ * strings, `__proto__` renamed by msgpackr), which is what the field specs check.
+ * `structuredClone: false` refuses the id/pointer extensions.
+ *
+ * Encoding: msgpackr writes into one growing buffer and returns a view of each frame, which
+ * later frames do not overwrite (it moves on, and starts a new buffer when the old one is
+ * full), so no copy is made per frame (@msgpack/msgpack needed one).
  */
-const encoder = new Encoder({ initialBufferSize: 256 * 1024 });
+const options = {
+  useRecords: false, bundleStrings: false, encodeUndefinedAsNil: true, mapsAsObjects: true,
+  structuredClone: false, moreTypes: false, int64AsType: 'number',
+} as const;
+const packr = new Packr(options);
+const unpackr = new Unpackr(options);
+
+/**
+ * msgpackr decodes some extension types of its own into objects (Error, RegExp, Set, typed
+ * arrays, BigInt, its string bundles and cross-references). Frames come from the network:
+ * none of those is part of either wire, so each is refused, as an unknown extension is.
+ * (The timestamp extension, -1, decodes to a Date as @msgpack/msgpack's did.) This changes
+ * msgpackr for the whole process; the project has no other msgpackr user.
+ */
+class RefusedExtension { }
+for (const type of [0x42, 0x62, 0x65, 0x69, 0x70, 0x73, 0x74, 0x78]) {
+  addExtension({
+    Class: RefusedExtension, type,
+    pack: () => { throw new Error('never written'); },
+    unpack: () => { throw new Error(`msgpack extension ${type} is not part of the wire`); },
+  });
+}
 
 function pack(value: unknown): Buffer {
-  const bytes = encoder.encode(value);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return packr.pack(value);
 }
 
 export function encode(message: ClientMessage | AgentMessage): Buffer {
@@ -124,11 +152,22 @@ export function isMap(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }
 
+/** Each spec's fields in object form, made once (every frame is checked against one). */
+const compiledSpecs = new WeakMap<Spec, ReadonlyArray<readonly [string, FieldSpec]>>();
+function specEntries(spec: Spec): ReadonlyArray<readonly [string, FieldSpec]> {
+  let entries = compiledSpecs.get(spec);
+  if (entries === undefined) {
+    entries = Object.entries(spec).map(([name, field]) => [name, fieldSpec(field)] as const);
+    compiledSpecs.set(spec, entries);
+  }
+  return entries;
+}
+
 /** The first field of `spec` that `value` lacks or has wrong, or undefined when all are good. */
 export function badField(spec: Spec, value: Record<string, unknown>): string | undefined {
-  for (const [name, field] of Object.entries(spec)) {
+  for (const [name, field] of specEntries(spec)) {
     const v = value[name];
-    if (v === undefined && fieldSpec(field).optional === true) continue;
+    if (v === undefined && field.optional === true) continue;
     if (!fieldOk(field, v)) return name;
   }
   return undefined;
@@ -138,7 +177,7 @@ export function badField(spec: Spec, value: Record<string, unknown>): string | u
 export function unpackMap(frame: Uint8Array): Record<string, unknown> {
   let value: unknown;
   try {
-    value = unpack(frame);
+    value = unpackr.unpack(frame);
   } catch (cause) {
     throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
   }
@@ -223,5 +262,5 @@ export function packPlain(value: unknown): Buffer {
 }
 
 export function unpackPlain(frame: Uint8Array): unknown {
-  return unpack(frame);
+  return unpackr.unpack(frame);
 }
