@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
 import { cliPath, repoRoot, run, startAgentProcess } from '../test/e2e/tsm.js';
+import { goalTable, type Goal } from './goals.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
@@ -79,6 +80,9 @@ async function main(): Promise<void> {
     process.stdout.write(line('pod app, mirror active', mirrored, baseline));
     process.stdout.write(line('local program, hit directly (loopback)', direct));
     process.stdout.write(line('local program, stolen requests from the pod', stolen, direct));
+    const added = (what: string, f: Figures): Goal =>
+      ({ what, value: f.p99_us - baseline.p99_us, unit: 'µs', limit: 300, kind: 'atMost', rule: `p99 over the pod app's ${baseline.p99_us} µs` });
+    process.stdout.write(goalTable(`incoming at ${RATE} requests/s`, [added('pass-through adds at p99', passThrough), added('mirror adds at p99', mirrored)]));
   } finally {
     for (const c of children) {
       try {

@@ -6,6 +6,7 @@
  */
 import { Harness } from '../test/harness/harness.js';
 import { run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { goalTable, type Goal } from './goals.js';
 
 const PY = '/usr/bin/python3';
 const PROBE = `
@@ -54,7 +55,10 @@ serve(9001, echo)
 `;
 
 async function main(): Promise<void> {
-  const harness = await Harness.create({ name: 'bench' });
+  // The cluster DNS answers with a TTL of 5 s, as CoreDNS's kubernetes plugin does (dnsmasq's
+  // default is 0): within it, tsmirror's proxy may answer a repeated lookup itself
+  // (cli/proxy/dns.ts); the pod's glibc asks the cluster DNS every time.
+  const harness = await Harness.create({ name: 'bench', dnsTtl: 5 });
   const agent = await startAgentProcess();
   try {
     const echo = await harness.addPod({ name: 'echo', namespace: 'default', command: [PY, '-c', ECHO], readyPort: 9001 });
@@ -72,6 +76,7 @@ async function main(): Promise<void> {
     };
     const trueDirect = await times(() => run('/bin/true', []));
     const trueTsm = await times(() => tsmExec(agent.url, `pid/${client.pid}`, ['/bin/true']));
+    const nodeStart = await times(() => run(process.execPath, ['-e', '0']));
     process.stdout.write('metric                      direct(nsenter)   tsmirror   ratio\n');
     for (const key of Object.keys(direct).filter((k) => k !== 'gib_transfer_us')) {
       const d = direct[key] ?? 0;
@@ -83,6 +88,20 @@ async function main(): Promise<void> {
     const gm = mbps(viaTsm.gib_transfer_us ?? 0);
     process.stdout.write(`${'1 GiB throughput (MB/s)'.padEnd(26)} ${gd.toFixed(0).padStart(9)} MB/s ${gm.toFixed(0).padStart(6)} MB/s ${(gd / gm).toFixed(1).padStart(6)}x slower\n`);
     process.stdout.write(`${'exec /bin/true (ms)'.padEnd(26)} ${trueDirect.toFixed(1).padStart(12)} ms ${trueTsm.toFixed(1).padStart(9)} ms ${(trueTsm / trueDirect).toFixed(1).padStart(6)}x\n`);
+    process.stdout.write(`${'node -e 0 (ms)'.padEnd(26)} ${nodeStart.toFixed(1).padStart(12)} ms\n`);
+    const d = (k: string): number => direct[k] ?? 0;
+    const m = (k: string): number => viaTsm[k] ?? 0;
+    const plus = (what: string, key: string, extra: number): Goal =>
+      ({ what, value: m(key), unit: 'µs', limit: d(key) + extra, kind: 'atMost', rule: `pod ${d(key).toFixed(0)} µs + ${extra} µs` });
+    const goals: Goal[] = [
+      plus('TCP connect, median', 'connect_median_us', 150),
+      plus('TCP connect, p99', 'connect_p99_us', 500),
+      plus('small-request round trip, median', 'rtt_median_us', 60),
+      plus('getaddrinfo of a cluster name, median', 'getaddrinfo_median_us', 150),
+      { what: '1 GiB throughput', value: gm, unit: 'MB/s', limit: 0.7 * gd, kind: 'atLeast', rule: `0.7 x pod ${gd.toFixed(0)} MB/s` },
+      { what: 'exec -- /bin/true', value: trueTsm, unit: 'ms', limit: nodeStart + 60, kind: 'atMost', rule: `node -e 0 ${nodeStart.toFixed(0)} ms + 60 ms` },
+    ];
+    process.stdout.write(goalTable('outgoing', goals));
   } finally {
     await agent.stop();
     await harness.destroy();
