@@ -236,20 +236,22 @@ function reportReconnects(agent: AgentConnection, flags: SessionFlags): { stop()
     if (tty) process.stderr.write(`\r\x1b[2K${text}${final ? '\n' : ''}`);
     else if (final) process.stderr.write(`${text}\n`);
   };
-  const lostText = (): string => `tsmirror: lost the agent, reconnecting… (${Math.round((Date.now() - since) / 1000)} s)`;
+  let what = 'lost the agent, reconnecting…';
+  const lostText = (): string => `tsmirror: ${what} (${Math.round((Date.now() - since) / 1000)} s)`;
   const stopTicker = (): void => {
     clearInterval(ticker);
     ticker = undefined;
   };
   agent.on('lost', (err: TsmError) => {
     since = Date.now();
+    what = err.code === 'TSM_ERR_TARGET_GONE' ? 'the target went away, opening a new session on it…' : 'lost the agent, reconnecting…';
     if (tty) {
       line(lostText(), false);
       stopTicker();
       ticker = setInterval(() => line(lostText(), false), 1000);
       ticker.unref();
     } else {
-      line(`tsmirror: lost the agent, reconnecting… (${err.code}: ${err.message})`, true);
+      line(`tsmirror: ${what} (${err.code}: ${err.message})`, true);
     }
   });
   // Each distinct reason once (the agent refusing, the target not found again, …).

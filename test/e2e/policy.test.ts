@@ -314,7 +314,9 @@ describe('session identity (Session objects)', () => {
     const carolConfig = api.writeKubeconfig(dir, { token: 'carol-token', file: 'carol' });
     const listSessions = () => (api.list('tsmirror.dev/v1alpha1', 'Session') as unknown as Array<{ metadata: { namespace?: string; name: string }; spec: SessionSpec; status?: { claimedBy?: string } }>)
       .filter((o) => !/^s-\d+$/.test(o.metadata.name));
-    const running = startCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--steal', '--', 'sleep', '30']);
+    // A CLI stopped before it has set up its signal handling dies at once: its agent keeps the
+    // session (and the Session) for the reconnect grace, kept short here.
+    const running = startCli(['exec', '--quiet', '--kubeconfig', aliceConfig, '-n', 'shop', '--target', 'pod/cart-0', '--steal', '--reconnect-grace', '1', '--', 'sleep', '30']);
     try {
       expect(await pollUntil(() => listSessions().some((o) => o.status?.claimedBy), 20000, 50), running.err()).toBe(true);
       const [live] = listSessions();
