@@ -71,7 +71,8 @@ async function main(): Promise<void> {
     const echo = await harness.addPod({ name: 'echo', namespace: 'default', command: [PY, '-c', ECHO], readyPort: 9001 });
     const client = await harness.addPod({ name: 'client', namespace: 'default', command: ['sleep', 'infinity'] });
     const direct = JSON.parse((await harness.exec(client, [PY, '-c', PROBE], { timeoutMs: 120000 })).stdout) as Record<string, number>;
-    const viaTsm = JSON.parse((await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', PROBE], [], { timeoutMs: 120000 })).stdout) as Record<string, number>;
+    const tsmRun = await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', PROBE], ['--verbose'], { timeoutMs: 120000 });
+    const viaTsm = JSON.parse(tsmRun.stdout) as Record<string, number>;
     const times = async (f: () => Promise<unknown>): Promise<number> => {
       const xs: number[] = [];
       for (let i = 0; i < 10; i++) {
@@ -95,6 +96,8 @@ async function main(): Promise<void> {
     const gm = mbps(viaTsm.gib_transfer_us ?? 0);
     process.stdout.write(`${'1 GiB throughput (MB/s)'.padEnd(26)} ${gd.toFixed(0).padStart(9)} MB/s ${gm.toFixed(0).padStart(6)} MB/s ${(gd / gm).toFixed(1).padStart(6)}x slower\n`);
     process.stdout.write(`${'exec /bin/true (ms)'.padEnd(26)} ${trueDirect.toFixed(1).padStart(12)} ms ${trueTsm.toFixed(1).padStart(9)} ms ${(trueTsm / trueDirect).toFixed(1).padStart(6)}x\n`);
+    const counters = /tsmirror: (\d+ TCP connections.*)/.exec(tsmRun.stderr)?.[1];
+    if (counters) process.stdout.write(`(tsmirror: ${counters})\n`);
     process.stdout.write(`${'node -e 0 (ms)'.padEnd(26)} ${nodeStart.toFixed(1).padStart(12)} ms\n`);
     const d = (k: string): number => direct[k] ?? 0;
     const m = (k: string): number => viaTsm[k] ?? 0;
