@@ -23,8 +23,13 @@ const MAX_STRING = 64 * 1024;
  *
  * Encoding: msgpackr writes into one growing buffer and returns a view of each frame, which
  * later frames do not overwrite (it moves on, and starts a new buffer when the old one is
- * full), so no copy is made per frame (@msgpack/msgpack needed one).
+ * full). A view keeps its whole buffer alive, though, and frames are kept (the resumable
+ * layer keeps each until it is acknowledged; a slow socket queues them). msgpackr's buffers
+ * are 8 KiB until a large frame makes it allocate larger ones: a frame in a buffer over
+ * 16 KiB that it fills less than half of is copied out, so a kept frame holds at most
+ * 16 KiB or twice its size (Node's own small Buffers share 8 KiB slabs the same way).
  */
+const VIEW_BUFFER_MAX = 16 * 1024;
 const options = {
   useRecords: false, bundleStrings: false, encodeUndefinedAsNil: true, mapsAsObjects: true,
   structuredClone: false, moreTypes: false, int64AsType: 'number',
@@ -49,10 +54,47 @@ for (const type of [0x42, 0x62, 0x65, 0x69, 0x70, 0x73, 0x74, 0x78]) {
 }
 
 function pack(value: unknown): Buffer {
-  return packr.pack(value);
+  const frame = packr.pack(value);
+  if (frame.buffer.byteLength <= VIEW_BUFFER_MAX || frame.byteLength * 2 >= frame.buffer.byteLength) return frame;
+  const own = Buffer.allocUnsafeSlow(frame.byteLength); // not from Node's shared pool, which a small Buffer.from would be
+  frame.copy(own);
+  return own;
+}
+
+/** Below this many payload bytes a `data` frame goes through msgpackr (its buffer is cheap to share). */
+const DIRECT_DATA_MIN = 1024;
+const DATA_HEAD = Buffer.from([0x83, 0xa4, ...Buffer.from('type'), 0xa4, ...Buffer.from('data'), 0xa6, ...Buffer.from('stream')]);
+const DATA_KEY = Buffer.from([0xa4, ...Buffer.from('data')]);
+
+/**
+ * A `data` frame with a large payload, written straight into one buffer of its exact size
+ * (one allocation, one copy of the payload): msgpackr would grow its buffer to four times
+ * the frame and then copy the frame out of it. The bytes are the plain msgpack map
+ * `{type: 'data', stream, data}` (fixmap, fixstr keys, a uint, a bin).
+ */
+function encodeData(stream: number, data: Uint8Array): Buffer {
+  const n = data.byteLength;
+  const streamBytes = stream < 0x80 ? 1 : stream < 0x100 ? 2 : stream < 0x10000 ? 3 : 5;
+  const binHead = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const frame = Buffer.allocUnsafeSlow(DATA_HEAD.length + streamBytes + DATA_KEY.length + binHead + n);
+  let at = DATA_HEAD.copy(frame, 0);
+  if (streamBytes === 1) frame[at++] = stream;
+  else if (streamBytes === 2) { frame[at++] = 0xcc; frame[at++] = stream; }
+  else if (streamBytes === 3) { frame[at++] = 0xcd; at = frame.writeUInt16BE(stream, at); }
+  else { frame[at++] = 0xce; at = frame.writeUInt32BE(stream, at); }
+  at += DATA_KEY.copy(frame, at);
+  if (binHead === 2) { frame[at++] = 0xc4; frame[at++] = n; }
+  else if (binHead === 3) { frame[at++] = 0xc5; at = frame.writeUInt16BE(n, at); }
+  else { frame[at++] = 0xc6; at = frame.writeUInt32BE(n, at); }
+  frame.set(data, at);
+  return frame;
 }
 
 export function encode(message: ClientMessage | AgentMessage): Buffer {
+  if (message.type === 'data' && message.data instanceof Uint8Array && message.data.byteLength >= DIRECT_DATA_MIN &&
+    Number.isInteger(message.stream) && message.stream >= 0 && message.stream <= 0xffffffff && Object.keys(message).length === 3) {
+    return encodeData(message.stream, message.data);
+  }
   return pack(message);
 }
 
