@@ -44,7 +44,8 @@ export function candidateNames(name: string, conf: Pick<ResolvConf, 'search' | '
   return dots >= conf.ndots ? [name, ...searched] : [...searched, name];
 }
 
-export interface LookupResult { addresses: Array<{ family: Family; address: string }>; canonname: string }
+/** `ttl`: seconds the answer may be reused (0: not at all); see protocol/messages.ts `dns.lookup`. */
+export interface LookupResult { addresses: Array<{ family: Family; address: string }>; canonname: string; ttl: number }
 
 export class ResolveError extends Error {
   constructor(readonly eai: number, message: string) {
@@ -110,7 +111,23 @@ function answerData(a: dnsPacketTypes.Answer): unknown {
   return (a as { data?: unknown }).data;
 }
 
-type Outcome = { kind: 'answer'; addresses: LookupResult['addresses']; canonname: string } | { kind: 'nxdomain' | 'nodata' | 'fail' };
+/** `ttl`: how long the outcome holds (seconds): the records' least TTL; for a negative answer the SOA's (RFC 2308), 0 without one. */
+type Outcome = { kind: 'answer'; addresses: LookupResult['addresses']; canonname: string; ttl: number } | { kind: 'nxdomain' | 'nodata'; ttl: number } | { kind: 'fail'; ttl: 0 };
+
+/** A record's TTL as a whole number of seconds, 0 when missing or odd. */
+function recordTtl(a: { ttl?: unknown }): number {
+  return typeof a.ttl === 'number' && Number.isSafeInteger(a.ttl) && a.ttl > 0 ? a.ttl : 0;
+}
+
+/** How long a negative answer holds (RFC 2308 §5): the SOA record's TTL, at most its MINIMUM field; 0 without a SOA. */
+function negativeTtl(res: Reply): number {
+  for (const a of res.authorities ?? []) {
+    if (a.type !== 'SOA') continue;
+    const minimum = (answerData(a) as { minimum?: unknown } | undefined)?.minimum;
+    return Math.min(recordTtl(a), typeof minimum === 'number' && minimum >= 0 ? minimum : 0);
+  }
+  return 0;
+}
 
 function ptrName(address: string): string {
   if (isIP(address) === 4) return `${address.split('.').reverse().join('.')}.in-addr.arpa`;
@@ -155,16 +172,21 @@ export class PodResolver {
     const lower = name.toLowerCase().replace(/\.$/, '');
     if (lower.length === 0 || lower.length > 253) throw new ResolveError(EAI_NONAME, `"${name}" is not a valid name`);
     const fromHosts = (await this.hosts()).filter((e) => e.names.includes(lower) && (family === 0 || e.family === family));
-    if (fromHosts.length > 0) return { addresses: fromHosts.map((e) => ({ family: e.family, address: e.address })), canonname: lower };
+    // ttl 0: /etc/hosts is read for every lookup, so an edit is seen at once, as in the pod.
+    if (fromHosts.length > 0) return { addresses: fromHosts.map((e) => ({ family: e.family, address: e.address })), canonname: lower, ttl: 0 };
     const conf = await this.conf();
     let sawFailure = false;
+    // The answer holds only as long as every outcome it rests on: the negative answers for
+    // the names tried before it too (one of them may start to exist).
+    let ttl = Infinity;
     for (const candidate of candidateNames(name.toLowerCase(), conf)) {
       const types: Array<'A' | 'AAAA'> = family === 4 ? ['A'] : family === 6 ? ['AAAA'] : ['A', 'AAAA'];
       const outcomes = await Promise.all(types.map((t) => this.#query(conf, candidate, t)));
       const addresses = outcomes.flatMap((o) => (o.kind === 'answer' ? o.addresses : []));
+      for (const o of outcomes) ttl = Math.min(ttl, o.ttl);
       if (addresses.length > 0) {
         const canon = outcomes.find((o): o is Extract<Outcome, { kind: 'answer' }> => o.kind === 'answer')?.canonname ?? candidate;
-        return { addresses, canonname: canon };
+        return { addresses, canonname: canon, ttl: Number.isFinite(ttl) ? ttl : 0 };
       }
       if (outcomes.some((o) => o.kind === 'fail')) sawFailure = true;
     }
@@ -193,19 +215,21 @@ export class PodResolver {
 
   async #query(conf: ResolvConf, name: string, type: 'A' | 'AAAA'): Promise<Outcome> {
     const res = await this.#ask(conf, name, type);
-    if (!res) return { kind: 'fail' };
-    if (res.rcode === 'NXDOMAIN') return { kind: 'nxdomain' };
-    if (res.rcode !== 'NOERROR') return { kind: 'fail' };
+    if (!res) return { kind: 'fail', ttl: 0 };
+    if (res.rcode === 'NXDOMAIN') return { kind: 'nxdomain', ttl: negativeTtl(res) };
+    if (res.rcode !== 'NOERROR') return { kind: 'fail', ttl: 0 };
     const addresses: LookupResult['addresses'] = [];
     let canonname = name;
+    let ttl = Infinity;
     for (const a of res.answers ?? []) {
       const data = answerData(a);
       if (typeof data !== 'string') continue;
+      if (a.type === 'CNAME' || a.type === 'A' || a.type === 'AAAA') ttl = Math.min(ttl, recordTtl(a));
       if (a.type === 'CNAME') canonname = data;
       if (a.type === 'A') addresses.push({ family: 4, address: data });
       if (a.type === 'AAAA') addresses.push({ family: 6, address: data });
     }
-    return addresses.length > 0 ? { kind: 'answer', addresses, canonname } : { kind: 'nodata' };
+    return addresses.length > 0 ? { kind: 'answer', addresses, canonname, ttl: Number.isFinite(ttl) ? ttl : 0 } : { kind: 'nodata', ttl: negativeTtl(res) };
   }
 
   async #ask(conf: ResolvConf, name: string, type: 'A' | 'AAAA' | 'PTR'): Promise<Reply | undefined> {

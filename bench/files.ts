@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
 import { startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { goalTable } from './goals.js';
 
 const PY = '/usr/bin/python3';
 const PROBE = `
@@ -73,6 +74,10 @@ async function main(): Promise<void> {
     }
     const counters = /tsmirror: (\d+ files read from the pod.*)/.exec(tsmRun.stderr)?.[1];
     if (counters) process.stdout.write(`(tsmirror: ${counters})\n`);
+    process.stdout.write(goalTable('files', [
+      { what: 'open+read+close 4 KiB', value: viaTsm.open_read_close_4k_us ?? 0, unit: 'µs', limit: 100, kind: 'atMost', rule: 'absolute' },
+      { what: 'sequential 1 GiB read', value: viaTsm.seq_1gib_mb_s ?? 0, unit: 'MB/s', limit: 1000, kind: 'atLeast', rule: 'absolute' },
+    ]));
   } finally {
     await agent.stop();
     await harness.destroy();

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
 import { cliPath, repoRoot, run, startAgentProcess } from '../test/e2e/tsm.js';
+import { goalTable, type Goal } from './goals.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
@@ -98,6 +99,9 @@ async function main(): Promise<void> {
     process.stdout.write(line('local program, stolen requests from the pod', stolen, direct));
     process.stdout.write(line('static Go program (seccomp), hit directly', goDirect));
     process.stdout.write(line('static Go program (seccomp), stolen requests', goStolen, goDirect));
+    const added = (what: string, f: Figures): Goal =>
+      ({ what, value: f.p99_us - baseline.p99_us, unit: 'µs', limit: 300, kind: 'atMost', rule: `p99 over the pod app's ${baseline.p99_us} µs` });
+    process.stdout.write(goalTable(`incoming at ${RATE} requests/s`, [added('pass-through adds at p99', passThrough), added('mirror adds at p99', mirrored)]));
   } finally {
     for (const c of children) {
       try {

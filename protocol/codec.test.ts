@@ -13,6 +13,29 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 describe('codec', () => {
+  it('writes a data frame of any size and stream number as a plain msgpack map that another decoder reads', () => {
+    for (const size of [0, 1, 255, 256, 1023, 1024, 65535, 65536, 70000]) {
+      for (const stream of [0, 127, 128, 255, 256, 65535, 65536, 0xffffffff]) {
+        const message = { type: 'data', stream, data: Buffer.alloc(size, size & 0xff) } as const;
+        const frame = encode(message);
+        const plain = plainDecode(frame) as { type: string; stream: number; data: Uint8Array };
+        expect([plain.type, plain.stream, Buffer.from(plain.data).equals(message.data)], `size ${size}, stream ${stream}`).toEqual(['data', stream, true]);
+        // from 1 KiB the frame is written directly (not by msgpackr): the minimal encoding
+        if (size >= 1024) expect(Buffer.from(plainEncode(message)).equals(frame), `size ${size}, stream ${stream}`).toBe(true);
+        const back = decodeAgentMessage(frame);
+        expect(back.type === 'data' && back.stream === stream && Buffer.from(back.data).equals(message.data)).toBe(true);
+      }
+    }
+  });
+
+  it("refuses msgpackr's own extensions (RegExp, Set, Error, BigInt, typed arrays) in a frame", () => {
+    const head = Buffer.from(plainEncode({ type: 'result', id: 1 })); // fixmap 2: made 3 below
+    for (const ext of ['d578' + '00', 'd473' + '90', 'd465' + '90', 'd542' + '0001', 'd674' + '01000000']) {
+      const frame = Buffer.concat([Buffer.from([0x83]), head.subarray(1), Buffer.from([0xa5, ...Buffer.from('value')]), Buffer.from(ext, 'hex')]);
+      expect(codeOf(() => decodeAgentMessage(frame)), ext).toBe('TSM_ERR_BAD_FRAME');
+    }
+  });
+
   it('round-trips a request as a plain msgpack map readable by any decoder', () => {
     const frame = encode({ type: 'tcp.connect', id: 7, stream: 3, host: '10.0.0.1', port: 80, family: 4, timeoutMs: 0 });
     // A second, independently configured decoder (plain maps) reads the same object.

@@ -1,9 +1,10 @@
 /**
- * The one msgpack codec of the project (@msgpack/msgpack: plain maps, no extensions), so
- * every frame is ordinary msgpack that any decoder (including the shim's) can read.
+ * The one msgpack codec of the project (msgpackr, set to write plain msgpack: no records,
+ * no bundled strings, no extensions, `undefined` as nil), so every frame is ordinary
+ * msgpack that any decoder (including the shim's native/shim/msgpack.c) can read.
  * Decoding validates the shape of each message, since frames come from the network.
  */
-import { Encoder, decode as unpack } from '@msgpack/msgpack';
+import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { TsmError } from './errors.js';
 import { DNS_MAX_MESSAGE, type AgentMessage, type ClientMessage } from './messages.js';
 
@@ -13,18 +14,87 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 const MAX_STRING = 64 * 1024;
 
 /**
- * One encoder for the process: the library's encode() makes a new one per call with a
- * 2 KiB buffer, which a 64 KiB data frame then regrows six times (a third of the agent's
- * time on a bulk transfer). This one keeps its buffer; each frame is copied out of it once.
+ * Plain msgpack both ways. `useRecords: false` and `bundleStrings: false`: msgpackr's own
+ * record and string-bundle extensions are never written (the C shim and the agent wire
+ * read plain maps); `encodeUndefinedAsNil`: `undefined` is nil as in @msgpack/msgpack,
+ * not msgpackr's fixext 0; `mapsAsObjects`: maps decode to plain objects (keys as
+ * strings, `__proto__` renamed by msgpackr), which is what the field specs check.
+ * `structuredClone: false` refuses the id/pointer extensions.
+ *
+ * Encoding: msgpackr writes into one growing buffer and returns a view of each frame, which
+ * later frames do not overwrite (it moves on, and starts a new buffer when the old one is
+ * full). A view keeps its whole buffer alive, though, and frames are kept (the resumable
+ * layer keeps each until it is acknowledged; a slow socket queues them). msgpackr's buffers
+ * are 8 KiB until a large frame makes it allocate larger ones: a frame in a buffer over
+ * 16 KiB that it fills less than half of is copied out, so a kept frame holds at most
+ * 16 KiB or twice its size (Node's own small Buffers share 8 KiB slabs the same way).
  */
-const encoder = new Encoder({ initialBufferSize: 256 * 1024 });
+const VIEW_BUFFER_MAX = 16 * 1024;
+const options = {
+  useRecords: false, bundleStrings: false, encodeUndefinedAsNil: true, mapsAsObjects: true,
+  structuredClone: false, moreTypes: false, int64AsType: 'number',
+} as const;
+const packr = new Packr(options);
+const unpackr = new Unpackr(options);
+
+/**
+ * msgpackr decodes some extension types of its own into objects (Error, RegExp, Set, typed
+ * arrays, BigInt, its string bundles and cross-references). Frames come from the network:
+ * none of those is part of either wire, so each is refused, as an unknown extension is.
+ * (The timestamp extension, -1, decodes to a Date as @msgpack/msgpack's did.) This changes
+ * msgpackr for the whole process; the project has no other msgpackr user.
+ */
+class RefusedExtension { }
+for (const type of [0x42, 0x62, 0x65, 0x69, 0x70, 0x73, 0x74, 0x78]) {
+  addExtension({
+    Class: RefusedExtension, type,
+    pack: () => { throw new Error('never written'); },
+    unpack: () => { throw new Error(`msgpack extension ${type} is not part of the wire`); },
+  });
+}
 
 function pack(value: unknown): Buffer {
-  const bytes = encoder.encode(value);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const frame = packr.pack(value);
+  if (frame.buffer.byteLength <= VIEW_BUFFER_MAX || frame.byteLength * 2 >= frame.buffer.byteLength) return frame;
+  const own = Buffer.allocUnsafeSlow(frame.byteLength); // not from Node's shared pool, which a small Buffer.from would be
+  frame.copy(own);
+  return own;
+}
+
+/** Below this many payload bytes a `data` frame goes through msgpackr (its buffer is cheap to share). */
+const DIRECT_DATA_MIN = 1024;
+const DATA_HEAD = Buffer.from([0x83, 0xa4, ...Buffer.from('type'), 0xa4, ...Buffer.from('data'), 0xa6, ...Buffer.from('stream')]);
+const DATA_KEY = Buffer.from([0xa4, ...Buffer.from('data')]);
+
+/**
+ * A `data` frame with a large payload, written straight into one buffer of its exact size
+ * (one allocation, one copy of the payload): msgpackr would grow its buffer to four times
+ * the frame and then copy the frame out of it. The bytes are the plain msgpack map
+ * `{type: 'data', stream, data}` (fixmap, fixstr keys, a uint, a bin).
+ */
+function encodeData(stream: number, data: Uint8Array): Buffer {
+  const n = data.byteLength;
+  const streamBytes = stream < 0x80 ? 1 : stream < 0x100 ? 2 : stream < 0x10000 ? 3 : 5;
+  const binHead = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const frame = Buffer.allocUnsafeSlow(DATA_HEAD.length + streamBytes + DATA_KEY.length + binHead + n);
+  let at = DATA_HEAD.copy(frame, 0);
+  if (streamBytes === 1) frame[at++] = stream;
+  else if (streamBytes === 2) { frame[at++] = 0xcc; frame[at++] = stream; }
+  else if (streamBytes === 3) { frame[at++] = 0xcd; at = frame.writeUInt16BE(stream, at); }
+  else { frame[at++] = 0xce; at = frame.writeUInt32BE(stream, at); }
+  at += DATA_KEY.copy(frame, at);
+  if (binHead === 2) { frame[at++] = 0xc4; frame[at++] = n; }
+  else if (binHead === 3) { frame[at++] = 0xc5; at = frame.writeUInt16BE(n, at); }
+  else { frame[at++] = 0xc6; at = frame.writeUInt32BE(n, at); }
+  frame.set(data, at);
+  return frame;
 }
 
 export function encode(message: ClientMessage | AgentMessage): Buffer {
+  if (message.type === 'data' && message.data instanceof Uint8Array && message.data.byteLength >= DIRECT_DATA_MIN &&
+    Number.isInteger(message.stream) && message.stream >= 0 && message.stream <= 0xffffffff && Object.keys(message).length === 3) {
+    return encodeData(message.stream, message.data);
+  }
   return pack(message);
 }
 
@@ -124,11 +194,22 @@ export function isMap(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }
 
+/** Each spec's fields in object form, made once (every frame is checked against one). */
+const compiledSpecs = new WeakMap<Spec, ReadonlyArray<readonly [string, FieldSpec]>>();
+function specEntries(spec: Spec): ReadonlyArray<readonly [string, FieldSpec]> {
+  let entries = compiledSpecs.get(spec);
+  if (entries === undefined) {
+    entries = Object.entries(spec).map(([name, field]) => [name, fieldSpec(field)] as const);
+    compiledSpecs.set(spec, entries);
+  }
+  return entries;
+}
+
 /** The first field of `spec` that `value` lacks or has wrong, or undefined when all are good. */
 export function badField(spec: Spec, value: Record<string, unknown>): string | undefined {
-  for (const [name, field] of Object.entries(spec)) {
+  for (const [name, field] of specEntries(spec)) {
     const v = value[name];
-    if (v === undefined && fieldSpec(field).optional === true) continue;
+    if (v === undefined && field.optional === true) continue;
     if (!fieldOk(field, v)) return name;
   }
   return undefined;
@@ -138,7 +219,7 @@ export function badField(spec: Spec, value: Record<string, unknown>): string | u
 export function unpackMap(frame: Uint8Array): Record<string, unknown> {
   let value: unknown;
   try {
-    value = unpack(frame);
+    value = unpackr.unpack(frame);
   } catch (cause) {
     throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
   }
@@ -223,5 +304,5 @@ export function packPlain(value: unknown): Buffer {
 }
 
 export function unpackPlain(frame: Uint8Array): unknown {
-  return unpack(frame);
+  return unpackr.unpack(frame);
 }

@@ -163,7 +163,12 @@ export type ClientRequest = TcpConnect | UdpOpen | DnsLookup | DnsReverse | DnsC
 export interface ResultOf {
   'tcp.connect': { localAddress: string; localPort: number; pending?: boolean };
   'udp.open': { localAddress: string; localPort: number };
-  'dns.lookup': { addresses: Array<{ family: Family; address: string }>; canonname: string };
+  /**
+   * `ttl`: for how many seconds the answer may be reused (the least TTL of the DNS records,
+   * and of the negative answers to the search-list names tried before it); 0 or absent
+   * (an answer from /etc/hosts, or an older agent): ask again every time.
+   */
+  'dns.lookup': { addresses: Array<{ family: Family; address: string }>; canonname: string; ttl?: number };
   'dns.reverse': { name: string };
   'dns.config': { nameservers: string[]; search: string[]; ndots: number; timeoutMs: number; attempts: number };
   'dns.query': { packet: Uint8Array };

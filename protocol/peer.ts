@@ -162,7 +162,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     if (this.#closed) return;
     const ws = this.#ws;
     if (!this.#resumable || UNSEQUENCED_TYPES.has(message.type)) {
-      if (ws && ws.readyState === ws.OPEN) ws.send(encode(message), { binary: true });
+      if (ws && ws.readyState === ws.OPEN) this.#write(ws, encode(message));
       return;
     }
     // A window (stream credit) also carries the acknowledgement: no frame of its own.
@@ -171,7 +171,29 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#sent++;
     this.#kept.push(frame);
     this.#keptBytes += frame.byteLength;
-    if (ws && ws.readyState === ws.OPEN) ws.send(frame, { binary: true });
+    if (ws && ws.readyState === ws.OPEN) this.#write(ws, frame);
+  }
+
+  /** The socket under the WebSocket while its writes of this tick are held (see #write). */
+  #corked: { uncork(): void } | undefined;
+
+  /**
+   * Sends one frame. The frames sent in one tick (a connect's result and credit, a burst of
+   * replies) leave in one write: the WebSocket's socket is corked at the first of them and
+   * uncorked on the next tick, so the kernel gets one writev and the peer one wake-up,
+   * not one per frame (issue 13).
+   */
+  #write(ws: WebSocket, frame: Buffer): void {
+    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed?: boolean } })._socket;
+    if (this.#corked === undefined && socket !== undefined && socket.destroyed !== true) {
+      socket.cork();
+      this.#corked = socket;
+      process.nextTick(() => {
+        this.#corked = undefined;
+        socket.uncork();
+      });
+    }
+    ws.send(frame, { binary: true });
   }
 
   /** Ends the session with an error that the peer is told about (when it can be). */
@@ -233,12 +255,12 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#onAck(peerReceived);
     this.#bind(ws);
     this.#lastSeen = Date.now();
-    if (greeting) ws.send(encode(greeting), { binary: true });
+    if (greeting) this.#write(ws, encode(greeting));
     let resentFrames = 0;
     let resentBytes = 0;
     for (let i = this.#keptHead; i < this.#kept.length; i++) {
       const frame = this.#kept[i] as Buffer;
-      ws.send(frame, { binary: true });
+      this.#write(ws, frame);
       resentFrames++;
       resentBytes += frame.byteLength;
     }

@@ -4,6 +4,11 @@
  * does the reverse lookup of an address that routes locally. A pod-side DNS failure comes
  * back as the glibc EAI_* value the agent chose (EAI_NONAME when it gave none).
  *
+ * Answers are kept for the session (`PodDns` is made per session) for as long as the agent
+ * says they hold: the least TTL of the DNS records the answer rests on (agent/resolver.ts),
+ * never longer; an answer from the pod's /etc/hosts, a failure, or one from an agent that
+ * sends no TTL is not kept. A repeated getaddrinfo within the TTL then costs no hop.
+ *
  * glibc's res_* functions (the shim's res.c) get the pod's resolver settings (`res.config`)
  * and have each DNS message sent to the pod's nameservers by the agent (`res.send`), which
  * answers with the nameserver's own bytes.
@@ -30,8 +35,15 @@ const clamp = (v: unknown, min: number, max: number, fallback: number): number =
   typeof v === 'number' && Number.isFinite(v) ? Math.min(Math.max(Math.trunc(v), min), max) : fallback;
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((s): s is string => typeof s === 'string') : []);
 
+/** The most answers a session keeps (the oldest goes first). */
+const MAX_CACHED = 1024;
+/** The longest any answer is kept, whatever its TTL (an hour, nscd's default for positive answers). */
+const MAX_TTL_S = 3600;
+
 export class PodDns {
-  readonly stats = { lookups: 0, dnsMessages: 0 };
+  /** `lookups`: name lookups the program made (not localhost); `cached`: of those, answered from the session's cache. */
+  readonly stats = { lookups: 0, cached: 0, dnsMessages: 0 };
+  readonly #cache = new Map<string, { reply: ShimReplyOf['resolve']; expires: number }>();
   readonly #agent: ProxyAgent;
   readonly #routing: RoutingPolicy;
 
@@ -44,9 +56,28 @@ export class PodDns {
     const lower = req.name.toLowerCase().replace(/\.$/, '');
     if (lower === 'localhost' || lower.endsWith('.localhost')) return { ok: true, action: 'local' };
     this.stats.lookups++;
+    const family = req.family ?? 0;
+    // Keyed by the name as asked (lowercased): "db." (no search list) is not "db".
+    const key = `${family} ${req.name.toLowerCase()}`;
+    const hit = this.#cache.get(key);
+    if (hit !== undefined) {
+      if (performance.now() < hit.expires) {
+        this.stats.cached++;
+        return hit.reply;
+      }
+      this.#cache.delete(key);
+    }
     try {
-      const r = await this.#agent.request({ type: 'dns.lookup', name: req.name, family: req.family ?? 0 });
-      return { ok: true, action: 'remote', addrs: r.addresses.map((a) => ({ family: a.family, addr: a.address })), canonname: r.canonname };
+      const asked = performance.now();
+      const r = await this.#agent.request({ type: 'dns.lookup', name: req.name, family });
+      const reply: ShimReplyOf['resolve'] = { ok: true, action: 'remote', addrs: r.addresses.map((a) => ({ family: a.family, addr: a.address })), canonname: r.canonname };
+      const ttl = typeof r.ttl === 'number' && Number.isFinite(r.ttl) ? Math.min(r.ttl, MAX_TTL_S) : 0;
+      // Counted from when the question was sent: the answer may have been as old as that.
+      if (ttl > 0) {
+        if (this.#cache.size >= MAX_CACHED) this.#cache.delete(this.#cache.keys().next().value as string);
+        this.#cache.set(key, { reply, expires: asked + ttl * 1000 });
+      }
+      return reply;
     } catch (err) {
       const failure = dnsFailure(err);
       if (failure) return failure;

@@ -55,6 +55,8 @@ export interface ProxyStats {
   heldConnects: number;
   udpFlows: number;
   lookups: number;
+  /** Of `lookups`, those answered from the session's DNS cache (cli/proxy/dns.ts). */
+  cachedLookups: number;
   /** DNS messages of glibc's res_* functions sent to the pod's nameservers. */
   dnsMessages: number;
   localPassThrough: number;
@@ -141,7 +143,7 @@ export class SessionProxy implements ShimEndpoint {
 
   get stats(): ProxyStats {
     return {
-      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups, dnsMessages: this.#dns.stats.dnsMessages,
+      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups, cachedLookups: this.#dns.stats.cached, dnsMessages: this.#dns.stats.dnsMessages,
       localPassThrough: this.#localPassThrough, failures: this.#failures, unseen: this.#unseen,
     };
   }

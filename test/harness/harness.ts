@@ -99,6 +99,13 @@ export interface HarnessOptions {
    * Fixed when the harness starts (dnsmasq reads them once); the target need not exist yet.
    */
   srvRecords?: readonly SrvRecord[];
+  /**
+   * The TTL in seconds of the cluster DNS's answers (dnsmasq `--local-ttl`; default 0, so
+   * nothing may be cached). CoreDNS's kubernetes plugin answers with 5.
+   */
+  dnsTtl?: number;
+  /** Have dnsmasq log every query it gets (see {@link Harness.dnsQueries}). */
+  logQueries?: boolean;
 }
 
 /** One SRV record: `name` answers `priority weight port target`. */
@@ -254,6 +261,9 @@ export class Harness {
   private nextIndex = 10;
   private dnsChild: ChildProcess | undefined;
   private srvRecords: readonly SrvRecord[] = [];
+  private dnsTtl = 0;
+  private logQueries = false;
+  private queryCounts = new Map<string, number>();
   private dnsReads = 0;
   private readonly dnsLog: string[] = [];
   private dnsChain: Promise<void> = Promise.resolve();
@@ -306,6 +316,8 @@ export class Harness {
       const octet = claimSubnet(record);
       h = new Harness(record, octet, baseDir);
       h.srvRecords = opts.srvRecords ?? [];
+      h.dnsTtl = Math.max(0, Math.trunc(opts.dnsTtl ?? 0));
+      h.logQueries = opts.logQueries === true;
     } catch (e) {
       teardownSync(record.id, record.octet, baseDir);
       throw e;
@@ -340,6 +352,11 @@ export class Harness {
   pod(name: string, namespace = 'default'): Pod | undefined {
     const s = this.states.get(`${namespace}/${name}`);
     return s?.removing === undefined ? s?.pod : undefined;
+  }
+
+  /** How many queries of `type` for `name` dnsmasq got so far (needs `logQueries`). */
+  dnsQueries(name: string, type = 'A'): number {
+    return this.queryCounts.get(`${type} ${name}`) ?? 0;
   }
 
   /** Last lines dnsmasq wrote (for debugging). */
@@ -398,6 +415,8 @@ export class Harness {
         // Answer everything locally: names not in the hosts file get NXDOMAIN, never REFUSED.
         '--local=/#/',
         `--addn-hosts=${this.hostsFile}`,
+        ...(this.dnsTtl > 0 ? [`--local-ttl=${this.dnsTtl}`] : []),
+        ...(this.logQueries ? ['--log-queries'] : []),
         ...this.srvRecords.map((r) => `--srv-host=${r.name},${r.target},${r.port},${r.priority ?? 0},${r.weight ?? 0}`),
         '--pid-file=',
         '--log-facility=-',
@@ -416,6 +435,8 @@ export class Harness {
         this.dnsLog.push(l);
         if (this.dnsLog.length > 500) this.dnsLog.shift();
         if (l.includes(`read ${this.hostsFile} - `)) this.dnsReads++;
+        const q = / query\[(\w+)\] (\S+) from /.exec(l);
+        if (q) this.queryCounts.set(`${q[1]} ${q[2]}`, (this.queryCounts.get(`${q[1]} ${q[2]}`) ?? 0) + 1);
       }
     });
     (child.stderr as { unref?: () => void } | null)?.unref?.();
