@@ -10,6 +10,7 @@
  * and completes on its own later: see held-connect.ts.
  */
 import net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import type { AgentMessage, Family } from '../../protocol/messages.js';
 import { loadAddon } from '../../native/index.js';
 import { HeldConnect, type HeldListener } from './held-connect.js';
@@ -84,6 +85,14 @@ export class OutgoingTcp {
   readonly #accepts = new Map<number, PendingAccept[]>();
   /** Held connects still waiting, by stream. */
   readonly #held = new Map<number, HeldConnect>();
+  /**
+   * What the pod said about a stream whose tcp.connect reply is not handled yet. The agent
+   * sends its `pending` answer and then, as soon as the pod's connect is done, tcp.connected
+   * (or the stream's close); both can arrive in one read, and the message is handled before
+   * the reply's continuation has made the HeldConnect. Lost, the held connect would never be
+   * released and the program's connect would hang (issue 12's flaky 64 x 50 test).
+   */
+  readonly #early = new Map<number, { connected: boolean; closed: boolean; errno?: number }>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
   readonly #connections = new Set<net.Socket>();
 
@@ -92,7 +101,13 @@ export class OutgoingTcp {
     this.#agent = agent;
     this.#opts = { ...DEFAULT_OUTGOING_TCP_OPTIONS, ...options };
     agent.peer.on('message', (m: AgentMessage) => {
-      if (m.type === 'tcp.connected') this.#held.get(m.stream)?.podConnected();
+      if (m.type !== 'tcp.connected') return;
+      const held = this.#held.get(m.stream);
+      if (held) held.podConnected();
+      else {
+        const early = this.#early.get(m.stream);
+        if (early) early.connected = true;
+      }
     });
   }
 
@@ -139,7 +154,16 @@ export class OutgoingTcp {
     const proxyAddr = this.proxyAddress(req.family);
     const stream = this.#agent.allocateStream();
     // A held connect's failure arrives as the stream's close: its listener goes with it.
-    this.#agent.peer.mux.open(stream, () => this.#held.get(stream)?.podFailed());
+    const early: { connected: boolean; closed: boolean; errno?: number } = { connected: false, closed: false };
+    this.#early.set(stream, early);
+    this.#agent.peer.mux.open(stream, (errno) => {
+      const held = this.#held.get(stream);
+      if (held) held.podFailed();
+      else {
+        early.closed = true;
+        if (errno !== undefined) early.errno = errno;
+      }
+    });
     try {
       this.stats.tcpConnects++;
       const holdMs = req.nonblock === true && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
@@ -147,8 +171,14 @@ export class OutgoingTcp {
         type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs ?? 0, ...(holdMs > 0 ? { holdMs } : {}),
       });
       if (r.pending === true) {
+        if (early.closed) {
+          // The pod's connect failed before its `pending` answer was handled: the program gets the error now.
+          const errno = early.errno ?? osConstants.errno.ECONNREFUSED;
+          return { ok: false, errno, message: `connect to ${dest.address}:${req.port} from the pod failed (errno ${errno})` };
+        }
         const held = this.#hold(stream, proxyAddr === '::1' ? 6 : 4);
         this.stats.heldConnects++;
+        if (early.connected) held.podConnected();
         return { ok: true, action: 'proxy', proxyAddr, proxyPort: held.listenPort, stream };
       }
       const listener = this.#listeners.get(req.family) ?? this.#listeners.get(4);
@@ -158,6 +188,8 @@ export class OutgoingTcp {
       const refusal = podRefusal(err);
       if (refusal) return refusal;
       throw err;
+    } finally {
+      this.#early.delete(stream);
     }
   }
 
