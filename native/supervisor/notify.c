@@ -13,6 +13,7 @@
 #include "sv.h"
 
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -199,6 +200,18 @@ static void start_worker(void) {
   pthread_attr_destroy(&attr);
 }
 
+/* Blocks until the listener has a call for us or no user left (every program thread and
+ * child gone: no call will ever come). True in the second case. */
+static bool no_more_calls(void) {
+  for (;;) {
+    struct pollfd p = {.fd = listener_fd, .events = POLLIN};
+    int n = poll(&p, 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    return (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
+  }
+}
+
 static void *worker(void *arg) {
   (void)arg;
   struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
@@ -211,7 +224,14 @@ static void *worker(void *arg) {
   for (;;) {
     memset(req, 0, req_size);
     if (ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
-      if (errno == EINTR || errno == ENOENT) continue; /* ENOENT: its thread went away first */
+      if (errno == EINTR) continue;
+      /* ENOENT: the call's thread went away before we took it, or no program is left: the
+       * kernel then returns ENOENT at once, forever (the listener reports POLLHUP). Wait
+       * for the next call instead of spinning, and end when there will be none. */
+      if (errno == ENOENT) {
+        if (no_more_calls()) break;
+        continue;
+      }
       shim_log("NOTIF_RECV failed: %s; worker ends", strerror(errno));
       break;
     }
