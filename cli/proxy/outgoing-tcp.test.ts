@@ -222,6 +222,40 @@ describe('held connects through OutgoingTcp', () => {
     expect(await failed).toBe('ECONNREFUSED'); // at the SYN retransmission, about 1 s later
   }, 10000);
 
+  // The agent sends its `pending` answer and, as soon as the pod's connect is done,
+  // tcp.connected (or the stream's close): both may arrive in one read, the message handled
+  // before the reply's continuation has made the held connect (issue 12's flaky 64 x 50 test).
+  it('tcp.connected handled before the pending answer\'s continuation still releases the held connect', async () => {
+    agent.answers['tcp.connect'] = async (b) => {
+      const pod = await agent.connectInPod(b.stream, echo.port);
+      queueMicrotask(() => agent.emit({ type: 'tcp.connected', stream: b.stream, ...pod }));
+      return { localAddress: '', localPort: 0, pending: true };
+    };
+    const reply = await tcp.connect(connect({ nonblock: true }), dest) as { proxyPort: number };
+    expect(tcp.stats.heldConnects).toBe(1);
+    const program = programConnect(reply.proxyPort);
+    sockets.push(program);
+    let connected = false;
+    program.once('connect', () => { connected = true; });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(connected).toBe(false); // its SYN is dropped: still connecting
+    tcp.attach({ op: 'attach', stream: 1, ...programSocketClaim(program) });
+    await until(() => connected);
+    expect(await roundTrip(program, 'early')).toBe('early');
+    expect(tcp.heldCount).toBe(0);
+  });
+
+  it('the stream\'s close handled before the pending answer\'s continuation: the connect fails with the pod\'s errno', async () => {
+    agent.answers['tcp.connect'] = (b) => {
+      agent.podMux.open(b.stream);
+      queueMicrotask(() => agent.peer.mux.handle({ type: 'close', stream: b.stream, errno: osConstants.errno.EHOSTUNREACH }));
+      return { localAddress: '', localPort: 0, pending: true };
+    };
+    const reply = await tcp.connect(connect({ nonblock: true }), dest);
+    expect(reply).toMatchObject({ ok: false, errno: osConstants.errno.EHOSTUNREACH });
+    expect(tcp.heldCount).toBe(0);
+  });
+
   it('beyond maxHeld a non-blocking connect waits for the pod as a blocking one does', async () => {
     await tcp.close();
     tcp = await OutgoingTcp.start(agent, { maxHeld: 0 });

@@ -10,6 +10,7 @@
  * and completes on its own later: see held-connect.ts.
  */
 import net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import type { AgentMessage, Family } from '../../protocol/messages.js';
 import { loadAddon } from '../../native/index.js';
 import { HeldConnect, type HeldListener } from './held-connect.js';
@@ -85,12 +86,13 @@ export class OutgoingTcp {
   /** Held connects still waiting, by stream. */
   readonly #held = new Map<number, HeldConnect>();
   /**
-   * Streams whose tcp.connect is not answered yet, and whether their tcp.connected came first:
-   * the agent sends `pending` and, when the pod's connect is made right after, tcp.connected
-   * in the same breath; both are dispatched before the request's promise continues, so the
-   * held connect did not exist yet and the program's connect waited until it timed out.
+   * What the pod said about a stream whose tcp.connect reply is not handled yet. The agent
+   * sends its `pending` answer and then, as soon as the pod's connect is done, tcp.connected
+   * (or the stream's close); both can arrive in one read, and the message is handled before
+   * the reply's continuation has made the HeldConnect. Lost, the held connect would never be
+   * released and the program's connect would hang (issue 12's flaky 64 x 50 test).
    */
-  readonly #connecting = new Map<number, boolean>();
+  readonly #early = new Map<number, { connected: boolean; closed: boolean; errno?: number }>();
   /** Every loopback connection of the program, paired or not: they end with the session. */
   readonly #connections = new Set<net.Socket>();
 
@@ -102,7 +104,10 @@ export class OutgoingTcp {
       if (m.type !== 'tcp.connected') return;
       const held = this.#held.get(m.stream);
       if (held) held.podConnected();
-      else if (this.#connecting.has(m.stream)) this.#connecting.set(m.stream, true);
+      else {
+        const early = this.#early.get(m.stream);
+        if (early) early.connected = true;
+      }
     });
   }
 
@@ -149,8 +154,16 @@ export class OutgoingTcp {
     const proxyAddr = this.proxyAddress(req.family);
     const stream = this.#agent.allocateStream();
     // A held connect's failure arrives as the stream's close: its listener goes with it.
-    this.#agent.peer.mux.open(stream, () => this.#held.get(stream)?.podFailed());
-    this.#connecting.set(stream, false);
+    const early: { connected: boolean; closed: boolean; errno?: number } = { connected: false, closed: false };
+    this.#early.set(stream, early);
+    this.#agent.peer.mux.open(stream, (errno) => {
+      const held = this.#held.get(stream);
+      if (held) held.podFailed();
+      else {
+        early.closed = true;
+        if (errno !== undefined) early.errno = errno;
+      }
+    });
     try {
       this.stats.tcpConnects++;
       const holdMs = req.nonblock === true && this.#held.size < this.#opts.maxHeld ? this.#opts.holdMs : 0;
@@ -158,12 +171,16 @@ export class OutgoingTcp {
         type: 'tcp.connect', stream, host: dest.address, port: req.port, family: dest.family, timeoutMs: req.timeoutMs ?? 0, ...(holdMs > 0 ? { holdMs } : {}),
       });
       if (r.pending === true) {
-        const connectedAlready = this.#connecting.get(stream) === true;
+        if (early.closed) {
+          // The pod's connect failed before its `pending` answer was handled: the program gets the error now.
+          const errno = early.errno ?? osConstants.errno.ECONNREFUSED;
+          return { ok: false, errno, message: `connect to ${dest.address}:${req.port} from the pod failed (errno ${errno})` };
+        }
         const held = this.#hold(stream, proxyAddr === '::1' ? 6 : 4);
         // What happened to the pod's connect between the answer and now.
         if (!this.#agent.peer.mux.has(stream)) held.podFailed();
-        else if (connectedAlready) held.podConnected();
         this.stats.heldConnects++;
+        if (early.connected) held.podConnected();
         return { ok: true, action: 'proxy', proxyAddr, proxyPort: held.listenPort, stream };
       }
       const listener = this.#listeners.get(req.family) ?? this.#listeners.get(4);
@@ -174,7 +191,7 @@ export class OutgoingTcp {
       if (refusal) return refusal;
       throw err;
     } finally {
-      this.#connecting.delete(stream);
+      this.#early.delete(stream);
     }
   }
 

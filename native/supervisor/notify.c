@@ -13,6 +13,7 @@
 #include "sv.h"
 
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,13 @@
 
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
+#endif
+
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
 
 #define SV_MAX_WORKERS 256
@@ -143,13 +151,37 @@ static pid_t thread_group_of(pid_t tid) {
   return t ? (pid_t)strtol(t + 6, NULL, 10) : -1;
 }
 
+/* Each worker keeps the pidfd of the last thread it served: a program's calls come again
+ * and again from the same few threads, and opening (and closing) a pidfd per call was two
+ * of the connect path's syscalls. A pidfd names one task, never a later one with its
+ * number: should that thread have ended and its tid been reused, the cached pidfd fails
+ * with ESRCH (sv_getfd then opens a fresh one). */
+static __thread pid_t cached_tid;
+static __thread int cached_pidfd = -1;
+
+static void forget_cached_pidfd(void) {
+  if (cached_pidfd >= 0) close(cached_pidfd);
+  cached_pidfd = -1;
+  cached_tid = 0;
+}
+
 int sv_pidfd(struct sv_call *call) {
   if (call->pidfd >= 0) return call->pidfd;
   pid_t tid = (pid_t)call->req->pid;
+  if (cached_pidfd >= 0 && cached_tid == tid) {
+    /* Still the caller (its memory as read is its own): checked as for a fresh pidfd. */
+    if (!sv_valid(call)) return -ESRCH;
+    call->pidfd = cached_pidfd;
+    return cached_pidfd;
+  }
   int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+  bool of_thread = true; /* names the calling thread itself (or its group's leader) */
   if (fd < 0 && errno == EINVAL) {
     fd = (int)syscall(SYS_pidfd_open, tid, 0); /* a thread-group leader */
     if (fd < 0 && errno == EINVAL) {
+      /* Before Linux 6.9: its thread group's. Not cached: once this thread has ended, its
+       * tid could name a thread of another process while this group lives on. */
+      of_thread = false;
       pid_t tgid = thread_group_of(tid);
       if (tgid > 0) fd = (int)syscall(SYS_pidfd_open, tgid, 0);
     }
@@ -161,13 +193,29 @@ int sv_pidfd(struct sv_call *call) {
     return -ESRCH;
   }
   call->pidfd = fd;
+  if (!of_thread) {
+    call->pidfd_temporary = true;
+    return fd;
+  }
+  forget_cached_pidfd();
+  cached_tid = tid;
+  cached_pidfd = fd;
   return fd;
 }
 
 int sv_getfd(struct sv_call *call, int fd) {
+  bool cached = call->pidfd < 0 && cached_pidfd >= 0 && cached_tid == (pid_t)call->req->pid;
   int pidfd = sv_pidfd(call);
   if (pidfd < 0) return pidfd;
   int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); /* FD_CLOEXEC already set */
+  if (dup < 0 && errno == ESRCH && cached) {
+    /* The cached pidfd's thread ended and its tid now names another: open that one's. */
+    call->pidfd = -1;
+    forget_cached_pidfd();
+    pidfd = sv_pidfd(call);
+    if (pidfd < 0) return pidfd;
+    dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  }
   return dup < 0 ? -errno : dup;
 }
 
@@ -176,7 +224,8 @@ static void dispatch(struct sv_call *call) {
   sv_handler handler = nr >= 0 && nr < SV_MAX_NR ? by_nr[nr] : NULL;
   if (handler) handler(call);
   if (!call->answered) sv_continue(call);
-  if (call->pidfd >= 0) close(call->pidfd);
+  /* Else call->pidfd is the worker's cached one (sv_pidfd): kept for the thread's next call. */
+  if (call->pidfd >= 0 && call->pidfd_temporary) close(call->pidfd);
 }
 
 static void *worker(void *arg);
@@ -199,6 +248,18 @@ static void start_worker(void) {
   pthread_attr_destroy(&attr);
 }
 
+/* Blocks until the listener has a call for us or no user left (every program thread and
+ * child gone: no call will ever come). True in the second case. */
+static bool no_more_calls(void) {
+  for (;;) {
+    struct pollfd p = {.fd = listener_fd, .events = POLLIN};
+    int n = poll(&p, 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    return (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
+  }
+}
+
 static void *worker(void *arg) {
   (void)arg;
   struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
@@ -211,7 +272,14 @@ static void *worker(void *arg) {
   for (;;) {
     memset(req, 0, req_size);
     if (ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
-      if (errno == EINTR || errno == ENOENT) continue; /* ENOENT: its thread went away first */
+      if (errno == EINTR) continue;
+      /* ENOENT: the call's thread went away before we took it, or no program is left: the
+       * kernel then returns ENOENT at once, forever (the listener reports POLLHUP). Wait
+       * for the next call instead of spinning, and end when there will be none. */
+      if (errno == ENOENT) {
+        if (no_more_calls()) break;
+        continue;
+      }
       shim_log("NOTIF_RECV failed: %s; worker ends", strerror(errno));
       break;
     }
@@ -221,6 +289,7 @@ static void *worker(void *arg) {
     dispatch(&call);
     atomic_fetch_add(&idle_workers, 1);
   }
+  forget_cached_pidfd();
   atomic_fetch_sub(&idle_workers, 1);
   atomic_fetch_sub(&all_workers, 1);
   free(req);
@@ -233,6 +302,12 @@ int sv_serve(int listener) {
     if (table[i].nr >= 0 && table[i].nr < SV_MAX_NR) by_nr[table[i].nr] = table[i].handler;
   if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -errno;
   if (sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) * 4) return -ENOTSUP;
+  /* Linux 6.6+: the program's thread and the worker hand the CPU to each other directly
+   * (a notification and its answer wake the other side on the current CPU) instead of
+   * each waiting to be scheduled: most of what a notified call costs on a busy machine.
+   * Older kernels refuse the ioctl; the wake-ups are then ordinary ones. */
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (uint64_t)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) < 0)
+    shim_log("synchronous wake-ups unavailable (Linux 6.6+): %s", strerror(errno));
   start_worker();
   start_worker();
   return 0;

@@ -100,7 +100,8 @@ struct sv_call {
   struct seccomp_notif *req;   /* id, pid (the calling thread's tid), data.nr, data.args[] */
   int listener;
   bool answered;
-  int pidfd;                   /* of the calling thread, opened on first use (-1) */
+  int pidfd;                   /* of the calling thread, on first use (-1) */
+  bool pidfd_temporary;        /* not the worker's cached one: the dispatcher closes it */
 };
 
 typedef void (*sv_handler)(struct sv_call *call);
@@ -148,7 +149,7 @@ ssize_t sv_read_string(struct sv_call *call, uint64_t addr, char *buf, size_t ca
  * open file (socket, flags and offset shared). The caller closes it. -errno on failure
  * (EBADF: no such fd). */
 int sv_getfd(struct sv_call *call, int fd);
-/* The calling thread's pidfd (kept in the call, closed by the dispatcher); -errno. */
+/* The calling thread's pidfd (the worker keeps the last one for the thread's next call); -errno. */
 int sv_pidfd(struct sv_call *call);
 
 /* Kernel features found at start (notify.c). */

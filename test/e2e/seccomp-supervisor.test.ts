@@ -4,9 +4,9 @@
  * and a program whose supervisor dies ends with it.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,6 +83,63 @@ describe.skipIf(!existsSync(busybox))('tsmirror-supervise', () => {
     expect(out).toBe('got-term\n');
     expect(code).toBe(7);
   });
+
+  it('with no program left, its worker threads end instead of spinning on NOTIF_RECV (ENOENT at once, forever)', async () => {
+    // The status line is written after the program has ended; a full pipe on fd 3 holds the
+    // supervisor's main thread there, as a long write-back of pod files would.
+    const dir = mkdtempSync(join(tmpdir(), 'tsm-sv-'));
+    const fifo = join(dir, 'status');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const reader = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+    const page = Buffer.alloc(4096, 120);
+    try {
+      for (;;) writeSync(reader, page);
+    } catch {
+      // EAGAIN: the pipe is full
+    }
+    const writer = openSync(fifo, 'w');
+    const child = spawn(supervise, [String(process.pid), '/nonexistent/proxy.sock', '3', busybox, 'busybox', 'true'], { stdio: ['ignore', 'ignore', 'pipe', writer] });
+    closeSync(writer);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const pid = child.pid ?? 0;
+    const threads = (): number => readdirSync(`/proc/${pid}/task`).length;
+    const cpuTicks = (): number => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return Number(f[11]) + Number(f[12]); // utime + stime
+    };
+    let status = '';
+    try {
+      const deadline = Date.now() + 10000;
+      // The program has ended (the supervisor has no child), the supervisor is still there.
+      while (Date.now() < deadline && spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).stdout.trim() !== '') await new Promise((r) => setTimeout(r, 20));
+      while (Date.now() < deadline && threads() > 1) await new Promise((r) => setTimeout(r, 20));
+      expect(threads()).toBe(1);
+      const before = cpuTicks();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(cpuTicks() - before).toBeLessThan(20);
+    } finally {
+      const buf = Buffer.alloc(65536);
+      const drain = setInterval(() => {
+        try {
+          const n = readSync(reader, buf);
+          status = (status + buf.subarray(0, n).toString()).slice(-64);
+        } catch {
+          // EAGAIN
+        }
+      }, 5);
+      await exited;
+      clearInterval(drain);
+      try {
+        const n = readSync(reader, buf);
+        status = (status + buf.subarray(0, n).toString()).slice(-64);
+      } catch {
+        // nothing more
+      }
+      closeSync(reader);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(status.endsWith('exit 0\n')).toBe(true);
+  }, 20000);
 
   it('SIGKILL of the supervisor ends the program at once', async () => {
     const child = spawn(supervise, [String(process.pid), '/nonexistent/proxy.sock', '-1', busybox, 'busybox', 'sleep', '30'], { stdio: 'ignore' });
