@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decode as plainDecode, encode as plainEncode } from '@msgpack/msgpack';
-import { MAX_FRAME_BYTES, decodeAgentMessage, decodeClientMessage, encode } from './codec.js';
+import { MAX_FRAME_BYTES, decodeAgentMessage, decodeClientMessage, encode, unpackPlain } from './codec.js';
 import { TsmError } from './errors.js';
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -34,6 +34,11 @@ describe('codec', () => {
       const frame = Buffer.concat([Buffer.from([0x83]), head.subarray(1), Buffer.from([0xa5, ...Buffer.from('value')]), Buffer.from(ext, 'hex')]);
       expect(codeOf(() => decodeAgentMessage(frame)), ext).toBe('TSM_ERR_BAD_FRAME');
     }
+  });
+
+  it('refuses the byte msgpack never uses (0xc1), which msgpackr would decode into a marker object', () => {
+    expect(() => decodeClientMessage(Uint8Array.from([0xc1]))).toThrow('not valid msgpack');
+    expect(() => unpackPlain(Uint8Array.from([0xc1]))).toThrow('0xc1');
   });
 
   it('round-trips a request as a plain msgpack map readable by any decoder', () => {

@@ -4,7 +4,7 @@
  * msgpack that any decoder (including the shim's native/shim/msgpack.c) can read.
  * Decoding validates the shape of each message, since frames come from the network.
  */
-import { Packr, Unpackr, addExtension } from 'msgpackr';
+import { C1, Packr, Unpackr, addExtension } from 'msgpackr';
 import { TsmError } from './errors.js';
 import { DNS_MAX_MESSAGE, type AgentMessage, type ClientMessage } from './messages.js';
 
@@ -223,6 +223,7 @@ export function unpackMap(frame: Uint8Array): Record<string, unknown> {
   } catch (cause) {
     throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack', { cause });
   }
+  if (value === C1) throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not valid msgpack (0xc1, which msgpack never uses)');
   if (!isMap(value)) throw new TsmError('TSM_ERR_BAD_FRAME', 'frame is not a msgpack map');
   return value;
 }
@@ -304,5 +305,9 @@ export function packPlain(value: unknown): Buffer {
 }
 
 export function unpackPlain(frame: Uint8Array): unknown {
-  return unpackr.unpack(frame);
+  const value: unknown = unpackr.unpack(frame);
+  // msgpackr decodes the never-used byte 0xc1 into a marker object of its own, where
+  // @msgpack/msgpack threw: a frame that is only that byte is not msgpack.
+  if (value === C1) throw new Error('0xc1 is never used in msgpack');
+  return value;
 }
