@@ -37,11 +37,18 @@ class PairEnd extends Duplex {
     cb?.();
   }
 
+  /**
+   * An end that closes cleanly (both directions done: the auto-destroy after 'end' and
+   * 'finish') leaves the other end alone, like a TCP socket closed after its FIN: what it
+   * still holds unread (say, the bytes a mux stream keeps until its credit returns) is read
+   * to the end, and it closes itself after. Any other destroy resets the other end too.
+   */
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const cb = this.other.#pending;
     this.other.#pending = undefined;
     cb?.();
-    if (!this.other.destroyed) this.other.destroy();
+    const clean = !err && this.readableEnded && this.writableFinished;
+    if (!clean && !this.other.destroyed) this.other.destroy();
     callback(err);
   }
 }

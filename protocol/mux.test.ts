@@ -3,6 +3,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StreamMessage } from './messages.js';
 import { Mux } from './mux.js';
+import { streamPair } from '../common/stream-pair.js';
 
 /** Two muxes joined back to back, with real loopback sockets at both ends. */
 async function pair(window: number) {
@@ -153,5 +154,30 @@ describe('mux', () => {
     }
     const bytes = Buffer.concat(sent.filter((x) => x.type === 'data').map((x) => (x as { data: Uint8Array }).data));
     expect(bytes.equals(payload)).toBe(true);
+  });
+
+  it('delivers every byte of a stream whose app end closes while the tail still waits for credit (issue 16)', async () => {
+    const window = 64 * 1024;
+    const { a, b } = await pair(window);
+    const [sideA, appA] = streamPair();
+    const [sideB, appB] = streamPair();
+    a.open(1);
+    b.open(1);
+    a.bindSocket(1, sideA);
+    b.bindSocket(1, sideB);
+    const received: Buffer[] = [];
+    appB.on('data', (c: Buffer) => received.push(c));
+    const ended = new Promise((r) => appB.once('end', r));
+    // B's app ends its direction first, and A's app reads that to the end.
+    appA.resume();
+    const aEnded = new Promise((r) => appA.once('end', r));
+    appB.end();
+    await aEnded;
+    // Then A's app writes more than the window at once and ends: its end is done both ways
+    // and closes, while the last 1000 bytes wait in the stream for the credit to come back.
+    const payload = randomBytes(window + 1000);
+    appA.end(payload);
+    await ended;
+    expect(Buffer.concat(received).equals(payload)).toBe(true);
   });
 });

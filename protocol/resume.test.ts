@@ -3,6 +3,7 @@
  * test cuts at random moments: every byte of every stream, both ways, and every message
  * arrives exactly once and in order, whatever was in flight at the cut.
  */
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -102,9 +103,16 @@ function readAll(end: Duplex, id: number, dir: number): Promise<number> {
   });
 }
 
+/**
+ * The seeds of the random-cut run (each in the test's name, so a failure says which); others
+ * with TSM_RESUME_SEEDS=1,2,3. Several, since what a cut catches in flight also depends on
+ * timing: a loss that one run misses (issue 16: a stream's tail) another catches.
+ */
+const SEEDS = (process.env.TSM_RESUME_SEEDS ?? '20261202,5,7,14').split(',').map(Number);
+
 describe('resumable session: random cuts lose, duplicate and reorder nothing', () => {
-  it('carries 8 streams both ways and 400 numbered requests across random cuts of the WebSocket', async () => {
-    const random = rng(20261202);
+  it.each(SEEDS)('carries 8 streams both ways and 400 numbered requests across random cuts of the WebSocket (seed %i)', async (seed) => {
+    const random = rng(seed);
     const net = await link();
     const first = await net.connect();
     const window = 256 * 1024;
@@ -182,6 +190,43 @@ describe('resumable session: random cuts lose, duplicate and reorder nothing', (
     expect(maxKept).toBeLessThan(streams * window * 1.1 + 256 * 1024);
     expect(closed).toBe(false);
   }, 120_000);
+
+  it('delivers the tail of a stream whose app end closed during a cut while the tail waited for credit (issue 16)', async () => {
+    const net = await link();
+    const first = await net.connect();
+    const window = 64 * 1024;
+    const agent: Agent = new Peer<ClientMessage, AgentMessage>(first.agentWs, decodeClientMessage, { ...options, mux: { window } });
+    const client: Client = new Peer<AgentMessage, ClientMessage>(first.clientWs, decodeAgentMessage, { ...options, mux: { window } });
+    agent.startResumable();
+    client.startResumable();
+    cleanup.push(() => { agent.abandon(undefined); client.abandon(undefined); });
+    const [agentSide, agentApp] = streamPair();
+    const [clientSide, clientApp] = streamPair();
+    agent.mux.open(1);
+    client.mux.open(1);
+    agent.mux.bindSocket(1, agentSide);
+    client.mux.bindSocket(1, clientSide);
+    const received: Buffer[] = [];
+    clientApp.on('data', (c: Buffer) => received.push(c));
+    const clientEnded = new Promise((r) => clientApp.once('end', r));
+    // The client's direction ends first and the agent's app reads it to the end.
+    agentApp.resume();
+    const agentEnded = new Promise((r) => agentApp.once('end', r));
+    clientApp.end();
+    await agentEnded;
+    first.clientWs.terminate();
+    await until(() => agent.disconnected && client.disconnected);
+    // During the cut the agent's app writes more than the window and ends: its end of the pair
+    // is done both ways and closes, while the last 1000 bytes wait for credit.
+    const payload = randomBytes(window + 1000);
+    agentApp.end(payload);
+    await until(() => agentApp.destroyed);
+    const next = await net.connect();
+    agent.attach(next.agentWs, client.received);
+    client.attach(next.clientWs, agent.received);
+    await clientEnded;
+    expect(Buffer.concat(received).equals(payload)).toBe(true);
+  });
 
   it('keeps numbering while disconnected: what is written during the gap arrives after the resume', async () => {
     const net = await link();

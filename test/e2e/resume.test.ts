@@ -192,7 +192,7 @@ describe('sessions survive a dropped or stalled connection', () => {
     expect(Number(done[1])).toBeGreaterThan(20);
     expect((cli.err().match(/session resumed, nothing lost/g) ?? []).length).toBeGreaterThanOrEqual(2);
     // -v at exit: how the connection fared.
-    await new Promise<void>((r) => cli.child.once('close', () => r()));
+    await cli.closed; // (a listener added now could miss a close that already happened)
     expect(cli.err()).toMatch(/connection to the agent: [2-9]\d* resumed, 0 re-established/);
     expect(agent.log()).toMatch(/resumed from .* after \d+ ms/);
   }, 120_000);
@@ -306,7 +306,7 @@ describe('in a cluster: through the port-forward, and following a deployment who
     await cli.waitFor(/session resumed, nothing lost/, 15_000);
     const resumedAt = Date.now();
     await pollUntil(() => lines(cli, 'ok', resumedAt).length >= 5, 15_000);
-    await new Promise<void>((r) => cli.child.once('close', () => r()));
+    await cli.closed; // (a listener added now could miss a close that already happened)
     expect(lines(cli, 'fail')).toEqual([]);
     expect(cli.err()).toMatch(/connection to the agent: 1 resumed, 0 re-established/);
   }, 90_000);

@@ -171,6 +171,8 @@ export interface RunningCli {
   err: () => string;
   /** Resolves when the output (stdout, then stderr) matches; rejects after `ms` or if tsmirror exits first. */
   waitFor: (re: RegExp, ms?: number) => Promise<RegExpExecArray>;
+  /** Resolves when tsmirror has exited and its output is read (listened for from the start, so never missed). */
+  closed: Promise<void>;
 }
 
 /** Starts `tsmirror ARGS…` in the background (stdin closed). */
@@ -180,6 +182,7 @@ export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proc
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
   const waitFor = async (re: RegExp, ms = 15000): Promise<RegExpExecArray> => {
     const until = Date.now() + ms;
     for (;;) {
@@ -190,7 +193,7 @@ export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proc
       await new Promise((r) => setTimeout(r, 50));
     }
   };
-  return { child, out: () => out, err: () => err, waitFor };
+  return { child, out: () => out, err: () => err, waitFor, closed };
 }
 
 /**
