@@ -66,9 +66,13 @@ interface Session extends RunningCli {
 }
 const sessions = new Set<Session>();
 
-/** `tsmirror exec` in the background, in its own process group. */
+/**
+ * `tsmirror exec` in the background, in its own process group. With no reconnect grace: a
+ * session whose CLI a cleanup kills would otherwise keep its steal of 8080 at the agent for
+ * the default 60 s grace (issue 16), and the next test's steal of that port is refused.
+ */
 function startSession(flags: string[], command: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Session {
-  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, ...flags, '--', ...command], { cwd: work, detached: true, ...opts });
+  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, '--reconnect-grace', '0', ...flags, '--', ...command], { cwd: work, detached: true, ...opts });
   const { child } = cli;
   const s: Session = {
     ...cli,
