@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
 import { repoRoot, run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { probeFigures } from './net-probe.js';
 
 const PY = '/usr/bin/python3';
 const LOCAL_FILE = '/etc/passwd';
@@ -31,10 +32,7 @@ print(json.dumps({'open_read_close_4k_us': remote, 'open_close_local_us': (time.
 
 type Figures = Record<'open_read_close_4k_us' | 'open_close_local_us', number>;
 
-function figures(what: string, r: { code: number | null; stdout: string; stderr: string }): Figures {
-  if (r.code !== 0) throw new Error(`${what} failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as Figures;
-}
+const figures = (what: string, r: { code: number | null; stdout: string; stderr: string }): Figures => probeFigures<Figures>(what, r);
 
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'tsm-bench-seccomp-files-'));
