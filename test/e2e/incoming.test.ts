@@ -11,7 +11,7 @@ import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, stopAll, type AgentProcess, type BackgroundCli, startBackgroundCli } from './tsm.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
 const SERVER = join(FIX, 'incoming-server.mjs');
@@ -53,42 +53,11 @@ function bigBody(): Buffer {
 }
 
 /** A `tsmirror exec` running in the background (in its own process group), its output collected. */
-interface Session extends RunningCli {
-  kill: () => void;
-  stop: () => Promise<void>;
-}
+type Session = BackgroundCli;
 const sessions = new Set<Session>();
 
 function startSession(flags: string[], command: string[], agentUrl = agent.url, target: Pod = app): Session {
-  const cli = startCli(['exec', '--agent', agentUrl, '--target', `pid/${target.pid}`, ...flags, '--', ...command], { cwd: localDir, detached: true });
-  const { child } = cli;
-  const s: Session = {
-    ...cli,
-    // The whole process group: tsmirror and the program it runs.
-    kill: () => {
-      try {
-        process.kill(-(child.pid ?? 0), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    },
-    stop: async () => {
-      sessions.delete(s);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise<void>((r) => child.once('exit', () => r()));
-      try {
-        process.kill(child.pid ?? 0, 'SIGTERM');
-      } catch {
-        // gone
-      }
-      const t = setTimeout(() => s.kill(), 5000);
-      await gone;
-      clearTimeout(t);
-      s.kill();
-    },
-  };
-  sessions.add(s);
-  return s;
+  return startBackgroundCli(['exec', '--agent', agentUrl, '--target', `pid/${target.pid}`, ...flags, '--', ...command], sessions, { cwd: localDir });
 }
 
 /** Starts a local node server NAME under tsmirror and waits until the pod's port is subscribed. */

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { pollUntil, repoRoot, run, startAgentProcess, startCli, stopAll, type AgentProcess, type RunningCli } from './tsm.js';
+import { pollUntil, repoRoot, run, startAgentProcess, stopAll, type AgentProcess, type BackgroundCli, startBackgroundCli } from './tsm.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
 const NODE_SERVER = join(FIX, 'incoming-server.mjs');
@@ -60,10 +60,7 @@ afterEach(async () => {
   await Promise.all([...sessions].map((s) => s.stop()));
 });
 
-interface Session extends RunningCli {
-  kill: () => void;
-  stop: () => Promise<void>;
-}
+type Session = BackgroundCli;
 const sessions = new Set<Session>();
 
 /**
@@ -72,34 +69,7 @@ const sessions = new Set<Session>();
  * the default 60 s grace (issue 16), and the next test's steal of that port is refused.
  */
 function startSession(flags: string[], command: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Session {
-  const cli = startCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, '--reconnect-grace', '0', ...flags, '--', ...command], { cwd: work, detached: true, ...opts });
-  const { child } = cli;
-  const s: Session = {
-    ...cli,
-    kill: () => {
-      try {
-        process.kill(-(child.pid ?? 0), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    },
-    stop: async () => {
-      sessions.delete(s);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise<void>((r) => child.once('exit', () => r()));
-      try {
-        process.kill(child.pid ?? 0, 'SIGTERM');
-      } catch {
-        // gone
-      }
-      const t = setTimeout(() => s.kill(), 5000);
-      await gone;
-      clearTimeout(t);
-      s.kill();
-    },
-  };
-  sessions.add(s);
-  return s;
+  return startBackgroundCli(['exec', '--agent', agent.url, '--target', `pid/${app.pid}`, '--reconnect-grace', '0', ...flags, '--', ...command], sessions, { cwd: work, ...opts });
 }
 
 const curl = (pod: Pod, url: string, extra: string[] = []) =>

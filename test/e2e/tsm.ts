@@ -175,6 +175,46 @@ export interface RunningCli {
   closed: Promise<void>;
 }
 
+/** A `tsmirror …` running in the background in its own process group, its output collected. */
+export interface BackgroundCli extends RunningCli {
+  /** SIGKILL to the whole process group: tsmirror and the program it runs. */
+  kill: () => void;
+  /** SIGTERM to tsmirror and a wait for its exit (the group is SIGKILLed after 5 s, and once it is gone); leaves `tracked`. */
+  stop: () => Promise<void>;
+}
+
+/** Starts `tsmirror ARGS…` in its own process group, kept in `tracked` until it is stopped (for an afterEach). */
+export function startBackgroundCli(args: string[], tracked: Set<BackgroundCli>, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): BackgroundCli {
+  const cli = startCli(args, { ...opts, detached: true });
+  const { child } = cli;
+  const s: BackgroundCli = {
+    ...cli,
+    kill: () => {
+      try {
+        process.kill(-(child.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    },
+    stop: async () => {
+      tracked.delete(s);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      try {
+        process.kill(child.pid ?? 0, 'SIGTERM');
+      } catch {
+        // gone
+      }
+      const t = setTimeout(() => s.kill(), 5000);
+      await gone;
+      clearTimeout(t);
+      s.kill();
+    },
+  };
+  tracked.add(s);
+  return s;
+}
+
 /** Starts `tsmirror ARGS…` in the background (stdin closed). */
 export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; detached?: boolean } = {}): RunningCli {
   const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
