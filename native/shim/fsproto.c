@@ -159,3 +159,25 @@ SHIM_HIDDEN int fsproto_config(void (*field)(const char *key, const char *value,
   if (rc == -2) shim_log("protocol error: malformed fs.config response");
   return rc < 0 ? -1 : 0;
 }
+
+/* A pod file's stat, as the kernel's struct stat (the shim's stat hooks and the supervisor's). */
+SHIM_HIDDEN void rstat_to_stat(const struct rstat *r, void *stat_buf) {
+  struct stat *st = stat_buf;
+  memset(st, 0, sizeof *st);
+  st->st_dev = (dev_t)r->dev;
+  st->st_ino = (ino_t)r->ino;
+  st->st_mode = (mode_t)r->mode;
+  st->st_nlink = (nlink_t)r->nlink;
+  st->st_uid = (uid_t)r->uid;
+  st->st_gid = (gid_t)r->gid;
+  st->st_rdev = (dev_t)r->rdev;
+  st->st_size = (off_t)r->size;
+  st->st_blksize = (blksize_t)r->blksize;
+  st->st_blocks = (blkcnt_t)r->blocks;
+  st->st_atim.tv_sec = r->atime;
+  st->st_atim.tv_nsec = r->atime_ns;
+  st->st_mtim.tv_sec = r->mtime;
+  st->st_mtim.tv_nsec = r->mtime_ns;
+  st->st_ctim.tv_sec = r->ctime;
+  st->st_ctim.tv_nsec = r->ctime_ns;
+}

@@ -214,25 +214,6 @@ static int reply_err(int rc, const struct fs_reply *rep) { return rc < 0 ? EIO :
 
 /* ---- stat ---- */
 
-static void rstat_fill(const struct rstat *r, struct stat *st) {
-  memset(st, 0, sizeof *st);
-  st->st_dev = (dev_t)r->dev;
-  st->st_ino = (ino_t)r->ino;
-  st->st_mode = (mode_t)r->mode;
-  st->st_nlink = (nlink_t)r->nlink;
-  st->st_uid = (uid_t)r->uid;
-  st->st_gid = (gid_t)r->gid;
-  st->st_rdev = (dev_t)r->rdev;
-  st->st_size = (off_t)r->size;
-  st->st_blksize = (blksize_t)r->blksize;
-  st->st_blocks = (blkcnt_t)r->blocks;
-  st->st_atim.tv_sec = r->atime;
-  st->st_atim.tv_nsec = r->atime_ns;
-  st->st_mtim.tv_sec = r->mtime;
-  st->st_mtim.tv_nsec = r->mtime_ns;
-  st->st_ctim.tv_sec = r->ctime;
-  st->st_ctim.tv_nsec = r->ctime_ns;
-}
 
 static void statx_fill(const struct stat *s, unsigned mask, struct statx *x) {
   (void)mask;
@@ -261,7 +242,7 @@ static void statx_fill(const struct stat *s, unsigned mask, struct statx *x) {
 /* The stat the program sees for one of our descriptors: the pod's, with the memfd's size
  * for a file (what the program reads; a private copy may have grown). */
 static void podfile_stat(const struct podfile *f, const struct stat *own, struct stat *out) {
-  rstat_fill(&f->st, out);
+  rstat_to_stat(&f->st, out);
   if (!f->dir) {
     out->st_size = own->st_size;
     out->st_blocks = own->st_blocks;
@@ -301,7 +282,7 @@ static void answer_path_stat(struct sv_call *call, const char *abs, bool follow,
     return;
   }
   struct stat st;
-  rstat_fill(&rep.st, &st);
+  rstat_to_stat(&rep.st, &st);
   int rc;
   if (want_statx) {
     struct statx x;
