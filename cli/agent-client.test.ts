@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backoffMs } from './agent-client.js';
+import { backoffMs, connectAgent } from './agent-client.js';
+import { PortForwardSocket } from './portforward.js';
 import { describeSessionState } from './status.js';
 
 describe('reconnect backoff', () => {
@@ -22,4 +23,22 @@ describe('tsmirror status: a session\'s connection', () => {
     expect(describeSessionState({ ...base, state: 'resuming', resumingSince: 1000, resumes: 2, lastGapMs: 1500, longestGapMs: 3200, bytesResent: 4096, reestablished: 1, mirrorDropped: 3 }, 13_000))
       .toBe(', resuming since 12s ago, resumed 2× (last gap 1.5 s, longest 3.2 s), 4096 bytes sent again, re-established 1×, 3 mirror copies dropped during gaps');
   });
+});
+
+describe('connecting through a stream the CLI was given (a port-forward)', () => {
+  // ws's handshakeTimeout never reached such a stream: an upgrade nobody answered (an agent
+  // starting behind the kubelet's forward) waited until the far end closed, 30 s in the
+  // survive test, and the session came back that much later.
+  it('gives up on an upgrade nobody answers within its timeout, and says so', async () => {
+    const silent = new PortForwardSocket('pod tsmirror-system/agent port 7777');
+    // Swallows the upgrade request; nothing ever comes back.
+    Object.defineProperty(silent, '_write', { value: (_c: Buffer, _e: BufferEncoding, cb: () => void) => cb() });
+    const started = Date.now();
+    const err = await connectAgent({ url: 'ws://agent.tsmirror-system/', target: { kind: 'pid', pid: 1 }, timeoutMs: 300, createConnection: () => silent })
+      .then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+    expect(err?.code).toBe('TSM_ERR_AGENT_UNREACHABLE');
+    expect(err?.message).toMatch(/did not answer the WebSocket upgrade within 300 ms/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(silent.destroyed).toBe(true); // the stream was let go, not left open
+  }, 10000);
 });

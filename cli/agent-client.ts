@@ -218,7 +218,9 @@ export class AgentConnection extends EventEmitter {
       try {
         const o = this.#options;
         // Through a port-forward: a new one to the same agent pod.
-        const fresh = o.reopen ? await o.reopen() : undefined;
+        const fresh = o.reopen
+          ? await within(o.reopen(), 5000, 'opening a port-forward to the agent through the API server', (late) => late.createConnection().destroy())
+          : undefined;
         ws = await openWebSocket(fresh ? { ...o, ...fresh } : o, fresh?.createConnection ?? o.createConnection, Math.min(o.timeoutMs ?? 15000, 5000));
         const key = o.createConnection || o.reopen ? undefined : readAgentKey(o.url);
         await exchange(ws, {
@@ -271,7 +273,9 @@ export class AgentConnection extends EventEmitter {
       let ws: WebSocket | undefined;
       let renewed: RenewedSession | undefined;
       try {
-        renewed = this.#options.renew ? await this.#options.renew() : { options: this.#options };
+        renewed = this.#options.renew
+          ? await within(this.#options.renew(), this.#options.timeoutMs ?? 15000, 'finding the target and the agent again through the API server', (late) => late.dispose?.())
+          : { options: this.#options };
         const o = renewed.options;
         ws = await openWebSocket(o, o.createConnection, o.timeoutMs ?? 15000);
         const previous = this.#hello;
@@ -358,14 +362,50 @@ export interface ConnectOptions {
   dispose?: () => void;
 }
 
+/**
+ * `promise`, or a TSM_ERR_AGENT_UNREACHABLE after `ms`; what it yields after that is handed to
+ * `late` to be released. A reconnect step must never wait on an API call that hangs.
+ */
+function within<T>(promise: Promise<T>, ms: number, what: string, late: (value: T) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      reject(new TsmError('TSM_ERR_AGENT_UNREACHABLE', `${what} took longer than ${ms} ms`));
+    }, ms);
+    promise.then((value) => {
+      clearTimeout(timer);
+      if (timedOut) late(value);
+      else resolve(value);
+    }, (err: unknown) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
 async function openWebSocket(options: ConnectOptions, createConnection: (() => Duplex) | undefined, timeoutMs: number): Promise<WebSocket> {
   const ws = new WebSocket(options.url, {
     maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs,
     ...(createConnection ? { createConnection: createConnection as never } : {}),
   });
   await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
+    // ws's handshakeTimeout reaches only a socket ws makes itself (Node's http arms it through
+    // net.connect's `timeout`); a createConnection stream, the port-forward, never gets it, and an
+    // upgrade nobody answered (an agent starting behind a kubelet's forward) waited until the far
+    // end closed, 30 s and more. So the handshake is bounded here, whatever the transport.
+    const timer = setTimeout(() => {
+      ws.on('error', () => undefined);
+      ws.terminate();
+      reject(options.transportError?.() ?? new TsmError('TSM_ERR_AGENT_UNREACHABLE', `the agent at ${options.url} did not answer the WebSocket upgrade within ${timeoutMs} ms`,
+        { hint: 'check that the agent is running and reachable (`tsmirror doctor`)' }));
+    }, timeoutMs);
+    ws.once('open', () => {
+      clearTimeout(timer);
+      resolve();
+    });
     ws.once('error', (err: Error & { code?: string }) => {
+      clearTimeout(timer);
       const transport = options.transportError?.() ?? (err instanceof TsmError ? err : undefined);
       if (transport) {
         reject(transport);

@@ -1,7 +1,7 @@
 /**
- * PortForwardSocket's socket timeout: http and ws arm it (ws's handshakeTimeout) and wait
- * for 'timeout'; a no-op left a WebSocket whose upgrade was never answered through a
- * port-forward waiting until the API server closed the stream.
+ * PortForwardSocket's socket timeout: http's req.setTimeout arms it and waits for
+ * 'timeout'; a no-op left a request never answered through a port-forward waiting until the
+ * API server closed the stream. (ws's handshakeTimeout never arms it: agent-client.test.ts.)
  */
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';

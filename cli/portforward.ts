@@ -106,10 +106,10 @@ export class PortForwardSocket extends Duplex {
   #idleTimer: NodeJS.Timeout | undefined;
 
   /**
-   * As net.Socket's: 'timeout' after `ms` without a byte either way (0: never). ws's
-   * handshakeTimeout and http's request timeouts rely on it: without it a port-forward whose
-   * far end never answers the WebSocket upgrade (a kubelet that accepted the stream, an agent
-   * that is not there yet) waited until the API server gave up on it.
+   * As net.Socket's: 'timeout' after `ms` without a byte either way (0: never). http's
+   * request timeouts (`req.setTimeout`) rely on it. ws's
+   * handshakeTimeout does not reach a stream given through createConnection at all:
+   * openWebSocket in cli/agent-client.ts bounds the upgrade itself.
    */
   setTimeout(ms: number, cb?: () => void): this {
     if (cb) {
