@@ -211,9 +211,11 @@ describe('sessions that survive (through the API server, the port-forward and a 
     const own = await startAgentProcess();
     const target = spawn('sleep', ['60']);
     try {
-      const cli = startCli(['exec', '--agent', own.url, '--target', `pid/${target.pid}`, '--fs-mode', 'local', '--', 'sleep', '30'], { detached: true });
+      const cli = startCli(['exec', '--agent', own.url, '--target', `pid/${target.pid}`, '--fs-mode', 'local', '--', 'sh', '-c', 'echo running; exec sleep 30'], { detached: true });
       clis.push(cli);
-      await cli.waitFor(/session \S+ on node/, 30000);
+      // The program runs (a target gone while the session is still being set up ends the CLI
+      // with that error instead, code 125: a loaded machine once got there first).
+      await cli.waitFor(/^running$/m, 30000);
       target.kill('SIGKILL'); // the program sleeps: no request is in flight when the agent notices
       await cli.waitFor(/the session ended: TSM_ERR_TARGET_GONE/, 15000);
       await new Promise((r) => setTimeout(r, 500));
