@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot, run } from './tsm.js';
 
@@ -62,6 +62,27 @@ describe('the agent image layout', () => {
     expect(kube.code).toBe(125);
     expect(kube.stderr).toMatch(/cannot read the kubeconfig .*bad-kubeconfig: unexpected end of the stream[\s\S]*TSM_ERR_KUBE_CONFIG/);
   });
+
+  it("the build stage copies every source folder the build compiles: tsc finds every import there", async () => {
+    // The image's build stage compiles only what its COPY lines bring in; a folder the CLI or
+    // the agent imports from (common/ was once missing) fails `npm ci`'s build in the image only.
+    const build = dockerfile.slice(0, dockerfile.lastIndexOf('\nFROM '));
+    const dir = mkdtempSync(join(tmpdir(), 'tsm-image-build-'));
+    try {
+      const copies = [...build.matchAll(/^COPY (?!--)(.+)$/gm)].map((m) => (m[1] ?? '').trim().split(/\s+/));
+      expect(copies.length).toBeGreaterThan(3);
+      for (const args of copies) {
+        const dest = args.pop() ?? '.';
+        for (const src of args) cpSync(join(repoRoot, src), dest.endsWith('/') ? join(dir, dest, basename(src)) : join(dir, dest), { recursive: true });
+      }
+      symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'));
+      const tsc = await run(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json', '--noEmit'], { cwd: dir, timeoutMs: 240000 });
+      expect(tsc.stdout + tsc.stderr).toBe('');
+      expect(tsc.code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 300000);
 
   it('bin/tsmirror.js runs the bundled CLI when it was built, the compiled modules when there is none or it is older', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tsm-bin-'));
