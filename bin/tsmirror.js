@@ -3,7 +3,7 @@
 // ~25 ms quicker to start than the compiled modules), or those modules where no bundle
 // was built or where they were compiled after it (a bundle left stale by a bare `tsc`).
 // On Node 20, `tsmirror exec` runs from dist/cli-exec instead: see runExecBundle.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import nodeModule from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,24 +29,27 @@ const modules = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 /** Built, and not older than the compiled modules (a bundle a bare `tsc` left stale is not used). */
 const fresh = (file) => existsSync(file) && (!existsSync(modules) || statSync(file).mtimeMs >= statSync(modules).mtimeMs);
 
-/** A short name for what a cache entry was made from: the file (path and version), and Node's build. */
-function cacheKey(file, st) {
-  let h = 0x811c9dc5; // FNV-1a
-  for (const c of `${file}\0${st.ino}\0${st.mtimeMs}\0${process.version}\0${process.arch}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
-  return `${st.size}-${h.toString(16)}`;
+/** FNV-1a of a string, as 8 hex digits: a short name, not a check (V8 does the checking). */
+function shortHash(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
 }
 
 /**
  * Runs one of dist/cli-exec's CommonJS scripts (cli/exec-bundle.mjs) and returns its
  * exports. V8's code cache of the script, when there is one, spares compiling it: made at
  * the end of a run that had none (or had one V8 refused: another Node, other V8 flags), in
- * the user's cache directory, named after the script's path, inode, size, time and Node's
- * version. V8 checks the cache itself too (its version, flags and the source's length) and
- * compiles from the source when it does not match, so a bad cache costs time, never behaviour.
+ * the user's cache directory, named after the script's path and, for this build of it, its
+ * inode, size and time and Node's version; the entry of an earlier build of the same path is
+ * removed then. V8 checks the cache itself too (its version, flags and the source's length)
+ * and compiles from the source when it does not match: a bad cache costs time, never behaviour.
  */
 function runCommonJs(file, requireFor) {
   const st = statSync(file);
-  const cacheFile = join(cacheRoot, 'code-cache', `${file.replace(/^.*\//, '').replace(/\.cjs$/, '')}-${cacheKey(file, st)}.bin`);
+  const dir = join(cacheRoot, 'code-cache');
+  const prefix = `${file.replace(/^.*\//, '').replace(/\.cjs$/, '')}-${shortHash(file)}-`;
+  const cacheFile = join(dir, `${prefix}${st.size}-${shortHash(`${st.ino}\0${st.mtimeMs}\0${process.version}\0${process.arch}`)}.bin`);
   let cachedData;
   if (useCache) {
     try {
@@ -59,10 +62,13 @@ function runCommonJs(file, requireFor) {
   if (useCache && (cachedData === undefined || script.cachedDataRejected)) {
     process.once('exit', () => {
       try {
-        mkdirSync(dirname(cacheFile), { recursive: true, mode: 0o700 });
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
         const partial = `${cacheFile}.${process.pid}`;
         writeFileSync(partial, script.createCachedData(), { mode: 0o600 });
         renameSync(partial, cacheFile);
+        for (const name of readdirSync(dir)) {
+          if (name.startsWith(prefix) && name.endsWith('.bin') && join(dir, name) !== cacheFile) rmSync(join(dir, name), { force: true });
+        }
       } catch {
         // no cache: the next run compiles again
       }
