@@ -167,9 +167,10 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   // With --watch, a restarting program keeps its ports: requests wait for it (up to 10 s).
   const incoming = new IncomingManager(agent, { ...incomingOptions, relistenWaitMs: (flags.watch ?? []).length > 0 ? WATCH_RELISTEN_WAIT_MS : 0 }, (line) => progress(flags, line));
   try {
-    // The pod's environment is asked for first and the proxy set up while the agent reads it.
-    const podEnvReply = agent.hello.target.pid > 0 ? agent.request({ type: 'env.get' }) : Promise.resolve({ env: {} });
-    podEnvReply.catch(() => undefined); // awaited below, unless the proxy fails first
+    const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
+    const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
+    if (agent.hello.target.pid === 0) progress(flags, "targetless session: the network is the agent's own; no incoming traffic, pod files or pod environment");
+    else progress(flags, `imported ${Object.keys(importedFromPod(podEnv, envOptions(flags))).length} environment variables from the pod`);
     proxy = await SessionProxy.start(agent, {
       routing,
       localNameservers: localNameservers(),
@@ -178,10 +179,6 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
       incoming,
     });
-    const { env: podEnv } = await podEnvReply;
-    const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
-    if (agent.hello.target.pid === 0) progress(flags, "targetless session: the network is the agent's own; no incoming traffic, pod files or pod environment");
-    else progress(flags, `imported ${Object.keys(importedFromPod(podEnv, envOptions(flags))).length} environment variables from the pod`);
     agent.on('reestablished', () => void incoming.resubscribe());
     if (supervised) {
       // The supervisor serves the program and every child it starts, dynamically linked
