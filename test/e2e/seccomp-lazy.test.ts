@@ -134,6 +134,19 @@ with open('${HUGE_PATH}', 'rb') as f:
     expect(bytesIn(r.stderr)).toBeLessThan(12 * MiB);
   });
 
+  it('200 big pod files opened one after another do not pile up open files in the session proxy (released at the last close)', async () => {
+    // The shell's parent is the supervisor, whose parent is the CLI: count the CLI's descriptors.
+    const script = [
+      `for i in $(${BUSYBOX} seq 200); do ${BUSYBOX} head -c 1 ${HUGE_PATH} >/dev/null; done`,
+      `cli=$(${BUSYBOX} awk '/PPid/{print $2}' /proc/$PPID/status)`,
+      `${BUSYBOX} ls /proc/$cli/fd | ${BUSYBOX} wc -l`,
+    ].join('; ');
+    const r = await exec([BUSYBOX, 'sh', '-c', script]);
+    expect(r.code).toBe(0);
+    expect(Number(r.stdout.trim())).toBeLessThan(100);
+    expect(r.stderr).toContain('200 files read from the pod');
+  });
+
   it('a dup, sendfile and copy_file_range get the whole file (their reads are not seen)', async () => {
     const r = await exec([probe, HUGE_PATH, 'copies']);
     expect(r.stderr).not.toContain('Input/output error');
