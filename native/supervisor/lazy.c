@@ -343,6 +343,10 @@ void sv_lazy_before(struct sv_call *call, int arg) {
     default: /* dup, dup2, dup3, fcntl(F_DUPFD*), sendfile, copy_file_range, splice, execveat */
       break;
   }
+  if (offset < 0 && (nr == __NR_pread64 || nr == __NR_preadv || nr == __NR_mmap)) {
+    unref(f); /* a negative offset: the kernel fails the call itself */
+    return;
+  }
   if (offset < 0) { /* no position: fill from the start */
     offset = 0;
     len = -1;
