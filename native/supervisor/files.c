@@ -19,8 +19,9 @@
  * (SV_FILES_MAX); the oldest is forgotten first, after which fstat of that descriptor
  * reports the memfd's own metadata (right size, not the pod's mode and times).
  *
- * Limits accepted (and documented): every pod file is read whole at open (the program's
- * reads are not notified, so a lazily filled sparse memfd cannot be filled in time); a
+ * A big file opened read-only is filled as it is read (lazy.c: placed in a reserved
+ * window of descriptor numbers, whose reads alone are notified); every other pod file is
+ * filled whole at open. Limits accepted (and documented): a
  * pod directory's descriptor reads as its listing instead of failing with EISDIR, and
  * fchdir to it fails (ENOTDIR); relative paths are local unless relative to a pod
  * directory's descriptor (the program's working directory is always a local one).
