@@ -59,6 +59,7 @@
         "native/supervisor/compat.c",
         "native/supervisor/net.c",
         "native/supervisor/files.c",
+        "native/supervisor/lazy.c",
         "native/supervisor/listen.c",
         "native/shim/addr.c",
         "native/shim/msgpack.c",

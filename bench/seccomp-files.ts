@@ -2,7 +2,11 @@
  * `npm run bench` (as root): pod files for programs under the seccomp supervisor, beside
  * the preload path and the same work run inside the pod, in one run:
  * - open+read+close of a 4 KiB pod file (µs per operation): a CGO_ENABLED=0 Go program
- *   under `--intercept seccomp`, python under the preload, each also run in the pod;
+ *   under `--intercept seccomp`, python under the preload, each also run in the pod, and
+ *   one C program (test/e2e/fixtures/files-bench.c) linked statically under seccomp and
+ *   dynamically under the preload: the same program both ways, so their difference is
+ *   the interceptors' (Go against python also compares the runtimes: a Go thread blocked
+ *   in a slow call hands its P to another thread, which costs wake-ups of its own);
  * - open+close of a local file (µs): what a notified call that stays local costs the Go
  *   program (the supervisor reads the path, applies the rules, answers CONTINUE).
  * The Go program is test/e2e/fixtures/go-files, built here with Debian's Go.
@@ -43,9 +47,17 @@ async function main(): Promise<void> {
     const env = { ...process.env, GOCACHE: join(work, 'gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '', GO111MODULE: 'on', GOPROXY: 'off', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
     const built = await run('go', ['build', '-o', goBin, '.'], { env, cwd: join(repoRoot, 'test/e2e/fixtures/go-files'), timeoutMs: 300000 });
     if (built.code !== 0) throw new Error(`go build failed: ${built.stderr}`);
+    const cSource = join(repoRoot, 'test/e2e/fixtures/files-bench.c');
+    const cStatic = join(work, 'files-bench-static');
+    const cDynamic = join(work, 'files-bench');
+    for (const [out, extra] of [[cStatic, ['-static']], [cDynamic, []]] as const) {
+      const cc = await run('gcc', [...extra, '-O2', '-Wall', '-o', out, cSource]);
+      if (cc.code !== 0) throw new Error(`gcc failed: ${cc.stderr}`);
+    }
     const pod = await harness.addPod({ name: 'files', namespace: 'default', command: ['sleep', 'infinity'] });
     writeFileSync(join(pod.dataDir, 'small.bin'), randomBytes(4096));
     copyFileSync(goBin, join(pod.dataDir, 'gofiles'));
+    copyFileSync(cStatic, join(pod.dataDir, 'files-bench'));
 
     const target = `pid/${pod.pid}`;
     const opts = { timeoutMs: 300000 };
@@ -54,14 +66,20 @@ async function main(): Promise<void> {
     const goSeccomp = figures('Go under seccomp', await tsmExec(agent.url, target, [goBin, ...goArgs], ['--intercept', 'seccomp'], opts));
     const pyPod = figures('python in the pod', await harness.exec(pod, [PY, '-c', PY_PROBE], opts));
     const pyPreload = figures('python under the preload', await tsmExec(agent.url, target, [PY, '-c', PY_PROBE], [], opts));
+    const cArgs = ['/data/small.bin', LOCAL_FILE];
+    const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
+    const cSeccomp = figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
+    const cPreload = figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
 
     const row = (label: string, key: keyof Figures): string =>
-      `${label.padEnd(34)} ${goPod[key].toFixed(1).padStart(8)} ${goSeccomp[key].toFixed(1).padStart(10)} ${pyPod[key].toFixed(1).padStart(10)} ${pyPreload[key].toFixed(1).padStart(10)}\n`;
-    process.stdout.write('seccomp files (µs/op)               Go: pod   seccomp   py: pod    preload\n');
+      `${label.padEnd(34)} ${[goPod, goSeccomp, pyPod, pyPreload, cPod, cSeccomp, cPreload].map((f) => f[key].toFixed(1).padStart(9)).join(' ')}\n`;
+    process.stdout.write('seccomp files (µs/op)                Go: pod   seccomp   py: pod   preload    C: pod   seccomp   preload\n');
     process.stdout.write(row('open+read+close 4 KiB pod file', 'open_read_close_4k_us'));
     process.stdout.write(row('open+close local file', 'open_close_local_us'));
     const notified = goSeccomp.open_close_local_us - goPod.open_close_local_us;
     process.stdout.write(`a notified call that stays local costs ${notified.toFixed(1)} µs more under seccomp (open and close: only open is notified)\n`);
+    const overPreload = cSeccomp.open_read_close_4k_us - cPreload.open_read_close_4k_us;
+    process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
   } finally {
     await agent.stop();
     await harness.destroy();

@@ -19,8 +19,9 @@
  * (SV_FILES_MAX); the oldest is forgotten first, after which fstat of that descriptor
  * reports the memfd's own metadata (right size, not the pod's mode and times).
  *
- * Limits accepted (and documented): every pod file is read whole at open (the program's
- * reads are not notified, so a lazily filled sparse memfd cannot be filled in time); a
+ * A big file opened read-only is filled as it is read (lazy.c: placed in a reserved
+ * window of descriptor numbers, whose reads alone are notified); every other pod file is
+ * filled whole at open. Limits accepted (and documented): a
  * pod directory's descriptor reads as its listing instead of failing with EISDIR, and
  * fchdir to it fails (ENOTDIR); relative paths are local unless relative to a pod
  * directory's descriptor (the program's working directory is always a local one).
@@ -419,6 +420,7 @@ static int reopen_as(int memfd, int flags, bool keep) {
 struct watch {
   int wd;                 /* inotify watch of the memfd */
   int64_t handle;         /* the proxy's */
+  bool lazy;              /* a lazily filled read-only file (lazy.c): nothing to write back */
   int held;               /* the supervisor's descriptor of the memfd: its size and time */
   struct timespec mtime;  /* as last written back (or as opened) */
   off_t size;
@@ -447,11 +449,12 @@ static void drain_locked(void) {
         struct watch *w = *wp;
         if (w->wd != e->wd) continue;
         struct stat st;
-        if ((e->mask & IN_CLOSE_WRITE) && fstat(w->held, &st) == 0 && !same_content(w, &st)) {
+        if (!w->lazy && (e->mask & IN_CLOSE_WRITE) && fstat(w->held, &st) == 0 && !same_content(w, &st)) {
           struct fs_reply rep;
           int err = reply_err(fsproto_writeback(w->handle, &rep), &rep);
           if (err) shim_log("seccomp: write-back after the last close failed: errno %d", err);
         }
+        if (w->lazy) sv_lazy_forget(w->handle);
         *wp = w->next;
         inotify_rm_watch(inotify_fd, w->wd);
         close(w->held);
@@ -501,9 +504,10 @@ static void start_watcher(void) {
 }
 
 /* Watches the program's open file `fd` (the supervisor's, before ADDFD) of a write-mode
- * pod file; takes `held` (the memfd's own descriptor). false: not watched (the handle is
- * then kept until the session ends, as before). */
-static bool watch_last_close(int fd, int held, int64_t handle) {
+ * pod file, or of a lazily filled one (`lazy`: read-only, so its last close is
+ * IN_CLOSE_NOWRITE); takes `held` (the memfd's own descriptor). false: not watched (the
+ * handle is then kept until the session ends, as before). */
+static bool watch_last_close(int fd, int held, int64_t handle, bool lazy) {
   pthread_once(&watcher_once, start_watcher);
   if (inotify_fd < 0) return false;
   char self[64];
@@ -514,12 +518,13 @@ static bool watch_last_close(int fd, int held, int64_t handle) {
     free(w);
     return false;
   }
-  w->wd = inotify_add_watch(inotify_fd, self, IN_CLOSE_WRITE);
+  w->wd = inotify_add_watch(inotify_fd, self, lazy ? IN_CLOSE_NOWRITE : IN_CLOSE_WRITE);
   if (w->wd < 0) {
     free(w);
     return false;
   }
   w->handle = handle;
+  w->lazy = lazy;
   w->held = held;
   w->mtime = st.st_mtim;
   w->size = st.st_size;
@@ -561,8 +566,11 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
     sv_fail(call, ENOMEM);
     return;
   }
-  /* eager: the program's reads are not notified, so the memfd is filled whole now. */
-  int err = reply_err(fsproto_open(abs, wire_flags, (int)(mode & 07777), memfd, true, rep), rep);
+  /* A read-only open may be answered `lazy` (a big file): it is then placed in the lazy
+   * window, where its reads are notified (lazy.c). Any other is filled whole now. */
+  unsigned lazy_lo, lazy_hi;
+  bool may_be_lazy = (flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH) && sv_lazy_window(&lazy_lo, &lazy_hi);
+  int err = reply_err(fsproto_open(abs, wire_flags, (int)(mode & 07777), memfd, !may_be_lazy, rep), rep);
   int fd = -1;
   struct podfile f = {0};
   if (!err && rep->dir) {
@@ -573,8 +581,9 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
     else if ((fd = reopen_as(fd, O_RDONLY, false)) < 0) err = -fd;
     f.dir = true;
   } else if (!err) {
-    bool keep = rep->writeback && rep->handle > 0;
-    if (rep->lazy) err = EIO; /* never asked for: eager */
+    bool keep = (rep->writeback || rep->lazy) && rep->handle > 0;
+    if (rep->lazy && !keep) err = EIO;
+    else if (rep->lazy && !may_be_lazy) err = EIO; /* never asked for: eager */
     else if ((fd = reopen_as(memfd, flags, keep)) < 0) err = -fd;
     if (!keep || err) {
       if (keep) close(memfd);
@@ -585,7 +594,7 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
   }
   if (err) {
     if (memfd >= 0) close(memfd);
-    if (!rep->dir && rep->handle > 0 && rep->writeback) fsproto_release(rep->handle);
+    if (!rep->dir && rep->handle > 0 && (rep->writeback || rep->lazy)) fsproto_release(rep->handle);
     free(rep);
     sv_fail(call, err);
     return;
@@ -598,12 +607,33 @@ static void open_remote(struct sv_call *call, const char *abs, int flags, mode_t
     f.path = (char *)abs;
     remember(&f);
   }
-  int64_t handle = f.handle;
+  bool lazy = rep->lazy;
+  int64_t handle = lazy ? rep->handle : f.handle, size = rep->st.size;
   free(rep);
-  /* memfd >= 0: a write-mode file, released at its last close */
-  bool watched = memfd >= 0 && watch_last_close(fd, memfd, handle);
+  /* memfd >= 0: a write-mode or lazily filled file, released at its last close */
+  bool watched = memfd >= 0 && watch_last_close(fd, memfd, handle, lazy);
   if (memfd >= 0 && !watched) close(memfd);
-  int got = sv_addfd_send(call, fd, (flags & O_CLOEXEC) != 0);
+  bool cloexec = (flags & O_CLOEXEC) != 0;
+  if (lazy) {
+    int at = sv_lazy_track(fd, handle, size) ? sv_lazy_install(call, fd, cloexec) : -ENOSPC;
+    if (at >= 0) {
+      close(fd); /* the program's is now the only one */
+      sv_return(call, at);
+      shim_log("seccomp: open %s flags 0x%x -> pod file filled lazily, fd %d", abs, flags, at);
+      return;
+    }
+    /* No number free in the window (or the process lowered its limit below it): an
+     * ordinary descriptor, whose reads are not seen, so the whole file now. */
+    int fill_err = at == -ENOENT ? ENOENT : sv_lazy_fill_all(fd, handle, size);
+    if (fill_err) {
+      close(fd);
+      if (watched) drain_closes();
+      else fsproto_release(handle);
+      sv_fail(call, fill_err);
+      return;
+    }
+  }
+  int got = sv_addfd_send(call, fd, cloexec);
   close(fd); /* a watched file's last close is now the program's */
   if (got < 0) {
     /* Not installed (EMFILE, or the program is gone): the file is not the program's. */

@@ -1,6 +1,7 @@
 /*
  * The seccomp filter, generated from the tables in sv.h: the notified calls go to the
- * supervisor (SECCOMP_RET_USER_NOTIF), every other call is allowed at once.
+ * supervisor (SECCOMP_RET_USER_NOTIF), every other call is allowed at once. The calls of
+ * SV_LAZY_SYSCALLS are notified only on a descriptor in the lazy window (lazy.c).
  *
  * Architecture: the filter only knows the native calling convention. A call made through
  * another one (i386 `int 0x80` from a 64-bit program, a 32-bit program exec'd by the
@@ -38,9 +39,13 @@ static int seccomp(unsigned op, unsigned flags, void *args) {
   return (int)syscall(SYS_seccomp, op, flags, args);
 }
 
+#define COUNT_LAZY(name, fd_arg) +1
+enum { SV_LAZY = 0 SV_LAZY_SYSCALLS(COUNT_LAZY) };
+#undef COUNT_LAZY
+
 /* Instruction indexes are fixed: the three verdicts come last. */
 int sv_install_filter(bool *killable) {
-  enum { HEAD = 4, SENDTO = 6, TAIL = 3 };
+  enum { HEAD = 4, SENDTO = 6, LAZY_EACH = 4, TAIL = 3 };
   /* `notified` may be decided at run time (files.c: close and friends in write mode only). */
   size_t notified = 0;
 #define COUNT_IF(name, handler, on) \
@@ -48,12 +53,18 @@ int sv_install_filter(bool *killable) {
   SV_SYSCALLS(COUNT_IF)
 #undef COUNT_IF
   if (notified > SV_NOTIFIED) return -EINVAL;
-  struct sock_filter prog[HEAD + SENDTO + SV_NOTIFIED + TAIL];
-  const size_t allow_at = HEAD + SENDTO + notified, notify_at = allow_at + 1, enosys_at = allow_at + 2;
+  unsigned lazy_lo, lazy_hi;
+  bool lazy = sv_lazy_window(&lazy_lo, &lazy_hi);
+  struct sock_filter prog[HEAD + SENDTO + SV_NOTIFIED + LAZY_EACH * SV_LAZY + TAIL];
+  const size_t allow_at = HEAD + SENDTO + notified + (lazy ? LAZY_EACH * SV_LAZY : 0), notify_at = allow_at + 1,
+               enosys_at = allow_at + 2;
   size_t n = 0;
+  bool too_far = false; /* a jump longer than BPF's 8-bit offsets */
 #define STMT(code, k) (prog[n] = (struct sock_filter)BPF_STMT(code, k), n++)
-#define JUMP(code, k, to_true, to_false) \
-  (prog[n] = (struct sock_filter)BPF_JUMP(code, k, (unsigned char)((to_true) - n - 1), (unsigned char)((to_false) - n - 1)), n++)
+#define JUMP(code, k, to_true, to_false)                                                                          \
+  (too_far |= (to_true) - n - 1 > 255 || (to_false) - n - 1 > 255,                                                \
+   prog[n] = (struct sock_filter)BPF_JUMP(code, k, (unsigned char)((to_true) - n - 1), (unsigned char)((to_false) - n - 1)), \
+   n++)
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
   JUMP(BPF_JMP | BPF_JEQ | BPF_K, SV_AUDIT_ARCH, n + 1, enosys_at);
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
@@ -74,12 +85,23 @@ int sv_install_filter(bool *killable) {
   if (notified) JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, notify_at, n + 1);
   SV_SYSCALLS(JUMP_IF)
 #undef JUMP_IF
+  /* Content reads and dups of a descriptor in the lazy window (lazy.c); the same calls on
+   * any other descriptor are allowed. A call already notified above never gets here. */
+#define JUMP_IF_IN_WINDOW(name, fd_arg)                                            \
+  if (lazy) {                                                                       \
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, n + 1, n + LAZY_EACH);            \
+    STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[fd_arg]));   \
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, lazy_lo, n + 1, allow_at);                     \
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, lazy_hi, allow_at, notify_at);                 \
+  }
+  SV_LAZY_SYSCALLS(JUMP_IF_IN_WINDOW)
+#undef JUMP_IF_IN_WINDOW
   STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
   STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
   STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
 #undef STMT
 #undef JUMP
-  if (n != enosys_at + 1) return -EINVAL; /* the layout above is wrong */
+  if (n != enosys_at + 1 || too_far) return -EINVAL; /* the layout above is wrong */
   struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
 
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;

@@ -204,6 +204,7 @@ int main(int argc, char **argv) {
   if (getppid() != (pid_t)cli) return 125; /* the CLI died before the prctl */
   stdin_is_tty = isatty(0);
   sv_files_prepare(); /* before the filter: the path rules say what it notifies */
+  sv_lazy_prepare();  /* before the filter: the descriptor window it watches */
 
   struct handover h;
   if (handover_open(&h) < 0) {

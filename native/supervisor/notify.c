@@ -50,6 +50,8 @@ static const struct {
 /* Direct lookup by number: the table is small, but this runs on every call. */
 #define SV_MAX_NR 512
 static sv_handler by_nr[SV_MAX_NR];
+/* SV_LAZY_SYSCALLS: 1 + the descriptor argument's index (0: not one of them). */
+static unsigned char lazy_arg[SV_MAX_NR];
 
 void sv_error(const char *fmt, ...) {
   char line[1024];
@@ -221,7 +223,9 @@ int sv_getfd(struct sv_call *call, int fd) {
 
 static void dispatch(struct sv_call *call) {
   int nr = call->req->data.nr;
-  sv_handler handler = nr >= 0 && nr < SV_MAX_NR ? by_nr[nr] : NULL;
+  bool known = nr >= 0 && nr < SV_MAX_NR;
+  if (known && lazy_arg[nr]) sv_lazy_before(call, lazy_arg[nr] - 1);
+  sv_handler handler = known && !call->answered ? by_nr[nr] : NULL;
   if (handler) handler(call);
   if (!call->answered) sv_continue(call);
   /* Else call->pidfd is the worker's cached one (sv_pidfd): kept for the thread's next call. */
@@ -300,6 +304,10 @@ int sv_serve(int listener) {
   listener_fd = listener;
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
     if (table[i].nr >= 0 && table[i].nr < SV_MAX_NR) by_nr[table[i].nr] = table[i].handler;
+#define LAZY_ENTRY(name, fd_arg) \
+  if (__NR_##name < SV_MAX_NR) lazy_arg[__NR_##name] = (unsigned char)(fd_arg + 1);
+  SV_LAZY_SYSCALLS(LAZY_ENTRY)
+#undef LAZY_ENTRY
   if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -errno;
   if (sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) * 4) return -ENOTSUP;
   /* Linux 6.6+: the program's thread and the worker hand the CPU to each other directly

@@ -9,6 +9,7 @@
  *   net.c       connect, sendto/sendmsg/sendmmsg, getpeername/getsockname
  *   files.c     open/stat/... of pod files
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
+ *   lazy.c      big pod files filled as the program reads them
  *
  * It includes the shim's header so that the shim's wire code (proto_*, fsproto_*,
  * channel_call: one channel to the session proxy per worker thread) links unchanged.
@@ -89,6 +90,30 @@
   X(accept, sv_accept, 1)             \
   X(accept4, sv_accept4, 1)
 
+/* lazy.c: the calls that read a descriptor's content or copy the descriptor, notified
+ * only when their descriptor argument (`fd_arg`) is in the window where lazily filled pod
+ * files are placed: X(name, fd_arg). The dispatcher fills what the call is about to read
+ * (sv_lazy_before) before the call's handler in the list above, if it has one, runs. */
+#define SV_LAZY_SYSCALLS_COMMON(X) \
+  X(read, 0)                       \
+  X(readv, 0)                      \
+  X(pread64, 0)                    \
+  X(preadv, 0)                     \
+  X(preadv2, 0)                    \
+  X(mmap, 4)                       \
+  X(sendfile, 1)                   \
+  X(copy_file_range, 0)            \
+  X(splice, 0)                     \
+  X(dup, 0)                        \
+  X(dup3, 0)                       \
+  X(fcntl, 0)                      \
+  X(execveat, 0)
+#if defined(__x86_64__)
+#define SV_LAZY_SYSCALLS(X) SV_LAZY_SYSCALLS_COMMON(X) X(dup2, 0)
+#else
+#define SV_LAZY_SYSCALLS(X) SV_LAZY_SYSCALLS_COMMON(X)
+#endif
+
 #define SV_SYSCALLS(X)       \
   SV_NET_SYSCALLS(X)         \
   SV_FILE_SYSCALLS(X)        \
@@ -113,6 +138,26 @@ bool sv_files_notify_writes(void);
 /* files.c: after the program ended: what it wrote to pod files it never closed (a crash,
  * SIGKILL) goes to the pod before the supervisor ends. */
 void sv_files_finish(void);
+
+/* lazy.c: the window of descriptor numbers reserved for lazily filled pod files, chosen
+ * before the filter is made from RLIMIT_NOFILE (the program inherits the supervisor's);
+ * false: none (big pod files are then read whole at open). */
+void sv_lazy_prepare(void);
+bool sv_lazy_window(unsigned *lo, unsigned *hi);
+/* Remembers the program's open file `fd` (the supervisor's copy, before it is installed)
+ * of a lazily filled pod file: the proxy's handle and the file's size. */
+bool sv_lazy_track(int fd, int64_t handle, int64_t size);
+/* Installs `fd` in the calling process at a free number of the window (ADDFD with SETFD),
+ * without answering; the number, or -errno (no window, none free, over the process's limit). */
+int sv_lazy_install(struct sv_call *call, int fd, bool cloexec);
+/* Fills the whole of the lazily filled file `fd` (the supervisor's descriptor; `handle`
+ * and `size` from the open, for one not tracked); 0 or an errno. */
+int sv_lazy_fill_all(int fd, int64_t handle, int64_t size);
+/* The program's last close of the file with this handle: forget it. */
+void sv_lazy_forget(int64_t handle);
+/* A call of SV_LAZY_SYSCALLS on descriptor argument `arg`: fills what it will read; on a
+ * failed fill, fails the call with EIO. */
+void sv_lazy_before(struct sv_call *call, int arg);
 
 #define SV_DECLARE_HANDLER(name, handler, notified) void handler(struct sv_call *call);
 SV_SYSCALLS(SV_DECLARE_HANDLER)

@@ -20,7 +20,7 @@ const SECRET_PATH = `/tmp/tsm-seccomp-secret-${randomBytes(4).toString('hex')}`;
 const MTIME = 1000000000;
 const POD_ONLY_HOST = 'only-in-the-pods-hosts';
 const POD_ONLY_ADDR = '10.99.0.7';
-/** Above the 8 MiB where the shim fills lazily: the supervisor fills it whole at open. */
+/** Above the 8 MiB from which pod files are filled lazily (seccomp-lazy.test.ts has more). */
 const BIG = randomBytes(24 * 1024 * 1024);
 
 let harness: Harness;
