@@ -516,14 +516,19 @@ static uint64_t status_mask(const char *text, const char *name) {
  * running thread of the process would have taken it by then.
  */
 static bool signal_waiting(pid_t tid, bool *shared_seen) {
-  char path[64], text[2048];
+  char path[64], text[8192]; /* the masks come after the Groups line, which can be long */
   snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  ssize_t n = read(fd, text, sizeof text - 1);
+  size_t got = 0;
+  for (ssize_t n; got < sizeof text - 1 && (n = read(fd, text + got, sizeof text - 1 - got)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    got += (size_t)n;
+  }
   close(fd);
-  if (n <= 0) return false;
-  text[n] = 0;
+  text[got] = 0;
+  if (!strstr(text, "\nSigBlk:")) return false;
   uint64_t blocked = status_mask(text, "\nSigBlk:");
   if (status_mask(text, "\nSigPnd:") & ~blocked) return true;
   bool shared = (status_mask(text, "\nShdPnd:") & ~blocked) != 0;
