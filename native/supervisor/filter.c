@@ -73,14 +73,15 @@ int sv_install_filter(bool *killable) {
 #else
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
 #endif
-  /* sendto without a destination (a TCP or connected UDP write) runs at full speed: only
-   * the address argument (args[4]) makes it the supervisor's business. */
-  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 1, n + 5);
+  /* sendto without a destination (a TCP or connected UDP write) and recvfrom without a
+   * source buffer (a TCP read) run at full speed: only the address argument (args[4] of
+   * both) makes them the supervisor's business. (The SENDTO instructions.) */
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 2, n + 1);
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_recvfrom, n + 1, n + 5);
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]));
   JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, notify_at);
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]) + 4);
   JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, notify_at);
-  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
 #define JUMP_IF(name, handler, notified) \
   if (notified) JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, notify_at, n + 1);
   SV_SYSCALLS(JUMP_IF)

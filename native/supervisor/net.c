@@ -18,15 +18,28 @@
  *
  * sendto/sendmsg/sendmmsg with a destination, on a UDP socket: a remote destination's
  * datagram is sent by the supervisor, from the program's socket (the duplicate), to the
- * proxy's relay for that destination; the call returns what that send returned. Replies
- * then come from the relay's address: a program that reads them with recvfrom sees the
- * relay as their source (the supervisor does not notify receives, which every TCP
- * program makes constantly). Connected UDP (Go's resolver, c-ares, musl and busybox)
- * does not care.
+ * proxy's relay for that destination; the call returns what that send returned.
+ *
+ * recvfrom with a source buffer, on a UDP socket with relayed flows (or a relayed
+ * connect): the replies come from the relays' loopback addresses, and musl's resolver
+ * (sendto on an unconnected socket) drops a reply whose source is not a nameserver. So
+ * the supervisor makes the receive itself, on its duplicate of the socket (the same open
+ * file: O_NONBLOCK, SO_RCVTIMEO, the flags as given), and writes the data and the source
+ * into the program's memory, a relay's address replaced by the destination it stands
+ * for. A blocking receive waits on this worker thread (notify.c starts another for the
+ * other calls), polling the socket with a short slice so that it notices the caller's
+ * death and a signal for it: the call is then continued, so that the kernel interrupts it
+ * as it would have (EINTR, or a restart under SA_RESTART). The filter notifies only
+ * recvfrom with a source buffer (a TCP read has none), and a recvfrom on a socket with
+ * nothing relayed is continued. recvmsg and recvmmsg are not notified (their address
+ * buffer is inside a msghdr the filter cannot see, and TCP programs call them
+ * constantly): a program that reads relayed replies with them sees the relay's address.
  */
 #include "sv.h"
 
+#include <poll.h>
 #include <string.h>
+#include <sys/time.h>
 
 /* ---- per-socket state, by inode ---- */
 
@@ -43,6 +56,7 @@ struct sv_flow {
 struct sv_sock {
   uint64_t inode;          /* 0: free */
   uint64_t stamp;          /* last use, for eviction */
+  bool udp;                /* a datagram socket (its flows or its connect relayed) */
   bool has_peer;
   union shim_addr peer;    /* what the program asked for */
   socklen_t peer_len;
@@ -58,6 +72,9 @@ struct sv_sock {
 static struct sv_sock socks[SV_SOCKS];
 static pthread_mutex_t socks_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t clock_stamp;
+/* Set once a UDP socket's datagrams first go to a relay: until then a notified recvfrom
+ * is continued before its descriptor is even looked at. */
+static atomic_bool relayed_udp;
 
 /* The slot of inode, or (create) a free or else the least recently used one of its
  * probes. Under socks_lock. */
@@ -170,8 +187,10 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
     shim_log("connect to proxy listener failed: %s", strerror(err));
     return sv_fail(call, err);
   }
+  if (udp) atomic_store(&relayed_udp, true);
   pthread_mutex_lock(&socks_lock);
   struct sv_sock *s = slot_of(inode, true);
+  s->udp = udp;
   s->has_peer = true;
   s->peer_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
   shim_addr_for_domain(dest, family, &s->peer, &s->peer_len);
@@ -211,16 +230,28 @@ void sv_connect(struct sv_call *call) {
 
 /* ---- getpeername / getsockname ---- */
 
-/* Writes addr into the program's (addr, addrlen) arguments as the kernel would: at most
- * *addrlen bytes, the full length back. */
+/* Reads the capacity *addrlen of an (addr, addrlen) pair of the program: 0, -EFAULT or
+ * -EINVAL (negative), as the kernel checks it. */
+static int read_address_cap(struct sv_call *call, uint64_t lenp, socklen_t *cap) {
+  if (!lenp || sv_read(call, lenp, cap, sizeof *cap) < 0) return -EFAULT;
+  return (int)*cap < 0 ? -EINVAL : 0;
+}
+
+/* Writes a into the program's (addr, addrlen) pair as the kernel would: at most cap
+ * bytes, the full length back. 0 or -EFAULT. */
+static int write_address(struct sv_call *call, uint64_t addr, uint64_t lenp, socklen_t cap, const void *a, socklen_t alen) {
+  size_t n = cap < alen ? cap : alen;
+  if ((n && sv_write(call, addr, a, n) < 0) || sv_write(call, lenp, &alen, sizeof alen) < 0) return -EFAULT;
+  return 0;
+}
+
+/* getpeername/getsockname's answer: a in their (addr, addrlen) arguments. */
 static void answer_address(struct sv_call *call, const union shim_addr *a, socklen_t alen) {
   uint64_t addr = call->req->data.args[1], lenp = call->req->data.args[2];
   socklen_t cap;
-  if (!lenp || sv_read(call, lenp, &cap, sizeof cap) < 0) return sv_fail(call, EFAULT);
-  if ((int)cap < 0) return sv_fail(call, EINVAL);
-  size_t n = cap < alen ? cap : alen;
-  if ((n && sv_write(call, addr, a, n) < 0) || sv_write(call, lenp, &alen, sizeof alen) < 0) return sv_fail(call, EFAULT);
-  sv_return(call, 0);
+  int r = read_address_cap(call, lenp, &cap);
+  if (r == 0) r = write_address(call, addr, lenp, cap, a, alen);
+  r < 0 ? sv_fail(call, -r) : sv_return(call, 0);
 }
 
 static void name_call(struct sv_call *call, bool peer) {
@@ -313,8 +344,10 @@ static enum route route_datagram(int dup, const union shim_addr *dest, int famil
     *err = ENETUNREACH;
     return ROUTE_FAIL;
   }
+  if (!flow.local) atomic_store(&relayed_udp, true);
   pthread_mutex_lock(&socks_lock);
   s = slot_of(inode, true);
+  s->udp = true;
   unsigned at = s->nflows < SV_FLOWS ? s->nflows++ : s->next_victim++ % SV_FLOWS;
   s->flows[at] = flow;
   pthread_mutex_unlock(&socks_lock);
@@ -458,4 +491,179 @@ void sv_sendmmsg(struct sv_call *call) {
   close(dup);
   if (sent) return sv_return(call, sent);
   sv_fail(call, err ? (int)-err : EIO);
+}
+
+/* ---- recvfrom: the sources of relayed datagrams ---- */
+
+/* How long a blocking receive waits between looks at its caller (alive? a signal?): the
+ * longest a signal for a program blocked in recvfrom waits to interrupt it. */
+#define SV_RECV_SLICE_MS 50
+/* The flags the supervisor's own receive honours as the kernel would; a call with any
+ * other (MSG_ERRQUEUE, MSG_OOB, ...) is continued. */
+#define SV_RECV_FLAGS (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL | MSG_CMSG_CLOEXEC)
+
+/* The signal masks of a line "Name:\t%016llx" of /proc/TID/status. */
+static uint64_t status_mask(const char *text, const char *name) {
+  const char *at = strstr(text, name);
+  return at ? strtoull(at + strlen(name), NULL, 16) : 0;
+}
+
+/*
+ * Whether a signal waits for the thread tid, which sits in a notified call (once the
+ * supervisor has received a call, the kernel lets only a fatal signal end the wait:
+ * filter.c, WAIT_KILLABLE_RECV). One sent to the thread itself (SigPnd) counts at once;
+ * one sent to its process (ShdPnd) only when it is still there at the second look: a
+ * running thread of the process would have taken it by then.
+ */
+static bool signal_waiting(pid_t tid, bool *shared_seen) {
+  char path[64], text[8192]; /* the masks come after the Groups line, which can be long */
+  snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t got = 0;
+  for (ssize_t n; got < sizeof text - 1 && (n = read(fd, text + got, sizeof text - 1 - got)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    got += (size_t)n;
+  }
+  close(fd);
+  text[got] = 0;
+  if (!strstr(text, "\nSigBlk:")) return false;
+  uint64_t blocked = status_mask(text, "\nSigBlk:");
+  if (status_mask(text, "\nSigPnd:") & ~blocked) return true;
+  bool shared = (status_mask(text, "\nShdPnd:") & ~blocked) != 0;
+  bool waiting = shared && *shared_seen;
+  *shared_seen = shared;
+  return waiting;
+}
+
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* What became of a receive the supervisor made for the program. */
+enum receipt {
+  RECEIVED,            /* *result bytes (or the datagram's length under MSG_TRUNC) */
+  RECEIVE_FAILED,      /* *result is -errno: the call fails with it */
+  RECEIVE_INTERRUPTED, /* a signal waits for the caller: continue the call */
+  RECEIVE_ABANDONED,   /* the caller is gone: nothing to answer */
+};
+
+/* recvfrom on dup as the program's call would make it, waiting here if it would block. */
+static enum receipt receive_for(struct sv_call *call, int dup, void *buf, size_t len, int flags, union shim_addr *from,
+                                socklen_t *from_len, ssize_t *result) {
+  int fl = fcntl(dup, F_GETFL);
+  bool wait = !(flags & MSG_DONTWAIT) && fl >= 0 && !(fl & O_NONBLOCK);
+  int64_t deadline = 0; /* SO_RCVTIMEO: the kernel's EAGAIN after it */
+  if (wait) {
+    struct timeval tv;
+    socklen_t tl = sizeof tv;
+    if (getsockopt(dup, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && (tv.tv_sec > 0 || tv.tv_usec > 0))
+      deadline = now_ms() + (int64_t)tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+  }
+  bool shared_seen = false;
+  for (;;) {
+    *from_len = sizeof *from;
+    ssize_t r = recvfrom(dup, buf, len, flags | MSG_DONTWAIT, &from->sa, from_len);
+    if (r >= 0) {
+      *result = r;
+      return RECEIVED;
+    }
+    int err = errno;
+    if (err == EINTR) continue;
+    if (!wait || (err != EAGAIN && err != EWOULDBLOCK)) {
+      *result = -err;
+      return RECEIVE_FAILED;
+    }
+    int slice = SV_RECV_SLICE_MS;
+    if (deadline) {
+      int64_t left = deadline - now_ms();
+      if (left <= 0) {
+        *result = -EAGAIN;
+        return RECEIVE_FAILED;
+      }
+      if (left < slice) slice = (int)left;
+    }
+    struct pollfd p = {.fd = dup, .events = POLLIN};
+    (void)poll(&p, 1, slice);
+    if (!sv_valid(call)) return RECEIVE_ABANDONED;
+    if (signal_waiting((pid_t)call->req->pid, &shared_seen)) return RECEIVE_INTERRUPTED;
+  }
+}
+
+/* The source to report for a datagram from `from` on the socket seen: the destination a
+ * relay stands for, in the family of the socket (from's); false when from is no relay. */
+static bool source_of(const struct sv_sock *seen, const union shim_addr *from, socklen_t from_len, union shim_addr *out,
+                      socklen_t *out_len) {
+  union shim_addr norm, relay_norm;
+  socklen_t norm_len;
+  if (!shim_addr_from(&from->sa, from_len, &norm, &norm_len)) return false;
+  for (unsigned i = 0; i < seen->nflows && i < SV_FLOWS; i++) {
+    const struct sv_flow *f = &seen->flows[i];
+    if (f->local || !shim_addr_from(&f->relay.sa, f->relay_len, &relay_norm, &norm_len)) continue;
+    if (shim_addr_equal(&norm, &relay_norm)) return shim_addr_for_domain(&f->dest, from->sa.sa_family, out, out_len);
+  }
+  union shim_addr peer_norm;
+  if (seen->has_peer && shim_addr_from(&seen->relay_peer.sa, seen->relay_peer_len, &relay_norm, &norm_len) &&
+      shim_addr_equal(&norm, &relay_norm) && shim_addr_from(&seen->peer.sa, seen->peer_len, &peer_norm, &norm_len))
+    return shim_addr_for_domain(&peer_norm, from->sa.sa_family, out, out_len);
+  return false;
+}
+
+void sv_recvfrom(struct sv_call *call) {
+  const __u64 *a = call->req->data.args;
+  int flags = (int)a[3];
+  if (!atomic_load(&relayed_udp) || (flags & ~SV_RECV_FLAGS)) return sv_continue(call);
+  socklen_t cap;
+  if (read_address_cap(call, a[5], &cap) < 0) return sv_continue(call); /* the kernel's EFAULT or EINVAL */
+  int dup = sv_getfd(call, (int)a[0]);
+  if (dup < 0) return sv_continue(call);
+  uint64_t inode = inode_of(dup, NULL);
+  bool relayed = false;
+  struct sv_sock seen;
+  if (inode) {
+    pthread_mutex_lock(&socks_lock);
+    struct sv_sock *s = slot_of(inode, false);
+    if (s && s->udp && (s->nflows || s->has_peer)) {
+      seen = *s;
+      relayed = true;
+    }
+    pthread_mutex_unlock(&socks_lock);
+  }
+  /* A datagram is at most 64 KiB: a bigger buffer is never filled beyond that. */
+  size_t len = a[2] < SV_MAX_DATAGRAM ? (size_t)a[2] : SV_MAX_DATAGRAM;
+  char *data = relayed ? malloc(len ? len : 1) : NULL;
+  if (!data) {
+    close(dup);
+    return sv_continue(call);
+  }
+  union shim_addr from, source;
+  socklen_t from_len = 0, source_len;
+  ssize_t r = 0;
+  enum receipt got = receive_for(call, dup, data, len, flags, &from, &from_len, &r);
+  close(dup);
+  if (got == RECEIVED) {
+    /* The datagram is taken: from here every answer is the call's result. */
+    size_t copied = (size_t)r < len ? (size_t)r : len;
+    const void *src = &from;
+    socklen_t src_len = from_len;
+    if (source_of(&seen, &from, from_len, &source, &source_len)) {
+      src = &source;
+      src_len = source_len;
+    }
+    if (!sv_valid(call)) got = RECEIVE_ABANDONED; /* its memory is no longer the caller's */
+    else if (sv_write(call, a[1], data, copied) < 0 || write_address(call, a[4], a[5], cap, src, src_len) < 0) r = -EFAULT;
+    if (got == RECEIVED) {
+      shim_log("recvfrom: socket %llu: %zd bytes%s", (unsigned long long)inode, r, src == &source ? ", source rewritten" : "");
+      r < 0 ? sv_fail(call, (int)-r) : sv_return(call, r);
+    }
+  } else if (got == RECEIVE_FAILED) {
+    sv_fail(call, (int)-r);
+  } else if (got == RECEIVE_INTERRUPTED) {
+    shim_log("recvfrom: socket %llu: a signal for tid %u; continued", (unsigned long long)inode, call->req->pid);
+    sv_continue(call); /* the kernel sees the signal and interrupts (or restarts) the call */
+  }
+  free(data);
 }

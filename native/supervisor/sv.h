@@ -6,7 +6,7 @@
  *   filter.c    the BPF filter, generated from the tables below
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
- *   net.c       connect, sendto/sendmsg/sendmmsg, getpeername/getsockname
+ *   net.c       connect, sendto/sendmsg/sendmmsg, recvfrom, getpeername/getsockname
  *   files.c     open/stat/... of pod files
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
  *   lazy.c      big pod files filled as the program reads them
@@ -39,6 +39,7 @@
   X(sendto, sv_sendto, 1)             \
   X(sendmsg, sv_sendmsg, 1)           \
   X(sendmmsg, sv_sendmmsg, 1)         \
+  X(recvfrom, sv_recvfrom, 1)         \
   X(getpeername, sv_getpeername, 1)   \
   X(getsockname, sv_getsockname, 1)
 

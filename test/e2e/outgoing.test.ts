@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
-import { buildDemoNode } from '../harness/demo-pods.js';
+import { buildDemoNode, udpEchoCommand } from '../harness/demo-pods.js';
 import { pollUntil, run, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 let harness: Harness;
@@ -18,15 +18,6 @@ let pg: Pod;
 let slow: Pod;
 let agent: AgentProcess;
 const PY = '/usr/bin/python3';
-
-const UDP_ECHO = `
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', 9999))
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(b'echo:' + d, a)
-`;
 
 // Accepts connections and never closes them, not even after the client's FIN.
 const HOLD = `
@@ -60,7 +51,7 @@ function filterSlowPort(verdict: '' | 'drop' | 'reject with tcp reset'): void {
 beforeAll(async () => {
   ({ harness, db, api } = await buildDemoNode({ name: 'outgoing' }));
   [udp, pg, , slow] = await Promise.all([
-    harness.addPod({ name: 'udp', namespace: 'default', command: [PY, '-c', UDP_ECHO] }),
+    harness.addPod({ name: 'udp', namespace: 'default', command: udpEchoCommand(9999) }),
     harness.addPostgres({ name: 'pg', namespace: 'default' }),
     harness.addPod({ name: 'hold', namespace: 'default', command: [PY, '-c', HOLD], readyPort: 7000 }),
     harness.addPod({ name: 'slow', namespace: 'default', command: [PY, '-c', LATE], readyPort: 9100 }),

@@ -3,25 +3,32 @@
  * connections, name lookups and environment are the pod's, as the preload gives dynamic
  * libc programs. The Go programs are built from source in the test run (Debian's
  * golang-go; test/e2e/fixtures/go-net), never committed: a default (cgo, dynamically
- * linked) build, a CGO_ENABLED=0 build and `go run`; busybox-static besides.
+ * linked) build, a CGO_ENABLED=0 build and `go run`; busybox-static besides; a C program
+ * linked statically with musl (musl-gcc) and with glibc (test/e2e/fixtures/static-net.c),
+ * and a static Rust program (test/e2e/fixtures/rust-net.rs, std only), each built here too.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
-import { buildDemoNode } from '../harness/demo-pods.js';
+import { buildDemoNode, udpEchoCommand } from '../harness/demo-pods.js';
 import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
 
 const GO = '/usr/bin/go';
 const BUSYBOX = '/bin/busybox';
 const haveGo = existsSync(GO);
+const MUSL_GCC = '/usr/bin/musl-gcc';
+const haveMusl = existsSync(MUSL_GCC);
+/** Debian's rustc (.ci/setup), or a rustup toolchain's. */
+const RUSTC = ['/usr/bin/rustc', join(homedir(), '.cargo/bin/rustc')].find((p) => existsSync(p));
 
 let harness: Harness;
 let db: Pod;
 let api: Pod;
 let web: Pod;
+let udp: Pod;
 let agent: AgentProcess;
 
 // A threaded HTTP server with a deep accept queue (http.server's is 5 deep: 64 clients at
@@ -39,6 +46,14 @@ S(('0.0.0.0', 8081), H).serve_forever()
 let work: string;
 let goEnv: NodeJS.ProcessEnv;
 const bin: Record<'cgo' | 'static', string> = { cgo: '', static: '' };
+/** test/e2e/fixtures/static-net.c linked statically with musl and with glibc; rust-net.rs. */
+const cBin: Record<'musl' | 'glibc', string> = { musl: '', glibc: '' };
+let rustBin = '';
+
+function build(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300000 });
+  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
+}
 
 function goBuild(out: string, cgo: boolean): void {
   const r = spawnSync(GO, ['build', '-o', out, '.'], { cwd: join(repoRoot, 'test/e2e/fixtures/go-net'), env: { ...goEnv, CGO_ENABLED: cgo ? '1' : '0' }, encoding: 'utf8', timeout: 300000 });
@@ -56,8 +71,20 @@ beforeAll(async () => {
     goBuild(bin.cgo, true);
     goBuild(bin.static, false);
   }
+  const staticNet = join(repoRoot, 'test/e2e/fixtures/static-net.c');
+  if (haveMusl) build(MUSL_GCC, ['-static', '-O2', '-Wall', '-o', (cBin.musl = join(work, 'static-net-musl')), staticNet]);
+  build('gcc', ['-static', '-O2', '-Wall', '-o', (cBin.glibc = join(work, 'static-net-glibc')), staticNet]);
+  if (RUSTC) build(RUSTC, ['-O', '-C', 'target-feature=+crt-static', '-o', (rustBin = join(work, 'rust-net')), join(repoRoot, 'test/e2e/fixtures/rust-net.rs')]);
+  const file = spawnSync('file', [cBin.glibc, ...(haveMusl ? [cBin.musl] : []), ...(RUSTC ? [rustBin] : [])], { encoding: 'utf8' }).stdout;
+  expect(file).not.toMatch(/dynamically linked/);
   ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-out', srvRecords: [{ name: '_http._tcp.db.default.svc.cluster.local', target: 'db.default.svc.cluster.local', port: 8080 }] }));
-  web = await harness.addPod({ name: 'web', namespace: 'default', command: ['/usr/bin/python3', '-c', WEB], readyPort: 8081 });
+  [web, udp] = await Promise.all([
+    harness.addPod({ name: 'web', namespace: 'default', command: ['/usr/bin/python3', '-c', WEB], readyPort: 8081 }),
+    harness.addPod({ name: 'udp', namespace: 'default', command: udpEchoCommand(9999) }),
+  ]);
+  // A datagram sent before the echo server binds would be lost: wait for its socket.
+  const bound = await pollUntil(() => spawnSync('nsenter', ['-t', String(udp.pid), '-n', 'ss', '-Hlun', 'sport = :9999'], { encoding: 'utf8' }).stdout.includes('9999'), 20000);
+  expect(bound).toBe(true);
   agent = await startAgentProcess();
 }, 600000);
 
@@ -229,6 +256,91 @@ describe.skipIf(!existsSync(BUSYBOX))('busybox-static under seccomp', () => {
     expect(r.code).toBe(126);
     expect(r.stderr).toMatch(/statically linked: the shim cannot be preloaded into it/);
     expect(r.stderr).toMatch(/--intercept auto/);
+  });
+});
+
+describe.skipIf(!haveMusl)('a static musl C program under seccomp', () => {
+  // musl's resolver sends its queries with sendto on an unconnected UDP socket and keeps a
+  // reply only when recvfrom says it came from a nameserver: the relayed replies must
+  // carry the pod's nameserver as their source, else every lookup ends in "Try again".
+  it("getaddrinfo resolves cluster names with the pod's search list; an unknown name fails as in the pod", async () => {
+    for (const name of ['db', 'db.default', 'db.default.svc.cluster.local']) {
+      const r = await exec([cBin.musl, 'lookup', name]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(`${db.ip}\n`);
+    }
+    const bad = await exec([cBin.musl, 'lookup', 'nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('lookup nope: Name does not resolve\n');
+  });
+
+  it('an HTTP GET of a cluster service by its short name goes through the pod', async () => {
+    const r = await exec([cBin.musl, 'get', 'http://db:8080/']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it("recvfrom of a relayed datagram reports the pod's address as its source: blocking, and non-blocking with MSG_PEEK|MSG_TRUNC", async () => {
+    const r = await exec([cBin.musl, 'udp', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping\n`);
+    const nb = await exec([cBin.musl, 'udp-nb', udp.ip, '9999', 'ping']);
+    expect(nb.stderr).toBe('');
+    expect(nb.stdout).toBe(`${udp.ip} 9999 9 echo:ping\n`);
+  });
+
+  it('a blocking recvfrom waiting for a relayed reply is interrupted by a signal, as without tsmirror', async () => {
+    const r = await exec([cBin.musl, 'udp-alarm', udp.ip, '9']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('EINTR\n');
+  });
+});
+
+describe('a static glibc C program under seccomp', () => {
+  it("getaddrinfo (glibc's resolver: a connected UDP socket, replies checked with recvfrom) resolves cluster names; an unknown name fails", async () => {
+    for (const name of ['db', 'db.default.svc.cluster.local']) {
+      const r = await exec([cBin.glibc, 'lookup', name]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(`${db.ip}\n`);
+    }
+    const bad = await exec([cBin.glibc, 'lookup', 'nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('lookup nope: Name or service not known\n');
+  });
+
+  it('recvfrom of a relayed datagram reports the pod address', async () => {
+    const r = await exec([cBin.glibc, 'udp', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping\n`);
+  });
+});
+
+describe.skipIf(!RUSTC)('a static Rust program under seccomp', () => {
+  it('TcpStream::connect to a cluster service by its short name and a GET go through the pod', async () => {
+    const r = await exec([rustBin, 'get', 'http://db:8080/']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it("name lookups are the pod's; an unknown name fails", async () => {
+    const r = await exec([rustBin, 'lookup', 'db']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${db.ip}\n`);
+    const bad = await exec([rustBin, 'lookup', 'nope']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^lookup: failed to lookup address information: Name or service not known/);
+  });
+
+  it("std::fs::read of a pod file reads the pod's content", async () => {
+    const r = await exec([rustBin, 'read', '/data/index.html']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from api\n');
+  });
+
+  it("UdpSocket::recv_from reports the pod's address as the reply's source", async () => {
+    const r = await exec([rustBin, 'udp', `${udp.ip}:9999`, 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip}:9999 echo:ping\n`);
   });
 });
 

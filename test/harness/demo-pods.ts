@@ -29,6 +29,19 @@ export function httpServerCommand(port = 8080): string[] {
   return ['/usr/bin/python3', '-m', 'http.server', String(port), '--bind', '::', '--directory', '/data'];
 }
 
+/** A python UDP echo server on `port`: each datagram comes back to its sender as `echo:<data>`. */
+export function udpEchoCommand(port = 9999): string[] {
+  const script = [
+    'import socket',
+    's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    `s.bind(('0.0.0.0', ${port}))`,
+    'while True:',
+    '    d, a = s.recvfrom(65535)',
+    "    s.sendto(b'echo:' + d, a)",
+  ].join('\n');
+  return ['/usr/bin/python3', '-c', script];
+}
+
 /**
  * Builds the demo node. The caller owns the harness: `await node.harness.destroy()`.
  */
