@@ -184,7 +184,8 @@ static void sv_launch_release(struct sv_launch *l) {
 static bool sv_launch_build(const char *path, char *const argv[], char *const env[], struct sv_launch *l) {
   l->map = NULL;
   const char *sv = shim_cfg.supervisor_path, *shim = shim_cfg.shim_path;
-  if (!sv[0] || !path || !path[0] || !exec_ok(path) || !shim_program_wants_seccomp(path) || !exec_ok(sv))
+  /* program.c first: it is false for most programs, and costs no more than exec_ok. */
+  if (!sv[0] || !path || !path[0] || !shim_program_wants_seccomp(path) || !exec_ok(path) || !exec_ok(sv))
     return false;
   size_t argc = 0, envc = 0, strings = 0;
   for (; argv && argv[argc]; argc++) {}
