@@ -254,7 +254,7 @@ static void exec_supervised(const char *path, char *const argv[], char *const en
   if (sv_launch_build(path, argv, env, &l)) {
     shim_log("exec %s: a static or Go program, run under the seccomp supervisor", path);
     REAL(execve)(l.argv[0], l.argv, l.envp);
-    shim_log("exec %s: the supervisor %s did not start (%s); exec as it is", path, l.argv[0], strerror(errno));
+    shim_log("exec %s: the supervisor %s did not start (errno %d); exec as it is", path, l.argv[0], errno);
     sv_launch_release(&l);
   }
   SHIM_LEAVE();
@@ -427,7 +427,7 @@ static int spawn_supervised(pid_t *pid, const char *path, const posix_spawn_file
     shim_log("posix_spawn %s: a static or Go program, run under the seccomp supervisor", path);
     r = REAL(posix_spawn)(pid, l.argv[0], file_actions, attrp, l.argv, l.envp);
     if (r != 0) {
-      shim_log("posix_spawn %s: the supervisor did not start (%s); spawned as it is", path, strerror(r));
+      shim_log("posix_spawn %s: the supervisor did not start (errno %d); spawned as it is", path, r);
       r = -1;
     }
     sv_launch_release(&l);
