@@ -193,7 +193,11 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       env.TSMIRROR_SHIM = shim;
       env.TSMIRROR_SOCK = proxy.socketPath;
       delete env.TSMIRROR_SUPERVISOR;
-      if ((await childSupervision)?.ok === true) env.TSMIRROR_SUPERVISOR = supervisorPath();
+      delete env.TSMIRROR_CLI_PID;
+      if ((await childSupervision)?.ok === true) {
+        env.TSMIRROR_SUPERVISOR = supervisorPath();
+        env.TSMIRROR_CLI_PID = String(process.pid); // its signals the supervisor does not relay (main.c)
+      }
     }
     const socketPath = proxy.socketPath;
     const launch = (ownGroup: boolean): RunningProgram => runProgram(path, args, program, env, { ownGroup, ...(supervised ? { supervise: socketPath } : {}) });

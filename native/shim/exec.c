@@ -71,12 +71,15 @@ struct session_var {
   const char *value;
 };
 
-static size_t session_vars(struct session_var vars[4]) {
+#define SESSION_VARS_MAX 5
+
+static size_t session_vars(struct session_var vars[SESSION_VARS_MAX]) {
   size_t n = 0;
   vars[n++] = (struct session_var){"TSMIRROR_SOCK=", shim_cfg.sock_path};
   vars[n++] = (struct session_var){"TSMIRROR_SHIM=", shim_cfg.shim_path};
   if (shim_cfg.log_path[0]) vars[n++] = (struct session_var){"TSMIRROR_SHIM_LOG=", shim_cfg.log_path};
   if (shim_cfg.supervisor_path[0]) vars[n++] = (struct session_var){"TSMIRROR_SUPERVISOR=", shim_cfg.supervisor_path};
+  if (shim_cfg.cli_pid[0]) vars[n++] = (struct session_var){"TSMIRROR_CLI_PID=", shim_cfg.cli_pid};
   return n;
 }
 
@@ -89,9 +92,9 @@ static char *const *env_fixed(char *const envp[], struct env_fix *fix) {
   rfile_before_exec(); /* pod files the new program inherits must be complete (rfile.c) */
 
   const char *shim = shim_cfg.shim_path;
-  struct session_var vars[4];
+  struct session_var vars[SESSION_VARS_MAX];
   size_t nvars = session_vars(vars);
-  bool ok[4] = {false, false, false, false};
+  bool ok[SESSION_VARS_MAX] = {false};
   size_t n = 0;
   const char *preload = NULL;
   for (; envp && envp[n]; n++) {

@@ -69,6 +69,7 @@ struct shim_config {
   char shim_path[4096];   /* TSMIRROR_SHIM, else our own path from dladdr */
   char log_path[4096];    /* TSMIRROR_SHIM_LOG, "" when unset */
   char supervisor_path[4096]; /* TSMIRROR_SUPERVISOR: static and Go programs exec'd run under it ("": never) */
+  char cli_pid[16];       /* TSMIRROR_CLI_PID (with TSMIRROR_SUPERVISOR): whose signals it does not relay */
   int fd_floor;           /* the shim's own fds live at or above this */
 };
 extern SHIM_HIDDEN struct shim_config shim_cfg;

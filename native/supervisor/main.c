@@ -31,7 +31,9 @@
  * parent-death signal that process had (execve keeps it); it does not ask for one of its
  * own, since the caller (a shell that ends first, `cmd &`) ending must not end the
  * program. Blocked signals inherited from the caller are unblocked here (the program
- * keeps the caller's mask) so that relaying works. If the filter cannot be installed
+ * keeps the caller's mask) so that relaying works. Signals sent by the CLI
+ * (TSMIRROR_CLI_PID) are not relayed: the CLI signals only its own child or, under
+ * --watch, the whole process group, which the program is in already. If the filter cannot be installed
  * after all (another listener is in place: EBUSY), the program is exec'd here, as it
  * would have been without tsmirror, with a warning that it is not intercepted.
  *
@@ -55,9 +57,16 @@ void sv_log_open(void);
 static volatile pid_t program_pid = -1;
 static bool stdin_is_tty, group_signals;
 
-static void relay(int sig) {
+/* In place (CLI_PID 0): the CLI's pid (TSMIRROR_CLI_PID), whose signals are not relayed. */
+static pid_t cli_signaller = -1;
+
+static void relay(int sig, siginfo_t *info, void *context) {
+  (void)context;
   if (program_pid <= 0 || group_signals) return;
   if ((sig == SIGINT || sig == SIGQUIT) && stdin_is_tty) return;
+  /* The CLI signals only its own child, or (--watch) the whole process group: a signal from
+   * it here came to the group, so the program has it already. */
+  if (info && info->si_code == SI_USER && info->si_pid == cli_signaller) return;
   int saved = errno;
   kill(program_pid, sig);
   errno = saved;
@@ -239,6 +248,11 @@ int main(int argc, char **argv) {
     return 125;
   }
   if (!in_place && getppid() != (pid_t)cli) return 125; /* the CLI died before the prctl */
+  if (in_place) {
+    const char *v = getenv("TSMIRROR_CLI_PID");
+    long p = v ? strtol(v, &end, 10) : 0;
+    if (v && !*end && p > 0 && p <= INT32_MAX) cli_signaller = (pid_t)p;
+  }
   stdin_is_tty = isatty(0);
   sv_files_prepare(); /* before the filter: the path rules say what it notifies */
 
@@ -264,8 +278,8 @@ int main(int argc, char **argv) {
   program_pid = pid;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = relay;
-  sa.sa_flags = SA_RESTART;
+  sa.sa_sigaction = relay;
+  sa.sa_flags = SA_RESTART | SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   const int relayed[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
   sigset_t relay_set;

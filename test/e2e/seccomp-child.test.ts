@@ -15,7 +15,7 @@ import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
 import { inspectProgram } from '../../cli/launch.js';
 import { supervisorPath } from '../../native/index.js';
-import { cliPath, pollUntil, repoRoot, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
 
 const GO = '/usr/bin/go';
 const BUSYBOX = '/bin/busybox';
@@ -177,6 +177,26 @@ describe.skipIf(!haveBusybox)('busybox-static started by a shell', () => {
     expect(shell.stderr).toMatch(/Permission denied/);
     expect(shell.stderr).not.toMatch(/tsmirror/);
   });
+
+  it("--watch: a restart's SIGTERM reaches the program under sh once (the supervisor does not relay the CLI's group signal), and the next version is intercepted again", async () => {
+    const dir = mkdtempSync(join(work, 'watch-'));
+    const script = join(dir, 'app.sh');
+    // The trap counts and does not exit: every SIGTERM the program gets is a line; the CLI
+    // SIGKILLs the group after the grace period.
+    const app = (v: string): string => `#!${BUSYBOX} sh\nn=0\ntrap 'n=$((n+1)); echo "${v} TERM $n"' TERM\n${BUSYBOX} wget -q -O - http://db:8080/ | ${BUSYBOX} sed 's/^/${v}: /'\nwhile :; do ${BUSYBOX} sleep 0.05; done\n`;
+    writeFileSync(script, app('v1'));
+    chmodSync(script, 0o755);
+    const cli = startCli(['exec', '--reconnect-grace', '1', '--agent', agent.url, '--target', `pid/${api.pid}`, '--watch', dir, '--watch-grace', '1500', '--', '/bin/sh', '-c', `${script}; true`], { env: goEnv });
+    try {
+      await cli.waitFor(/v1: hello from db/, 30000);
+      writeFileSync(script, app('v2'));
+      await cli.waitFor(/v2: hello from db/, 30000);
+      expect(cli.out().match(/v1 TERM \d/g)).toEqual(['v1 TERM 1']);
+      expect(cli.err()).not.toMatch(/seccomp supervisor/);
+    } finally {
+      await stopCli(cli.child);
+    }
+  }, 120000);
 
   it('a script whose interpreter is busybox runs under the supervisor', async () => {
     const script = join(work, 'bb-script');
