@@ -245,6 +245,24 @@ describe('the shim and the CLI read programs the same way', () => {
       const ts = inspectProgram(file);
       expect({ file, kind: ts.kind, go: ts.go, interpreter: ts.interpreter ?? '' }).toEqual({ file, kind: c.kind, go: c.go, interpreter: c.interpreter });
     }
+    // Mutated headers, program headers and notes (a fixed-seed PRNG): no crash, same answer.
+    let seed = 12;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const bases = [haveGo ? bin.static : '', haveGo ? bin.cgo : '', haveBusybox ? BUSYBOX : ''].filter(Boolean).map((f) => readFileSync(f).subarray(0, 96 * 1024));
+    const mutant = join(dir, 'mutant');
+    for (let i = 0; i < (bases.length ? 100 : 0); i++) {
+      const m = Buffer.from(bases[i % bases.length] ?? Buffer.alloc(0));
+      for (let k = 1 + rand(4); k > 0; k--) m[rand(k === 1 ? 64 : 4096)] = rand(256);
+      writeFileSync(mutant, m);
+      const r = spawnSync(supervisorPath(), ['--inspect', mutant], { encoding: 'utf8' });
+      expect(r.status, `case ${i}: ${r.stderr}`).toBe(0);
+      const c = JSON.parse(r.stdout) as { kind: string; go: boolean };
+      const ts = inspectProgram(mutant);
+      expect({ i, kind: ts.kind, go: ts.go }).toEqual({ i, kind: c.kind, go: c.go });
+    }
     if (haveGo) for (const b of [bin.static, bin.cgo, bin.noBuildId]) expect(inspectProgram(b).go, b).toBe(true);
     if (haveBusybox) expect(inspectProgram(join(dir, 'truncated')).kind).toBe('other');
   });
