@@ -22,6 +22,7 @@
         "native/shim/res.c",
         "native/shim/hostent.c",
         "native/shim/exec.c",
+        "native/shim/program.c",
         "native/shim/pathrules.c",
         "native/shim/fsproto.c",
         "native/shim/rfile.c",
@@ -67,7 +68,8 @@
         "native/shim/proto.c",
         "native/shim/fsproto.c",
         "native/shim/channel.c",
-        "native/shim/pathrules.c"
+        "native/shim/pathrules.c",
+        "native/shim/program.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
       "ldflags": ["-pthread"],

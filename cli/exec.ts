@@ -4,12 +4,12 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
-import { shimPath } from '../native/index.js';
+import { shimPath, supervisorPath } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import type { AgentHello, FilesMode, TargetRef } from '../protocol/messages.js';
 import { connectAgent, type AgentConnection } from './agent-client.js';
 import { formatEnvironment, importedFromPod, mergeEnvironment, type EnvOptions } from './environment.js';
-import { EXIT, checkInterceptable, chooseInterception, findProgram, inspectProgram, runProgram, seccompSupport, type InterceptMode, type RunningProgram } from './launch.js';
+import { EXIT, checkInterceptable, chooseInterception, findProgram, inspectProgram, runProgram, seccompSupport, seccompSupportAsync, type InterceptMode, type RunningProgram } from './launch.js';
 import { parseDestRule, type RoutingPolicy } from './routing.js';
 import { SessionProxy, sweepStaleSessionDirs } from './proxy/session-proxy.js';
 import { fileRules } from './proxy/file-rules.js';
@@ -157,6 +157,10 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   // --force on what cannot be intercepted runs it plainly, through the launcher.
   const supervised = interception.how === 'seccomp' && seccompSupport().ok;
   const shim = shimPath();
+  // Under the preload, the static and Go programs the program runs (`sh -c ./server`,
+  // make, npm scripts) go under the supervisor (native/shim/exec.c), unless
+  // --intercept preload; probed while the session opens.
+  const childSupervision = !supervised && (flags.intercept ?? 'auto') === 'auto' ? seccompSupportAsync() : undefined;
   const fsOptions = { mode: flags.fsMode, local: flags.fsLocal ?? [], remote: flags.fsRemote ?? [], notFound: flags.fsNotFound ?? [], programPath: path, cwd: process.cwd() };
   fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
   const incomingOptions = parseIncomingFlags({ ...flags, httpHeader: flags.httpHeader ?? [], portMap: flags.portMap ?? [] });
@@ -188,6 +192,12 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       env.LD_PRELOAD = [shim, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter((p) => p && p !== shim)].join(':');
       env.TSMIRROR_SHIM = shim;
       env.TSMIRROR_SOCK = proxy.socketPath;
+      delete env.TSMIRROR_SUPERVISOR;
+      delete env.TSMIRROR_CLI_PID;
+      if ((await childSupervision)?.ok === true) {
+        env.TSMIRROR_SUPERVISOR = supervisorPath();
+        env.TSMIRROR_CLI_PID = String(process.pid); // its signals the supervisor does not relay (main.c)
+      }
     }
     const socketPath = proxy.socketPath;
     const launch = (ownGroup: boolean): RunningProgram => runProgram(path, args, program, env, { ownGroup, ...(supervised ? { supervise: socketPath } : {}) });

@@ -4,7 +4,7 @@
  * refuse what cannot be intercepted, spawn it, relay signals, and turn its end into
  * tsmirror's exit code.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
@@ -58,39 +58,123 @@ function readHead(path: string, bytes: number): Buffer {
   }
 }
 
+const PT_LOAD = 1;
 const PT_INTERP = 3;
+const PT_NOTE = 4;
+const PF_X = 1;
+const PF_W = 2;
 const GO_BUILDINFO = Buffer.from('\xff Go buildinf:', 'latin1');
 
-/** Reads the ELF program headers: a dynamically linked program has PT_INTERP. */
+/** Reads `bytes` at `offset`, or undefined when the file does not have them all. */
+function readAt(fd: number, size: number, offset: number, bytes: number): Buffer | undefined {
+  if (offset < 0 || bytes < 0 || offset > size || bytes > size - offset) return undefined;
+  const buf = Buffer.alloc(bytes);
+  let got = 0;
+  while (got < bytes) {
+    const n = readSync(fd, buf, got, bytes - got, offset + got);
+    if (n <= 0) return undefined;
+    got += n;
+  }
+  return buf;
+}
+
+/** A note named "Go" of type 4 (Go's build id) in the first 4 KiB of a PT_NOTE segment. */
+function goNote(note: Buffer, le: boolean, align: number): boolean {
+  const u32 = (o: number): number => (le ? note.readUInt32LE(o) : note.readUInt32BE(o));
+  const pad = (n: number, a: number): number => Math.ceil(n / a) * a;
+  const a = align === 8 ? 8 : 4;
+  for (let at = 0; at + 12 <= note.length;) {
+    const namesz = u32(at), descsz = u32(at + 4), type = u32(at + 8);
+    if (namesz > note.length || descsz > note.length) return false;
+    const name = at + 12;
+    if ((namesz === 3 || namesz === 4) && type === 4 && name + 3 <= note.length && note.subarray(name, name + 3).toString('latin1') === 'Go\0') return true;
+    let next = name + pad(namesz, a);
+    if (next > note.length) return false;
+    next = pad(next + descsz, a);
+    if (next <= at) return false;
+    at = next;
+  }
+  return false;
+}
+
+/** Go's build information at a 16-byte boundary, with 32 bytes after it, in a segment's first 64 KiB. */
+function goBuildInfo(data: Buffer): boolean {
+  for (let i = 0; i + 32 <= data.length; i += 16) if (data.subarray(i, i + GO_BUILDINFO.length).equals(GO_BUILDINFO)) return true;
+  return false;
+}
+
+/**
+ * The ELF rules, shared with the shim's exec hooks (native/shim/program.c, which says
+ * why each is so; `tsmirror-supervise --inspect` prints its view, and the tests compare
+ * the two): e_type EXEC or DYN, the class's program header size, 1 to 4096 bytes of
+ * program headers within the file and a PT_LOAD, else not a program tsmirror knows;
+ * dynamic with a PT_INTERP; Go with Go's build id note or its build information.
+ */
+function inspectElf(fd: number, size: number, head: Buffer): { kind: 'dynamic' | 'static' | 'other'; go: boolean; is64: boolean; le: boolean } {
+  const is64 = head[4] === 2;
+  const le = head[5] === 1;
+  const u16 = (b: Buffer, o: number): number => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (b: Buffer, o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const u64 = (b: Buffer, o: number): number => Number(le ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o));
+  const other = { kind: 'other' as const, go: false, is64, le };
+  const type = u16(head, 16);
+  const phoff = is64 ? u64(head, 32) : u32(head, 28);
+  const phentsize = u16(head, is64 ? 54 : 42);
+  const phnum = u16(head, is64 ? 56 : 44);
+  if ((type !== 2 && type !== 3) || phentsize !== (is64 ? 56 : 32) || phnum === 0 || phnum * phentsize > 4096) return other;
+  const table = readAt(fd, size, phoff, phnum * phentsize);
+  if (!table) return other;
+  let load = false, interp = false, go = false, dataSeen = false;
+  for (let i = 0; i < phnum; i++) {
+    const p = i * phentsize;
+    const ptype = u32(table, p);
+    const flags = is64 ? u32(table, p + 4) : u32(table, p + 24);
+    const offset = is64 ? u64(table, p + 8) : u32(table, p + 4);
+    const filesz = is64 ? u64(table, p + 32) : u32(table, p + 16);
+    const align = is64 ? u64(table, p + 48) : u32(table, p + 28);
+    if (ptype === PT_INTERP) interp = true;
+    if (ptype === PT_LOAD) load = true;
+    if (!go && ptype === PT_NOTE) {
+      const note = readAt(fd, size, offset, Math.min(filesz, 4096));
+      go = note !== undefined && goNote(note, le, align);
+    }
+    if (ptype === PT_LOAD && !dataSeen && (flags & (PF_X | PF_W)) === PF_W) {
+      dataSeen = true;
+      if (!go && offset <= size) go = goBuildInfo(readAt(fd, size, offset, Math.min(filesz, 65536, size - offset)) ?? Buffer.alloc(0));
+    }
+  }
+  return load ? { kind: interp ? 'dynamic' : 'static', go, is64, le } : other;
+}
+
+/** Reads the file's first bytes: a `#!` script, or an ELF program (inspectElf); the rules of native/shim/program.c. */
 export function inspectProgram(path: string): ProgramInfo {
   const st = statSync(path);
   const setuid = ((st.mode & 0o4000) !== 0 && st.uid !== process.geteuid?.()) || ((st.mode & 0o2000) !== 0 && st.gid !== process.getegid?.());
-  const head = readHead(path, 4096);
+  const head = readHead(path, 256);
   if (head.subarray(0, 2).toString('latin1') === '#!') {
-    const line = head.toString('latin1').split('\n')[0] ?? '';
-    const interpreter = line.slice(2).trim().split(/\s+/)[0];
-    return interpreter ? { path, kind: 'script', interpreter, setuid, go: false } : { path, kind: 'other', setuid, go: false };
+    // As the kernel reads it: spaces and tabs skipped, the name ends at a space, tab,
+    // newline or NUL; one running to the end of the 256 bytes read may be cut.
+    const isBlank = (c: number | undefined): boolean => c === 0x20 || c === 0x09;
+    let i = 2;
+    while (i < head.length && isBlank(head[i])) i++;
+    let end = i;
+    while (end < head.length && !isBlank(head[end]) && head[end] !== 0x0a && head[end] !== 0) end++;
+    const cut = end === head.length && head.length === 256;
+    const interpreter = head.subarray(i, end).toString('latin1');
+    return interpreter && !cut ? { path, kind: 'script', interpreter, setuid, go: false } : { path, kind: 'other', setuid, go: false };
   }
-  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46) return { path, kind: 'other', setuid, go: false };
-  const is64 = head[4] === 2;
-  const le = head[5] === 1;
-  const u16 = (o: number): number => (le ? head.readUInt16LE(o) : head.readUInt16BE(o));
-  const u32 = (o: number): number => (le ? head.readUInt32LE(o) : head.readUInt32BE(o));
-  const phoff = is64 ? Number(le ? head.readBigUInt64LE(32) : head.readBigUInt64BE(32)) : u32(28);
-  const phentsize = u16(is64 ? 54 : 42);
-  const phnum = u16(is64 ? 56 : 44);
-  const table = phoff + phentsize * phnum <= head.length ? head : readHead(path, phoff + phentsize * phnum);
-  let dynamic = false;
-  for (let i = 0; i < phnum; i++) {
-    const off = phoff + i * phentsize;
-    const type = le ? table.readUInt32LE(off) : table.readUInt32BE(off);
-    if (type === PT_INTERP) dynamic = true;
+  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || (head[4] !== 1 && head[4] !== 2) || (head[5] !== 1 && head[5] !== 2)) return { path, kind: 'other', setuid, go: false };
+  const fd = openSync(path, 'r');
+  let elf: ReturnType<typeof inspectElf>;
+  try {
+    elf = inspectElf(fd, st.size, head);
+  } finally {
+    closeSync(fd);
   }
-  const size = Math.min(st.size, 64 * 1024 * 1024);
-  const whole = readHead(path, size);
-  const go = whole.includes(GO_BUILDINFO);
-  const ioUring = dynamic && usesIoUring(whole, is64, le);
-  return { path, kind: dynamic ? 'dynamic' : 'static', setuid, go, ...(ioUring ? { ioUring } : {}), ...(is64 ? {} : { elf32: true }) };
+  if (elf.kind === 'other') return { path, kind: 'other', setuid, go: false };
+  const dynamic = elf.kind === 'dynamic';
+  const ioUring = dynamic && usesIoUring(readHead(path, Math.min(st.size, 64 * 1024 * 1024)), elf.is64, elf.le);
+  return { path, kind: elf.kind, setuid, go: elf.go, ...(ioUring ? { ioUring } : {}), ...(elf.is64 ? {} : { elf32: true }) };
 }
 
 const SHT_DYNSYM = 11;
@@ -156,6 +240,28 @@ export function seccompSupport(): { ok: true } | { ok: false; reason: string } {
   const out = (r.stdout ?? '').trim();
   probed = r.status === 0 && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})` };
   return probed;
+}
+
+/**
+ * seccompSupport without blocking: the CLI starts it before connecting to the agent and
+ * reads it after (--intercept auto on a dynamically linked program: whether the static
+ * and Go programs it runs go under the supervisor). Shares seccompSupport's answer.
+ */
+export function seccompSupportAsync(): Promise<{ ok: true } | { ok: false; reason: string }> {
+  if (probed) return Promise.resolve(probed);
+  let supervisor: string;
+  try {
+    supervisor = supervisorPath();
+  } catch (err) {
+    return Promise.resolve(probed = { ok: false, reason: (err as Error).message });
+  }
+  return new Promise((resolveProbe) => {
+    execFile(supervisor, ['--probe'], { encoding: 'utf8', timeout: 10000 }, (err, stdout) => {
+      const out = stdout.trim();
+      probed ??= !err && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${err?.message ?? 'no answer'})` };
+      resolveProbe(probed);
+    });
+  });
 }
 
 /**

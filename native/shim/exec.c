@@ -5,6 +5,21 @@
  * LD_PRELOAD and the session variables back into an environment that the program
  * scrubbed (`env -i curl ...`), so the next program is intercepted too.
  *
+ * A program no preload reaches (a static or Go binary, or a script whose interpreter is
+ * one: program.c) is run under the seccomp supervisor instead, when the CLI named one
+ * (TSMIRROR_SUPERVISOR: --intercept auto on a kernel with seccomp user notification):
+ * `sh -c './server'`, make, npm scripts. The exec becomes the supervisor's, in the same
+ * process (same pid, parent, descriptors, session and process group, and the
+ * parent-death signal it had), with the program and its argv; the supervisor forks the
+ * program under its filter, relays signals to it and ends as it ends (exit code or
+ * signal), so the caller's wait sees the program's end. Its environment and the
+ * program's lose our LD_PRELOAD entry (the supervisor serves the program and its
+ * children; a preload too would intercept the same calls twice) and keep TSMIRROR_SOCK
+ * (the launcher's watchdog finds a killed CLI's processes by it). The checks that could
+ * make the exec fail (not found, not a regular file, not executable: exec_ok) come first,
+ * so the caller sees the errno it would have seen; if the supervisor's own exec fails,
+ * the program is exec'd as before.
+ *
  * The new environment is built in mmap'd memory: exec may run in a child of a
  * multithreaded parent, where malloc's locks cannot be trusted.
  */
@@ -50,6 +65,24 @@ static char *put_var(char **cursor, const char *name, const char *a, const char 
   return start;
 }
 
+/* The session variables every exec'd program gets back: name, the value ("": none). */
+struct session_var {
+  const char *prefix; /* "NAME=" */
+  const char *value;
+};
+
+#define SESSION_VARS_MAX 5
+
+static size_t session_vars(struct session_var vars[SESSION_VARS_MAX]) {
+  size_t n = 0;
+  vars[n++] = (struct session_var){"TSMIRROR_SOCK=", shim_cfg.sock_path};
+  vars[n++] = (struct session_var){"TSMIRROR_SHIM=", shim_cfg.shim_path};
+  if (shim_cfg.log_path[0]) vars[n++] = (struct session_var){"TSMIRROR_SHIM_LOG=", shim_cfg.log_path};
+  if (shim_cfg.supervisor_path[0]) vars[n++] = (struct session_var){"TSMIRROR_SUPERVISOR=", shim_cfg.supervisor_path};
+  if (shim_cfg.cli_pid[0]) vars[n++] = (struct session_var){"TSMIRROR_CLI_PID=", shim_cfg.cli_pid};
+  return n;
+}
+
 /* Returns envp itself when nothing is missing, else a fixed copy (release with
  * env_release). Never fails the exec: on error the program's envp is used. */
 static char *const *env_fixed(char *const envp[], struct env_fix *fix) {
@@ -58,45 +91,47 @@ static char *const *env_fixed(char *const envp[], struct env_fix *fix) {
   if (!shim_intercepting() || !shim_cfg.shim_path[0]) return envp;
   rfile_before_exec(); /* pod files the new program inherits must be complete (rfile.c) */
 
-  const char *sock = shim_cfg.sock_path, *shim = shim_cfg.shim_path, *log = shim_cfg.log_path;
+  const char *shim = shim_cfg.shim_path;
+  struct session_var vars[SESSION_VARS_MAX];
+  size_t nvars = session_vars(vars);
+  bool ok[SESSION_VARS_MAX] = {false};
   size_t n = 0;
   const char *preload = NULL;
-  bool sock_ok = false, shim_ok = false, log_ok = !log[0];
   for (; envp && envp[n]; n++) {
     const char *e = envp[n];
     if (has_prefix(e, "LD_PRELOAD=")) preload = e + strlen("LD_PRELOAD=");
-    else if (has_prefix(e, "TSMIRROR_SOCK=")) sock_ok = strcmp(e + strlen("TSMIRROR_SOCK="), sock) == 0;
-    else if (has_prefix(e, "TSMIRROR_SHIM=")) shim_ok = strcmp(e + strlen("TSMIRROR_SHIM="), shim) == 0;
-    else if (has_prefix(e, "TSMIRROR_SHIM_LOG=") && log[0])
-      log_ok = strcmp(e + strlen("TSMIRROR_SHIM_LOG="), log) == 0;
+    for (size_t v = 0; v < nvars; v++)
+      if (has_prefix(e, vars[v].prefix)) ok[v] = strcmp(e + strlen(vars[v].prefix), vars[v].value) == 0;
   }
   bool preload_ok = preload && preload_contains(preload, shim);
-  if (preload_ok && sock_ok && shim_ok && log_ok) return envp;
+  bool all_ok = preload_ok;
+  for (size_t v = 0; v < nvars; v++) all_ok = all_ok && ok[v];
+  if (all_ok) return envp;
 
-  size_t strings = strlen("LD_PRELOAD=") + strlen(shim) + 1 + (preload ? strlen(preload) : 0) + 1 +
-                   strlen("TSMIRROR_SOCK=") + strlen(sock) + 1 + strlen("TSMIRROR_SHIM=") +
-                   strlen(shim) + 1 + strlen("TSMIRROR_SHIM_LOG=") + strlen(log) + 1;
-  size_t len = (n + 5) * sizeof(char *) + strings;
+  size_t strings = strlen("LD_PRELOAD=") + strlen(shim) + 1 + (preload ? strlen(preload) : 0) + 1;
+  for (size_t v = 0; v < nvars; v++) strings += strlen(vars[v].prefix) + strlen(vars[v].value) + 1;
+  size_t len = (n + 2 + nvars) * sizeof(char *) + strings;
   char **out = map_bytes(len);
   if (!out) return envp;
   fix->map = out;
   fix->map_len = len;
-  char *cursor = (char *)(out + n + 5);
+  char *cursor = (char *)(out + n + 2 + nvars);
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     const char *e = envp[i];
-    if (has_prefix(e, "LD_PRELOAD=") || has_prefix(e, "TSMIRROR_SOCK=") ||
-        has_prefix(e, "TSMIRROR_SHIM=") || (log[0] && has_prefix(e, "TSMIRROR_SHIM_LOG=")))
-      continue;
-    out[k++] = (char *)e;
+    bool ours = has_prefix(e, "LD_PRELOAD=");
+    for (size_t v = 0; v < nvars && !ours; v++) ours = has_prefix(e, vars[v].prefix);
+    if (!ours) out[k++] = (char *)e;
   }
   /* Ours goes first so that our hooks win over another preload's. */
   if (preload_ok) out[k++] = put_var(&cursor, "LD_PRELOAD", preload, NULL, NULL);
   else if (preload && *preload) out[k++] = put_var(&cursor, "LD_PRELOAD", shim, ":", preload);
   else out[k++] = put_var(&cursor, "LD_PRELOAD", shim, NULL, NULL);
-  out[k++] = put_var(&cursor, "TSMIRROR_SOCK", sock, NULL, NULL);
-  out[k++] = put_var(&cursor, "TSMIRROR_SHIM", shim, NULL, NULL);
-  if (log[0]) out[k++] = put_var(&cursor, "TSMIRROR_SHIM_LOG", log, NULL, NULL);
+  for (size_t v = 0; v < nvars; v++) {
+    char *start = cursor;
+    cursor = stpcpy(stpcpy(cursor, vars[v].prefix), vars[v].value) + 1;
+    out[k++] = start;
+  }
   out[k] = NULL;
   return out;
 }
@@ -119,9 +154,161 @@ SHIM_EXPORT pid_t vfork(void) {
   return REAL(fork)();
 }
 
+/* ---- static and Go programs: the seccomp supervisor runs them ---- */
+
+/* What execve(path) checks before it reads the file: it exists, is a regular file and
+ * executable by us (also false on a noexec mount). Only then may the exec switch, so
+ * that a failing exec fails with the program's errno, not one about the supervisor. */
+static bool exec_ok(const char *path) {
+  struct stat st;
+  return REAL(fstatat)(AT_FDCWD, path, &st, 0) == 0 && S_ISREG(st.st_mode) &&
+         REAL(faccessat)(AT_FDCWD, path, X_OK, AT_EACCESS) == 0;
+}
+
+/* The supervisor's argv and environment, in one mapping (see the top of this file). */
+struct sv_launch {
+  void *map;
+  size_t map_len;
+  char **argv;
+  char **envp;
+};
+
+static void sv_launch_release(struct sv_launch *l) {
+  if (l->map) {
+    int saved = errno;
+    munmap(l->map, l->map_len);
+    errno = saved;
+    l->map = NULL;
+  }
+}
+
+/* Whether `path` (argv, env: what the caller passes to execve) is to run under the
+ * supervisor; if so fills `l` (release with sv_launch_release). Inside SHIM_ENTER. */
+static bool sv_launch_build(const char *path, char *const argv[], char *const env[], struct sv_launch *l) {
+  l->map = NULL;
+  const char *sv = shim_cfg.supervisor_path, *shim = shim_cfg.shim_path;
+  /* program.c first: it is false for most programs, and costs no more than exec_ok. */
+  if (!sv[0] || !path || !path[0] || !shim_program_wants_seccomp(path) || !exec_ok(path) || !exec_ok(sv))
+    return false;
+  size_t argc = 0, envc = 0, strings = 0;
+  for (; argv && argv[argc]; argc++) {}
+  for (; env && env[envc]; envc++) {}
+  /* execve("prog") is relative to the current folder; the supervisor's execvp would search PATH. */
+  bool dot = strchr(path, '/') == NULL;
+  strings += strlen(path) + 3 + strlen(shim_cfg.sock_path) + 1;
+  for (size_t i = 0; i < envc; i++)
+    if (has_prefix(env[i], "LD_PRELOAD=")) strings += strlen(env[i]) + 1;
+  size_t slots = (5 + (argc ? argc : 1) + 1) + (envc + 1);
+  size_t len = slots * sizeof(char *) + strings;
+  char **mem = map_bytes(len);
+  if (!mem) return false;
+  l->map = mem;
+  l->map_len = len;
+  l->argv = mem;
+  char *cursor = (char *)(mem + slots);
+  size_t k = 0;
+  l->argv[k++] = (char *)sv;
+  l->argv[k++] = "0"; /* no CLI to watch: started in place of the program (main.c) */
+  l->argv[k++] = cursor;
+  cursor = stpcpy(cursor, shim_cfg.sock_path) + 1;
+  l->argv[k++] = "-1"; /* no status pipe: the caller sees the end in our exit status */
+  l->argv[k++] = cursor;
+  cursor = stpcpy(stpcpy(cursor, dot ? "./" : ""), path) + 1;
+  if (argc == 0) l->argv[k++] = ""; /* what the kernel gives a program run with no argv */
+  for (size_t i = 0; i < argc; i++) l->argv[k++] = argv[i];
+  l->argv[k] = NULL;
+  l->envp = l->argv + k + 1;
+  size_t e = 0;
+  for (size_t i = 0; i < envc; i++) {
+    if (!has_prefix(env[i], "LD_PRELOAD=")) {
+      l->envp[e++] = env[i];
+      continue;
+    }
+    /* LD_PRELOAD without our entry; dropped when nothing else is left */
+    char *start = cursor, *p = stpcpy(cursor, "LD_PRELOAD=");
+    bool any = false;
+    size_t n = strlen(shim);
+    for (const char *q = env[i] + strlen("LD_PRELOAD="); *q;) {
+      while (*q == ':' || *q == ' ') q++;
+      size_t tok = strcspn(q, ": ");
+      if (tok && !(tok == n && strncmp(q, shim, n) == 0)) {
+        if (any) *p++ = ':';
+        memcpy(p, q, tok);
+        p += tok;
+        any = true;
+      }
+      q += tok;
+    }
+    *p = '\0';
+    cursor = p + 1;
+    if (any) l->envp[e++] = start;
+  }
+  l->envp[e] = NULL;
+  return true;
+}
+
+/* execve(path) under the supervisor when it is for it; returns when the exec was not
+ * switched (or the supervisor's exec failed), errno unchanged. */
+static void exec_supervised(const char *path, char *const argv[], char *const env[]) {
+  if (!shim_cfg.supervisor_path[0] || !shim_intercepting()) return;
+  int saved = errno;
+  SHIM_ENTER();
+  struct sv_launch l;
+  if (sv_launch_build(path, argv, env, &l)) {
+    shim_log("exec %s: a static or Go program, run under the seccomp supervisor", path);
+    REAL(execve)(l.argv[0], l.argv, l.envp);
+    shim_log("exec %s: the supervisor %s did not start (errno %d); exec as it is", path, l.argv[0], errno);
+    sv_launch_release(&l);
+  }
+  SHIM_LEAVE();
+  errno = saved;
+}
+
+/* The file execvp(file) runs: `file` when it names a path, else the first executable
+ * regular file of that name in PATH's folders (glibc's order and default PATH; an empty
+ * entry is the current folder). False when there is none: execvp then fails by itself. */
+static bool search_path(const char *file, char *out, size_t cap) {
+  if (!file || !file[0]) return false;
+  size_t flen = strlen(file);
+  if (strchr(file, '/')) {
+    if (flen >= cap) return false;
+    memcpy(out, file, flen + 1);
+    return true;
+  }
+  const char *path = getenv("PATH");
+  if (!path) path = "/bin:/usr/bin";
+  for (const char *p = path;;) {
+    size_t dlen = strcspn(p, ":");
+    if (dlen + 1 + flen < cap) {
+      char *q = out;
+      if (dlen) {
+        memcpy(q, p, dlen);
+        q += dlen;
+        *q++ = '/';
+      }
+      memcpy(q, file, flen + 1);
+      if (exec_ok(out)) return true;
+    }
+    if (!p[dlen]) return false;
+    p += dlen + 1;
+  }
+}
+
+static void exec_search_supervised(const char *file, char *const argv[], char *const env[]) {
+  if (!shim_cfg.supervisor_path[0] || !shim_intercepting()) return;
+  int saved = errno;
+  SHIM_ENTER();
+  char found[4096];
+  bool ok = search_path(file, found, sizeof found);
+  SHIM_LEAVE();
+  errno = saved;
+  if (ok) exec_supervised(found, argv, env);
+}
+
 static int exec_path(const char *path, char *const argv[], char *const envp[]) {
   struct env_fix fix;
   char *const *env = env_fixed(envp, &fix);
+  exec_supervised(path, argv, env);
   int r = REAL(execve)(path, argv, env);
   env_release(&fix);
   return r;
@@ -130,6 +317,7 @@ static int exec_path(const char *path, char *const argv[], char *const envp[]) {
 static int exec_search(const char *file, char *const argv[], char *const envp[]) {
   struct env_fix fix;
   char *const *env = env_fixed(envp, &fix);
+  exec_search_supervised(file, argv, env);
   int r = REAL(execvpe)(file, argv, env);
   env_release(&fix);
   return r;
@@ -226,13 +414,40 @@ SHIM_EXPORT int execle(const char *path, const char *arg, ...) {
   return release_args(exec_path(path, argv, envp), argv, len);
 }
 
+/* posix_spawn of a program for the supervisor spawns the supervisor instead (glibc's
+ * posix_spawn execs through an internal entry point, past the execve hook). The file
+ * actions and attributes apply to the supervisor, and through it to the program it
+ * forks: descriptors, session, process group, signal mask and defaults. A failed spawn
+ * of the supervisor spawns the program as before. Returns -1 when not switched. */
+static int spawn_supervised(pid_t *pid, const char *path, const posix_spawn_file_actions_t *file_actions,
+                            const posix_spawnattr_t *attrp, char *const argv[], char *const env[]) {
+  if (!path || !shim_cfg.supervisor_path[0] || !shim_intercepting()) return -1;
+  int saved = errno;
+  SHIM_ENTER();
+  struct sv_launch l;
+  int r = -1;
+  if (sv_launch_build(path, argv, env, &l)) {
+    shim_log("posix_spawn %s: a static or Go program, run under the seccomp supervisor", path);
+    r = REAL(posix_spawn)(pid, l.argv[0], file_actions, attrp, l.argv, l.envp);
+    if (r != 0) {
+      shim_log("posix_spawn %s: the supervisor did not start (errno %d); spawned as it is", path, r);
+      r = -1;
+    }
+    sv_launch_release(&l);
+  }
+  SHIM_LEAVE();
+  errno = saved;
+  return r;
+}
+
 SHIM_EXPORT int posix_spawn(pid_t *__restrict pid, const char *__restrict path,
                             const posix_spawn_file_actions_t *file_actions,
                             const posix_spawnattr_t *__restrict attrp, char *const argv[],
                             char *const envp[]) {
   struct env_fix fix;
   char *const *env = env_fixed(envp, &fix);
-  int r = REAL(posix_spawn)(pid, path, file_actions, attrp, argv, env);
+  int r = spawn_supervised(pid, path, file_actions, attrp, argv, env);
+  if (r < 0) r = REAL(posix_spawn)(pid, path, file_actions, attrp, argv, env);
   env_release(&fix);
   return r;
 }
@@ -243,7 +458,17 @@ SHIM_EXPORT int posix_spawnp(pid_t *__restrict pid, const char *__restrict file,
                              char *const envp[]) {
   struct env_fix fix;
   char *const *env = env_fixed(envp, &fix);
-  int r = REAL(posix_spawnp)(pid, file, file_actions, attrp, argv, env);
+  int r = -1;
+  if (shim_cfg.supervisor_path[0] && shim_intercepting()) {
+    int saved = errno;
+    SHIM_ENTER();
+    char found[4096];
+    bool ok = search_path(file, found, sizeof found);
+    SHIM_LEAVE();
+    errno = saved;
+    if (ok) r = spawn_supervised(pid, found, file_actions, attrp, argv, env);
+  }
+  if (r < 0) r = REAL(posix_spawnp)(pid, file, file_actions, attrp, argv, env);
   env_release(&fix);
   return r;
 }

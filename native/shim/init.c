@@ -96,6 +96,8 @@ static void init_once_body(void) {
   copy_env("TSMIRROR_SOCK", shim_cfg.sock_path, sizeof shim_cfg.sock_path);
   copy_env("TSMIRROR_SHIM", shim_cfg.shim_path, sizeof shim_cfg.shim_path);
   copy_env("TSMIRROR_SHIM_LOG", shim_cfg.log_path, sizeof shim_cfg.log_path);
+  copy_env("TSMIRROR_SUPERVISOR", shim_cfg.supervisor_path, sizeof shim_cfg.supervisor_path);
+  copy_env("TSMIRROR_CLI_PID", shim_cfg.cli_pid, sizeof shim_cfg.cli_pid);
   if (!shim_cfg.shim_path[0]) {
     Dl_info self;
     if (dladdr((void *)&resolve_next, &self) && self.dli_fname &&

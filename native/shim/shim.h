@@ -68,6 +68,8 @@ struct shim_config {
   char sock_path[108];    /* TSMIRROR_SOCK (fits sun_path) */
   char shim_path[4096];   /* TSMIRROR_SHIM, else our own path from dladdr */
   char log_path[4096];    /* TSMIRROR_SHIM_LOG, "" when unset */
+  char supervisor_path[4096]; /* TSMIRROR_SUPERVISOR: static and Go programs exec'd run under it ("": never) */
+  char cli_pid[16];       /* TSMIRROR_CLI_PID (with TSMIRROR_SUPERVISOR): whose signals it does not relay */
   int fd_floor;           /* the shim's own fds live at or above this */
 };
 extern SHIM_HIDDEN struct shim_config shim_cfg;
@@ -93,6 +95,22 @@ static inline void shim_hook_init(void) {
 
 #define SHIM_ENTER() (shim_depth++)
 #define SHIM_LEAVE() (shim_depth--)
+
+/* ---- program.c: what kind of program a file is (also linked into the supervisor) ---- */
+
+struct shim_program {
+  enum { SHIM_PROG_OTHER, SHIM_PROG_DYNAMIC, SHIM_PROG_STATIC, SHIM_PROG_SCRIPT } kind;
+  bool go;                /* a Go program (build id note or build information) */
+  bool setid;             /* setuid/setgid to another user or group */
+  bool elf32;             /* a 32-bit ELF program */
+  char interpreter[256];  /* SHIM_PROG_SCRIPT: the `#!` interpreter */
+};
+/* Reads `path` (bounded, hostile-safe); 0, or -errno when it cannot be read (then kind is OTHER). */
+SHIM_HIDDEN int shim_program_inspect(const char *path, struct shim_program *out);
+/* Whether running `path` needs the seccomp supervisor: a static or Go 64-bit ELF program,
+ * or a script whose interpreter is one; false for what cannot be read or parsed, setuid
+ * and setgid programs (they would lose their privileges) and 32-bit ones. */
+SHIM_HIDDEN bool shim_program_wants_seccomp(const char *path);
 
 /* ---- log.c ---- */
 SHIM_HIDDEN void shim_log_open(void);

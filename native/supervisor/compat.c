@@ -1,6 +1,6 @@
 /*
  * What the shim's wire code needs from the rest of the shim, for the supervisor. The
- * supervisor links native/shim/{msgpack,replies,proto,fsproto,channel,addr}.c unchanged;
+ * supervisor links native/shim/{msgpack,replies,proto,fsproto,channel,addr,program}.c unchanged;
  * here the shim's hooks-and-bookkeeping world shrinks to plain libc: the "real" functions
  * are libc's own (nothing is hooked in this process), the supervisor's descriptors are
  * its own (no program shares its fd table), and the log is TSMIRROR_SHIM_LOG.
@@ -18,6 +18,9 @@ __thread int shim_depth __attribute__((tls_model("initial-exec")));
 SV_REAL(close)
 SV_REAL(connect)
 SV_REAL(fstat)
+SV_REAL(fstatat)
+SV_REAL(openat)
+SV_REAL(pread)
 SV_REAL(socket)
 #undef SV_REAL
 

@@ -25,8 +25,24 @@
  * Exit codes when the program cannot start: 127 (not found), 126 (cannot run), 125
  * (usage, or seccomp user notification unavailable: the message says which).
  *
+ * CLI_PID 0: started by the shim's exec hooks in place of a static or Go program that a
+ * preloaded program (`sh -c ./server`, make, npm) runs (native/shim/exec.c). There is no
+ * CLI to watch: this process is the one the caller exec'd or spawned, and keeps the
+ * parent-death signal that process had (execve keeps it); it does not ask for one of its
+ * own, since the caller (a shell that ends first, `cmd &`) ending must not end the
+ * program. Blocked signals inherited from the caller are unblocked here (the program
+ * keeps the caller's mask) so that relaying works. Signals sent by the CLI
+ * (TSMIRROR_CLI_PID) are not relayed: the CLI signals only its own child or, under
+ * --watch, the whole process group, which the program is in already. If the filter cannot be installed
+ * after all (another listener is in place: EBUSY), the program is exec'd here, as it
+ * would have been without tsmirror, with a warning that it is not intercepted.
+ *
  * --probe: exits 0 and prints "ok" when user notification works here, else exits 1 and
  * prints why (tsmirror doctor, --intercept auto).
+ *
+ * --inspect PATH: prints what native/shim/program.c finds in PATH, as one JSON object
+ * ({"kind":…,"go":…,"setid":…,"elf32":…,"interpreter":…,"seccomp":…}: what the exec
+ * hooks decide), so the CLI's own rules (cli/launch.ts) can be checked against it.
  */
 #include "sv.h"
 
@@ -41,9 +57,16 @@ void sv_log_open(void);
 static volatile pid_t program_pid = -1;
 static bool stdin_is_tty, group_signals;
 
-static void relay(int sig) {
+/* In place (CLI_PID 0): the CLI's pid (TSMIRROR_CLI_PID), whose signals are not relayed. */
+static pid_t cli_signaller = -1;
+
+static void relay(int sig, siginfo_t *info, void *context) {
+  (void)context;
   if (program_pid <= 0 || group_signals) return;
   if ((sig == SIGINT || sig == SIGQUIT) && stdin_is_tty) return;
+  /* The CLI signals only its own child, or (--watch) the whole process group: a signal from
+   * it here came to the group, so the program has it already. */
+  if (info && info->si_code == SI_USER && info->si_pid == cli_signaller) return;
   int saved = errno;
   kill(program_pid, sig);
   errno = saved;
@@ -166,8 +189,30 @@ static void report(int status_fd, const char *kind, int n) {
   close(status_fd);
 }
 
+static void json_string(const char *v) {
+  putchar('"');
+  for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+    if (*p == '"' || *p == '\\') printf("\\%c", *p);
+    else if (*p < 0x20 || *p >= 0x7f) printf("\\u%04x", *p);
+    else putchar(*p);
+  }
+  putchar('"');
+}
+
+static int inspect(const char *path) {
+  struct shim_program p;
+  int r = shim_program_inspect(path, &p);
+  static const char *const kinds[] = {"other", "dynamic", "static", "script"};
+  printf("{\"kind\":\"%s\",\"go\":%s,\"setid\":%s,\"elf32\":%s,\"interpreter\":", kinds[p.kind],
+         p.go ? "true" : "false", p.setid ? "true" : "false", p.elf32 ? "true" : "false");
+  json_string(p.interpreter);
+  printf(",\"seccomp\":%s,\"error\":%d}\n", shim_program_wants_seccomp(path) ? "true" : "false", r < 0 ? -r : 0);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
+  if (argc == 3 && strcmp(argv[1], "--inspect") == 0) return inspect(argv[2]);
   if (argc > 1 && strcmp(argv[1], "--group") == 0) {
     group_signals = true;
     argv++;
@@ -180,7 +225,7 @@ int main(int argc, char **argv) {
   }
   char *end;
   long cli = strtol(argv[1], &end, 10);
-  if (*end || cli <= 0) {
+  if (*end || cli < 0 || (cli == 0 && group_signals)) {
     fprintf(stderr, "tsmirror-supervise: bad CLI pid %s\n", argv[1]);
     return 125;
   }
@@ -197,11 +242,17 @@ int main(int argc, char **argv) {
   strcpy(shim_cfg.sock_path, argv[2]);
   shim_cfg.active = true;
   sv_log_open();
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+  bool in_place = cli == 0;
+  if (!in_place && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
     fprintf(stderr, "tsmirror-supervise: prctl(PR_SET_PDEATHSIG): %s\n", strerror(errno));
     return 125;
   }
-  if (getppid() != (pid_t)cli) return 125; /* the CLI died before the prctl */
+  if (!in_place && getppid() != (pid_t)cli) return 125; /* the CLI died before the prctl */
+  if (in_place) {
+    const char *v = getenv("TSMIRROR_CLI_PID");
+    long p = v ? strtol(v, &end, 10) : 0;
+    if (v && !*end && p > 0 && p <= INT32_MAX) cli_signaller = (pid_t)p;
+  }
   stdin_is_tty = isatty(0);
   sv_files_prepare(); /* before the filter: the path rules say what it notifies */
   sv_lazy_prepare();  /* before the filter: the descriptor window it watches */
@@ -228,17 +279,32 @@ int main(int argc, char **argv) {
   program_pid = pid;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = relay;
-  sa.sa_flags = SA_RESTART;
+  sa.sa_sigaction = relay;
+  sa.sa_flags = SA_RESTART | SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   const int relayed[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-  for (size_t i = 0; i < sizeof relayed / sizeof relayed[0]; i++) sigaction(relayed[i], &sa, NULL);
+  sigset_t relay_set;
+  sigemptyset(&relay_set);
+  for (size_t i = 0; i < sizeof relayed / sizeof relayed[0]; i++) {
+    sigaction(relayed[i], &sa, NULL);
+    sigaddset(&relay_set, relayed[i]);
+  }
+  pthread_sigmask(SIG_UNBLOCK, &relay_set, NULL);
 
   int listener = receive_listener(&h, pid);
   if (listener < 0) {
     int status;
     kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (in_place && listener != -EPIPE && listener != -ESRCH) {
+      /* The caller exec'd the program: it runs, as it would have without tsmirror. */
+      sv_error("tsmirror: warning: %s runs NOT intercepted (its traffic, lookups and files are this machine's): %s",
+               argv[4], unavailable(-listener));
+      execvp(argv[4], &argv[5]);
+      int err = errno;
+      sv_error("tsmirror: cannot start %s: %s", argv[4], strerror(err));
+      return err == ENOENT || err == ENOTDIR ? 127 : 126;
+    }
     if (listener != -EPIPE && listener != -ESRCH)
       sv_error("tsmirror: cannot run %s under seccomp: %s", argv[4], unavailable(-listener));
     report((int)status_fd, "exit", 125);

@@ -1,0 +1,269 @@
+/**
+ * Static and Go programs started by a preloaded (dynamically linked) program: a shell
+ * (`sh -c './server'`, make, npm scripts), python's subprocess, node's child_process.
+ * The shim's exec hooks run them under the seccomp supervisor (native/shim/exec.c), so
+ * they go through the pod as they do when tsmirror starts them itself; before, they ran
+ * silently unintercepted. Go programs are built from source in the test run
+ * (test/e2e/fixtures/go-net), busybox is Debian's busybox-static.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Harness, Pod } from '../harness/harness.js';
+import { buildDemoNode } from '../harness/demo-pods.js';
+import { inspectProgram } from '../../cli/launch.js';
+import { supervisorPath } from '../../native/index.js';
+import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
+
+const GO = '/usr/bin/go';
+const BUSYBOX = '/bin/busybox';
+const PYTHON = '/usr/bin/python3';
+const haveGo = existsSync(GO);
+const haveBusybox = existsSync(BUSYBOX);
+
+let harness: Harness;
+let db: Pod;
+let api: Pod;
+let agent: AgentProcess;
+let work: string;
+let goEnv: NodeJS.ProcessEnv;
+const bin: Record<'cgo' | 'static' | 'noBuildId', string> = { cgo: '', static: '', noBuildId: '' };
+
+function goBuild(out: string, cgo: boolean, extra: string[] = []): void {
+  const r = spawnSync(GO, ['build', ...extra, '-o', out, '.'], { cwd: join(repoRoot, 'test/e2e/fixtures/go-net'), env: { ...goEnv, CGO_ENABLED: cgo ? '1' : '0' }, encoding: 'utf8', timeout: 300000 });
+  if (r.status !== 0) throw new Error(`go build failed: ${r.stderr}`);
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'tsm-seccomp-child-'));
+  goEnv = { ...process.env, GOCACHE: join(tmpdir(), 'tsmirror-test-gocache'), GOPATH: join(work, 'gopath'), GOFLAGS: '', GO111MODULE: 'on', GOPROXY: 'off', GOTOOLCHAIN: 'local' };
+  if (haveGo) {
+    bin.cgo = join(work, 'gonet-cgo');
+    bin.static = join(work, 'gonet-static');
+    bin.noBuildId = join(work, 'gonet-nobuildid');
+    goBuild(bin.cgo, true);
+    goBuild(bin.static, false);
+    goBuild(bin.noBuildId, false, ['-ldflags=-buildid=']);
+  }
+  ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-child' }));
+  agent = await startAgentProcess();
+}, 600000);
+
+afterAll(async () => {
+  await stopAll({ agent, harness });
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+const exec = (command: string[], flags: string[] = []) => tsmExec(agent.url, `pid/${api.pid}`, command, ['--reconnect-grace', '1', ...flags], { timeoutMs: 90000, env: goEnv });
+const sh = (script: string, flags: string[] = []) => exec(['/bin/sh', '-c', script], flags);
+
+describe.skipIf(!haveGo)('a Go program started by a preloaded program goes through the pod', () => {
+  for (const build of ['static', 'cgo'] as const) {
+    it(`sh -c '<${build === 'static' ? 'CGO_ENABLED=0' : 'default cgo'} Go program> get http://db:8080/': the cluster name resolves and the GET reaches db through the pod`, async () => {
+      const r = await sh(`${bin[build]} get http://db:8080/; echo "code $?"`);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('hello from db\ncode 0\n');
+      expect(r.code).toBe(0);
+    });
+  }
+
+  it('bash, and a Go program found on PATH (the shell searches PATH and execs the full path)', async () => {
+    const r = await exec(['/bin/bash', '-c', `PATH=${work}:$PATH; gonet-static get http://db:8080/ && gonet-static env DB_URL`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\nhttp://db:8080/\n');
+  });
+
+  it('from python3: subprocess.run, os.posix_spawn and os.execvp (PATH searched by libc)', async () => {
+    const script = [
+      'import os, subprocess, sys',
+      `prog = ${JSON.stringify(bin.static)}`,
+      "print(subprocess.run([prog, 'get', 'http://db:8080/'], capture_output=True, text=True).stdout, end='')",
+      "pid = os.posix_spawn(prog, [prog, 'get', 'http://db:8080/'], os.environ)",
+      'print(os.waitpid(pid, 0)[1] == 0)',
+      `os.environ['PATH'] = ${JSON.stringify(work)} + ':' + os.environ['PATH']`,
+      "pid = os.posix_spawnp('gonet-static', ['gonet-static', 'env', 'DB_URL'], os.environ)",
+      'os.waitpid(pid, 0)',
+      'sys.stdout.flush()',
+      "os.execvp('gonet-static', ['gonet-static', 'get', 'http://db:8080/'])",
+    ].join('\n');
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\nhello from db\nTrue\nhttp://db:8080/\nhello from db\n');
+  });
+
+  it("from node: child_process.execFileSync and spawnSync through a shell", async () => {
+    const script = `const cp = require('child_process');
+      process.stdout.write(cp.execFileSync(${JSON.stringify(bin.cgo)}, ['get', 'http://db:8080/']));
+      process.stdout.write(cp.spawnSync(${JSON.stringify(`${bin.static} get http://db:8080/`)}, { shell: true }).stdout);`;
+    const r = await exec([process.execPath, '-e', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\nhello from db\n');
+  });
+
+  it('a Go program built without a build id note is found by its build information', async () => {
+    const r = await sh(`${bin.noBuildId} get http://db:8080/`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it('--intercept preload keeps the old behaviour: the Go program the shell starts is not intercepted', async () => {
+    const r = await sh(`${bin.static} get http://db:8080/; echo "code $?"`, ['--intercept', 'preload']);
+    expect(r.stdout).toBe('code 1\n');
+    expect(r.stderr).toMatch(/error: .*db/);
+  });
+
+  it('SIGKILL of the CLI takes the shell, the supervisor and the Go program with it', async () => {
+    const cli = spawn(process.execPath, [cliPath, 'exec', '-q', '--reconnect-grace', '0', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', '/bin/sh', '-c', `${bin.static} loop http://db:8080/; echo after`], { stdio: ['ignore', 'pipe', 'ignore'], env: goEnv });
+    let out = '';
+    cli.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    let pids: string[] = [];
+    let gone = false;
+    try {
+      expect(await pollUntil(() => out.includes('ok\n'), 20000)).toBe(true);
+      const shell = spawnSync('pgrep', ['-P', String(cli.pid)], { encoding: 'utf8' }).stdout.trim();
+      const supervisor = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim();
+      const program = spawnSync('pgrep', ['-P', supervisor], { encoding: 'utf8' }).stdout.trim();
+      pids = [shell, supervisor, program].filter((p) => /^\d+$/.test(p));
+      expect(readFileSync(`/proc/${supervisor}/comm`, 'utf8')).toMatch(/^tsmirror-superv/);
+      expect(program).toMatch(/^\d+$/);
+      cli.kill('SIGKILL');
+      gone = await pollUntil(() => pids.every((p) => !existsSync(`/proc/${p}`)), 8000, 20);
+    } finally {
+      cli.kill('SIGKILL');
+      if (!gone) for (const pid of pids) try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    }
+    expect(gone).toBe(true);
+  });
+});
+
+describe.skipIf(!haveBusybox)('busybox-static started by a shell', () => {
+  it("sh -c 'busybox wget -qO- http://db:8080/' goes through the pod", async () => {
+    const r = await sh('busybox wget -qO- http://db:8080/');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it('it runs under the filter, with its own argv[0] (python os.execv: same pid), and --intercept preload leaves it as it was', async () => {
+    const script = `import os; os.execv(${JSON.stringify(BUSYBOX)}, ['grep', 'Seccomp:', '/proc/self/status'])`;
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('Seccomp:\t2\n');
+    const plain = await exec([PYTHON, '-c', script], ['--intercept', 'preload']);
+    expect(plain.stdout).toBe('Seccomp:\t0\n');
+  });
+
+  it('the exit code and a death by signal reach the shell; a signal to the pid the shell knows reaches the program', async () => {
+    const code = await sh(`${BUSYBOX} sh -c '${BUSYBOX} wget -qO- http://db:8080/; exit 7'; echo "code $?"`);
+    expect(code.stdout).toBe('hello from db\ncode 7\n');
+    const killed = await sh(`${BUSYBOX} sh -c 'kill -TERM $$; sleep 5'; echo "code $?"`);
+    expect(killed.stdout).toBe('code 143\n');
+    // The shell's $! is the supervisor's pid: its SIGTERM is relayed to the program.
+    const relayed = await sh(`${BUSYBOX} sleep 30 & p=$!; sleep 0.5; kill -TERM $p; wait $p; echo "code $?"`);
+    expect(relayed.stdout).toBe('code 143\n');
+    expect(relayed.ms).toBeLessThan(20000);
+  });
+
+  it("errno stays the program's: a static program without the execute bit fails with EACCES, a missing one with ENOENT", async () => {
+    const noexec = join(work, 'busybox-noexec');
+    copyFileSync(BUSYBOX, noexec);
+    chmodSync(noexec, 0o644);
+    const script = `import os\nfor p in [${JSON.stringify(noexec)}, ${JSON.stringify(join(work, 'missing'))}]:\n    try: os.execv(p, ['x'])\n    except OSError as e: print(e.errno)`;
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stdout).toBe('13\n2\n');
+    const shell = await sh(`${noexec} true; echo "code $?"`);
+    expect(shell.stdout).toBe('code 126\n');
+    expect(shell.stderr).toMatch(/Permission denied/);
+    expect(shell.stderr).not.toMatch(/tsmirror/);
+  });
+
+  it("--watch: a restart's SIGTERM reaches the program under sh once (the supervisor does not relay the CLI's group signal), and the next version is intercepted again", async () => {
+    const dir = mkdtempSync(join(work, 'watch-'));
+    const script = join(dir, 'app.sh');
+    // The trap counts and does not exit: every SIGTERM the program gets is a line; the CLI
+    // SIGKILLs the group after the grace period.
+    const app = (v: string): string => `#!${BUSYBOX} sh\nn=0\ntrap 'n=$((n+1)); echo "${v} TERM $n"' TERM\n${BUSYBOX} wget -q -O - http://db:8080/ | ${BUSYBOX} sed 's/^/${v}: /'\nwhile :; do ${BUSYBOX} sleep 0.05; done\n`;
+    writeFileSync(script, app('v1'));
+    chmodSync(script, 0o755);
+    const cli = startCli(['exec', '--reconnect-grace', '1', '--agent', agent.url, '--target', `pid/${api.pid}`, '--watch', dir, '--watch-grace', '1500', '--', '/bin/sh', '-c', `${script}; true`], { env: goEnv });
+    try {
+      await cli.waitFor(/v1: hello from db/, 30000);
+      writeFileSync(script, app('v2'));
+      await cli.waitFor(/v2: hello from db/, 30000);
+      expect(cli.out().match(/v1 TERM \d/g)).toEqual(['v1 TERM 1']);
+      expect(cli.err()).not.toMatch(/seccomp supervisor/);
+    } finally {
+      await stopCli(cli.child);
+    }
+  }, 120000);
+
+  it('a script whose interpreter is busybox runs under the supervisor', async () => {
+    const script = join(work, 'bb-script');
+    writeFileSync(script, `#!${BUSYBOX} sh\n${BUSYBOX} wget -qO- http://db:8080/\n${BUSYBOX} grep Seccomp: /proc/self/status\n`);
+    chmodSync(script, 0o755);
+    const r = await sh(script);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\nSeccomp:\t2\n');
+  });
+});
+
+describe('the shim and the CLI read programs the same way', () => {
+  it('inspectProgram agrees with tsmirror-supervise --inspect (the exec hooks\' rules) on real and malformed files', () => {
+    const files: string[] = ['/bin/true', '/bin/sh', '/etc/passwd', PYTHON];
+    if (haveBusybox) files.push(BUSYBOX);
+    if (haveGo) files.push(bin.static, bin.cgo, bin.noBuildId);
+    const dir = mkdtempSync(join(work, 'inspect-'));
+    const write = (name: string, data: Buffer | string, mode = 0o755): void => {
+      writeFileSync(join(dir, name), data);
+      chmodSync(join(dir, name), mode);
+      files.push(join(dir, name));
+    };
+    if (haveBusybox) {
+      const bb = readFileSync(BUSYBOX);
+      write('script-bb', `#!${BUSYBOX} sh\necho hi\n`);
+      write('script-tab', `#!\t ${BUSYBOX}\tsh\n`);
+      write('truncated', bb.subarray(0, 100));
+      write('headers-only', bb.subarray(0, 64));
+      const hugePhnum = Buffer.from(bb.subarray(0, 4096));
+      hugePhnum.writeUInt16LE(0xffff, 56);
+      write('huge-phnum', hugePhnum);
+      const badEntsize = Buffer.from(bb.subarray(0, 4096));
+      badEntsize.writeUInt16LE(55, 54);
+      write('bad-phentsize', badEntsize);
+      const farPhoff = Buffer.from(bb.subarray(0, 4096));
+      farPhoff.writeBigUInt64LE(0xffffffffffff0000n, 32);
+      write('far-phoff', farPhoff);
+    }
+    write('script-crlf', '#!/bin/sh\r\necho hi\n');
+    write('script-empty', '#!\n');
+    write('script-long', `#!/${'x'.repeat(300)}\n`);
+    write('empty', '');
+    for (const file of files) {
+      const r = spawnSync(supervisorPath(), ['--inspect', file], { encoding: 'utf8' });
+      const c = JSON.parse(r.stdout) as { kind: string; go: boolean; interpreter: string; seccomp: boolean };
+      const ts = inspectProgram(file);
+      expect({ file, kind: ts.kind, go: ts.go, interpreter: ts.interpreter ?? '' }).toEqual({ file, kind: c.kind, go: c.go, interpreter: c.interpreter });
+    }
+    // Mutated headers, program headers and notes (a fixed-seed PRNG): no crash, same answer.
+    let seed = 12;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const bases = [haveGo ? bin.static : '', haveGo ? bin.cgo : '', haveBusybox ? BUSYBOX : ''].filter(Boolean).map((f) => readFileSync(f).subarray(0, 96 * 1024));
+    const mutant = join(dir, 'mutant');
+    for (let i = 0; i < (bases.length ? 100 : 0); i++) {
+      const m = Buffer.from(bases[i % bases.length] ?? Buffer.alloc(0));
+      for (let k = 1 + rand(4); k > 0; k--) m[rand(k === 1 ? 64 : 4096)] = rand(256);
+      writeFileSync(mutant, m);
+      const r = spawnSync(supervisorPath(), ['--inspect', mutant], { encoding: 'utf8' });
+      expect(r.status, `case ${i}: ${r.stderr}`).toBe(0);
+      const c = JSON.parse(r.stdout) as { kind: string; go: boolean };
+      const ts = inspectProgram(mutant);
+      expect({ i, kind: ts.kind, go: ts.go }).toEqual({ i, kind: c.kind, go: c.go });
+    }
+    if (haveGo) for (const b of [bin.static, bin.cgo, bin.noBuildId]) expect(inspectProgram(b).go, b).toBe(true);
+    if (haveBusybox) expect(inspectProgram(join(dir, 'truncated')).kind).toBe('other');
+  });
+});
