@@ -3,8 +3,9 @@
  *
  * Each side may send at most `window` bytes of a stream that the other side has not yet
  * acknowledged with a `window` message; the receiver acknowledges bytes once they have
- * been handed to the kernel of their destination socket. A slow reader therefore stops
- * only its own stream, and the memory a stream can hold is bounded by its window.
+ * been handed to the kernel of their destination socket, a quarter of the window at a time
+ * (one `window` frame per 256 KiB by default, not one per chunk). A slow reader therefore
+ * stops only its own stream, and the memory a stream can hold is bounded by its window.
  */
 import type { Duplex } from 'node:stream';
 import { TsmError } from './errors.js';
@@ -39,6 +40,8 @@ interface Endpoint {
   socket: Socketish | undefined;
   /** Bytes received from the peer and not yet credited back to it: never above the window. */
   received: number;
+  /** Of those, the bytes not yet handed to the socket's kernel (or reader): what this stream holds in memory. */
+  unwritten: number;
   /** Data that arrived before a socket was bound (bounded by the window). */
   early: Uint8Array[];
   earlyEnd: boolean;
@@ -55,7 +58,7 @@ export class Mux {
   readonly #streams = new Map<number, Endpoint>();
   /** Peer-chosen ids reserved by a request that has not opened its stream yet. */
   readonly #claimed = new Set<number>();
-  /** Bytes the peer sent on all streams that this side has not credited back: what the session holds. */
+  /** Bytes the peer sent on all streams that this side has not handed on yet: what the session holds. */
   #held = 0;
   #budget = 0;
   #overBudget = false;
@@ -78,7 +81,7 @@ export class Mux {
     this.#account(0);
   }
 
-  /** What the streams hold now (bytes received and not yet credited back). */
+  /** What the streams hold now (bytes received and not yet written to their sockets). */
   get held(): number {
     return this.#held;
   }
@@ -133,7 +136,7 @@ export class Mux {
     if (this.#streams.has(id)) throw violation(`stream ${id} is already open`);
     this.#claimed.delete(id);
     this.#streams.set(id, {
-      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, received: 0, early: [], earlyEnd: false,
+      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, received: 0, unwritten: 0, early: [], earlyEnd: false,
       earlyClose: undefined, onDatagram: undefined, onClose, sentClose: false,
     });
   }
@@ -209,6 +212,7 @@ export class Mux {
     switch (m.type) {
       case 'data':
         ep.received += m.data.byteLength;
+        ep.unwritten += m.data.byteLength;
         this.#account(m.data.byteLength);
         if (ep.received > this.#opts.window) {
           throw violation(`stream ${ep.id}: the peer sent ${ep.received} bytes against a ${this.#opts.window}-byte window`);
@@ -247,16 +251,26 @@ export class Mux {
     }
   }
 
+  /**
+   * Writes data from the peer to the stream's socket. Credit goes back once a quarter of the
+   * window has been written, not after every chunk: a chunk per `window` frame doubled the
+   * frames (and wake-ups) of a request/response stream and of a bulk transfer (issue 13).
+   * The sender is never stalled by it: it is stopped only with the whole window unwritten
+   * or uncredited here, and once that is written at least a quarter goes back. Memory is
+   * what is not yet written, so that is what the session's budget counts.
+   */
   #deliver(ep: Endpoint, data: Uint8Array): void {
     const socket = ep.socket;
     if (!socket || socket.destroyed) return;
+    const n = data.byteLength;
     socket.write(data, (err) => {
       if (err || !this.#streams.has(ep.id)) return;
-      ep.unacked += data.byteLength;
-      if (ep.unacked >= this.#opts.window / 4 || socket.writableLength === 0) {
+      ep.unwritten -= n;
+      this.#account(-n);
+      ep.unacked += n;
+      if (ep.unacked >= this.#opts.window / 4) {
         this.#send({ type: 'window', stream: ep.id, bytes: ep.unacked });
         ep.received -= ep.unacked;
-        this.#account(-ep.unacked);
         ep.unacked = 0;
       }
     });
@@ -274,8 +288,9 @@ export class Mux {
   #finish(ep: Endpoint, errno: number | undefined, tellPeer: boolean): void {
     if (!this.#streams.has(ep.id)) return;
     this.#streams.delete(ep.id);
-    this.#account(-ep.received); // whatever it still held is dropped with it
+    this.#account(-ep.unwritten); // whatever it still held is dropped with it
     ep.received = 0;
+    ep.unwritten = 0;
     if (tellPeer && !ep.sentClose) {
       ep.sentClose = true;
       this.#send(errno === undefined ? { type: 'close', stream: ep.id } : { type: 'close', stream: ep.id, errno });
