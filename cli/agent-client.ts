@@ -358,9 +358,23 @@ export interface ConnectOptions {
   dispose?: () => void;
 }
 
+/**
+ * The masking key of every frame the CLI sends: zero, so neither ws here (which XORs each
+ * byte in JavaScript: no bufferutil, and Node 20's http has no websocketMask) nor the
+ * agent's ws (which skips unmasking a zero key) touches the payload, and the sender does
+ * not copy it into a masked buffer (issue 13). Masking (RFC 6455 §10.3) keeps a script in a
+ * browser from steering the bytes a caching proxy on the path sees; here the client is the
+ * CLI, not a browser running someone else's script, its frames carry what the user's own
+ * program could send over its own connections anyway, and the path is the agent's port or
+ * the API server's port-forward, which relays bytes without reading them as HTTP.
+ */
+export function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
+
 async function openWebSocket(options: ConnectOptions, createConnection: (() => Duplex) | undefined, timeoutMs: number): Promise<WebSocket> {
   const ws = new WebSocket(options.url, {
-    maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs,
+    maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs, generateMask: zeroMask,
     ...(createConnection ? { createConnection: createConnection as never } : {}),
   });
   await new Promise<void>((resolve, reject) => {
