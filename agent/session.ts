@@ -349,6 +349,9 @@ export class AgentSession {
           reject(new TsmError('TSM_ERR_SESSION_CLOSED', 'session ended'));
           return;
         }
+        // Each chunk the program wrote leaves at once, as on the proxy's loopback side (whose
+        // listeners are noDelay too): Nagle would hold a small request behind the last one's ACK.
+        socket.setNoDelay(true);
         const local = { localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0 };
         if (pending) {
           this.#peer.send({ type: 'tcp.connected', stream, ...local });
