@@ -21,6 +21,7 @@ import {
   type ResultOf, type TargetRef, type FilesMode,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
+import { zeroMask } from '../protocol/ws-frames.js';
 import { readAgentKey } from '../common/local-agent-key.js';
 
 type RequestBody<K extends ClientRequest['type']> = Omit<Extract<ClientRequest, { type: K }>, 'id'>;
@@ -356,20 +357,6 @@ export interface ConnectOptions {
   renew?: (() => Promise<RenewedSession>) | undefined;
   /** Called when this session is over or replaced (deletes its Session object). */
   dispose?: () => void;
-}
-
-/**
- * The masking key of every frame the CLI sends: zero, so neither ws here (which XORs each
- * byte in JavaScript: no bufferutil, and Node 20's http has no websocketMask) nor the
- * agent's ws (which skips unmasking a zero key) touches the payload, and the sender does
- * not copy it into a masked buffer (issue 13). Masking (RFC 6455 §10.3) keeps a script in a
- * browser from steering the bytes a caching proxy on the path sees; here the client is the
- * CLI, not a browser running someone else's script, its frames carry what the user's own
- * program could send over its own connections anyway, and the path is the agent's port or
- * the API server's port-forward, which relays bytes without reading them as HTTP.
- */
-export function zeroMask(mask: Buffer): void {
-  mask.fill(0);
 }
 
 async function openWebSocket(options: ConnectOptions, createConnection: (() => Duplex) | undefined, timeoutMs: number): Promise<WebSocket> {

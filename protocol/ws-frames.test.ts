@@ -2,9 +2,8 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { zeroMask } from '../cli/agent-client.js';
 import { decodeAgentMessage, encode, encodeFrame } from './codec.js';
-import { frameBytes, frameWriter, joinFrame, type Frame } from './ws-frames.js';
+import { frameBytes, frameWriter, joinFrame, zeroMask, type Frame } from './ws-frames.js';
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {

@@ -8,7 +8,7 @@
  *
  * The bytes are exactly what `ws.send(frame, { binary: true })` writes: FIN + binary
  * opcode, the payload length, and from the client the mask bit with a zero masking key
- * (see cli/agent-client.ts `zeroMask`), which the receiving ws does not even XOR.
+ * (`zeroMask`, below), which the receiving ws does not even XOR.
  * This relies on two things about ws (8.x) that it checks where it can: its `_socket` is
  * the connection, and, with no extension negotiated (permessage-deflate off: the session
  * sends binary Buffers only), its sender writes each message to that socket at once, in
@@ -16,6 +16,20 @@
  * that does not look like that gets `ws.send` of the joined frame.
  */
 import type WebSocket from 'ws';
+
+/**
+ * The masking key of every frame the CLI sends: zero, so neither ws here (which XORs each
+ * byte in JavaScript: no bufferutil, and Node 20's http has no websocketMask) nor the
+ * agent's ws (which skips unmasking a zero key) touches the payload, and the sender does
+ * not copy it into a masked buffer (issue 13). Masking (RFC 6455 §10.3) keeps a script in a
+ * browser from steering the bytes a caching proxy on the path sees; here the client is the
+ * CLI, not a browser running someone else's script, its frames carry what the user's own
+ * program could send over its own connections anyway, and the path is the agent's port or
+ * the API server's port-forward, which relays bytes without reading them as HTTP.
+ */
+export function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
 
 /** An encoded session frame: one buffer, or a small head and the payload that follows it. */
 export type Frame = Buffer | FrameParts;
