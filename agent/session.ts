@@ -15,6 +15,7 @@ import {
   FS_MAX_READ, type AgentMessage, type FilesMode, type ClientMessage, type ClientRequest, type Family, type Handlers, type ResultOf,
 } from '../protocol/messages.js';
 import type { Peer } from '../protocol/peer.js';
+import { RelayReader } from '../protocol/mux.js';
 import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingMode, type IncomingOpen } from '../protocol/messages.js';
 import type { IncomingRegistry } from './incoming/namespaces.js';
@@ -312,7 +313,10 @@ export class AgentSession {
   async #tcpConnect(stream: number, host: string, port: number, family: Family, timeoutMs: number, holdMs: number): Promise<ResultOf['tcp.connect']> {
     if (net.isIP(host) !== family) throw new TsmError('TSM_ERR_USAGE', `tcp.connect needs a literal IPv${family} address, got "${host}"`);
     const fd = loadAddon().netnsSocket(this.#nsFd, family, 'tcp');
-    const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+    // Read in chunks of up to 256 KiB, not 'data' events of 64 KiB: fewer frames (protocol/mux.ts).
+    const reader = new RelayReader();
+    // (`onread` is a constructor option too, though @types/node lists it for connect only.)
+    const socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true, onread: reader.onread } as net.SocketConstructorOpts);
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     return new Promise((resolve, reject) => {
@@ -349,13 +353,16 @@ export class AgentSession {
           reject(new TsmError('TSM_ERR_SESSION_CLOSED', 'session ended'));
           return;
         }
+        // Each chunk the program wrote leaves at once, as on the proxy's loopback side (whose
+        // listeners are noDelay too): Nagle would hold a small request behind the last one's ACK.
+        socket.setNoDelay(true);
         const local = { localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? 0 };
         if (pending) {
           this.#peer.send({ type: 'tcp.connected', stream, ...local });
         } else {
           this.#peer.mux.open(stream);
         }
-        this.#peer.mux.bindSocket(stream, socket);
+        this.#peer.mux.bindSocket(stream, socket, reader);
         resolve(local);
       });
     });

@@ -34,7 +34,7 @@ print(json.dumps({'connect_median_us': statistics.median(conn) * 1e6, 'connect_p
   'getaddrinfo_short_v4_median_us': statistics.median(dns4) * 1e6,
   'gib_transfer_us': gib_s * 1e6}))
 `;
-// Echoes lines on 9001; sends 1 GiB to each connection on 9000.
+// Echoes lines on 9001; sends 1 GiB to each connection on 9000; on 9002 reads to the end and answers the byte count.
 export const ECHO = `
 import socket, threading
 def echo(c):
@@ -44,11 +44,20 @@ def bulk(c):
     chunk = b'\\0' * (1 << 20)
     with c:
         for _ in range(1024): c.sendall(chunk)
+def sink(c):
+    n = 0
+    with c:
+        while True:
+            d = c.recv(1 << 20)
+            if not d: break
+            n += len(d)
+        c.sendall(str(n).encode())
 def serve(port, fn):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', port)); s.listen(128)
     while True:
         c, _ = s.accept(); threading.Thread(target=fn, args=(c,), daemon=True).start()
 threading.Thread(target=serve, args=(9000, bulk), daemon=True).start()
+threading.Thread(target=serve, args=(9002, sink), daemon=True).start()
 serve(9001, echo)
 `;
 

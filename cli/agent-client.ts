@@ -21,6 +21,7 @@ import {
   type ResultOf, type TargetRef, type FilesMode,
 } from '../protocol/messages.js';
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
+import { zeroMask } from '../protocol/ws-frames.js';
 import { readAgentKey } from '../common/local-agent-key.js';
 
 type RequestBody<K extends ClientRequest['type']> = Omit<Extract<ClientRequest, { type: K }>, 'id'>;
@@ -386,7 +387,7 @@ function within<T>(promise: Promise<T>, ms: number, what: string, late: (value: 
 
 async function openWebSocket(options: ConnectOptions, createConnection: (() => Duplex) | undefined, timeoutMs: number): Promise<WebSocket> {
   const ws = new WebSocket(options.url, {
-    maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs,
+    maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, handshakeTimeout: timeoutMs, generateMask: zeroMask,
     ...(createConnection ? { createConnection: createConnection as never } : {}),
   });
   await new Promise<void>((resolve, reject) => {

@@ -7,6 +7,7 @@
 import { C1, Packr, Unpackr, addExtension } from 'msgpackr';
 import { TsmError } from './errors.js';
 import { DNS_MAX_MESSAGE, type AgentMessage, type ClientMessage } from './messages.js';
+import type { Frame } from './ws-frames.js';
 
 
 /** Frames larger than this end the session (`TSM_ERR_FRAME_TOO_LARGE`). */
@@ -67,33 +68,48 @@ const DATA_HEAD = Buffer.from([0x83, 0xa4, ...Buffer.from('type'), 0xa4, ...Buff
 const DATA_KEY = Buffer.from([0xa4, ...Buffer.from('data')]);
 
 /**
- * A `data` frame with a large payload, written straight into one buffer of its exact size
- * (one allocation, one copy of the payload): msgpackr would grow its buffer to four times
- * the frame and then copy the frame out of it. The bytes are the plain msgpack map
- * `{type: 'data', stream, data}` (fixmap, fixstr keys, a uint, a bin).
+ * The bytes of a `data` frame before its payload: the plain msgpack map `{type: 'data',
+ * stream, data}` (fixmap, fixstr keys, a uint, a bin header), the payload following as is.
  */
-function encodeData(stream: number, data: Uint8Array): Buffer {
-  const n = data.byteLength;
+function dataHead(stream: number, n: number): Buffer {
   const streamBytes = stream < 0x80 ? 1 : stream < 0x100 ? 2 : stream < 0x10000 ? 3 : 5;
   const binHead = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
-  const frame = Buffer.allocUnsafeSlow(DATA_HEAD.length + streamBytes + DATA_KEY.length + binHead + n);
-  let at = DATA_HEAD.copy(frame, 0);
-  if (streamBytes === 1) frame[at++] = stream;
-  else if (streamBytes === 2) { frame[at++] = 0xcc; frame[at++] = stream; }
-  else if (streamBytes === 3) { frame[at++] = 0xcd; at = frame.writeUInt16BE(stream, at); }
-  else { frame[at++] = 0xce; at = frame.writeUInt32BE(stream, at); }
-  at += DATA_KEY.copy(frame, at);
-  if (binHead === 2) { frame[at++] = 0xc4; frame[at++] = n; }
-  else if (binHead === 3) { frame[at++] = 0xc5; at = frame.writeUInt16BE(n, at); }
-  else { frame[at++] = 0xc6; at = frame.writeUInt32BE(n, at); }
-  frame.set(data, at);
-  return frame;
+  const head = Buffer.allocUnsafe(DATA_HEAD.length + streamBytes + DATA_KEY.length + binHead);
+  let at = DATA_HEAD.copy(head, 0);
+  if (streamBytes === 1) head[at++] = stream;
+  else if (streamBytes === 2) { head[at++] = 0xcc; head[at++] = stream; }
+  else if (streamBytes === 3) { head[at++] = 0xcd; at = head.writeUInt16BE(stream, at); }
+  else { head[at++] = 0xce; at = head.writeUInt32BE(stream, at); }
+  at += DATA_KEY.copy(head, at);
+  if (binHead === 2) { head[at++] = 0xc4; head[at++] = n; }
+  else if (binHead === 3) { head[at++] = 0xc5; head.writeUInt16BE(n, at); }
+  else { head[at++] = 0xc6; head.writeUInt32BE(n, at); }
+  return head;
 }
 
+function isDirectData(message: ClientMessage | AgentMessage): message is Extract<ClientMessage, { type: 'data' }> {
+  return message.type === 'data' && message.data instanceof Uint8Array && message.data.byteLength >= DIRECT_DATA_MIN &&
+    Number.isInteger(message.stream) && message.stream >= 0 && message.stream <= 0xffffffff && Object.keys(message).length === 3;
+}
+
+/**
+ * A frame as the session writes it (protocol/ws-frames.ts): a `data` frame of 1 KiB or more
+ * is its msgpack head and the payload itself, never copied (a view of the payload is kept
+ * for a resume, as the copy was); any other frame is msgpackr's encoding.
+ */
+export function encodeFrame(message: ClientMessage | AgentMessage): Frame {
+  if (isDirectData(message)) return { head: dataHead(message.stream, message.data.byteLength), body: message.data };
+  return pack(message);
+}
+
+/** A frame as one buffer (the same bytes as encodeFrame's, joined). */
 export function encode(message: ClientMessage | AgentMessage): Buffer {
-  if (message.type === 'data' && message.data instanceof Uint8Array && message.data.byteLength >= DIRECT_DATA_MIN &&
-    Number.isInteger(message.stream) && message.stream >= 0 && message.stream <= 0xffffffff && Object.keys(message).length === 3) {
-    return encodeData(message.stream, message.data);
+  if (isDirectData(message)) {
+    const head = dataHead(message.stream, message.data.byteLength);
+    const frame = Buffer.allocUnsafeSlow(head.byteLength + message.data.byteLength); // one allocation of the exact size
+    head.copy(frame, 0);
+    frame.set(message.data, head.byteLength);
+    return frame;
   }
   return pack(message);
 }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StreamMessage } from './messages.js';
-import { Mux } from './mux.js';
+import { Mux, RelayReader } from './mux.js';
 import { streamPair } from '../common/stream-pair.js';
 
 /** Two muxes joined back to back, with real loopback sockets at both ends. */
@@ -74,6 +74,45 @@ describe('mux', () => {
     expect(sent).toBeLessThan(16 * 1024 * 1024);
     expect(muxSideB.writableLength).toBeLessThanOrEqual(window + chunk.byteLength);
   });
+
+  it('relays a socket read through a RelayReader: every byte in order, the end after the tail, frames over 64 KiB, never past the window', async () => {
+    for (const window of [64 * 1024, 1024 * 1024]) {
+      const { a, b, sentToB } = await pair(window);
+      // A's mux side is read with onread (as the agent reads a pod connection).
+      const server = net.createServer({ allowHalfOpen: true });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const reader = new RelayReader();
+      const muxSideA = new net.Socket({ allowHalfOpen: true, onread: reader.onread } as net.SocketConstructorOpts);
+      await new Promise<void>((r) => muxSideA.connect((server.address() as net.AddressInfo).port, '127.0.0.1', r));
+      const appA = await accepted;
+      const [muxSideB, appB, s2] = await socketPair();
+      cleanup.push(() => { server.close(); s2.close(); appA.destroy(); appB.destroy(); });
+      a.open(1);
+      b.open(1);
+      // Some bytes arrive before the bind: they wait in the reader.
+      appA.write(Buffer.from('early '));
+      await new Promise((r) => setTimeout(r, 50));
+      a.bindSocket(1, muxSideA, reader);
+      b.bindSocket(1, muxSideB);
+      const payload = randomBytes(4 * 1024 * 1024);
+      const received: Buffer[] = [];
+      const ended = new Promise<void>((r) => appB.on('end', r));
+      appB.on('data', (d: Buffer) => received.push(d));
+      appA.end(payload);
+      await ended;
+      expect(Buffer.concat(received).equals(Buffer.concat([Buffer.from('early '), payload]))).toBe(true);
+      const sizes = sentToB.filter((m) => m.type === 'data').map((m) => (m as { data: Uint8Array }).data.byteLength);
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(window);
+      if (window > 64 * 1024) expect(Math.max(...sizes)).toBeGreaterThan(64 * 1024);
+      expect(sentToB.findIndex((m) => m.type === 'end')).toBe(sentToB.length - 1 - [...sentToB].reverse().findIndex((m) => m.type === 'end'));
+      expect(sentToB.slice(sentToB.findIndex((m) => m.type === 'end')).some((m) => m.type === 'data')).toBe(false);
+      // The other direction still works after A's half-close.
+      const back = new Promise<Buffer>((r) => appA.once('data', r));
+      appB.write('reply');
+      expect(String(await back)).toBe('reply');
+    }
+  }, 30000);
 
   it('closes the socket when the peer resets the stream, and tells the peer when its socket closes', async () => {
     const sent: StreamMessage[] = [];

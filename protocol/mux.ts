@@ -3,8 +3,9 @@
  *
  * Each side may send at most `window` bytes of a stream that the other side has not yet
  * acknowledged with a `window` message; the receiver acknowledges bytes once they have
- * been handed to the kernel of their destination socket. A slow reader therefore stops
- * only its own stream, and the memory a stream can hold is bounded by its window.
+ * been handed to the kernel of their destination socket, a quarter of the window at a time
+ * (one `window` frame per 256 KiB by default, not one per chunk). A slow reader therefore
+ * stops only its own stream, and the memory a stream can hold is bounded by its window.
  */
 import type { Duplex } from 'node:stream';
 import { TsmError } from './errors.js';
@@ -31,6 +32,51 @@ function violation(message: string): TsmError {
 
 type Socketish = Duplex & { resetAndDestroy?: () => unknown; destroySoon?: () => void };
 
+/** The most one read of a socket made with {@link relayReader} takes (a 'data' chunk is 64 KiB). */
+export const RELAY_READ_BYTES = 256 * 1024;
+
+/**
+ * Reads a net.Socket for the mux through Node's `onread` (pass `onread` to the socket's
+ * constructor, the reader to {@link Mux.bindSocket}): up to RELAY_READ_BYTES per read into
+ * a buffer of its own, so a fast source makes a quarter as many frames (and reads, writes
+ * and wake-ups on both sides) as with 64 KiB 'data' chunks. A read that fills less than
+ * half of the buffer is copied out and the buffer read into again: a small chunk never pins
+ * a large buffer while it is kept for a resume.
+ */
+export class RelayReader {
+  #buffer = Buffer.allocUnsafeSlow(RELAY_READ_BYTES);
+  /** Chunks read before the socket was bound (reading stops at the first). */
+  #early: Buffer[] = [];
+  /** Set by bindSocket: takes a chunk; false stops reading until {@link resume}. */
+  deliver: ((chunk: Buffer) => boolean) | undefined;
+  /** Reading was stopped (a callback returned false) and not resumed yet. */
+  stopped = false;
+
+  readonly onread = {
+    buffer: (): Buffer => this.#buffer,
+    callback: (n: number, buf: Uint8Array): boolean => {
+      let chunk: Buffer;
+      if (n * 2 >= buf.byteLength) {
+        chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+        this.#buffer = Buffer.allocUnsafeSlow(RELAY_READ_BYTES);
+      } else {
+        chunk = Buffer.allocUnsafe(n);
+        chunk.set(buf.subarray(0, n));
+      }
+      const more = this.deliver ? this.deliver(chunk) : (this.#early.push(chunk), false);
+      if (!more) this.stopped = true;
+      return more;
+    },
+  };
+
+  /** What was read before the bind (handed to it once). */
+  takeEarly(): Buffer[] {
+    const early = this.#early;
+    this.#early = [];
+    return early;
+  }
+}
+
 interface Endpoint {
   id: number;
   sendWindow: number;
@@ -39,8 +85,13 @@ interface Endpoint {
   socket: Socketish | undefined;
   /** Bytes received from the peer and not yet credited back to it: never above the window. */
   received: number;
+  /** Of those, the bytes not yet handed to the socket's kernel (or reader): what this stream holds in memory. */
+  unwritten: number;
   /** Data that arrived before a socket was bound (bounded by the window). */
   early: Uint8Array[];
+  /** A socket read through a RelayReader, and the part of its last chunk still waiting for credit. */
+  reader: RelayReader | undefined;
+  unsent: Buffer | undefined;
   earlyEnd: boolean;
   earlyClose: { errno?: number } | undefined;
   onDatagram: ((data: Uint8Array) => void) | undefined;
@@ -55,7 +106,7 @@ export class Mux {
   readonly #streams = new Map<number, Endpoint>();
   /** Peer-chosen ids reserved by a request that has not opened its stream yet. */
   readonly #claimed = new Set<number>();
-  /** Bytes the peer sent on all streams that this side has not credited back: what the session holds. */
+  /** Bytes the peer sent on all streams that this side has not handed on yet: what the session holds. */
   #held = 0;
   #budget = 0;
   #overBudget = false;
@@ -78,7 +129,7 @@ export class Mux {
     this.#account(0);
   }
 
-  /** What the streams hold now (bytes received and not yet credited back). */
+  /** What the streams hold now (bytes received and not yet written to their sockets). */
   get held(): number {
     return this.#held;
   }
@@ -133,20 +184,33 @@ export class Mux {
     if (this.#streams.has(id)) throw violation(`stream ${id} is already open`);
     this.#claimed.delete(id);
     this.#streams.set(id, {
-      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, received: 0, early: [], earlyEnd: false,
+      id, sendWindow: this.#opts.window, unacked: 0, socket: undefined, received: 0, unwritten: 0, early: [], reader: undefined, unsent: undefined, earlyEnd: false,
       earlyClose: undefined, onDatagram: undefined, onClose, sentClose: false,
     });
   }
 
-  /** Relays a byte stream both ways between `socket` and the peer's end of stream `id`. */
-  bindSocket(id: number, socket: Socketish): void {
+  /**
+   * Relays a byte stream both ways between `socket` and the peer's end of stream `id`;
+   * `reader`: the socket is read through it (made with its `onread`), not with 'data'.
+   */
+  bindSocket(id: number, socket: Socketish, reader?: RelayReader): void {
     const ep = this.#streams.get(id);
     if (!ep) {
       socket.destroy();
       return;
     }
     ep.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
+    if (reader) {
+      ep.reader = reader;
+      reader.deliver = (chunk) => this.#sendChunk(ep, chunk);
+      let more = true;
+      for (const chunk of reader.takeEarly()) more = this.#sendChunk(ep, chunk);
+      // resume() starts reading again and makes the socket flowing, so that its 'end' is
+      // emitted (nothing is pushed: the chunks go to the reader). Not while a chunk waits
+      // for credit: the end must not overtake it.
+      if (more) this.#resumeReader(ep);
+      else reader.stopped = true;
+    } else socket.on('data', (chunk: Buffer) => {
       if (!this.#streams.has(id)) return;
       // Never more than the window in flight: what does not fit goes back to the front of
       // the socket's buffer (paused first, so it is not re-emitted at once) until credit comes.
@@ -209,6 +273,7 @@ export class Mux {
     switch (m.type) {
       case 'data':
         ep.received += m.data.byteLength;
+        ep.unwritten += m.data.byteLength;
         this.#account(m.data.byteLength);
         if (ep.received > this.#opts.window) {
           throw violation(`stream ${ep.id}: the peer sent ${ep.received} bytes against a ${this.#opts.window}-byte window`);
@@ -221,7 +286,12 @@ export class Mux {
           throw violation(`stream ${ep.id}: the peer returned credit for ${m.bytes} bytes that were never sent`);
         }
         ep.sendWindow += m.bytes;
-        if (ep.sendWindow > 0 && ep.socket?.isPaused()) ep.socket.resume();
+        if (ep.reader) {
+          const unsent = ep.unsent;
+          ep.unsent = undefined;
+          if (unsent && !this.#sendChunk(ep, unsent)) return;
+          if (ep.sendWindow > 0 && ep.reader.stopped) this.#resumeReader(ep);
+        } else if (ep.sendWindow > 0 && ep.socket?.isPaused()) ep.socket.resume();
         return;
       case 'end':
         if (ep.socket) ep.socket.end();
@@ -238,6 +308,34 @@ export class Mux {
     }
   }
 
+  /**
+   * Sends what of a chunk read through a RelayReader the window allows; the rest waits in
+   * `unsent` for credit. False: stop reading.
+   */
+  #sendChunk(ep: Endpoint, chunk: Buffer): boolean {
+    if (!this.#streams.has(ep.id)) return true; // closed: what still comes is dropped, as with 'data'
+    if (ep.unsent) {
+      ep.unsent = Buffer.concat([ep.unsent, chunk]); // (reading stops with a chunk unsent: rare)
+      return false;
+    }
+    const fits = Math.min(chunk.byteLength, ep.sendWindow);
+    if (fits > 0) {
+      ep.sendWindow -= fits;
+      this.#send({ type: 'data', stream: ep.id, data: fits === chunk.byteLength ? chunk : chunk.subarray(0, fits) });
+    }
+    if (fits < chunk.byteLength) {
+      ep.unsent = chunk.subarray(fits);
+      return false;
+    }
+    return ep.sendWindow > 0;
+  }
+
+  #resumeReader(ep: Endpoint): void {
+    if (!ep.reader || !ep.socket || ep.socket.destroyed) return;
+    ep.reader.stopped = false;
+    ep.socket.resume();
+  }
+
   /** Ends every stream (the transport is gone). */
   closeAll(): void {
     for (const ep of [...this.#streams.values()]) {
@@ -247,16 +345,26 @@ export class Mux {
     }
   }
 
+  /**
+   * Writes data from the peer to the stream's socket. Credit goes back once a quarter of the
+   * window has been written, not after every chunk: a chunk per `window` frame doubled the
+   * frames (and wake-ups) of a request/response stream and of a bulk transfer (issue 13).
+   * The sender is never stalled by it: it is stopped only with the whole window unwritten
+   * or uncredited here, and once that is written at least a quarter goes back. Memory is
+   * what is not yet written, so that is what the session's budget counts.
+   */
   #deliver(ep: Endpoint, data: Uint8Array): void {
     const socket = ep.socket;
     if (!socket || socket.destroyed) return;
+    const n = data.byteLength;
     socket.write(data, (err) => {
       if (err || !this.#streams.has(ep.id)) return;
-      ep.unacked += data.byteLength;
-      if (ep.unacked >= this.#opts.window / 4 || socket.writableLength === 0) {
+      ep.unwritten -= n;
+      this.#account(-n);
+      ep.unacked += n;
+      if (ep.unacked >= this.#opts.window / 4) {
         this.#send({ type: 'window', stream: ep.id, bytes: ep.unacked });
         ep.received -= ep.unacked;
-        this.#account(-ep.unacked);
         ep.unacked = 0;
       }
     });
@@ -274,8 +382,9 @@ export class Mux {
   #finish(ep: Endpoint, errno: number | undefined, tellPeer: boolean): void {
     if (!this.#streams.has(ep.id)) return;
     this.#streams.delete(ep.id);
-    this.#account(-ep.received); // whatever it still held is dropped with it
+    this.#account(-ep.unwritten); // whatever it still held is dropped with it
     ep.received = 0;
+    ep.unwritten = 0;
     if (tellPeer && !ep.sentClose) {
       ep.sentClose = true;
       this.#send(errno === undefined ? { type: 'close', stream: ep.id } : { type: 'close', stream: ep.id, errno });

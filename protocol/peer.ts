@@ -19,10 +19,11 @@
  */
 import { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
-import { MAX_FRAME_BYTES, encode } from './codec.js';
+import { MAX_FRAME_BYTES, encodeFrame } from './codec.js';
 import { TsmError, type ErrorCode } from './errors.js';
 import { UNSEQUENCED_TYPES, type AgentMessage, type ClientMessage, type StreamMessage } from './messages.js';
 import { Mux, type MuxOptions } from './mux.js';
+import { frameBytes, frameWriter, type Frame, type FrameWriter } from './ws-frames.js';
 
 export interface PeerOptions {
   /** How often a ping is sent. */
@@ -69,6 +70,8 @@ export interface ResumeStats {
  */
 export class Peer<In extends { type: string }, Out extends ClientMessage | AgentMessage> extends EventEmitter {
   #ws: WebSocket | undefined;
+  /** Writes frames to #ws (protocol/ws-frames.ts). */
+  #writer: FrameWriter | undefined;
   readonly mux: Mux;
   readonly #decode: (frame: Uint8Array) => In;
   readonly #options: PeerOptions;
@@ -90,7 +93,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
   /** The highest acknowledgement from the peer: frames up to it are dropped from #kept. */
   #acked = 0;
   /** Frames #acked+1 … #sent, encoded, oldest first (from #keptHead on). */
-  #kept: Buffer[] = [];
+  #kept: Frame[] = [];
   #keptHead = 0;
   #keptBytes = 0;
   /** The last acknowledgement this side sent, and bytes received since. */
@@ -162,29 +165,31 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     if (this.#closed) return;
     const ws = this.#ws;
     if (!this.#resumable || UNSEQUENCED_TYPES.has(message.type)) {
-      if (ws && ws.readyState === ws.OPEN) this.#write(ws, encode(message));
+      if (ws && ws.readyState === ws.OPEN) this.#write(encodeFrame(message));
       return;
     }
     // A window (stream credit) also carries the acknowledgement: no frame of its own.
     if (message.type === 'window') (message as { ack?: number }).ack = this.#noteAckSent();
-    const frame = encode(message);
+    const frame = encodeFrame(message);
     this.#sent++;
     this.#kept.push(frame);
-    this.#keptBytes += frame.byteLength;
-    if (ws && ws.readyState === ws.OPEN) this.#write(ws, frame);
+    this.#keptBytes += frameBytes(frame);
+    if (ws && ws.readyState === ws.OPEN) this.#write(frame);
   }
 
   /** The socket under the WebSocket while its writes of this tick are held (see #write). */
   #corked: { uncork(): void } | undefined;
 
   /**
-   * Sends one frame. The frames sent in one tick (a connect's result and credit, a burst of
-   * replies) leave in one write: the WebSocket's socket is corked at the first of them and
-   * uncorked on the next tick, so the kernel gets one writev and the peer one wake-up,
-   * not one per frame (issue 13).
+   * Sends one frame on the current WebSocket. The frames sent in one tick (a connect's result
+   * and credit, a burst of replies) leave in one write: the WebSocket's socket is corked at
+   * the first of them and uncorked on the next tick, so the kernel gets one writev and the
+   * peer one wake-up, not one per frame (issue 13).
    */
-  #write(ws: WebSocket, frame: Buffer): void {
-    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed?: boolean } })._socket;
+  #write(frame: Frame): void {
+    const writer = this.#writer;
+    if (!writer) return;
+    const socket = writer.socket;
     if (this.#corked === undefined && socket !== undefined && socket.destroyed !== true) {
       socket.cork();
       this.#corked = socket;
@@ -193,7 +198,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
         socket.uncork();
       });
     }
-    ws.send(frame, { binary: true });
+    writer.write(frame);
   }
 
   /** Ends the session with an error that the peer is told about (when it can be). */
@@ -236,6 +241,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#unbind?.();
     this.#unbind = undefined;
     this.#ws = undefined;
+    this.#writer = undefined;
     this.#closed = true;
     clearInterval(this.#timer);
     return ws;
@@ -255,14 +261,14 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#onAck(peerReceived);
     this.#bind(ws);
     this.#lastSeen = Date.now();
-    if (greeting) this.#write(ws, encode(greeting));
+    if (greeting) this.#write(encodeFrame(greeting));
     let resentFrames = 0;
     let resentBytes = 0;
     for (let i = this.#keptHead; i < this.#kept.length; i++) {
-      const frame = this.#kept[i] as Buffer;
-      this.#write(ws, frame);
+      const frame = this.#kept[i] as Frame;
+      this.#write(frame);
       resentFrames++;
-      resentBytes += frame.byteLength;
+      resentBytes += frameBytes(frame);
     }
     this.#stats.resentFrames += resentFrames;
     this.#stats.resentBytes += resentBytes;
@@ -295,6 +301,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
 
   #bind(ws: WebSocket): void {
     this.#ws = ws;
+    this.#writer = frameWriter(ws);
     const onMessage = (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void => this.#onFrame(data, isBinary);
     const onClose = (code: number, reason: Buffer): void => {
       const text = reason.toString();
@@ -324,6 +331,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#unbind?.();
     this.#unbind = undefined;
     this.#ws = undefined;
+    this.#writer = undefined;
     ws?.terminate();
   }
 
@@ -359,8 +367,8 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     if (n > this.#sent) throw new TsmError('TSM_ERR_PROTOCOL', `the peer acknowledged ${n} frames; ${this.#sent} were sent`);
     if (n <= this.#acked) return;
     for (let i = this.#acked; i < n; i++) {
-      this.#keptBytes -= (this.#kept[this.#keptHead] as Buffer).byteLength;
-      this.#kept[this.#keptHead++] = undefined as unknown as Buffer;
+      this.#keptBytes -= frameBytes(this.#kept[this.#keptHead] as Frame);
+      this.#kept[this.#keptHead++] = undefined as unknown as Frame;
     }
     this.#acked = n;
     // Compact now and then, not on every ack.
@@ -436,6 +444,7 @@ export class Peer<In extends { type: string }, Out extends ClientMessage | Agent
     this.#unbind?.();
     this.#unbind = undefined;
     this.#ws = undefined;
+    this.#writer = undefined;
     this.#kept = [];
     this.#keptHead = 0;
     this.#keptBytes = 0;

@@ -22,9 +22,9 @@ export interface AgentProcess {
   stop: () => Promise<void>;
 }
 
-/** Starts `tsmirror agent` on a free loopback port (or `listen`) and waits until it listens. */
-export async function startAgentProcess(extra: string[] = [], listen = '127.0.0.1:0'): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [cliPath, 'agent', '--listen', listen, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts `tsmirror agent` on a free loopback port (or `listen`) and waits until it listens; `nodeArgs` go to node (a bench's --cpu-prof). */
+export async function startAgentProcess(extra: string[] = [], listen = '127.0.0.1:0', nodeArgs: string[] = []): Promise<AgentProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, cliPath, 'agent', '--listen', listen, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent did not start:\n${log}`)), 15000);
