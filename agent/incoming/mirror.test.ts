@@ -43,9 +43,11 @@ describe('mirror copies', () => {
     expect(account.cut).toBe(1);
     expect(account.bytesDropped).toBeGreaterThan(MIRROR_COPY_BACKLOG);
     expect(Buffer.concat(fine.read).toString()).toBe('still here');
+    const droppedAtCut = account.bytesDropped;
     stuck.copy.push(Buffer.from('after the cut'));
     await batch();
-    expect(account.cut).toBe(1); // a cut copy takes nothing more
+    expect(account.cut).toBe(1); // a cut copy takes nothing more; what it is not sent is counted
+    expect(account.bytesDropped).toBe(droppedAtCut + 'after the cut'.length);
   });
 
   it('all of a session\'s copies together: the one that goes over 32 MiB is cut; the backlog is given back when copies close', async () => {

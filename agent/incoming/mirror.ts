@@ -28,7 +28,7 @@ export const MIRROR_BATCH_MS = 2;
 export class MirrorAccount {
   /** Copies cut because the session fell behind. */
   cut = 0;
-  /** Bytes of those copies that never went to the session. */
+  /** Bytes of those copies that never went to the session (at the cut and after it). */
   bytesDropped = 0;
   /** Bytes the session's copies hold beyond their windows (as of each copy's last batch). */
   backlog = 0;
@@ -74,6 +74,7 @@ export class MirrorCopy {
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #ended = false;
+  #wasCut = false;
   /** What this copy adds to the account's backlog. */
   #counted = 0;
 
@@ -93,6 +94,7 @@ export class MirrorCopy {
 
   /** A chunk the client sent (kept by reference until the batch leaves). */
   push(chunk: Buffer): void {
+    if (this.#wasCut) this.#account.bytesDropped += chunk.byteLength;
     if (this.#stream.destroyed || this.#ended) return;
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.byteLength;
@@ -129,6 +131,7 @@ export class MirrorCopy {
   }
 
   #cut(why: string): void {
+    this.#wasCut = true;
     this.#account.cut++;
     this.#account.bytesDropped += this.#pendingBytes + this.#stream.writableLength;
     this.#onCut(why);
