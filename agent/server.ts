@@ -76,6 +76,9 @@ export interface SessionLiveInfo {
   longestGapMs: number;
   lastGapMs: number;
   mirrorDropped: number;
+  /** Mirror copies cut because the session fell behind, and their bytes it never got (agent/incoming/mirror.ts). */
+  mirrorCut: number;
+  mirrorBytesDropped: number;
   /** Stolen connections sent to the app because too many already waited for the resume. */
   stealsToApp: number;
 }
@@ -140,7 +143,7 @@ export async function startAgent(options: Partial<AgentOptions> = {}): Promise<R
     state: e.disconnectedAt > 0 ? 'resuming' : 'connected',
     ...(e.disconnectedAt > 0 ? { resumingSince: e.disconnectedAt } : {}),
     resumes: e.resumes, bytesResent: e.peer.stats.resentBytes, longestGapMs: e.longestGapMs, lastGapMs: e.lastGapMs,
-    mirrorDropped: e.session.mirrorDropped, stealsToApp: e.session.stealsToApp,
+    mirrorDropped: e.session.mirrorDropped, mirrorCut: e.session.mirror.cut, mirrorBytesDropped: e.session.mirror.bytesDropped, stealsToApp: e.session.stealsToApp,
   });
   const incoming = new IncomingRegistry();
   const peerOptions: PeerOptions = {

@@ -20,6 +20,7 @@ import { PodFiles, readPodConfigFile } from './files.js';
 import { AGENT_STREAM_BASE, type IncomingMode, type IncomingOpen } from '../protocol/messages.js';
 import type { IncomingRegistry } from './incoming/namespaces.js';
 import { SessionIncoming } from './incoming/subscriptions.js';
+import { MirrorAccount } from './incoming/mirror.js';
 import { compileFilter } from './incoming/filters.js';
 import { streamPair } from '../common/stream-pair.js';
 import type { ResolvConf } from '../common/resolv-conf.js';
@@ -73,6 +74,8 @@ export class AgentSession {
   #nextAgentStream = 0;
   /** Mirror copies not opened because the session was disconnected (its CLI resuming). */
   mirrorDropped = 0;
+  /** Its mirror copies: batched, and cut (counted) when the session falls behind. */
+  readonly mirror: MirrorAccount;
   /** Stolen connections opened during the current gap (they wait for the resume), and those sent to the app instead. */
   #heldInGap = 0;
   stealsToApp = 0;
@@ -106,8 +109,9 @@ export class AgentSession {
       this.#targetWatch.unref();
     }
     const ns = this.#nsFd >= 0 ? fstatSync(this.#nsFd) : undefined;
+    this.mirror = new MirrorAccount(() => this.#peer.ws?.bufferedAmount ?? 0);
     this.#incoming = new SessionIncoming(incoming,
-      { id: info.id, user: info.user, host: info.host, openStream: (o) => this.#openIncomingStream(o) },
+      { id: info.id, user: info.user, host: info.host, openStream: (o) => this.#openIncomingStream(o), mirror: this.mirror },
       target.pid, ns ? `${ns.dev}:${ns.ino}` : '', (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
     peer.on('message', (m: ClientMessage) => void this.#dispatch(m));
   }
@@ -152,6 +156,7 @@ export class AgentSession {
     clearInterval(this.#targetWatch);
     // Stolen and mirrored ports go back to the pod's app; the last session out removes the rules.
     void this.#incoming.dispose();
+    this.mirror.dispose();
     this.#resolver.close();
     for (const s of this.#sockets) {
       if (s instanceof net.Socket) s.destroy();

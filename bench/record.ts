@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
-import { cliPath, repoRoot, startAgentProcess } from '../test/e2e/tsm.js';
+import { cliPath, cpuSeconds, repoRoot, startAgentProcess } from '../test/e2e/tsm.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
@@ -31,9 +31,7 @@ async function main(): Promise<void> {
     const client = await harness.addPod({ name: 'client', command: ['/usr/bin/sleep', 'infinity'] });
     const cpuMs = (pid: number | undefined): number => {
       try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, at USER_HZ 100
+        return cpuSeconds(pid ?? 0) * 1000;
       } catch {
         return 0;
       }

@@ -22,6 +22,8 @@ describe('tsmirror status: a session\'s connection', () => {
     expect(describeSessionState({ ...base, state: 'connected', resumes: 0 })).toBe(', connected');
     expect(describeSessionState({ ...base, state: 'resuming', resumingSince: 1000, resumes: 2, lastGapMs: 1500, longestGapMs: 3200, bytesResent: 4096, reestablished: 1, mirrorDropped: 3 }, 13_000))
       .toBe(', resuming since 12s ago, resumed 2× (last gap 1.5 s, longest 3.2 s), 4096 bytes sent again, re-established 1×, 3 mirror copies dropped during gaps');
+    expect(describeSessionState({ ...base, state: 'connected', resumes: 0, mirrorCut: 2, mirrorBytesDropped: 5000 }))
+      .toBe(', connected, 2 mirror copies cut, the session behind (5000 bytes not copied)');
   });
 });
 

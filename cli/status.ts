@@ -12,6 +12,8 @@ export interface AgentSessionStatus {
   /** Agents with resumable sessions (issue 16) add these. */
   state?: 'connected' | 'resuming'; resumingSince?: number; resumes?: number; bytesResent?: number;
   longestGapMs?: number; lastGapMs?: number; mirrorDropped?: number; reestablished?: number;
+  /** Agents that cut the mirror copies of a session that falls behind add these. */
+  mirrorCut?: number; mirrorBytesDropped?: number;
 }
 
 /** A session's connection in a few words: connected or resuming since when, resumes, new sessions, bytes sent again, gaps. */
@@ -21,6 +23,7 @@ export function describeSessionState(s: AgentSessionStatus, now = Date.now()): s
   if (s.resumes) parts.push(`resumed ${s.resumes}× (last gap ${((s.lastGapMs ?? 0) / 1000).toFixed(1)} s, longest ${((s.longestGapMs ?? 0) / 1000).toFixed(1)} s), ${s.bytesResent ?? 0} bytes sent again`);
   if (s.reestablished) parts.push(`re-established ${s.reestablished}×`);
   if (s.mirrorDropped) parts.push(`${s.mirrorDropped} mirror copies dropped during gaps`);
+  if (s.mirrorCut) parts.push(`${s.mirrorCut} mirror copies cut, the session behind (${s.mirrorBytesDropped ?? 0} bytes not copied)`);
   return `, ${parts.join(', ')}`;
 }
 /** How an agent authenticates sessions (agent/server.ts); absent from agents older than this field. */

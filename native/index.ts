@@ -80,6 +80,14 @@ export interface Addon {
    */
   holdRelease(family: 4 | 6, port: number, clientPort: number): number;
   /**
+   * Runs `argv` (looked up on PATH) with `input` on its stdin, on a thread-pool thread with
+   * posix_spawn (no fork of the agent: see native/addon/addon.cc), and resolves with its
+   * exit code (null if killed), the signal that killed it, and its output (1 MiB at most
+   * each). A command that cannot be started resolves with code 127 and the reason on
+   * stderr; one still running after `timeoutMs` is killed.
+   */
+  spawnCapture(argv: string[], input: string, timeoutMs: number): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>;
+  /**
    * Who owns the other end of a local TCP connection (ours: localAddr:localPort, the peer's:
    * peerAddr:peerPort), by a sock_diag lookup of that four-tuple: its socket inode (0 when
    * its owner has closed it) and uid; null when there is no such socket.

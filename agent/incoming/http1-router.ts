@@ -157,6 +157,23 @@ export class Http1Router<S> implements RequestRouter {
   }
 
   #pump(): void {
+    // A request's head and body go to its upstream in one write (see #onResponseEvents).
+    const corked: Duplex[] = [];
+    try {
+      this.#pumpEvents(corked);
+    } finally {
+      for (const d of corked) d.uncork();
+    }
+  }
+
+  #pumpEvents(corked: Duplex[]): void {
+    const cork = (d: Duplex): Duplex => {
+      if (!corked.includes(d)) {
+        d.cork();
+        corked.push(d);
+      }
+      return d;
+    };
     while (this.#pending.events.length > 0 && this.#phase.kind !== 'tunnel') {
       const cur = this.#exchange;
       if (cur?.requestDone) return; // wait for the answer before the next request
@@ -174,12 +191,12 @@ export class Http1Router<S> implements RequestRouter {
           },
         };
         this.#requests++;
-        up.duplex.write(e.raw);
+        cork(up.duplex).write(e.raw);
         continue;
       }
       if (e.kind === 'body') {
         this.#keep(cur, e.raw);
-        cur.up.duplex.write(e.raw);
+        cork(cur.up.duplex).write(e.raw);
       } else if (e.kind === 'end') {
         cur.requestDone = true;
         if (cur.responseDone) {
@@ -216,6 +233,18 @@ export class Http1Router<S> implements RequestRouter {
   }
 
   #onResponseEvents(cur: Exchange<S>, events: HttpEvent[]): void {
+    // An answer's head and body (sliced apart by the parser) leave in one write, not one
+    // system call and one TCP segment each.
+    const client = this.#client;
+    client.cork();
+    try {
+      this.#forwardResponse(cur, events);
+    } finally {
+      client.uncork();
+    }
+  }
+
+  #forwardResponse(cur: Exchange<S>, events: HttpEvent[]): void {
     for (const e of events) {
       if (e.kind === 'head') {
         cur.lastStatus = e.head.status;

@@ -3,7 +3,8 @@
  * that the redirect rules (agent/incoming/redirect.ts) send new connections to, and the
  * subscriptions of every session on that port. For each connection the hub
  *   - tees the client's bytes, from the first one, to every mirroring session (a copy;
- *     their replies are dropped, and a mirror that falls behind is cut, never the client);
+ *     their replies are dropped; copies leave in batches and a session that falls behind
+ *     loses its copies, counted, the client never waits: agent/incoming/mirror.ts);
  *   - with an unfiltered steal: relays the connection to that session;
  *   - with filtered steals: detects the protocol (agent/incoming/detect.ts) and starts a
  *     request router for it (agent/incoming/router.ts), which sends each request to the
@@ -21,6 +22,7 @@ import type { IncomingMode, IncomingOpen } from '../../protocol/messages.js';
 import { detectHttp } from './detect.js';
 import { filterMatches, type CompiledFilter } from './filters.js';
 import type { MessageHead } from './http1.js';
+import { MirrorCopy, type MirrorAccount } from './mirror.js';
 import { startHttp1Router } from './http1-router.js';
 import { H2Router, startH2Router } from './http2.js';
 import type { NamespaceIncoming } from './namespaces.js';
@@ -28,9 +30,6 @@ import { RawRelay } from './raw-relay.js';
 import { ConnectionRecorder, H2RecordTap, Http1Tap, type CompiledRecord } from './record.js';
 import { PASS_MARK } from './redirect.js';
 import type { RouterHub, RoutedProtocol, StartRouter } from './router.js';
-
-/** A mirror more than this far behind is cut (the client is never slowed for a copy). */
-const MIRROR_BACKLOG = 16 * 1024 * 1024;
 
 /** The request router for each protocol detection can find. */
 const ROUTERS: Record<RoutedProtocol, StartRouter> = { http1: startHttp1Router, h2: startH2Router };
@@ -42,6 +41,8 @@ export interface IncomingClient {
   readonly host: string;
   /** Opens a stream to the CLI for one incoming connection; undefined when the session is gone. */
   openStream(info: Omit<IncomingOpen, 'type' | 'stream'>): Duplex | undefined;
+  /** The session's mirror copies: batches, backlog, and what was cut. */
+  readonly mirror: MirrorAccount;
 }
 
 export interface Subscription {
@@ -183,23 +184,16 @@ export class PortHub implements RouterHub<Subscription> {
 
   /** Sends a copy of the client's bytes to a mirroring session; its replies are dropped. */
   #tee(client: net.Socket, sub: Subscription): void {
-    const copy = this.openSession(sub, client);
-    if (!copy) return;
-    copy.on('data', () => undefined); // the program's replies go nowhere
-    const onData = (chunk: Buffer): void => {
-      if (copy.destroyed) return;
-      if (copy.writableLength > MIRROR_BACKLOG) {
-        this.#ns.log(`mirror of port ${this.port} for session ${sub.client.id} fell ${MIRROR_BACKLOG} bytes behind; its copy of this connection is cut`);
-        copy.destroy();
-        return;
-      }
-      copy.write(chunk);
-    };
+    const stream = this.openSession(sub, client);
+    if (!stream) return;
+    const copy = new MirrorCopy(sub.client.mirror, stream,
+      (why) => this.logOnce(`mirror of port ${this.port} for session ${sub.client.id}: ${why.replace(/\d+ bytes/, 'too many bytes')}; copies are cut while it is behind (counted in the agent's /status)`));
+    const onData = (chunk: Buffer): void => copy.push(chunk);
     client.on('data', onData);
     client.once('end', () => copy.end());
     client.once('close', () => {
       client.off('data', onData);
-      if (!copy.writableEnded) copy.end();
+      copy.end();
     });
   }
 }

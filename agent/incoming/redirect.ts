@@ -12,8 +12,8 @@
  * timeout. The table names its owner (PID and start time), so a new agent removes
  * tables whose owner is gone (`removeStaleTables`).
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { loadAddon } from '../../native/index.js';
 import { TsmError } from '../../protocol/errors.js';
 
 export const TABLE = 'tsmirror';
@@ -33,19 +33,18 @@ function startTime(pid: number | 'self'): string | undefined {
 
 const OWNER = `tsmirror agent ${process.pid} ${startTime('self') ?? '0'}`;
 
-/** Runs `nft -f -` with `script` in the network namespace at `nsPath`. */
-export function nft(nsPath: string, script: string, args: string[] = ['-f', '-']): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, '--', 'nft', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (err) => resolve({ code: 127, stdout, stderr: `${stderr}${err.message}` }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(script);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+/** No nft batch of ours takes long; one that hangs is killed rather than stall the refreshes. */
+const NFT_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs `nft -f -` with `script` in the network namespace at `nsPath`. Started by the addon
+ * with posix_spawn on a thread-pool thread: child_process.spawn forks the agent on the
+ * JavaScript thread, which stopped the event loop (and every relayed connection) for
+ * 10-50 ms at each refresh of the rules, once a second.
+ */
+export async function nft(nsPath: string, script: string, args: string[] = ['-f', '-']): Promise<{ code: number; stdout: string; stderr: string }> {
+  const r = await loadAddon().spawnCapture(['nsenter', `--net=${nsPath}`, '--', 'nft', ...args], script, NFT_TIMEOUT_MS);
+  return { code: r.code ?? 1, stdout: r.stdout, stderr: r.signal ? `${r.stderr}nft ended by ${r.signal}` : r.stderr };
 }
 
 function tableScript(): string {

@@ -253,6 +253,24 @@ describe('mirror', () => {
     await m.waitFor(new RegExp(`REQ mirror POST /upload peer=${client.ip.replace(/\./g, '\\.')} len=${bigBody().length} sha256=${sha}`));
     await m.waitFor(/REQ mirror GET \/m1 /);
   });
+  it('mirror-never-reads: a mirroring program that never reads does not hold up the pod\'s app; its copies are cut and counted', async () => {
+    // Listens and never accepts: what the CLI relays stays in its socket, the CLI stops
+    // crediting the copies' windows, and the copies back up in the agent.
+    const s = startSession([], [PY, '-c', 'import socket, time\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 8080)); s.listen(64)\ntime.sleep(600)']);
+    await s.waitFor(/port 8080 of the pod/);
+    const uploads = 12;
+    const r = await harness.exec(client, ['/bin/sh', '-c',
+      `for i in $(seq ${uploads}); do curl -sS --max-time 50 -H 'content-type: application/octet-stream' --data-binary @/data/big.bin -o /tmp/up$i http://${app.ip}:8080/up$i & done; wait; cat /tmp/up*`], { timeoutMs: 60000 });
+    const sha = createHash('sha256').update(bigBody()).digest('hex');
+    const answers = r.stdout.trim().split('\n');
+    expect(answers).toHaveLength(uploads);
+    for (const a of answers) expect(a).toMatch(new RegExp(`^pod POST /up\\d+ peer=\\S+ len=${bigBody().length} sha256=${sha}$`));
+    const status = await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json() as { sessions: Array<{ mirrorCut?: number; mirrorBytesDropped?: number }> };
+    const cut = status.sessions.find((x) => (x.mirrorCut ?? 0) > 0);
+    expect(cut?.mirrorCut).toBeGreaterThan(0);
+    expect(cut?.mirrorBytesDropped).toBeGreaterThan(0);
+    expect(agent.log()).toMatch(/mirror of port 8080 for session \S+: .* behind; copies are cut while it is behind/);
+  });
 });
 
 describe('unfiltered steal', () => {

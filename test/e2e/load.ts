@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Harness, Pod } from '../harness/harness.js';
-import { cliPath, rssBytes, type AgentProcess } from './tsm.js';
+import { cliPath, cpuSeconds, rssBytes, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 export const LOAD_PORT = 9300;
@@ -116,13 +116,6 @@ export interface LoadResult {
 /** The pod the load runs against. */
 export function addLoadServer(harness: Harness): Promise<Pod> {
   return harness.addPod({ name: 'loadsrv', namespace: 'default', command: [PY, '-c', SERVER], readyPort: LOAD_PORT });
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ
 }
 
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;

@@ -3,10 +3,12 @@
  * bench:memory` (the issue's: 1 GiB at 1 MiB/s): a pod server pushing to a program that
  * reads slowly, and a program pushing to a pod server that never reads. The agent's and
  * the CLI's resident memory are sampled throughout; what counts is how far each grows
- * above where it stood once the connection was open.
+ * above where it stood once the connection was open. And for the memory goals of issue 13
+ * (`npm run bench`, bench/memory.ts goals): the agent's RSS per idle session.
  */
+import { get } from 'node:http';
 import type { Harness, Pod } from '../harness/harness.js';
-import { peakRss, rssBytes, startCli, stopCli, type AgentProcess } from './tsm.js';
+import { peakRss, pollUntil, rssBytes, startCli, stopCli, type AgentProcess, type RunningCli } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 export const PUSH_PORT = 9400;
@@ -122,4 +124,56 @@ export function neverReads(agent: AgentProcess, server: Pod, holdSeconds: number
 export function formatMemory(what: string, r: MemoryResult): string {
   const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
   return `${what}: ${r.programSaid} in ${r.seconds.toFixed(0)} s; agent ${mib(r.agentBaseline)} + ${mib(r.agentGrowth)}, CLI ${mib(r.cliBaseline)} + ${mib(r.cliGrowth)}`;
+}
+
+export interface IdleSessionsResult {
+  sessions: number;
+  /** The agent's RSS with no session (after one came and went: its code is loaded), and with `sessions` idle ones. */
+  agentBefore: number;
+  agentWith: number;
+  /** (agentWith - agentBefore) / sessions, in bytes. */
+  perSession: number;
+}
+
+/** How many sessions the agent serves now (its /status; a connection each: the agent closes idle ones at once). */
+function agentSessions(agent: AgentProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    get(`${agent.url.replace('ws:', 'http:')}/status`, { agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        try {
+          resolve((JSON.parse(body) as { sessions: unknown[] }).sessions.length);
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    }).on('error', reject);
+  });
+}
+
+/**
+ * The agent's resident memory per idle session: `n` sessions on `target` whose programs
+ * sleep, against none. One session first comes and goes, so that the code every session
+ * runs is loaded before the baseline; each figure is read after `settleMs` of quiet.
+ */
+export async function idleSessions(agent: AgentProcess, target: Pod, n: number, settleMs = 2000): Promise<IdleSessionsResult> {
+  const agentPid = agent.child.pid ?? 0;
+  const start = (): RunningCli => startCli(['exec', '--quiet', '--agent', agent.url, '--target', `pid/${target.pid}`, '--', 'sleep', '600']);
+  const settle = async (count: number): Promise<number> => {
+    if (!(await pollUntil(async () => (await agentSessions(agent)) === count, 60000, 200))) throw new Error(`the agent did not reach ${count} sessions`);
+    await new Promise((r) => setTimeout(r, settleMs));
+    return rssBytes(agentPid);
+  };
+  const warm = start();
+  await settle(1).finally(() => stopCli(warm.child));
+  const agentBefore = await settle(0);
+  const clis = Array.from({ length: n }, start);
+  try {
+    const agentWith = await settle(n);
+    return { sessions: n, agentBefore, agentWith, perSession: (agentWith - agentBefore) / n };
+  } finally {
+    await Promise.all(clis.map((c) => stopCli(c.child)));
+  }
 }
