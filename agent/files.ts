@@ -73,6 +73,7 @@ function direntType(d: Dirent): number {
 
 /** The most the agent reads of a pod configuration file (resolv.conf, hosts): they are a few hundred bytes. */
 export const POD_CONFIG_MAX_BYTES = 256 * 1024;
+let configScratch: Buffer | undefined;
 
 /**
  * Reads a small configuration file of the pod (resolv.conf, hosts) with the confinement of
@@ -84,7 +85,10 @@ export function readPodConfigFile(rootFd: number, path: string, maxBytes = POD_C
   const fd = loadAddon().openInRoot(rootFd, absolute(path), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY, 0);
   try {
     if (!fstatSync(fd).isFile()) throw new RemoteError('TSM_ERR_FILE', `${path} in the pod is not a regular file`, osConstants.errno.ENXIO);
-    const buffer = Buffer.alloc(maxBytes);
+    // One scratch buffer for every read (they are synchronous): resolv.conf is read for every
+    // DNS message and lookup, and zero-filling a fresh 256 KiB each time was the agent's
+    // largest cost per query (issue 12). Only the bytes read are decoded.
+    const buffer = maxBytes <= POD_CONFIG_MAX_BYTES ? (configScratch ??= Buffer.allocUnsafe(POD_CONFIG_MAX_BYTES)) : Buffer.allocUnsafe(maxBytes);
     let filled = 0;
     for (let n = 1; n > 0 && filled < maxBytes; filled += n) n = readSync(fd, buffer, filled, maxBytes - filled, null);
     return buffer.subarray(0, filled).toString('utf8');

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import type dnsPacketTypes from 'dns-packet';
 import type { Family } from '../protocol/messages.js';
 import { parseResolvConf, type ResolvConf } from '../common/resolv-conf.js';
+import { answers, DNS_HEADER_BYTES as HEADER_BYTES, questionEnd } from '../common/dns-message.js';
 
 /** Closes a UDP socket that may already be closed (a session's teardown closes it too). */
 export function closeDatagramSocket(socket: DgramSocket): void {
@@ -58,45 +59,6 @@ export class DnsSendError extends Error {
   constructor(readonly errno: 'ETIMEDOUT' | 'EINVAL', message: string) {
     super(message);
   }
-}
-
-const HEADER_BYTES = 12;
-
-/** Where the question section of a DNS message ends (after qdcount questions), or -1. */
-export function questionEnd(msg: Uint8Array): number {
-  if (msg.length < HEADER_BYTES) return -1;
-  const count = (msg[4]! << 8) | msg[5]!;
-  let at = HEADER_BYTES;
-  for (let q = 0; q < count; q++) {
-    for (let labels = 0; ; labels++) {
-      if (at >= msg.length || labels > 127) return -1;
-      const len = msg[at]!;
-      if (len === 0) {
-        at += 1;
-        break;
-      }
-      if ((len & 0xc0) === 0xc0) {
-        at += 2;
-        break;
-      }
-      if ((len & 0xc0) !== 0) return -1;
-      at += 1 + len;
-    }
-    at += 4; // type, class
-    if (at > msg.length) return -1;
-  }
-  return at;
-}
-
-/** Whether `answer` answers `query`: a response (QR) with the same questions (names compared case-insensitively). */
-export function answers(query: Uint8Array, answer: Uint8Array): boolean {
-  if (answer.length < HEADER_BYTES || (answer[2]! & 0x80) === 0) return false;
-  const qEnd = questionEnd(query);
-  if (qEnd < 0 || answer.length < qEnd || answer[4] !== query[4] || answer[5] !== query[5]) return false;
-  // A truncated answer may carry no question section; its header still names the count.
-  const lower = (b: number): number => (b >= 0x41 && b <= 0x5a ? b + 32 : b);
-  for (let i = HEADER_BYTES; i < qEnd; i++) if (lower(answer[i]!) !== lower(query[i]!)) return false;
-  return true;
 }
 
 /** dns-packet decodes `rcode` but its types leave it out. */

@@ -223,7 +223,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     programEnded = true;
     if (flags.verbose) {
       const s = proxy.stats;
-      process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups (${s.cachedLookups} answered from the session's cache) and ${s.dnsMessages} DNS messages, ${s.localPassThrough} local connections, ${s.failures} failures\n`);
+      process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups (${s.cachedLookups} answered from the session's cache), ${s.dnsFlows} DNS flows answered by the proxy (${s.udpDnsQueries} queries) and ${s.dnsMessages} DNS messages (${s.cachedDnsMessages} of those queries and messages answered from the session's cache), ${s.localPassThrough} local connections, ${s.failures} failures\n`);
       if (s.unseen > 0) process.stderr.write(`tsmirror: ${s.unseen} reports of calls the shim cannot see (io_uring, connect or open through syscall())\n`);
       const f = proxy.files?.stats;
       if (f) process.stderr.write(`tsmirror: ${f.filesRead} files read from the pod, ${f.bytesIn} bytes in, ${f.bytesOut} bytes out, ${f.requests} file requests to the agent\n`);

@@ -11,13 +11,17 @@
  *
  * glibc's res_* functions (the shim's res.c) get the pod's resolver settings (`res.config`)
  * and have each DNS message sent to the pod's nameservers by the agent (`res.send`), which
- * answers with the nameserver's own bytes.
+ * answers with the nameserver's own bytes. The UDP queries a program's own resolver sends
+ * to the pod's nameserver (udp-relay.ts's DNS relays) are answered the same way, without a
+ * UDP flow in the pod. Both go through the session's packet cache (dns-packet-cache.ts).
  */
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { RemoteError } from '../../protocol/errors.js';
 import { route, unmapAddress, type RoutingPolicy } from '../routing.js';
 import type { ProxyAgent } from './proxy-agent.js';
+import { DnsPacketCache } from './dns-packet-cache.js';
+import { fitForUdp, plainQuery, type PlainQuery } from '../../common/dns-message.js';
 import {
   SHIM_MAX_ADDRESS_TEXT, SHIM_MAX_DNS_MESSAGE, SHIM_MAX_DOMAIN, SHIM_MAX_NAMESERVERS, SHIM_MAX_SEARCH,
 } from '../../protocol/shim-constants.js';
@@ -40,16 +44,32 @@ const MAX_CACHED = 1024;
 /** The longest any answer is kept, whatever its TTL (an hour, nscd's default for positive answers). */
 const MAX_TTL_S = 3600;
 
+/** The agent answered a DNS message with something that is not one. */
+class NotAnAnswer extends Error {}
+
 export class PodDns {
-  /** `lookups`: name lookups the program made (not localhost); `cached`: of those, answered from the session's cache. */
-  readonly stats = { lookups: 0, cached: 0, dnsMessages: 0 };
+  /**
+   * `lookups`: name lookups the program made (not localhost); `cached`: of those, answered
+   * from the session's cache. `dnsMessages`: res_* messages; `udpQueries`: UDP queries to
+   * the pod's nameserver answered by a DNS relay; `cachedMessages`: of both, answered from
+   * the packet cache (or by an identical query's answer).
+   */
+  readonly stats = { lookups: 0, cached: 0, dnsMessages: 0, udpQueries: 0, cachedMessages: 0 };
   readonly #cache = new Map<string, { reply: ShimReplyOf['resolve']; expires: number }>();
+  readonly #packets: DnsPacketCache;
   readonly #agent: ProxyAgent;
   readonly #routing: RoutingPolicy;
+  readonly #podNameservers = new BlockList();
 
-  constructor(agent: ProxyAgent, routing: RoutingPolicy) {
+  /** `podNameservers`: the pod's (the hello's); UDP flows to them on port 53 may get a DNS relay. */
+  constructor(agent: ProxyAgent, routing: RoutingPolicy, podNameservers: readonly string[] = [], packets = new DnsPacketCache()) {
     this.#agent = agent;
     this.#routing = routing;
+    this.#packets = packets;
+    for (const a of podNameservers) {
+      const family = isIP(a);
+      if (family !== 0) this.#podNameservers.addAddress(a, family === 6 ? 'ipv6' : 'ipv4');
+    }
   }
 
   async resolve(req: ShimRequestOf<'resolve'>): Promise<ShimReplyOf['resolve']> {
@@ -116,22 +136,61 @@ export class PodDns {
     };
   }
 
-  /** res.send: one DNS message to the pod's nameservers; the answer as the nameserver sent it. */
+  /**
+   * res.send: one DNS message to the pod's nameservers; the answer as the nameserver sent
+   * it (from the packet cache, TTLs aged, when the message is a plain query).
+   */
   async resSend(req: ShimRequestOf<'res.send'>): Promise<ShimReplyOf['res.send']> {
     if (!this.#sendsPackets) {
       return { ok: false, errno: osConstants.errno.ECONNREFUSED, message: 'the agent is too old to send DNS messages for res_* functions; update it' };
     }
     this.stats.dnsMessages++;
     try {
-      const r = await this.#agent.request({ type: 'dns.query', packet: req.query });
-      const answer: unknown = r.packet;
-      if (!(answer instanceof Uint8Array) || answer.byteLength > SHIM_MAX_DNS_MESSAGE) {
-        return { ok: false, errno: osConstants.errno.EIO, message: 'the agent answered a DNS message with something else' };
-      }
-      return { ok: true, answer };
+      const q = plainQuery(req.query);
+      return { ok: true, answer: q ? await this.#cached(req.query, q) : await this.#send(req.query) };
     } catch (err) {
+      if (err instanceof NotAnAnswer) return { ok: false, errno: osConstants.errno.EIO, message: err.message };
       if (err instanceof RemoteError && err.code === 'TSM_ERR_DNS' && err.errno !== undefined) return { ok: false, errno: err.errno, message: err.message };
       throw err;
     }
+  }
+
+  /**
+   * Whether a UDP flow to `address`:`port` is DNS to one of the pod's nameservers that a
+   * DNS relay can answer (udp-relay.ts): port 53, and an agent that sends DNS messages.
+   */
+  answersUdpFlow(address: string, port: number): boolean {
+    if (port !== 53 || !this.#sendsPackets) return false;
+    const family = isIP(address);
+    return family !== 0 && this.#podNameservers.check(address, family === 6 ? 'ipv6' : 'ipv4');
+  }
+
+  /**
+   * A DNS relay's query (it parsed as `q`): the answer to send back over UDP (truncated
+   * with TC when larger than the program takes, so it asks again over TCP), or undefined
+   * when there is none to send (no nameserver answered, the session ended): the program
+   * waits and asks again, as it would for a lost datagram.
+   */
+  async answerUdp(query: Uint8Array, q: PlainQuery): Promise<Uint8Array | undefined> {
+    this.stats.udpQueries++;
+    try {
+      return fitForUdp(await this.#cached(query, q), q);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #cached(query: Uint8Array, q: PlainQuery): Promise<Uint8Array> {
+    const { answer, hit } = await this.#packets.answer(query, q, (m) => this.#send(m));
+    if (hit) this.stats.cachedMessages++;
+    return answer;
+  }
+
+  /** One message to the pod's nameservers through the agent (`dns.query`). */
+  async #send(packet: Uint8Array): Promise<Uint8Array> {
+    const r = await this.#agent.request({ type: 'dns.query', packet });
+    const answer: unknown = r.packet;
+    if (!(answer instanceof Uint8Array) || answer.byteLength > SHIM_MAX_DNS_MESSAGE) throw new NotAnAnswer('the agent answered a DNS message with something else');
+    return answer;
   }
 }

@@ -53,12 +53,19 @@ export interface ProxyStats {
   tcpConnects: number;
   /** Non-blocking connects answered before the pod's connect was done. */
   heldConnects: number;
+  /** UDP flows opened in the pod (`udp.open`). */
   udpFlows: number;
+  /** UDP flows to the pod's nameserver answered by a DNS relay (no flow in the pod). */
+  dnsFlows: number;
+  /** UDP DNS queries those relays answered (`udpQueries`). */
+  udpDnsQueries: number;
   lookups: number;
   /** Of `lookups`, those answered from the session's DNS cache (cli/proxy/dns.ts). */
   cachedLookups: number;
   /** DNS messages of glibc's res_* functions sent to the pod's nameservers. */
   dnsMessages: number;
+  /** Of `dnsMessages` and `udpDnsQueries`, those answered from the session's packet cache (cli/proxy/dns-packet-cache.ts). */
+  cachedDnsMessages: number;
   localPassThrough: number;
   failures: number;
   /** The shim's notices: the program did something the preload cannot see (kinds, once each per process). */
@@ -103,8 +110,8 @@ export class SessionProxy implements ShimEndpoint {
     this.#opts = opts;
     this.#agent = agent;
     this.#tcp = new OutgoingTcp(agent, opts.tcp);
-    this.#udp = new UdpRelays(agent, opts.udp);
-    this.#dns = new PodDns(agent, opts.routing);
+    this.#dns = new PodDns(agent, opts.routing, opts.podNameservers);
+    this.#udp = new UdpRelays(agent, opts.udp, this.#dns);
     this.#dir = createSessionFolder(opts.tmpdir);
     this.socketPath = join(this.#dir, 'proxy.sock');
     this.files = opts.files ? new FileProxy(agent, opts.files, this.#dir) : undefined;
@@ -143,7 +150,8 @@ export class SessionProxy implements ShimEndpoint {
 
   get stats(): ProxyStats {
     return {
-      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, lookups: this.#dns.stats.lookups, cachedLookups: this.#dns.stats.cached, dnsMessages: this.#dns.stats.dnsMessages,
+      ...this.#tcp.stats, udpFlows: this.#udp.stats.udpFlows, dnsFlows: this.#udp.stats.dnsFlows, udpDnsQueries: this.#dns.stats.udpQueries,
+      lookups: this.#dns.stats.lookups, cachedLookups: this.#dns.stats.cached, dnsMessages: this.#dns.stats.dnsMessages, cachedDnsMessages: this.#dns.stats.cachedMessages,
       localPassThrough: this.#localPassThrough, failures: this.#failures, unseen: this.#unseen,
     };
   }

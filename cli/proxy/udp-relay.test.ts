@@ -1,8 +1,10 @@
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
+import dnsPacket from 'dns-packet';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RemoteError } from '../../protocol/errors.js';
 import type { ShimRequestOf } from '../../protocol/shim-wire.js';
+import { PodDns } from './dns.js';
 import { InProcessAgent } from './in-process-agent.js';
 import { UdpRelays } from './udp-relay.js';
 
@@ -30,6 +32,13 @@ async function program(): Promise<dgram.Socket> {
 }
 
 const next = (s: dgram.Socket): Promise<string> => new Promise((resolve) => s.once('message', (m) => resolve(m.toString())));
+const nextBytes = (s: dgram.Socket, ms = 2000): Promise<Buffer | undefined> => new Promise((resolve) => {
+  const timer = setTimeout(() => resolve(undefined), ms);
+  s.once('message', (m) => {
+    clearTimeout(timer);
+    resolve(m);
+  });
+});
 
 beforeEach(() => {
   agent = new InProcessAgent();
@@ -75,7 +84,10 @@ describe('UDP relay', () => {
     podEchoesUpperCase();
     await relays.open(connect, dest, '127.0.0.1');
     expect(relays.size).toBe(1);
+    // At least the idle time; more on a loaded machine, where timers fire late.
     await new Promise((r) => setTimeout(r, 200));
+    for (let waited = 0; relays.size > 0 && waited < 3000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setImmediate(r)); // the stream's close reaches the pod side on the next turn
     expect(relays.size).toBe(0);
     expect(agent.podMux.has(1)).toBe(false);
   });
@@ -88,3 +100,116 @@ describe('UDP relay', () => {
   });
 });
 
+
+describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
+  const NS = '10.0.0.10';
+  const query = (id: number, name = 'db.default.svc.cluster.local', edns = false): Buffer => dnsPacket.encode({
+    type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }],
+    ...(edns ? { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as unknown as dnsPacket.Answer] } : {}),
+  });
+  /** The pod's nameserver, as the agent's dns.query gives it: `records` A records with a TTL of 30 for the query's name. */
+  function nameserver(records = 1): void {
+    agent.answers['dns.query'] = (b) => {
+      const q = dnsPacket.decode(Buffer.from(b.packet));
+      const name = q.questions?.[0]?.name ?? '';
+      return {
+        packet: dnsPacket.encode({
+          type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE, questions: q.questions,
+          answers: Array.from({ length: records }, (_, i) => ({ type: 'A' as const, name, ttl: 30, data: `10.96.0.${i + 1}` })),
+        }),
+      };
+    };
+  }
+  let dns: PodDns;
+  beforeEach(() => {
+    (agent.hello.capabilities as string[]).push('dns-packets');
+    dns = new PodDns(agent, { remoteLocalhost: false, localDest: [], remoteDest: [] }, [NS, 'fd00::10']);
+    relays = new UdpRelays(agent, { idleMs: 1000 }, dns);
+  });
+
+  const openDns = async (address = NS, port = 53) => {
+    const reply = await relays.open({ ...connect, addr: address, port }, { action: 'remote', address, family: address.includes(':') ? 6 : 4 }, '127.0.0.1');
+    return reply as { ok: true; proxyPort: number } & Record<string, unknown>;
+  };
+
+  it('answers a query through dns.query, with no UDP flow in the pod; a repeated query comes from the session\'s cache', async () => {
+    nameserver();
+    const reply = await openDns();
+    expect(reply).toEqual({ ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: reply.proxyPort, stream: 0 });
+    const p = await program();
+    const got = nextBytes(p);
+    p.send(query(0x1111), reply.proxyPort, '127.0.0.1');
+    const a = dnsPacket.decode((await got)!);
+    expect(a.id).toBe(0x1111);
+    expect(a.answers?.map((r) => (r as { data?: unknown }).data)).toEqual(['10.96.0.1']);
+    // A new socket for the next query, as Go's resolver makes.
+    const again = await openDns('fd00::10');
+    const p2 = await program();
+    const got2 = nextBytes(p2);
+    p2.send(query(0x2222, 'DB.default.svc.cluster.local'), again.proxyPort, '127.0.0.1');
+    const b = dnsPacket.decode((await got2)!);
+    expect(b.id).toBe(0x2222);
+    expect(b.questions?.[0]?.name).toBe('DB.default.svc.cluster.local');
+    expect(agent.requests.map((r) => r.type)).toEqual(['dns.query']);
+    expect(relays.stats).toEqual({ udpFlows: 0, dnsFlows: 2 });
+    expect(dns.stats).toMatchObject({ udpQueries: 2, cachedMessages: 1 });
+  });
+
+  it('an answer larger than the program takes over UDP is truncated (TC), so it asks again over TCP', async () => {
+    nameserver(25);
+    const { proxyPort } = await openDns();
+    const p = await program();
+    let got = nextBytes(p);
+    p.send(query(1), proxyPort, '127.0.0.1');
+    const cut = (await got)!;
+    expect(cut.length).toBeLessThanOrEqual(512);
+    expect(dnsPacket.decode(cut)).toMatchObject({ id: 1, flag_tc: true, answers: [] });
+    got = nextBytes(p);
+    p.send(query(2, 'db.default.svc.cluster.local', true), proxyPort, '127.0.0.1');
+    const whole = dnsPacket.decode((await got)!); // 25 records fit 1232 bytes
+    expect(whole.flag_tc).toBe(false);
+    expect(whole.answers).toHaveLength(25);
+  });
+
+  it('what is not a plain query goes through a pod flow opened for it; hostile datagrams crash nothing', async () => {
+    nameserver();
+    podEchoesUpperCase();
+    const { proxyPort } = await openDns();
+    const p = await program();
+    const echoed = nextBytes(p);
+    p.send('not dns at all', proxyPort, '127.0.0.1');
+    expect((await echoed)?.toString()).toBe('NOT DNS AT ALL');
+    for (const junk of [Buffer.alloc(0), Buffer.alloc(11, 0xff), Buffer.alloc(60000, 0xc0), Buffer.from(query(5).subarray(0, 20))]) p.send(junk, proxyPort, '127.0.0.1');
+    const notify = query(6);
+    notify[2] = 0x21; // opcode NOTIFY
+    p.send(notify, proxyPort, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    p.removeAllListeners('message');
+    const got = nextBytes(p);
+    p.send(query(7), proxyPort, '127.0.0.1');
+    expect(dnsPacket.decode((await got)!).id).toBe(7);
+    expect(agent.requests.filter((r) => r.type === 'udp.open')).toHaveLength(1);
+    expect(relays.stats).toEqual({ udpFlows: 1, dnsFlows: 1 });
+  });
+
+  it('no answer from the pod\'s nameservers: nothing is sent back (the program asks again), and the relay goes on', async () => {
+    agent.answers['dns.query'] = () => Promise.reject(new RemoteError('TSM_ERR_DNS', 'no nameserver answered', osConstants.errno.ETIMEDOUT));
+    const { proxyPort } = await openDns();
+    const p = await program();
+    p.send(query(1), proxyPort, '127.0.0.1');
+    expect(await nextBytes(p, 200)).toBeUndefined();
+    nameserver();
+    const got = nextBytes(p);
+    p.send(query(2), proxyPort, '127.0.0.1');
+    expect(dnsPacket.decode((await got)!).id).toBe(2);
+  });
+
+  it('other destinations and ports, and an agent that cannot send DNS messages, keep the pod flow', async () => {
+    podEchoesUpperCase();
+    expect(await openDns('10.0.0.11')).toMatchObject({ stream: 1, localAddr: '10.244.0.5' });
+    expect(await openDns(NS, 5353)).toMatchObject({ stream: 2, localAddr: '10.244.0.5' });
+    (agent.hello.capabilities as string[]).splice((agent.hello.capabilities as string[]).indexOf('dns-packets'), 1);
+    expect(await openDns()).toMatchObject({ stream: 3, localAddr: '10.244.0.5' });
+    expect(relays.stats).toEqual({ udpFlows: 3, dnsFlows: 0 });
+  });
+});

@@ -1,11 +1,20 @@
 /**
  * Outgoing UDP (docs/ARCHITECTURE.md, "Outgoing UDP"): each (socket, destination) flow of
  * the program gets a relay socket here and a connected UDP socket in the pod (`udp.open`).
- * The shim sends the program's datagrams to the relay; what the pod receives comes back
- * from it. Only the first sender (the program's socket) is relayed. Idle flows close.
+ * The shim (or the supervisor) sends the program's datagrams to the relay; what the pod
+ * receives comes back from it. Only the first sender (the program's socket) is relayed.
+ * Idle flows close.
+ *
+ * A flow to one of the pod's nameservers on port 53 gets a DNS relay instead (when the
+ * agent sends DNS messages): each datagram that is a plain query is answered through the
+ * session's DNS (dns.ts: the packet cache, else the agent's `dns.query`), with no UDP
+ * socket in the pod and no `udp.open` round trip; anything else (not DNS, another opcode, a
+ * truncated query) goes the usual way, through a pod flow opened when the first such
+ * datagram comes.
  */
 import dgram from 'node:dgram';
 import type net from 'node:net';
+import { plainQuery, type PlainQuery } from '../../common/dns-message.js';
 import type { Family } from '../../protocol/messages.js';
 import { podRefusal, type Destination } from './outgoing-policy.js';
 import type { ProxyAgent } from './proxy-agent.js';
@@ -16,14 +25,38 @@ export interface UdpRelayOptions {
   idleMs: number;
 }
 
+/** What a DNS relay needs of the session's DNS (dns.ts PodDns). */
+export interface UdpDnsAnswerer {
+  /** Whether a flow to `address`:`port` gets a DNS relay. */
+  answersUdpFlow(address: string, port: number): boolean;
+  /** The datagram to send back for a plain query, or undefined for none. */
+  answerUdp(query: Uint8Array, q: PlainQuery): Promise<Uint8Array | undefined>;
+}
+
+/** Queries of one DNS relay waiting for their answers at once; more are dropped, as a busy nameserver's socket would. */
+const MAX_DNS_IN_FLIGHT = 64;
+/** Datagrams kept for a DNS relay's pod flow while it opens. */
+const MAX_QUEUED = 16;
+
+type Remote = Extract<Destination, { action: 'remote' }>;
+
+/** A relay's two ends: `fromProgram` for each datagram of the program; `toProgram` sends one back. */
+interface RelayEnds {
+  fromProgram(msg: Buffer): void;
+  close(): void;
+}
+
 export class UdpRelays {
-  readonly stats = { udpFlows: 0 };
+  /** `udpFlows`: flows opened in the pod (`udp.open`); `dnsFlows`: flows given a DNS relay. */
+  readonly stats = { udpFlows: 0, dnsFlows: 0 };
   readonly #agent: ProxyAgent;
+  readonly #dns: UdpDnsAnswerer | undefined;
   readonly #opts: UdpRelayOptions;
   readonly #relays = new Set<dgram.Socket>();
 
-  constructor(agent: ProxyAgent, options: Partial<UdpRelayOptions> = {}) {
+  constructor(agent: ProxyAgent, options: Partial<UdpRelayOptions> = {}, dns?: UdpDnsAnswerer) {
     this.#agent = agent;
+    this.#dns = dns;
     this.#opts = { idleMs: 120000, ...options };
   }
 
@@ -36,16 +69,20 @@ export class UdpRelays {
    * Opens the pod's side of a flow to `dest` and a relay on the loopback address `proxyAddr`
    * (the program's socket family decides which one it can reach).
    */
-  async open(req: ShimRequestOf<'connect'>, dest: Extract<Destination, { action: 'remote' }>, proxyAddr: string): Promise<ShimReplyOf['connect']> {
+  async open(req: ShimRequestOf<'connect'>, dest: Remote, proxyAddr: string): Promise<ShimReplyOf['connect']> {
+    const family: Family = proxyAddr === '::1' ? 6 : 4;
+    if (this.#dns?.answersUdpFlow(dest.address, req.port)) {
+      this.stats.dnsFlows++;
+      const relayPort = await this.#relay(family, (toProgram) => this.#dnsEnds(req, dest, toProgram));
+      // No socket in the pod: getsockname reports the program's own (loopback) address.
+      return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream: 0 };
+    }
     const stream = this.#agent.allocateStream();
-    this.#agent.peer.mux.open(stream);
     try {
-      this.stats.udpFlows++;
-      const r = await this.#agent.request({ type: 'udp.open', stream, host: dest.address, port: req.port, family: dest.family });
-      const relayPort = await this.#relay(proxyAddr === '::1' ? 6 : 4, stream);
+      const r = await this.#openInPod(stream, req, dest);
+      const relayPort = await this.#relay(family, (toProgram) => this.#podEnds(stream, toProgram));
       return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream, localAddr: r.localAddress, localPort: r.localPort };
     } catch (err) {
-      this.#agent.peer.mux.close(stream);
       const refusal = podRefusal(err);
       if (refusal) return refusal;
       throw err;
@@ -57,7 +94,74 @@ export class UdpRelays {
     this.#relays.clear();
   }
 
-  async #relay(family: Family, stream: number): Promise<number> {
+  /** `udp.open`: a connected UDP socket in the pod for stream `stream` (closed again when it fails). */
+  async #openInPod(stream: number, req: ShimRequestOf<'connect'>, dest: Remote): Promise<{ localAddress: string; localPort: number }> {
+    this.#agent.peer.mux.open(stream);
+    try {
+      this.stats.udpFlows++;
+      return await this.#agent.request({ type: 'udp.open', stream, host: dest.address, port: req.port, family: dest.family });
+    } catch (err) {
+      this.#agent.peer.mux.close(stream);
+      throw err;
+    }
+  }
+
+  /** A flow through the pod: datagrams both ways on stream `stream`. */
+  #podEnds(stream: number, toProgram: (data: Uint8Array) => void): RelayEnds {
+    const send = this.#agent.peer.mux.bindDatagrams(stream, toProgram);
+    return { fromProgram: send, close: () => this.#agent.peer.mux.close(stream) };
+  }
+
+  /**
+   * A DNS relay: plain queries answered by the session's DNS, the rest through a pod flow
+   * opened for the first of them (and kept for the relay's life).
+   */
+  #dnsEnds(req: ShimRequestOf<'connect'>, dest: Remote, toProgram: (data: Uint8Array) => void): RelayEnds {
+    const dns = this.#dns!;
+    let inFlight = 0;
+    let closed = false;
+    let pod: RelayEnds | undefined;
+    let queued: Buffer[] | undefined;
+    const throughPod = (msg: Buffer): void => {
+      if (pod) return pod.fromProgram(msg);
+      if (queued) {
+        if (queued.length < MAX_QUEUED) queued.push(msg);
+        return;
+      }
+      queued = [msg];
+      const stream = this.#agent.allocateStream();
+      this.#openInPod(stream, req, dest).then(() => {
+        if (closed) return this.#agent.peer.mux.close(stream);
+        pod = this.#podEnds(stream, (data) => toProgram(data));
+        for (const m of queued ?? []) pod.fromProgram(m);
+        queued = undefined;
+      }, () => {
+        queued = undefined; // refused in the pod: those datagrams are lost, as UDP may lose them; the next one tries again
+      });
+    };
+    return {
+      fromProgram: (msg) => {
+        const q = plainQuery(msg);
+        if (!q) return throughPod(msg);
+        if (inFlight >= MAX_DNS_IN_FLIGHT) return;
+        inFlight++;
+        void dns.answerUdp(msg, q).then((answer) => {
+          inFlight--;
+          if (answer) toProgram(answer);
+        }).catch(() => undefined);
+      },
+      close: () => {
+        closed = true;
+        pod?.close();
+      },
+    };
+  }
+
+  /**
+   * A relay socket on loopback for one flow: the first sender is the program, whose
+   * datagrams go to `ends`; what `ends` sends back goes to it. Closed when idle.
+   */
+  async #relay(family: Family, makeEnds: (toProgram: (data: Uint8Array) => void) => RelayEnds): Promise<number> {
     const relay = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
     this.#relays.add(relay);
     await new Promise<void>((resolve) => relay.bind(0, family === 4 ? '127.0.0.1' : '::1', resolve));
@@ -68,22 +172,27 @@ export class UdpRelays {
       clearTimeout(idle);
       idle = setTimeout(() => close(), this.#opts.idleMs).unref();
     };
-    const close = (): void => {
-      clearTimeout(idle);
-      if (this.#relays.delete(relay)) relay.close();
-      this.#agent.peer.mux.close(stream);
-    };
-    const send = this.#agent.peer.mux.bindDatagrams(stream, (data) => {
+    let open = true;
+    const ends = makeEnds((data) => {
+      if (!open) return; // an answer that came after the relay closed
       touch();
       if (program) relay.send(data, program.port, program.address);
     });
+    const close = (): void => {
+      clearTimeout(idle);
+      if (this.#relays.delete(relay)) relay.close();
+      ends.close();
+    };
     relay.on('message', (msg, rinfo) => {
       touch();
       program ??= { address: rinfo.address, port: rinfo.port };
-      if (rinfo.port === program.port && rinfo.address === program.address) send(msg);
+      if (rinfo.port === program.port && rinfo.address === program.address) ends.fromProgram(msg);
     });
     relay.on('error', () => undefined);
-    relay.once('close', () => clearTimeout(idle));
+    relay.once('close', () => {
+      open = false;
+      clearTimeout(idle);
+    });
     return (relay.address() as net.AddressInfo).port;
   }
 }

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sweepStaleAgentKeys } from '../../common/local-agent-key.js';
@@ -104,6 +105,20 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
       resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
     });
   });
+}
+
+/**
+ * Builds the Go program test/e2e/fixtures/`fixture` into `out` (Debian's golang-go; stdlib
+ * only, so no network: GOPROXY=off). The build cache is kept between runs under the
+ * system's temp folder, so a rerun does not compile the standard library again.
+ */
+export async function buildGoFixture(fixture: string, out: string, opts: { cgo: boolean; gopath: string }): Promise<void> {
+  const env = {
+    ...process.env, GOCACHE: join(tmpdir(), 'tsmirror-test-gocache'), GOPATH: opts.gopath, GOFLAGS: '', GO111MODULE: 'on',
+    GOPROXY: 'off', GOTOOLCHAIN: 'local', CGO_ENABLED: opts.cgo ? '1' : '0',
+  };
+  const r = await run('go', ['build', '-o', out, '.'], { env, cwd: join(repoRoot, 'test/e2e/fixtures', fixture), timeoutMs: 300000 });
+  if (r.code !== 0) throw new Error(`go build of ${fixture} failed (${r.code}):\n${r.stderr}`);
 }
 
 /** `tsmirror ARGS…` to completion. */
