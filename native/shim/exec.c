@@ -294,15 +294,20 @@ static bool search_path(const char *file, char *out, size_t cap) {
   }
 }
 
-static void exec_search_supervised(const char *file, char *const argv[], char *const env[]) {
-  if (!shim_cfg.supervisor_path[0] || !shim_intercepting()) return;
+/* search_path from a hook: the shim's own calls bypass the hooks, and errno is the caller's. */
+static bool find_on_path(const char *file, char *found, size_t size) {
   int saved = errno;
   SHIM_ENTER();
-  char found[4096];
-  bool ok = search_path(file, found, sizeof found);
+  bool ok = search_path(file, found, size);
   SHIM_LEAVE();
   errno = saved;
-  if (ok) exec_supervised(found, argv, env);
+  return ok;
+}
+
+static void exec_search_supervised(const char *file, char *const argv[], char *const env[]) {
+  if (!shim_cfg.supervisor_path[0] || !shim_intercepting()) return;
+  char found[4096];
+  if (find_on_path(file, found, sizeof found)) exec_supervised(found, argv, env);
 }
 
 static int exec_path(const char *path, char *const argv[], char *const envp[]) {
@@ -460,13 +465,8 @@ SHIM_EXPORT int posix_spawnp(pid_t *__restrict pid, const char *__restrict file,
   char *const *env = env_fixed(envp, &fix);
   int r = -1;
   if (shim_cfg.supervisor_path[0] && shim_intercepting()) {
-    int saved = errno;
-    SHIM_ENTER();
     char found[4096];
-    bool ok = search_path(file, found, sizeof found);
-    SHIM_LEAVE();
-    errno = saved;
-    if (ok) r = spawn_supervised(pid, found, file_actions, attrp, argv, env);
+    if (find_on_path(file, found, sizeof found)) r = spawn_supervised(pid, found, file_actions, attrp, argv, env);
   }
   if (r < 0) r = REAL(posix_spawnp)(pid, file, file_actions, attrp, argv, env);
   env_release(&fix);

@@ -79,6 +79,39 @@ SHIM_HIDDEN int fsproto_fill(int64_t handle, int64_t offset, int64_t length, str
   return call(&w, WIRE_OP_FS_FILL, out);
 }
 
+/* A lazily filled file's chunk c is present (its bitmap of WIRE_FILE_BLOCK_BYTES chunks). */
+SHIM_HIDDEN bool fsproto_chunk_present(const uint8_t *present, uint64_t c) {
+  return __atomic_load_n(&present[c / 8], __ATOMIC_ACQUIRE) & (1u << (c % 8));
+}
+
+SHIM_HIDDEN bool fsproto_fill_plan(const uint8_t *present, int64_t size, int64_t offset, int64_t end,
+                                   int64_t *next_offset, int64_t *window, int64_t *from, int64_t *to) {
+  const int64_t chunk = WIRE_FILE_BLOCK_BYTES;
+  uint64_t first = (uint64_t)offset / chunk, last = (uint64_t)(end - 1) / chunk;
+  /* Skip what is present; fetch from the first missing chunk on. */
+  while (first <= last && fsproto_chunk_present(present, first)) first++;
+  if (first > last) {
+    *next_offset = end;
+    return false;
+  }
+  /* Sequential reading doubles the read-ahead window; a jump resets it. */
+  int64_t w = *next_offset == offset ? *window * 2 : chunk;
+  if (w > WIRE_READ_AHEAD_MAX_BYTES) w = WIRE_READ_AHEAD_MAX_BYTES;
+  *window = w;
+  *from = (int64_t)first * chunk;
+  *to = end - *from < w ? *from + w : end;
+  *to = (*to + chunk - 1) / chunk * chunk;
+  if (*to > size) *to = size;
+  /* Stop at the next present chunk past the request: no need to fetch it again. */
+  for (uint64_t c = last + 1; (int64_t)(c * chunk) < *to; c++) {
+    if (fsproto_chunk_present(present, c)) {
+      *to = (int64_t)(c * chunk);
+      break;
+    }
+  }
+  return true;
+}
+
 SHIM_HIDDEN int fsproto_writeback(int64_t handle, struct fs_reply *out) {
   WRITER(w, 64);
   request(&w, 2, WIRE_OP_FS_WRITEBACK);

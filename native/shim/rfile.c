@@ -24,7 +24,6 @@
 
 /* The proxy fills in the same blocks and reads ahead as far (protocol/shim-wire.ts). */
 #define CHUNK WIRE_FILE_BLOCK_BYTES
-#define WINDOW_MAX WIRE_READ_AHEAD_MAX_BYTES
 #define SLOTS_BITS 10
 #define SLOTS (1u << SLOTS_BITS)
 #define MAX_SLOTS 1024u
@@ -192,9 +191,6 @@ SHIM_HIDDEN bool rfile_info(int fd, char *path, size_t cap, struct rstat *st, bo
   return true;
 }
 
-static bool chunk_present(struct rfile *rf, uint64_t c) {
-  return __atomic_load_n(&rf->present[c / 8], __ATOMIC_ACQUIRE) & (1u << (c % 8));
-}
 
 SHIM_HIDDEN int rfile_ensure(int fd, int64_t offset, int64_t len) {
   if (!rfile_any()) return 0;
@@ -215,28 +211,10 @@ SHIM_HIDDEN int rfile_ensure(int fd, int64_t offset, int64_t len) {
     return 0;
   }
   int64_t end = offset + len > size ? size : offset + len;
-  uint64_t first = (uint64_t)offset / CHUNK, last = (uint64_t)(end - 1) / CHUNK;
-  /* Skip what is present; fetch from the first missing chunk on. */
-  while (first <= last && chunk_present(rf, first)) first++;
-  if (first > last) {
-    rf->next_offset = end;
+  int64_t from, to;
+  if (!fsproto_fill_plan(rf->present, size, offset, end, &rf->next_offset, &rf->window, &from, &to)) {
     unref(rf, false);
     return 0;
-  }
-  /* Sequential reading doubles the read-ahead window; a jump resets it. */
-  int64_t window = rf->next_offset == offset ? rf->window * 2 : CHUNK;
-  if (window > WINDOW_MAX) window = WINDOW_MAX;
-  rf->window = window;
-  int64_t from = (int64_t)first * CHUNK;
-  int64_t to = end - from < window ? from + window : end;
-  to = (to + CHUNK - 1) / CHUNK * CHUNK;
-  if (to > size) to = size;
-  /* Stop at the next present chunk past the request: no need to fetch it again. */
-  for (uint64_t c = last + 1; (int64_t)(c * CHUNK) < to; c++) {
-    if (chunk_present(rf, c)) {
-      to = (int64_t)(c * CHUNK);
-      break;
-    }
   }
   struct fs_reply r;
   int err = 0;

@@ -365,6 +365,14 @@ struct fs_reply {
 SHIM_HIDDEN int fsproto_open(const char *path, int flags, int mode, int memfd, bool eager, struct fs_reply *out);
 SHIM_HIDDEN int fsproto_fill(int64_t handle, int64_t offset, int64_t length, struct fs_reply *out);
 SHIM_HIDDEN int fsproto_writeback(int64_t handle, struct fs_reply *out);
+/* What a lazily filled file must fetch so that [offset, end) is present (0 <= offset < end
+ * <= size): false when it all is (*next_offset moves to end), else [*from, *to), from the
+ * first missing chunk with a read-ahead window that doubles while reading is sequential
+ * (*next_offset == offset; *window keeps it) and stops at the next present chunk. Used by
+ * the shim (rfile.c) and the supervisor (lazy.c) alike. */
+SHIM_HIDDEN bool fsproto_fill_plan(const uint8_t *present, int64_t size, int64_t offset, int64_t end,
+                                   int64_t *next_offset, int64_t *window, int64_t *from, int64_t *to);
+SHIM_HIDDEN bool fsproto_chunk_present(const uint8_t *present, uint64_t c);
 SHIM_HIDDEN void fsproto_release(int64_t handle);
 SHIM_HIDDEN int fsproto_stat(const char *path, bool follow, struct fs_reply *out);
 SHIM_HIDDEN int fsproto_access(const char *path, int mode, struct fs_reply *out);

@@ -42,7 +42,6 @@
 
 /* The proxy fills in the same blocks and reads ahead as far (protocol/shim-wire.ts). */
 #define CHUNK WIRE_FILE_BLOCK_BYTES
-#define WINDOW_MAX WIRE_READ_AHEAD_MAX_BYTES
 /* How many descriptor numbers are reserved, and the highest number used: a window near a
  * huge limit would make the kernel grow the program's descriptor table to that size. */
 #define LAZY_FDS 64
@@ -156,10 +155,6 @@ void sv_lazy_forget(int64_t handle) {
   unref(gone);
 }
 
-static bool chunk_present(const struct lazyfile *f, uint64_t c) {
-  return __atomic_load_n(&f->present[c / 8], __ATOMIC_ACQUIRE) & (1u << (c % 8));
-}
-
 static void mark_present(struct lazyfile *f, uint64_t c) {
   uint8_t bit = (uint8_t)(1u << (c % 8));
   if (!(__atomic_fetch_or(&f->present[c / 8], bit, __ATOMIC_ACQ_REL) & bit)) atomic_fetch_sub(&f->missing, 1);
@@ -173,25 +168,8 @@ static int ensure(struct lazyfile *f, int64_t offset, int64_t len) {
   if (offset < 0) offset = 0;
   if (offset >= size || len == 0) return 0;
   int64_t end = len < 0 || len > size - offset ? size : offset + len;
-  uint64_t first = (uint64_t)offset / CHUNK, last = (uint64_t)(end - 1) / CHUNK;
-  while (first <= last && chunk_present(f, first)) first++;
-  if (first > last) {
-    f->next_offset = end;
-    return 0;
-  }
-  int64_t window = f->next_offset == offset ? f->window * 2 : CHUNK;
-  if (window > WINDOW_MAX) window = WINDOW_MAX;
-  f->window = window;
-  int64_t from = (int64_t)first * CHUNK;
-  int64_t to = end - from < window ? from + window : end;
-  to = (to + CHUNK - 1) / CHUNK * CHUNK;
-  if (to > size) to = size;
-  for (uint64_t c = last + 1; (int64_t)(c * CHUNK) < to; c++) {
-    if (chunk_present(f, c)) {
-      to = (int64_t)(c * CHUNK);
-      break;
-    }
-  }
+  int64_t from, to;
+  if (!fsproto_fill_plan(f->present, size, offset, end, &f->next_offset, &f->window, &from, &to)) return 0;
   struct fs_reply r;
   if (fsproto_fill(f->handle, from, to - from, &r) != 0 || r.err != 0) {
     /* Never let the program read the sparse memfd's holes as data. */
@@ -210,7 +188,7 @@ static int fill_everything(struct lazyfile *f) {
   int err = 0;
   uint64_t c = 0;
   while (!err && atomic_load(&f->missing) > 0) {
-    while (c < f->nchunks && chunk_present(f, c)) c++;
+    while (c < f->nchunks && fsproto_chunk_present(f->present, c)) c++;
     if (c >= f->nchunks) break;
     err = ensure(f, (int64_t)(c * CHUNK), -1);
   }
