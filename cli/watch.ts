@@ -61,14 +61,33 @@ function signalGroup(p: RunningProgram, signal: NodeJS.Signals): void {
   }
 }
 
-/** Stops the program's process group: `signal`, then SIGKILL after the grace period. */
+/** Whether any process of the program's group is left (a zombie nobody reaped counts: then the grace runs out). */
+function groupAlive(p: RunningProgram): boolean {
+  const pid = p.child.pid;
+  if (pid === undefined) return false;
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops the program's process group: `signal`, then SIGKILL after the grace period. The
+ * whole group has the grace, not only its leader: a leader that ends at once (`sh -c
+ * 'server; true'`: the shell dies of the SIGTERM) must not cut short the shutdown of the
+ * program it started.
+ */
 export async function stopProgram(p: RunningProgram, graceMs: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
   if (alive(p)) {
+    const deadline = Date.now() + graceMs;
     signalGroup(p, signal);
     const timer = setTimeout(() => signalGroup(p, 'SIGKILL'), graceMs);
     await p.exitCode;
+    while (groupAlive(p) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     clearTimeout(timer);
-    signalGroup(p, 'SIGKILL'); // anything of the group that outlived its leader
+    signalGroup(p, 'SIGKILL'); // anything of the group that outlived the grace
   }
   return p.exitCode;
 }

@@ -82,6 +82,32 @@ describe('--watch', () => {
     }
   });
 
+  it('a program under a shell gets the whole grace period to shut down, though the shell dies of the SIGTERM at once', async () => {
+    // The shell (the group's leader) ends at the SIGTERM; the program traps it and needs
+    // 400 ms. The CLI used to SIGKILL the group as soon as the leader was gone.
+    const graceful = (v: string): string => `
+import signal, sys, time
+def term(*_):
+    time.sleep(0.4)
+    print('${v} shut down cleanly', flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print('${v} up', flush=True)
+while True: time.sleep(1)
+`;
+    writeFileSync(join(project, 'src', 'graceful.py'), graceful('g1'));
+    const w = start(['--watch', 'src', '--watch-grace', '5000', '--', '/bin/sh', '-c', '/usr/bin/python3 src/graceful.py; true']);
+    try {
+      await w.waitFor(/g1 up/);
+      await w.waitFor(/watching src/);
+      writeFileSync(join(project, 'src', 'graceful.py'), graceful('g2'));
+      await w.waitFor(/g2 up/, 20000);
+      expect(w.out()).toMatch(/g1 shut down cleanly\n[\s\S]*g2 up/);
+    } finally {
+      await stopCli(w.child);
+    }
+  });
+
   it('with --steal, requests that arrive while the program restarts wait for it instead of going to the pod', async () => {
     // Starts listening only after a second: a restart leaves a window with no listener.
     const web = (version: string): string => `
