@@ -27,30 +27,18 @@ async function main(): Promise<void> {
     const direct = JSON.parse((await harness.exec(client, [PY, '-c', NET_PROBE], { timeoutMs: 120000 })).stdout) as Record<string, number>;
     const tsmRun = await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', NET_PROBE], ['--verbose'], { timeoutMs: 120000 });
     const viaTsm = JSON.parse(tsmRun.stdout) as Record<string, number>;
-    // `exec -- /bin/true`, `node -e 0` and /bin/true run in turns, so that a change in the
-    // machine's load moves all three alike; the figures are medians of 10 runs each (after one
-    // exec that makes the code cache, as a user's first run does), and the median of the
-    // paired differences exec − node says the same with less noise.
-    const took = async (f: () => Promise<unknown>): Promise<number> => {
-      const t = performance.now();
-      await f();
-      return performance.now() - t;
+    const times = async (f: () => Promise<unknown>): Promise<number> => {
+      const xs: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const t = performance.now();
+        await f();
+        xs.push(performance.now() - t);
+      }
+      return xs.sort((a, b) => a - b)[5] ?? 0;
     };
-    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-    const execTrue = (): Promise<unknown> => tsmExec(agent.url, `pid/${client.pid}`, ['/bin/true']);
-    await execTrue();
-    const runs = { direct: [] as number[], tsm: [] as number[], node: [] as number[], over: [] as number[] };
-    for (let i = 0; i < 10; i++) {
-      const tsm = await took(execTrue);
-      const node = await took(() => run(process.execPath, ['-e', '0']));
-      runs.direct.push(await took(() => run('/bin/true', [])));
-      runs.tsm.push(tsm);
-      runs.node.push(node);
-      runs.over.push(tsm - node);
-    }
-    const trueDirect = median(runs.direct);
-    const trueTsm = median(runs.tsm);
-    const nodeStart = median(runs.node);
+    const trueDirect = await times(() => run('/bin/true', []));
+    const trueTsm = await times(() => tsmExec(agent.url, `pid/${client.pid}`, ['/bin/true']));
+    const nodeStart = await times(() => run(process.execPath, ['-e', '0']));
     process.stdout.write('metric                      direct(nsenter)   tsmirror   ratio\n');
     for (const key of Object.keys(direct).filter((k) => k !== 'gib_transfer_us')) {
       const d = direct[key] ?? 0;
@@ -65,7 +53,6 @@ async function main(): Promise<void> {
     const counters = /tsmirror: (\d+ TCP connections.*)/.exec(tsmRun.stderr)?.[1];
     if (counters) process.stdout.write(`(tsmirror: ${counters})\n`);
     process.stdout.write(`${'node -e 0 (ms)'.padEnd(26)} ${nodeStart.toFixed(1).padStart(12)} ms\n`);
-    process.stdout.write(`${'exec over node -e 0 (ms)'.padEnd(26)} ${median(runs.over).toFixed(1).padStart(12)} ms (median of the paired differences)\n`);
     const d = (k: string): number => direct[k] ?? 0;
     const m = (k: string): number => viaTsm[k] ?? 0;
     const plus = (what: string, key: string, extra: number): Goal =>
@@ -78,7 +65,6 @@ async function main(): Promise<void> {
       plus('getaddrinfo("echo", AF_INET), median', 'getaddrinfo_short_v4_median_us', 150),
       { what: '1 GiB throughput', value: gm, unit: 'MB/s', limit: 0.7 * gd, kind: 'atLeast', rule: `0.7 x pod ${gd.toFixed(0)} MB/s` },
       { what: 'exec -- /bin/true', value: trueTsm, unit: 'ms', limit: nodeStart + 60, kind: 'atMost', rule: `node -e 0 ${nodeStart.toFixed(0)} ms + 60 ms` },
-      { what: 'exec -- /bin/true over node -e 0', value: median(runs.over), unit: 'ms', limit: 60, kind: 'atMost', rule: 'paired runs, median difference' },
     ];
     process.stdout.write(goalTable('outgoing', goals));
   } finally {
