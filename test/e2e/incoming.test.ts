@@ -269,7 +269,8 @@ describe('mirror', () => {
     const cut = status.sessions.find((x) => (x.mirrorCut ?? 0) > 0);
     expect(cut?.mirrorCut).toBeGreaterThan(0);
     expect(cut?.mirrorBytesDropped).toBeGreaterThan(0);
-    expect(agent.log()).toMatch(/mirror of port 8080 for session \S+: .* behind; copies are cut while it is behind/);
+    // Any of the three limits may cut first (a copy 16 MiB behind, the session 32 MiB behind, 8 MiB unsent on its WebSocket).
+    expect(agent.log()).toMatch(/mirror of port 8080 for session \S+: .*; copies are cut while it is behind/);
   });
 });
 
