@@ -78,7 +78,7 @@
     {
       # The node-addon-api addon: what Node cannot do itself.
       "target_name": "tsmirror_addon",
-      "sources": ["native/addon/addon.cc"],
+      "sources": ["native/addon/addon.cc", "native/addon/spawn.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

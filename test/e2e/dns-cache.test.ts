@@ -8,11 +8,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { pollUntil, startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
+import { expectAskedOncePerTtl, expectNeverServedPastTtl } from './dns-ttl.js';
+import { startAgentProcess, stopAll, tsmExec, type AgentProcess } from './tsm.js';
 
 const PY = '/usr/bin/python3';
 const TTL = 5;
-const FQDN = (name: string): string => `${name}.default.svc.cluster.local`;
 
 // 20 lookups of one name as fast as they go; prints the seconds they took and the answers.
 const BURST = String.raw`
@@ -56,41 +56,15 @@ describe.skipIf(process.getuid?.() !== 0)('per-session DNS cache in the proxy', 
   });
 
   it('repeated lookups within the TTL reach the cluster DNS at most once per TTL', async () => {
-    const burst = await harness.addPod({ name: 'burst', namespace: 'default', command: ['sleep', 'infinity'] });
-    const before = harness.dnsQueries(FQDN('burst'));
-    const r = await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', BURST], [], { timeoutMs: 60_000 });
-    expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { elapsed: number; answers: string[] };
-    expect(out.answers).toEqual([burst.ip]);
-    const asked = harness.dnsQueries(FQDN('burst')) - before;
-    expect(asked).toBeGreaterThanOrEqual(1);
-    // Without the cache each of the 20 lookups asks; with it, one per TTL that passed.
-    expect(asked).toBeLessThanOrEqual(Math.floor(out.elapsed / TTL) + 1);
-    expect(asked).toBeLessThan(20);
+    await expectAskedOncePerTtl(harness, TTL, () => tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', BURST], [], { timeoutMs: 60_000 }));
   }, 120_000);
 
   it('an answer is never served past its TTL, and another session does not get it', async () => {
-    const old = await harness.addPod({ name: 'mover', namespace: 'default', command: ['sleep', 'infinity'] });
-    const asked = harness.dnsQueries(FQDN('mover'));
-    const watching = tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', WATCH], [], { timeoutMs: 120_000 });
-    // The first session has its answer (the cluster DNS was asked)...
-    expect(await pollUntil(() => harness.dnsQueries(FQDN('mover')) > asked, 60_000)).toBe(true);
-    // ...then the name moves.
-    await harness.removePod(old);
-    const moved = await harness.addPod({ name: 'mover', namespace: 'default', command: ['sleep', 'infinity'] });
-    expect(moved.ip).not.toBe(old.ip);
-    // A second session asks for itself: it gets the new address at once.
-    const other = await tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', "import socket; print(socket.gethostbyname('mover'))"], [], { timeoutMs: 60_000 });
-    expect(other.code, other.stderr).toBe(0);
-    expect(other.stdout.trim()).toBe(moved.ip);
-    await harness.addPod({ name: 'flag', namespace: 'default', command: ['sleep', 'infinity'] });
-    const r = await watching;
-    expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { first: string; seen: Array<[number, string]> };
-    expect(out.first).toBe(old.ip);
-    // The old address only within the TTL of the first answer (counted from when the
-    // program had it, which is after the proxy asked), then the new one.
-    for (const [t, address] of out.seen) if (address === old.ip) expect(t).toBeLessThanOrEqual(TTL + 0.05);
-    expect(out.seen.at(-1)?.[1]).toBe(moved.ip);
+    await expectNeverServedPastTtl(
+      harness,
+      TTL,
+      () => tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', WATCH], [], { timeoutMs: 120_000 }),
+      () => tsmExec(agent.url, `pid/${client.pid}`, [PY, '-c', "import socket; print(socket.gethostbyname('mover'))"], [], { timeoutMs: 60_000 }),
+    );
   }, 240_000);
 });

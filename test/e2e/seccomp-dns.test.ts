@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, type Pod } from '../harness/harness.js';
-import { buildGoFixture, pollUntil, startAgentProcess, stopAll, tsmExec, type AgentProcess, type Result } from './tsm.js';
+import { expectAskedOncePerTtl, expectNeverServedPastTtl } from './dns-ttl.js';
+import { buildGoFixture, startAgentProcess, stopAll, tsmExec, type AgentProcess, type Result } from './tsm.js';
 
 const BUSYBOX = '/bin/busybox';
 const PY = '/usr/bin/python3';
 const TTL = 3;
-const FQDN = (name: string): string => `${name}.default.svc.cluster.local`;
 const haveTools = existsSync('/usr/bin/go') && existsSync(BUSYBOX);
 /** SRV records too many for Go's 1232-byte EDNS answers: the nameserver truncates (TC), and the program asks again over TCP. */
 const BIG_SRV = 60;
@@ -128,41 +128,12 @@ describe.skipIf(process.getuid?.() !== 0 || !haveTools)("a program's own DNS que
   });
 
   it('repeated lookups within the TTL reach the cluster DNS at most once per TTL', async () => {
-    const burst = await harness.addPod({ name: 'burst', namespace: 'default', command: ['sleep', 'infinity'] });
-    const before = harness.dnsQueries(FQDN('burst'));
-    const r = await exec([gonet, 'lookups', 'burst', '20']);
-    expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { elapsed: number; answers: string[] };
-    expect(out.answers).toEqual([burst.ip]);
-    const asked = harness.dnsQueries(FQDN('burst')) - before;
-    expect(asked).toBeGreaterThanOrEqual(1);
-    // Without the cache each of the 20 lookups asks; with it, one per TTL that passed.
-    expect(asked).toBeLessThanOrEqual(Math.floor(out.elapsed / TTL) + 1);
+    const r = await expectAskedOncePerTtl(harness, TTL, () => exec([gonet, 'lookups', 'burst', '20']));
     expect(counts(r).udpFlows).toBe(0);
   }, 120_000);
 
   it('an answer is never served past its TTL, and another session does not get it', async () => {
-    const old = await harness.addPod({ name: 'mover', namespace: 'default', command: ['sleep', 'infinity'] });
-    const asked = harness.dnsQueries(FQDN('mover'));
-    const watching = exec([gonet, 'watchname', 'mover', 'flag']);
-    // The first session has its answer (the cluster DNS was asked)...
-    expect(await pollUntil(() => harness.dnsQueries(FQDN('mover')) > asked, 60_000)).toBe(true);
-    // ...then the name moves.
-    await harness.removePod(old);
-    const moved = await harness.addPod({ name: 'mover', namespace: 'default', command: ['sleep', 'infinity'] });
-    expect(moved.ip).not.toBe(old.ip);
-    // A second session asks for itself: it gets the new address at once.
-    const other = await exec([gonet, 'lookup', 'mover']);
-    expect(other.stdout.trim(), other.stderr).toBe(moved.ip);
-    await harness.addPod({ name: 'flag', namespace: 'default', command: ['sleep', 'infinity'] });
-    const r = await watching;
-    expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { first: string; seen: Array<[number, string]> };
-    expect(out.first).toBe(old.ip);
-    // The old address only within the TTL of the first answer (counted from when the
-    // program had it, which is after the proxy asked), then the new one.
-    for (const [t, address] of out.seen) if (address === old.ip) expect(t).toBeLessThanOrEqual(TTL + 0.05);
-    expect(out.seen.at(-1)?.[1]).toBe(moved.ip);
+    await expectNeverServedPastTtl(harness, TTL, () => exec([gonet, 'watchname', 'mover', 'flag']), () => exec([gonet, 'lookup', 'mover']));
   }, 240_000);
 
   for (const intercept of ['seccomp', 'preload'] as const) {
