@@ -279,8 +279,8 @@ describe.skipIf(!haveGcc || !haveBusybox)('in place, the program keeps its pid a
     expect(r.stdout).toBe('hello from db\n');
   });
 
-  it("a signal to the program's process group reaches the program once (the supervisor is not in it) and the program keeps being served", async () => {
-    const body = `trap 'echo INT; done=1' INT; echo ready; while [ -z "$done" ]; do ${BUSYBOX} sleep 0.05; done; ${BUSYBOX} sleep 0.5; ${BUSYBOX} wget -qO- http://db:8080/`;
+  it("signals to the program's process group (SIGINT, SIGALRM) reach the program only (the supervisor is not in the group) and the program keeps being served", async () => {
+    const body = `trap 'echo INT' INT; trap 'echo ALRM; done=1' ALRM; echo ready; while [ -z "$done" ]; do ${BUSYBOX} sleep 0.05; done; ${BUSYBOX} sleep 0.5; ${BUSYBOX} wget -qO- http://db:8080/`;
     const script = [
       'import os, signal, sys',
       'r, w = os.pipe()',
@@ -291,14 +291,16 @@ describe.skipIf(!haveGcc || !haveBusybox)('in place, the program keeps its pid a
       `    os.execv(${JSON.stringify(BUSYBOX)}, ['sh', '-c', ${JSON.stringify(body)}])`,
       'os.close(w)',
       "f = os.fdopen(r)",
-      'line = f.readline()',
+      'sys.stdout.write(f.readline())',
       'os.killpg(pid, signal.SIGINT)',
-      'sys.stdout.write(line + f.read())',
+      'sys.stdout.write(f.readline())',
+      'os.killpg(pid, signal.SIGALRM)',
+      'sys.stdout.write(f.read())',
       "print('status', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
     ].join('\n');
     const r = await exec([PYTHON, '-c', script]);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toBe('ready\nINT\nhello from db\nstatus 0\n');
+    expect(r.stdout).toBe('ready\nINT\nALRM\nhello from db\nstatus 0\n');
   });
 
   it('SIGKILL of the supervisor: the program ends at once with a message saying why, nothing is left', async () => {
