@@ -8,17 +8,18 @@
  * A program no preload reaches (a static or Go binary, or a script whose interpreter is
  * one: program.c) is run under the seccomp supervisor instead, when the CLI named one
  * (TSMIRROR_SUPERVISOR: --intercept auto on a kernel with seccomp user notification):
- * `sh -c './server'`, make, npm scripts. The exec becomes the supervisor's, in the same
- * process (same pid, parent, descriptors, session and process group, and the
- * parent-death signal it had), with the program and its argv; the supervisor forks the
- * program under its filter, relays signals to it and ends as it ends (exit code or
- * signal), so the caller's wait sees the program's end. Its environment and the
- * program's lose our LD_PRELOAD entry (the supervisor serves the program and its
- * children; a preload too would intercept the same calls twice) and keep TSMIRROR_SOCK
- * (the launcher's watchdog finds a killed CLI's processes by it). The checks that could
- * make the exec fail (not found, not a regular file, not executable: exec_ok) come first,
- * so the caller sees the errno it would have seen; if the supervisor's own exec fails,
- * the program is exec'd as before.
+ * `sh -c './server'`, make, npm scripts. The exec becomes the supervisor's, with the
+ * program and its argv; that process installs the filter and execs the program itself
+ * (the supervisor runs beside it: supervisor/main.c), so the program keeps the pid,
+ * parent, descriptors, session, process group, signals and parent-death signal it would
+ * have had, and the caller's wait sees its end. execve and the exec family, fexecve,
+ * execveat (a descriptor and a path: `--at`) and syscall(SYS_execve/SYS_execveat) are
+ * switched, and posix_spawn. Its environment and the program's lose our LD_PRELOAD entry
+ * (the supervisor serves the program and its children; a preload too would intercept the
+ * same calls twice) and keep TSMIRROR_SOCK (the launcher's watchdog finds a killed CLI's
+ * processes by it). The checks that could make the exec fail (not found, not a regular
+ * file, not executable: exec_ok) come first, so the caller sees the errno it would have
+ * seen; if the supervisor's own exec fails, the program is exec'd as before.
  *
  * The new environment is built in mmap'd memory: exec may run in a child of a
  * multithreaded parent, where malloc's locks cannot be trusted.

@@ -3,7 +3,7 @@
  * it answers for the session (the shim's work, for programs no preload reaches: static
  * binaries, Go). It replaces tsmirror-launch in seccomp mode.
  *
- * usage: tsmirror-supervise [--group] CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]
+ * usage: tsmirror-supervise [--group] [--at FD FLAGS KEEP] CLI_PID SOCK STATUS_FD PATH ARGV0 [ARG...]
  *        tsmirror-supervise --probe
  *
  * The supervisor is the CLI's child and the program is the supervisor's: it forks; the
@@ -26,16 +26,24 @@
  * (usage, or seccomp user notification unavailable: the message says which).
  *
  * CLI_PID 0: started by the shim's exec hooks in place of a static or Go program that a
- * preloaded program (`sh -c ./server`, make, npm) runs (native/shim/exec.c). There is no
- * CLI to watch: this process is the one the caller exec'd or spawned, and keeps the
- * parent-death signal that process had (execve keeps it); it does not ask for one of its
- * own, since the caller (a shell that ends first, `cmd &`) ending must not end the
- * program. Blocked signals inherited from the caller are unblocked here (the program
- * keeps the caller's mask) so that relaying works. Signals sent by the CLI
- * (TSMIRROR_CLI_PID) are not relayed: the CLI signals only its own child or, under
- * --watch, the whole process group, which the program is in already. If the filter cannot be installed
- * after all (another listener is in place: EBUSY), the program is exec'd here, as it
- * would have been without tsmirror, with a warning that it is not intercepted.
+ * preloaded program (`sh -c ./server`, make, npm) runs (native/shim/exec.c). This process
+ * is the one the caller exec'd or spawned, and it becomes the program itself, under the
+ * filter (same pid, parent, session, process group, signal mask and dispositions,
+ * parent-death signal): the supervisor runs beside it, in its own session, never its
+ * child, and ends when it ends (start_detached, below). No signal is relayed and no
+ * status written: the caller's wait sees the program. If the supervisor may not reach a
+ * process that is not its descendant (Yama's ptrace_scope), the program is forked as
+ * above instead (then blocked signals inherited from the caller are unblocked here, the
+ * program keeping the caller's mask, no parent-death signal of our own is taken, and
+ * signals the CLI sent (TSMIRROR_CLI_PID) are not relayed: the CLI signals only its own
+ * child or, under --watch, the whole process group, which the program is in already).
+ * If the filter cannot be installed after all (another listener is in place: EBUSY),
+ * the program is exec'd here, as it would have been without tsmirror, with a warning
+ * that it is not intercepted.
+ *
+ * --at FD FLAGS KEEP (in place only): the program is execveat(FD, PATH, ..., FLAGS), for
+ * the shim's execveat and fexecve hooks; KEEP 0: FD is a copy the shim made of a
+ * close-on-exec descriptor, marked close-on-exec again here.
  *
  * --probe: exits 0 and prints "ok" when user notification works here, else exits 1 and
  * prints why (tsmirror doctor, --intercept auto).
