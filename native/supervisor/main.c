@@ -339,8 +339,8 @@ static void drop_program_fds(void) {
 
 /* S: never returns. sock: S's end; peer_fd: P's end (its number in P). */
 static void serve_detached(int sock, int peer_fd, int program_pidfd, pid_t program, const struct program *prog) {
-  drop_program_fds();
   if (prog->at_fd >= 0) close(prog->at_fd); /* the program's file is not held by the supervisor */
+  drop_program_fds();
   if (chdir("/") != 0) {} /* nor its folder */
   int probe = (int)syscall(SYS_pidfd_getfd, program_pidfd, peer_fd, 0);
   if (send_int(sock, probe < 0 ? -errno : 0) < 0 || probe < 0) _exit(0);
