@@ -254,6 +254,25 @@ describe.skipIf(!haveGcc || !haveBusybox)('in place, the program keeps its pid a
     });
   }
 
+  it("python's os.posix_spawn and node's child_process.spawn: the pid they return is the program's, and its parent is them", async () => {
+    const py = [
+      'import os',
+      `pid = os.posix_spawn(${JSON.stringify(cBin.probe)}, ['exec-probe', 'info'], os.environ)`,
+      "print('spawned', pid, os.getpid(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)",
+    ].join('\n');
+    const js = `const cp = require('child_process');
+      const c = cp.spawn(${JSON.stringify(cBin.probe)}, ['info'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      c.on('exit', (code) => console.log('spawned', c.pid, process.pid, code));`;
+    for (const command of [[PYTHON, '-c', py], [process.execPath, '-e', js]]) {
+      const r = await exec(command);
+      expect(r.stderr).toBe('');
+      const info = /^pid=(\d+) ppid=(\d+) seccomp=2 fds=[\d,]* children=\[\]$/m.exec(r.stdout);
+      const spawned = /^spawned (\d+) (\d+) 7$/m.exec(r.stdout);
+      expect(info && spawned, r.stdout).toBeTruthy();
+      expect([info?.[1], info?.[2]]).toEqual([spawned?.[1], spawned?.[2]]);
+    }
+  });
+
   it('SIGSTOP, SIGCONT, SIGUSR1 and SIGALRM sent to the pid its parent knows reach the program itself', async () => {
     for (const way of ['execve', 'fexecve'] as const) {
       const r = await exec([cBin.ways, way, cBin.probe, 'signals']);
