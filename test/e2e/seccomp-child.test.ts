@@ -273,6 +273,15 @@ describe.skipIf(!haveGcc || !haveBusybox)('in place, the program keeps its pid a
     }
   });
 
+  it('--fs-mode write (close and exit_group notified, also in the process that becomes the program): it starts, is served and ends with its code', async () => {
+    const r = await exec([cBin.ways, 'execve', cBin.probe, 'info'], ['--fs-mode', 'write']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^pid=\d+ ppid=\d+ seccomp=2 fds=[\d,]* children=\[\]\nexit=7$/m);
+    const shell = await sh(`${BUSYBOX} sh -c '${BUSYBOX} wget -qO- http://db:8080/; exit 4'; echo "code $?"`, ['--fs-mode', 'write']);
+    expect(shell.stderr).toBe('');
+    expect(shell.stdout).toBe('hello from db\ncode 4\n');
+  });
+
   it('SIGSTOP, SIGCONT, SIGUSR1 and SIGALRM sent to the pid its parent knows reach the program itself', async () => {
     for (const way of ['execve', 'fexecve'] as const) {
       const r = await exec([cBin.ways, way, cBin.probe, 'signals']);
