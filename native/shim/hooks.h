@@ -226,6 +226,8 @@
   X(int, execlp, (const char *file, const char *arg, ...))                               \
   X(int, execle, (const char *path, const char *arg, ...))                               \
   X(int, fexecve, (int fd, char *const argv[], char *const envp[]))                      \
+  X(int, execveat, (int fd, const char *path, char *const argv[], char *const envp[],    \
+                    int flags))                                                          \
   X(int, posix_spawn, (pid_t *__restrict pid, const char *__restrict path,               \
                        const posix_spawn_file_actions_t *file_actions,                   \
                        const posix_spawnattr_t *__restrict attrp,                        \

@@ -24,7 +24,7 @@ static int init_done;
 /* Hooks that may legitimately be missing from an older libc. */
 static bool optional_hook(const char *name) {
   static const char *const optional[] = {"close_range", "closefrom", "io_uring_setup", "fcntl64", "statx", "preadv2", "preadv64v2",
-                                         "renameat2", "copy_file_range", "eaccess",
+                                         "renameat2", "copy_file_range", "eaccess", "execveat",
                                          /* libc's since glibc 2.34 (before, libresolv's __res_* only) */
                                          "res_query", "res_search", "res_querydomain", "res_send", "res_nquery",
                                          "res_nsearch", "res_nquerydomain", "res_nsend"};

@@ -7,7 +7,7 @@
  * (test/e2e/fixtures/go-net), busybox is Debian's busybox-static.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,13 +15,14 @@ import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode } from '../harness/demo-pods.js';
 import { inspectProgram } from '../../cli/launch.js';
 import { supervisorPath } from '../../native/index.js';
-import { cliPath, pollUntil, repoRoot, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
+import { cliPath, pollUntil, repoRoot, run, startAgentProcess, startCli, stopAll, stopCli, tsmExec, type AgentProcess } from './tsm.js';
 
 const GO = '/usr/bin/go';
 const BUSYBOX = '/bin/busybox';
 const PYTHON = '/usr/bin/python3';
 const haveGo = existsSync(GO);
 const haveBusybox = existsSync(BUSYBOX);
+const haveGcc = existsSync('/usr/bin/gcc');
 
 let harness: Harness;
 let db: Pod;
@@ -30,6 +31,21 @@ let agent: AgentProcess;
 let work: string;
 let goEnv: NodeJS.ProcessEnv;
 const bin: Record<'cgo' | 'static' | 'noBuildId', string> = { cgo: '', static: '', noBuildId: '' };
+/** test/e2e/fixtures/exec-ways.c (dynamic: the shim is in it) and exec-probe.c (static), built in the run. */
+const cBin = { ways: '', probe: '' };
+
+/** The pids of the processes named `comm` whose command line contains `mark` (the supervisor and its guard). */
+function processesWith(comm: string, mark: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== comm) continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(mark)) found.push(Number(entry));
+    } catch { /* gone meanwhile */ }
+  }
+  return found;
+}
 
 function goBuild(out: string, cgo: boolean, extra: string[] = []): void {
   const r = spawnSync(GO, ['build', ...extra, '-o', out, '.'], { cwd: join(repoRoot, 'test/e2e/fixtures/go-net'), env: { ...goEnv, CGO_ENABLED: cgo ? '1' : '0' }, encoding: 'utf8', timeout: 300000 });
@@ -46,6 +62,15 @@ beforeAll(async () => {
     goBuild(bin.cgo, true);
     goBuild(bin.static, false);
     goBuild(bin.noBuildId, false, ['-ldflags=-buildid=']);
+  }
+  if (haveGcc) {
+    cBin.ways = join(work, 'exec-ways');
+    cBin.probe = join(work, 'exec-probe');
+    const fixtures = join(repoRoot, 'test/e2e/fixtures');
+    for (const [out, args] of [[cBin.ways, []], [cBin.probe, ['-static']]] as const) {
+      const cc = await run('gcc', [...args, '-O1', '-Wall', '-Werror', '-o', out, join(fixtures, `${out === cBin.ways ? 'exec-ways' : 'exec-probe'}.c`)], { timeoutMs: 120000 });
+      if (cc.code !== 0) throw new Error(`gcc failed:\n${cc.stderr}`);
+    }
   }
   ({ harness, db, api } = await buildDemoNode({ name: 'seccomp-child' }));
   agent = await startAgentProcess();
@@ -114,7 +139,7 @@ describe.skipIf(!haveGo)('a Go program started by a preloaded program goes throu
     expect(r.stderr).toMatch(/error: .*db/);
   });
 
-  it('SIGKILL of the CLI takes the shell, the supervisor and the Go program with it', async () => {
+  it('SIGKILL of the CLI takes the shell, the Go program, its supervisor and the guard with it', async () => {
     const cli = spawn(process.execPath, [cliPath, 'exec', '-q', '--reconnect-grace', '0', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', '/bin/sh', '-c', `${bin.static} loop http://db:8080/; echo after`], { stdio: ['ignore', 'pipe', 'ignore'], env: goEnv });
     let out = '';
     cli.stdout.on('data', (d: Buffer) => { out += d.toString(); });
@@ -122,12 +147,13 @@ describe.skipIf(!haveGo)('a Go program started by a preloaded program goes throu
     let gone = false;
     try {
       expect(await pollUntil(() => out.includes('ok\n'), 20000)).toBe(true);
+      // The shell's child is the program itself (its pid); the supervisor and its guard run beside it.
       const shell = spawnSync('pgrep', ['-P', String(cli.pid)], { encoding: 'utf8' }).stdout.trim();
-      const supervisor = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim();
-      const program = spawnSync('pgrep', ['-P', supervisor], { encoding: 'utf8' }).stdout.trim();
-      pids = [shell, supervisor, program].filter((p) => /^\d+$/.test(p));
-      expect(readFileSync(`/proc/${supervisor}/comm`, 'utf8')).toMatch(/^tsmirror-superv/);
-      expect(program).toMatch(/^\d+$/);
+      const program = spawnSync('pgrep', ['-P', shell], { encoding: 'utf8' }).stdout.trim();
+      const beside = [...processesWith('tsmirror-superv', `${bin.static}\0loop`), ...processesWith('tsmirror-guard', `${bin.static}\0loop`)];
+      pids = [shell, program, ...beside.map(String)].filter((p) => /^\d+$/.test(p));
+      expect(readFileSync(`/proc/${program}/comm`, 'utf8')).toBe('gonet-static\n');
+      expect(beside).toHaveLength(2);
       cli.kill('SIGKILL');
       gone = await pollUntil(() => pids.every((p) => !existsSync(`/proc/${p}`)), 8000, 20);
     } finally {
@@ -205,6 +231,129 @@ describe.skipIf(!haveBusybox)('busybox-static started by a shell', () => {
     const r = await sh(script);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('hello from db\nSeccomp:\t2\n');
+  });
+});
+
+describe.skipIf(!haveGcc || !haveBusybox)('in place, the program keeps its pid and parent; fexecve, execveat and raw execve are switched too', () => {
+  const ways = ['execve', 'fexecve', 'fexecve-keep', 'execveat-dir', 'execveat-empty', 'syscall-execve', 'syscall-execveat'] as const;
+  for (const way of ways) {
+    it(`${way} of a static program from a dynamic C parent: under the filter, pid and parent its own, no child of its own, exit code passed${way === 'fexecve-keep' ? ', the inherited descriptor kept' : ''}`, async () => {
+      const r = await exec([cBin.ways, way, cBin.probe, 'info']);
+      expect(r.stderr).toBe('');
+      const parent = /^parent=(\d+) child=(\d+)$/m.exec(r.stdout);
+      expect(parent, r.stdout).not.toBeNull();
+      const [, ppid, child] = parent ?? [];
+      const info = /^pid=(\d+) ppid=(\d+) seccomp=(\d+) fds=([\d,]*) children=\[(.*)\]$/m.exec(r.stdout);
+      expect(info, r.stdout).not.toBeNull();
+      const [, pid, ppidSeen, seccomp, fds, children] = info ?? [];
+      expect({ pid, ppid: ppidSeen, seccomp, children }).toEqual({ pid: child, ppid, seccomp: '2', children: '' });
+      // The descriptor the parent opened for the exec: the program has it only when it was not close-on-exec.
+      const opened = /^fd=(\d+)$/m.exec(r.stdout)?.[1];
+      if (opened) expect((fds ?? '').split(',').includes(opened), `fds ${fds} fd ${opened}`).toBe(way === 'fexecve-keep');
+      expect(r.stdout).toMatch(/^exit=7$/m);
+    });
+  }
+
+  it("python's os.posix_spawn and node's child_process.spawn: the pid they return is the program's, and its parent is them", async () => {
+    const py = [
+      'import os',
+      `pid = os.posix_spawn(${JSON.stringify(cBin.probe)}, ['exec-probe', 'info'], os.environ)`,
+      "print('spawned', pid, os.getpid(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)",
+    ].join('\n');
+    const js = `const cp = require('child_process');
+      const c = cp.spawn(${JSON.stringify(cBin.probe)}, ['info'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      c.on('exit', (code) => console.log('spawned', c.pid, process.pid, code));`;
+    for (const command of [[PYTHON, '-c', py], [process.execPath, '-e', js]]) {
+      const r = await exec(command);
+      expect(r.stderr).toBe('');
+      const info = /^pid=(\d+) ppid=(\d+) seccomp=2 fds=[\d,]* children=\[\]$/m.exec(r.stdout);
+      const spawned = /^spawned (\d+) (\d+) 7$/m.exec(r.stdout);
+      expect(info && spawned, r.stdout).toBeTruthy();
+      expect([info?.[1], info?.[2]]).toEqual([spawned?.[1], spawned?.[2]]);
+    }
+  });
+
+  it('--fs-mode write (close and exit_group notified, also in the process that becomes the program): it starts, is served and ends with its code', async () => {
+    const r = await exec([cBin.ways, 'execve', cBin.probe, 'info'], ['--fs-mode', 'write']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^pid=\d+ ppid=\d+ seccomp=2 fds=[\d,]* children=\[\]\nexit=7$/m);
+    const shell = await sh(`${BUSYBOX} sh -c '${BUSYBOX} wget -qO- http://db:8080/; exit 4'; echo "code $?"`, ['--fs-mode', 'write']);
+    expect(shell.stderr).toBe('');
+    expect(shell.stdout).toBe('hello from db\ncode 4\n');
+  });
+
+  it('SIGSTOP, SIGCONT, SIGUSR1 and SIGALRM sent to the pid its parent knows reach the program itself', async () => {
+    for (const way of ['execve', 'fexecve'] as const) {
+      const r = await exec([cBin.ways, way, cBin.probe, 'signals']);
+      expect(r.stderr).toBe('');
+      expect(r.stdout.replace(/^(parent|fd)=.*\n/gm, '')).toBe('ready\nstopped=19 comm=exec-probe\ngot USR1 ALRM\nexit=9\n');
+    }
+  });
+
+  it('fexecve of a script whose interpreter is static: switched when the descriptor is inherited; ENOENT, as without tsmirror, when it is close-on-exec', async () => {
+    const script = join(work, 'fexecve-script');
+    writeFileSync(script, `#!${BUSYBOX} sh\n${BUSYBOX} grep Seccomp: /proc/self/status\n`);
+    chmodSync(script, 0o755);
+    const kept = await exec([cBin.ways, 'fexecve-keep', script]);
+    expect(kept.stdout).toMatch(/^Seccomp:\t2\nexit=0$/m);
+    const closed = await exec([cBin.ways, 'fexecve', script]);
+    expect(closed.stdout).toMatch(/^exec failed: No such file or directory\nexit=99$/m);
+  });
+
+  it("python's os.execve of a descriptor (fexecve): busybox wget goes through the pod", async () => {
+    const script = `import os\nfd = os.open(${JSON.stringify(BUSYBOX)}, os.O_RDONLY)\nos.execve(fd, ['wget', '-qO-', 'http://db:8080/'], dict(os.environ))`;
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db\n');
+  });
+
+  it("signals to the program's process group (SIGINT, SIGALRM) reach the program only (the supervisor is not in the group) and the program keeps being served", async () => {
+    const body = `trap 'echo INT' INT; trap 'echo ALRM; done=1' ALRM; echo ready; while [ -z "$done" ]; do ${BUSYBOX} sleep 0.05; done; ${BUSYBOX} sleep 0.5; ${BUSYBOX} wget -qO- http://db:8080/`;
+    const script = [
+      'import os, signal, sys',
+      'r, w = os.pipe()',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    os.setpgid(0, 0)',
+      '    os.dup2(w, 1)',
+      `    os.execv(${JSON.stringify(BUSYBOX)}, ['sh', '-c', ${JSON.stringify(body)}])`,
+      'os.close(w)',
+      "f = os.fdopen(r)",
+      'sys.stdout.write(f.readline())',
+      'os.killpg(pid, signal.SIGINT)',
+      'sys.stdout.write(f.readline())',
+      'os.killpg(pid, signal.SIGALRM)',
+      'sys.stdout.write(f.read())',
+      "print('status', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
+    ].join('\n');
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ready\nINT\nALRM\nhello from db\nstatus 0\n');
+  });
+
+  it('SIGKILL of the supervisor: the program ends at once with a message saying why, nothing is left', async () => {
+    const mark = `sleep-${process.pid}-${Date.now()}`;
+    const script = [
+      'import os, signal, sys',
+      'r, w = os.pipe()',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    os.dup2(w, 1)',
+      `    os.execv(${JSON.stringify(BUSYBOX)}, ['sh', '-c', 'echo ready; exec ${BUSYBOX} sleep 30 # ${mark}'])`,
+      'os.close(w)',
+      'print(os.fdopen(r).readline(), end="", flush=True)',
+      'def ours(p):',
+      '    try: return open(f"/proc/{p}/comm").read() == "tsmirror-superv\\n" and "' + mark + '" in open(f"/proc/{p}/cmdline").read()',
+      '    except OSError: return False',
+      "sv = [int(p) for p in os.listdir('/proc') if p.isdigit() and ours(p)]",
+      "print('supervisors', len(sv), flush=True)",
+      'for p in sv: os.kill(p, signal.SIGKILL)',
+      "print('status', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
+    ].join('\n');
+    const r = await exec([PYTHON, '-c', script]);
+    expect(r.stdout).toBe('ready\nsupervisors 1\nstatus -9\n');
+    expect(r.stderr).toMatch(/^tsmirror: the seccomp supervisor of \/bin\/busybox ended unexpectedly; \/bin\/busybox \(pid \d+\) is stopped/m);
+    expect(await pollUntil(() => processesWith('tsmirror-superv', mark).length + processesWith('tsmirror-guard', mark).length === 0, 5000)).toBe(true);
   });
 });
 
