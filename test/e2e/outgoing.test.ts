@@ -3,8 +3,9 @@
  * program runs on this machine; its connections, lookups and environment are the pod's.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Harness, Pod } from '../harness/harness.js';
 import { buildDemoNode, udpEchoCommand } from '../harness/demo-pods.js';
@@ -42,10 +43,19 @@ while True:
 function filterSlowPort(verdict: '' | 'drop' | 'reject with tcp reset'): void {
   const script = [
     'table inet tsmtest {', '  chain in {', '    type filter hook input priority 0; policy accept;', '  }', '}',
-    'flush chain inet tsmtest in', ...(verdict ? [`add rule inet tsmtest in tcp dport 9100 ${verdict}`] : []), '',
+    'flush chain inet tsmtest in', ...(verdict ? [`add rule inet tsmtest in tcp dport 9100 counter ${verdict}`] : []), '',
   ].join('\n');
   const r = spawnSync('nsenter', ['-t', String(slow.pid), '-n', 'nft', '-f', '-'], { input: script, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`nft in the slow pod failed: ${r.stderr}`);
+}
+
+/** Waits until the slow pod's rule has dropped a SYN: the program's connect is then pending in the pod. */
+async function synDropped(): Promise<void> {
+  const dropped = () => {
+    const r = spawnSync('nsenter', ['-t', String(slow.pid), '-n', 'nft', 'list', 'chain', 'inet', 'tsmtest', 'in'], { encoding: 'utf8' });
+    return Number(/counter packets (\d+)/.exec(r.stdout)?.[1] ?? 0) > 0;
+  };
+  expect(await pollUntil(dropped, 30_000)).toBe(true);
 }
 
 beforeAll(async () => {
@@ -198,7 +208,7 @@ describe('non-blocking connects to slow and silent hosts', () => {
   it('a connect the pod completes late completes in the program too', async () => {
     filterSlowPort('drop');
     const pending = exec(['curl', '-sS', '--connect-timeout', '20', url()], ['--verbose']);
-    await new Promise((r) => setTimeout(r, 400));
+    await synDropped(); // the connect is pending in the pod, however slowly the CLI started
     filterSlowPort(''); // the pod's next SYN (about 1 s after the first) gets through
     const curl = await pending;
     expect(curl.stdout, curl.stderr).toBe('late\n');
@@ -208,7 +218,7 @@ describe('non-blocking connects to slow and silent hosts', () => {
   it('a connect the pod has refused late is refused in the program', async () => {
     filterSlowPort('drop');
     const pending = exec(['curl', '-sS', '--connect-timeout', '30', url()], ['--verbose']);
-    await new Promise((r) => setTimeout(r, 400));
+    await synDropped(); // the connect is pending in the pod, however slowly the CLI started
     filterSlowPort('reject with tcp reset');
     const curl = await pending;
     expect(curl.code, curl.stderr).toBe(7);
@@ -245,11 +255,15 @@ describe('robustness', () => {
     const status = async () => ((await (await fetch(`${agent.url.replace('ws:', 'http:')}/status`)).json()) as { sessions: unknown[] }).sessions.length;
     const fdsBefore = readdirSync(`/proc/${agent.child.pid}/fd`).length;
     const { spawn } = await import('node:child_process');
-    const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--reconnect-grace', '1', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore' });
+    // A temp folder of this test's own: any other CLI on the machine (other test files run
+    // at the same time) would sweep the killed CLI's private folder from the shared one.
+    const tmp = mkdtempSync(join(tmpdir(), 'tsm-outgoing-kill-'));
+    const env = { ...process.env, TMPDIR: tmp };
+    const cli = spawn(process.execPath, ['bin/tsmirror.js', 'exec', '-q', '--reconnect-grace', '1', '--agent', agent.url, '--target', `pid/${api.pid}`, '--', 'sleep', '60'], { stdio: 'ignore', env });
     await pollUntil(async () => (await status()) !== 0, 10000);
     expect(await status()).toBe(1);
     // The CLI makes its private folder just after the session opens: kill it once it has.
-    await pollUntil(() => readdirSync(tmpdir()).some((n) => n.startsWith(`tsmirror-${cli.pid}-`)), 10000, 10);
+    expect(await pollUntil(() => readdirSync(tmp).some((n) => n.startsWith(`tsmirror-${cli.pid}-`)), 30000, 10)).toBe(true);
     cli.kill('SIGKILL');
     await pollUntil(async () => (await status()) === 0, 15000);
     expect(await status()).toBe(0);
@@ -258,10 +272,11 @@ describe('robustness', () => {
     expect(readdirSync(`/proc/${agent.child.pid}/fd`).length).toBeLessThanOrEqual(fdsBefore);
     await run('pkill', ['-KILL', '-f', '^sleep 60$']);
     // The killed CLI could not remove its private folder; the next session does.
-    const left = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsmirror-${cli.pid}-`));
+    const left = () => readdirSync(tmp).filter((n) => n.startsWith(`tsmirror-${cli.pid}-`));
     expect(left()).toHaveLength(1);
-    expect((await exec(['true'])).code).toBe(0);
+    expect((await tsmExec(agent.url, `pid/${api.pid}`, ['true'], [], { env })).code).toBe(0);
     expect(left()).toHaveLength(0);
+    rmSync(tmp, { recursive: true, force: true });
   });
 
   /** Whether `pid` has ended (gone, or a zombie nobody has reaped yet). */
