@@ -6,7 +6,10 @@
  *   filter.c    the BPF filter, generated from the tables below
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
- *   net.c       connect, sendto/sendmsg/sendmmsg, recvfrom, getpeername/getsockname
+ *   sockets.c   per-socket state of outgoing sockets (sockets.h: what the next three share)
+ *   connect.c   connect, getpeername/getsockname
+ *   udp.c       sendto/sendmsg/sendmmsg of datagrams with a destination
+ *   udprecv.c   recvfrom: the sources of relayed datagrams
  *   files.c     open/stat/... of pod files
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
  *   lazy.c      big pod files filled as the program reads them
@@ -33,7 +36,7 @@
  * only on x86_64.
  */
 
-/* net.c */
+/* connect.c, udp.c, udprecv.c */
 #define SV_NET_SYSCALLS(X)            \
   X(connect, sv_connect, 1)           \
   X(sendto, sv_sendto, 1)             \
@@ -201,7 +204,7 @@ int sv_pidfd(struct sv_call *call);
 /* Kernel features found at start (notify.c). */
 extern bool sv_have_addfd_send;
 
-/* ---- incoming traffic (listen.c), for net.c ---- */
+/* ---- incoming traffic (listen.c), for connect.c ---- */
 
 /* getpeername (peer) / getsockname of a socket listen.c answered for: a relayed
  * connection reports the pod client / the pod address it reached, a listener bound
