@@ -62,6 +62,7 @@
         "native/supervisor/connect.c",
         "native/supervisor/udp.c",
         "native/supervisor/udprecv.c",
+        "native/supervisor/udpwindow.c",
         "native/supervisor/files.c",
         "native/supervisor/lazy.c",
         "native/supervisor/listen.c",
