@@ -11,7 +11,7 @@
  * them: socket() of an inet datagram socket (AF_INET/AF_INET6, SOCK_DGRAM, protocol 0 or
  * IPPROTO_UDP) is notified, the supervisor makes the socket itself (in the caller's
  * network namespace, which it checks is its own) and installs it at a free number of the
- * UDP window, just below the lazy window (SECCOMP_IOCTL_NOTIF_ADDFD with
+ * UDP window, below the lazy window and below FD_SETSIZE (SECCOMP_IOCTL_NOTIF_ADDFD with
  * SECCOMP_ADDFD_FLAG_SETFD, and SEND where the kernel has it: the number is the call's
  * result). The filter then notifies recvfrom with a source buffer, recvmsg and recvmmsg
  * only on descriptors of the window (udprecv.c), and a copy made with dup or
@@ -33,6 +33,7 @@
 
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 
 #ifndef SECCOMP_ADDFD_FLAG_SETFD
@@ -44,11 +45,16 @@
 #define UDP_FDS 128
 #define UDP_MIN_BELOW 64
 
+/* Below the lazy window, and below FD_SETSIZE: a program may select() on a UDP socket, and
+ * FD_SET of a number at or above 1024 writes past its fd_set. (The CLI, node, raises its
+ * soft RLIMIT_NOFILE to the hard limit, so the lazy window is usually near 65,536.) */
 bool sv_udp_window(unsigned *lo, unsigned *hi) {
   unsigned lazy_lo, lazy_hi;
-  if (!sv_lazy_window(&lazy_lo, &lazy_hi) || lazy_lo < UDP_FDS + UDP_MIN_BELOW) return false;
-  *lo = lazy_lo - UDP_FDS;
-  *hi = lazy_lo;
+  if (!sv_lazy_window(&lazy_lo, &lazy_hi)) return false;
+  unsigned top = lazy_lo < FD_SETSIZE ? lazy_lo : FD_SETSIZE;
+  if (top < UDP_FDS + UDP_MIN_BELOW) return false;
+  *lo = top - UDP_FDS;
+  *hi = top;
   return true;
 }
 
