@@ -327,13 +327,23 @@ describe.skipIf(!haveMusl)('a static musl C program under seccomp', () => {
     expect(r.stdout).toBe('EINTR\n');
   });
 
-  it('a TCP socket gets the lowest free descriptor number; a UDP socket one in the window below RLIMIT_NOFILE, close-on-exec as asked', async () => {
+  it('a TCP socket gets the lowest free descriptor number; a UDP socket one in the window, below 1024 (select() can take it), close-on-exec as asked', async () => {
     const r = await exec([cBin.musl, 'fdnums']);
     expect(r.stderr).toBe('');
     const m = /^tcp (\d+) udp (\d+) cloexec 1\n$/.exec(r.stdout);
     expect(m).not.toBeNull();
     expect(Number(m?.[1])).toBeLessThan(10);
     expect(Number(m?.[2])).toBeGreaterThanOrEqual(64);
+    expect(Number(m?.[2])).toBeLessThan(1024); // FD_SETSIZE
+  });
+
+  it('more UDP sockets than the window holds, or a limit lowered below the window: every socket() still succeeds, at the kernel\'s numbers', async () => {
+    const many = await exec([cBin.musl, 'udp-many', '140']);
+    expect(many.stderr).toBe('');
+    expect(many.stdout).toBe('140 sockets, 12 below 64\n'); // 128 in the window, the rest from 3 up
+    const low = await exec([cBin.musl, 'udp-many', '3', '40']);
+    expect(low.stderr).toBe('');
+    expect(low.stdout).toBe('3 sockets, 3 below 64\n');
   });
 });
 
