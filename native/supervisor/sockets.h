@@ -6,7 +6,8 @@
  *   sockets.c   per-socket state by inode; the program's sockaddr arguments
  *   connect.c   connect, getpeername/getsockname
  *   udp.c       sendto/sendmsg/sendmmsg of datagrams with a destination
- *   udprecv.c   recvfrom: the sources of relayed datagrams
+ *   udprecv.c   recvfrom/recvmsg/recvmmsg: the sources of relayed datagrams
+ * (udpwindow.c, which places UDP sockets where the filter tests them, needs none of it.)
  */
 #ifndef TSMIRROR_SV_SOCKETS_H
 #define TSMIRROR_SV_SOCKETS_H

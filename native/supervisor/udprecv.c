@@ -1,27 +1,29 @@
 /*
  * The sources of relayed datagrams, for the supervisor.
  *
- * recvfrom with a source buffer, on a UDP socket with relayed flows (or a relayed
- * connect): the replies come from the relays' loopback addresses, and musl's resolver
- * (sendto on an unconnected socket) drops a reply whose source is not a nameserver. So
- * the supervisor makes the receive itself, on its duplicate of the socket (the same open
- * file: O_NONBLOCK, SO_RCVTIMEO, the flags as given), and writes the data and the source
- * into the program's memory, a relay's address replaced by the destination it stands
- * for. A blocking receive waits on this worker thread (notify.c starts another for the
- * other calls), polling the socket with a short slice so that it notices the caller's
- * death and a signal for it: the call is then continued, so that the kernel interrupts it
- * as it would have (EINTR, or a restart under SA_RESTART). The filter notifies only
- * recvfrom with a source buffer (a TCP read has none), and a recvfrom on a socket with
- * nothing relayed is continued. recvmsg and recvmmsg are not notified (their address
- * buffer is inside a msghdr the filter cannot see, and TCP programs call them
- * constantly): a program that reads relayed replies with them sees the relay's address.
+ * recvfrom with a source buffer, recvmsg and recvmmsg with a msg_name, on a UDP socket
+ * with relayed flows (or a relayed connect): the replies come from the relays' loopback
+ * addresses, and musl's resolver (sendto on an unconnected socket) drops a reply whose
+ * source is not a nameserver; Go's ReadMsgUDP would report the relay. So the supervisor
+ * makes the receive itself, on its duplicate of the socket (the same open file:
+ * O_NONBLOCK, SO_RCVTIMEO, the flags as given), and writes the data, the ancillary data
+ * and the source into the program's memory, a relay's address replaced by the
+ * destination it stands for. A blocking receive waits on this worker thread (notify.c
+ * starts another for the other calls), polling the socket with a short slice so that it
+ * notices the caller's death and a signal for it: the call is then continued, so that the
+ * kernel interrupts it as it would have (EINTR, or a restart under SA_RESTART). A call
+ * on a socket with nothing relayed, or without a source buffer, is continued.
+ *
+ * The filter notifies these calls only on descriptors of the UDP window, where
+ * udpwindow.c places UDP sockets (a TCP read never comes here); without a window, only
+ * recvfrom with a source buffer, on any descriptor.
  */
 #include "sockets.h"
 
 #include <poll.h>
 #include <string.h>
 
-/* ---- recvfrom: the sources of relayed datagrams ---- */
+/* ---- recvfrom ---- */
 
 /* How long a blocking receive waits between looks at its caller (alive? a signal?): the
  * longest a signal for a program blocked in recvfrom waits to interrupt it. */
