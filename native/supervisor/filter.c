@@ -1,7 +1,9 @@
 /*
  * The seccomp filter, generated from the tables in sv.h: the notified calls go to the
  * supervisor (SECCOMP_RET_USER_NOTIF), every other call is allowed at once. The calls of
- * SV_LAZY_SYSCALLS are notified only on a descriptor in the lazy window (lazy.c).
+ * SV_LAZY_SYSCALLS are notified only on a descriptor in the lazy window (lazy.c); the
+ * UDP block's (socket of UDP; recvfrom, recvmsg, recvmmsg, dup, fcntl on a descriptor of
+ * the UDP window) as udpwindow.c says.
  *
  * Architecture: the filter only knows the native calling convention. A call made through
  * another one (i386 `int 0x80` from a 64-bit program, a 32-bit program exec'd by the
@@ -43,9 +45,14 @@ static int seccomp(unsigned op, unsigned flags, void *args) {
 enum { SV_LAZY = 0 SV_LAZY_SYSCALLS(COUNT_LAZY) };
 #undef COUNT_LAZY
 
+/* The instructions of the UDP block below: without a window, sendto and recvfrom (6);
+ * with one, sendto (5), recvfrom (8), recvmsg and recvmmsg (4 each), socket (10), dup (5)
+ * and fcntl (8). */
+enum { UDP_NO_WINDOW = 6, UDP_WINDOW = 5 + 8 + 4 + 4 + 10 + 5 + 8 };
+
 /* Instruction indexes are fixed: the three verdicts come last. */
 int sv_install_filter(bool *killable) {
-  enum { HEAD = 4, SENDTO = 6, LAZY_EACH = 4, TAIL = 3 };
+  enum { HEAD = 4, LAZY_EACH = 4, TAIL = 3 };
   /* `notified` may be decided at run time (files.c: close and friends in write mode only). */
   size_t notified = 0;
 #define COUNT_IF(name, handler, on) \
@@ -53,10 +60,12 @@ int sv_install_filter(bool *killable) {
   SV_SYSCALLS(COUNT_IF)
 #undef COUNT_IF
   if (notified > SV_NOTIFIED) return -EINVAL;
-  unsigned lazy_lo, lazy_hi;
+  unsigned lazy_lo, lazy_hi, udp_lo, udp_hi;
   bool lazy = sv_lazy_window(&lazy_lo, &lazy_hi);
-  struct sock_filter prog[HEAD + SENDTO + SV_NOTIFIED + LAZY_EACH * SV_LAZY + TAIL];
-  const size_t allow_at = HEAD + SENDTO + notified + (lazy ? LAZY_EACH * SV_LAZY : 0), notify_at = allow_at + 1,
+  bool window = sv_udp_window(&udp_lo, &udp_hi);
+  const size_t udp_block = window ? UDP_WINDOW : UDP_NO_WINDOW;
+  struct sock_filter prog[HEAD + UDP_WINDOW + SV_NOTIFIED + LAZY_EACH * SV_LAZY + TAIL];
+  const size_t allow_at = HEAD + udp_block + notified + (lazy ? LAZY_EACH * SV_LAZY : 0), notify_at = allow_at + 1,
                enosys_at = allow_at + 2;
   size_t n = 0;
   bool too_far = false; /* a jump longer than BPF's 8-bit offsets */
@@ -65,23 +74,81 @@ int sv_install_filter(bool *killable) {
   (too_far |= (to_true) - n - 1 > 255 || (to_false) - n - 1 > 255,                                                \
    prog[n] = (struct sock_filter)BPF_JUMP(code, k, (unsigned char)((to_true) - n - 1), (unsigned char)((to_false) - n - 1)), \
    n++)
+#define LOAD_NR() STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr))
+#define LOAD_ARG(i) STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[i]))
+#define LOAD_ARG_HIGH(i) STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[i]) + 4)
   STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
   JUMP(BPF_JMP | BPF_JEQ | BPF_K, SV_AUDIT_ARCH, n + 1, enosys_at);
-  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+  LOAD_NR();
 #if defined(__x86_64__)
   JUMP(BPF_JMP | BPF_JGE | BPF_K, __X32_SYSCALL_BIT, enosys_at, n + 1);
 #else
-  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+  LOAD_NR();
 #endif
-  /* sendto without a destination (a TCP or connected UDP write) and recvfrom without a
-   * source buffer (a TCP read) run at full speed: only the address argument (args[4] of
-   * both) makes them the supervisor's business. (The SENDTO instructions.) */
-  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 2, n + 1);
-  JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_recvfrom, n + 1, n + 5);
-  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]));
-  JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, notify_at);
-  STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4]) + 4);
-  JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, notify_at);
+  if (!window) {
+    /* sendto without a destination (a TCP or connected UDP write) and recvfrom without a
+     * source buffer (a TCP read) run at full speed: only the address argument (args[4] of
+     * both) makes them the supervisor's business. */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 2, n + 1);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_recvfrom, n + 1, n + 5);
+    LOAD_ARG(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, notify_at);
+    LOAD_ARG_HIGH(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, notify_at);
+  } else {
+    /* sendto: only with a destination (args[4]). */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, n + 1, n + 5);
+    LOAD_ARG(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, notify_at);
+    LOAD_ARG_HIGH(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, notify_at);
+    /* recvfrom: only with a source buffer, and on a descriptor of the UDP window. */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_recvfrom, n + 1, n + 8);
+    LOAD_ARG(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, n + 1, n + 3);
+    LOAD_ARG_HIGH(4);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, allow_at, n + 1);
+    LOAD_ARG(0);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_lo, n + 1, allow_at);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_hi, allow_at, notify_at);
+    /* recvmsg, recvmmsg: on a descriptor of the UDP window (their source buffer is in a
+     * msghdr the filter cannot read). */
+#define IN_UDP_WINDOW(nr)                                         \
+  JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, n + 1, n + 4);              \
+  LOAD_ARG(0);                                                    \
+  JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_lo, n + 1, allow_at);       \
+  JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_hi, allow_at, notify_at);
+    IN_UDP_WINDOW(__NR_recvmsg)
+    IN_UDP_WINDOW(__NR_recvmmsg)
+#undef IN_UDP_WINDOW
+    /* socket(AF_INET or AF_INET6, SOCK_DGRAM | flags, 0 or IPPROTO_UDP). */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, n + 1, n + 10);
+    LOAD_ARG(0);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, n + 2, n + 1);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, n + 1, allow_at);
+    LOAD_ARG(1);
+    STMT(BPF_ALU | BPF_AND | BPF_K, 0xf); /* the type without SOCK_NONBLOCK/SOCK_CLOEXEC */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_DGRAM, n + 1, allow_at);
+    LOAD_ARG(2);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, notify_at, n + 1);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, notify_at, allow_at);
+    /* dup and fcntl(F_DUPFD, F_DUPFD_CLOEXEC) of a descriptor of the UDP window; anything
+     * else goes on to the lists below (the lazy window's tests), with nr loaded again. */
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_dup, n + 1, n + 4);
+    LOAD_ARG(0);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_lo, n + 1, n + 2);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_hi, n + 1, notify_at);
+    LOAD_NR();
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fcntl, n + 1, n + 7);
+    LOAD_ARG(0);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_lo, n + 1, n + 5);
+    JUMP(BPF_JMP | BPF_JGE | BPF_K, udp_hi, n + 4, n + 1);
+    LOAD_ARG(1);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, F_DUPFD, notify_at, n + 1);
+    JUMP(BPF_JMP | BPF_JEQ | BPF_K, F_DUPFD_CLOEXEC, notify_at, n + 1);
+    LOAD_NR();
+  }
+  if (n != HEAD + udp_block) return -EINVAL; /* the UDP block's size above is wrong */
 #define JUMP_IF(name, handler, notified) \
   if (notified) JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, notify_at, n + 1);
   SV_SYSCALLS(JUMP_IF)
@@ -91,7 +158,7 @@ int sv_install_filter(bool *killable) {
 #define JUMP_IF_IN_WINDOW(name, fd_arg)                                            \
   if (lazy) {                                                                       \
     JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, n + 1, n + LAZY_EACH);            \
-    STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[fd_arg]));   \
+    LOAD_ARG(fd_arg);                                                               \
     JUMP(BPF_JMP | BPF_JGE | BPF_K, lazy_lo, n + 1, allow_at);                     \
     JUMP(BPF_JMP | BPF_JGE | BPF_K, lazy_hi, allow_at, notify_at);                 \
   }
@@ -102,6 +169,9 @@ int sv_install_filter(bool *killable) {
   STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
 #undef STMT
 #undef JUMP
+#undef LOAD_NR
+#undef LOAD_ARG
+#undef LOAD_ARG_HIGH
   if (n != enosys_at + 1 || too_far) return -EINVAL; /* the layout above is wrong */
   struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
 

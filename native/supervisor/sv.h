@@ -6,7 +6,11 @@
  *   filter.c    the BPF filter, generated from the tables below
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
- *   net.c       connect, sendto/sendmsg/sendmmsg, recvfrom, getpeername/getsockname
+ *   sockets.c   per-socket state of outgoing sockets (sockets.h: what the next three share)
+ *   connect.c   connect, getpeername/getsockname
+ *   udp.c       sendto/sendmsg/sendmmsg of datagrams with a destination
+ *   udprecv.c   recvfrom/recvmsg/recvmmsg: the sources of relayed datagrams
+ *   udpwindow.c socket() of UDP: sockets at numbers the filter tests; their dups
  *   files.c     open/stat/... of pod files
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
  *   lazy.c      big pod files filled as the program reads them
@@ -33,7 +37,11 @@
  * only on x86_64.
  */
 
-/* net.c */
+/* connect.c, udp.c, udprecv.c, udpwindow.c. The lines with 0 are notified as filter.c's
+ * UDP block decides: socket() of an inet datagram socket; recvfrom (with a source
+ * buffer), recvmsg and recvmmsg, and dup and fcntl(F_DUPFD*), on a descriptor of the UDP
+ * window (udpwindow.c); recvfrom with a source buffer on any descriptor when there is no
+ * window. sendto is notified only with a destination. */
 #define SV_NET_SYSCALLS(X)            \
   X(connect, sv_connect, 1)           \
   X(sendto, sv_sendto, 1)             \
@@ -41,7 +49,12 @@
   X(sendmmsg, sv_sendmmsg, 1)         \
   X(recvfrom, sv_recvfrom, 1)         \
   X(getpeername, sv_getpeername, 1)   \
-  X(getsockname, sv_getsockname, 1)
+  X(getsockname, sv_getsockname, 1)   \
+  X(socket, sv_socket, 0)             \
+  X(recvmsg, sv_recvmsg, 0)           \
+  X(recvmmsg, sv_recvmmsg, 0)         \
+  X(dup, sv_udp_dup, 0)               \
+  X(fcntl, sv_udp_dup, 0)
 
 /* files.c; close and the calls that close descriptors are notified only in write mode
  * (sv_files_notify_writes: a write-mode pod file is written back first) */
@@ -160,6 +173,10 @@ void sv_lazy_forget(int64_t handle);
  * failed fill, fails the call with EIO. */
 void sv_lazy_before(struct sv_call *call, int arg);
 
+/* udpwindow.c: the window of descriptor numbers where UDP sockets are placed, just below
+ * the lazy window; false: none (RLIMIT_NOFILE too low). */
+bool sv_udp_window(unsigned *lo, unsigned *hi);
+
 #define SV_DECLARE_HANDLER(name, handler, notified) void handler(struct sv_call *call);
 SV_SYSCALLS(SV_DECLARE_HANDLER)
 #undef SV_DECLARE_HANDLER
@@ -201,7 +218,7 @@ int sv_pidfd(struct sv_call *call);
 /* Kernel features found at start (notify.c). */
 extern bool sv_have_addfd_send;
 
-/* ---- incoming traffic (listen.c), for net.c ---- */
+/* ---- incoming traffic (listen.c), for connect.c ---- */
 
 /* getpeername (peer) / getsockname of a socket listen.c answered for: a relayed
  * connection reports the pod client / the pod address it reached, a listener bound

@@ -133,6 +133,12 @@ describe.skipIf(!haveGo)('Go programs under seccomp', () => {
         expect(bad.code).toBe(1);
       });
 
+      it("a relayed UDP reply read with ReadMsgUDP (recvmsg) and ReadFromUDP (recvfrom) comes from the pod's address", async () => {
+        const r = await exec([bin[build], 'udpmsg', `${udp.ip}:9999`, 'ping']);
+        expect(r.stderr).toBe('');
+        expect(r.stdout).toBe(`msg ${udp.ip}:9999 echo:ping\nfrom ${udp.ip}:9999 echo:ping\n`);
+      });
+
       it("getpeername and getsockname: Go sees the address it dialed and the pod's own", async () => {
         const r = await exec([bin[build], 'dial', `${db.ip}:8080`]);
         expect(r.stderr).toBe('');
@@ -294,6 +300,51 @@ describe.skipIf(!haveMusl)('a static musl C program under seccomp', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('EINTR\n');
   });
+
+  // recvmsg and recvmmsg carry the source buffer inside a msghdr the filter cannot read:
+  // UDP sockets are placed at descriptor numbers it tests (udpwindow.c).
+  it("recvmsg of a relayed datagram reports the pod's address as its source; the data spans both iovecs and the ancillary data is kept", async () => {
+    const r = await exec([cBin.musl, 'udp-msg', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping cmsg=1/29\n`); // SOL_SOCKET/SCM_TIMESTAMP
+  });
+
+  it("recvmmsg of relayed datagrams reports the pod's address for each", async () => {
+    const r = await exec([cBin.musl, 'udp-mmsg', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.split('\n').filter(Boolean).sort()).toEqual([`${udp.ip} 9999 echo:ping`, `${udp.ip} 9999 echo:ping2`]);
+  });
+
+  it("a copy of a UDP socket made with fcntl(F_DUPFD_CLOEXEC) still reports the pod's address", async () => {
+    const r = await exec([cBin.musl, 'udp-dup', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping cmsg=1/29\n`);
+  });
+
+  it('a blocking recvmsg waiting for a relayed reply is interrupted by a signal, as without tsmirror', async () => {
+    const r = await exec([cBin.musl, 'udp-msg-alarm', udp.ip, '9']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('EINTR\n');
+  });
+
+  it('a TCP socket gets the lowest free descriptor number; a UDP socket one in the window, below 1024 (select() can take it), close-on-exec as asked', async () => {
+    const r = await exec([cBin.musl, 'fdnums']);
+    expect(r.stderr).toBe('');
+    const m = /^tcp (\d+) udp (\d+) cloexec 1\n$/.exec(r.stdout);
+    expect(m).not.toBeNull();
+    expect(Number(m?.[1])).toBeLessThan(10);
+    expect(Number(m?.[2])).toBeGreaterThanOrEqual(64);
+    expect(Number(m?.[2])).toBeLessThan(1024); // FD_SETSIZE
+  });
+
+  it('more UDP sockets than the window holds, or a limit lowered below the window: every socket() still succeeds, at the kernel\'s numbers', async () => {
+    const many = await exec([cBin.musl, 'udp-many', '140']);
+    expect(many.stderr).toBe('');
+    expect(many.stdout).toBe('140 sockets, 12 below 64\n'); // 128 in the window, the rest from 3 up
+    const low = await exec([cBin.musl, 'udp-many', '3', '40']);
+    expect(low.stderr).toBe('');
+    expect(low.stdout).toBe('3 sockets, 3 below 64\n');
+  });
 });
 
 describe('a static glibc C program under seccomp', () => {
@@ -312,6 +363,15 @@ describe('a static glibc C program under seccomp', () => {
     const r = await exec([cBin.glibc, 'udp', udp.ip, '9999', 'ping']);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping\n`);
+  });
+
+  it('recvmsg and recvmmsg of relayed datagrams report the pod address', async () => {
+    const r = await exec([cBin.glibc, 'udp-msg', udp.ip, '9999', 'ping']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${udp.ip} 9999 echo:ping cmsg=1/29\n`);
+    const m = await exec([cBin.glibc, 'udp-mmsg', udp.ip, '9999', 'ping']);
+    expect(m.stderr).toBe('');
+    expect(m.stdout.split('\n').filter(Boolean).sort()).toEqual([`${udp.ip} 9999 echo:ping`, `${udp.ip} 9999 echo:ping2`]);
   });
 });
 

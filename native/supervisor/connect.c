@@ -1,0 +1,197 @@
+/*
+ * Outgoing connections for the supervisor: what native/shim/connect.c does in the
+ * program, done from outside it.
+ *
+ * connect: the supervisor takes a duplicate of the program's socket (pidfd_getfd: the
+ * same socket, not a copy), asks the session proxy (proto_connect, the shim's own
+ * request), and connects the duplicate to the proxy's loopback listener or UDP relay, so
+ * the program's socket ends up connected there and its bytes never pass the supervisor.
+ * A blocking socket's connect waits for the pod here, on this worker thread; a
+ * non-blocking one gets the proxy's held-connect answer as the shim does. The attach
+ * names the socket by its inode and owner, exactly as the shim does. A local destination
+ * is continued by the kernel.
+ *
+ * What was rewritten is remembered per socket, by its inode (a socket has one inode
+ * however many fds or processes share it), and checked against the socket's real peer
+ * before it is reported: getpeername answers the address asked for, getsockname the
+ * pod-side address.
+ */
+#include "sockets.h"
+
+#include <string.h>
+#include <sys/time.h>
+
+static uint16_t port_of(const union shim_addr *a) {
+  return ntohs(a->sa.sa_family == AF_INET ? a->in.sin_port : a->in6.sin6_port);
+}
+
+/* ---- connect ---- */
+
+/* What proto_connect takes: -1 for a non-blocking socket, else SO_SNDTIMEO in ms (0: none). */
+static int connect_timeout_ms(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return 0;
+  if (fl & O_NONBLOCK) return -1;
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
+  long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  if (ms <= 0 && tv.tv_usec > 0) ms = 1;
+  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+
+static void connect_socket(struct sv_call *call, int dup, const union shim_addr *dest, int family) {
+  int type = shim_sock_type(dup);
+  if (type != SOCK_STREAM && type != SOCK_DGRAM) return sv_continue(call);
+  bool udp = type == SOCK_DGRAM;
+  uint32_t uid = 0;
+  uint64_t inode = sv_sock_inode(dup, &uid);
+  if (!inode) return sv_continue(call);
+
+  /* A second connect() of a redirected TCP socket (a non-blocking completion check, a
+   * retry after EINTR) goes to the same proxy listener, not to a new remote connection. */
+  pthread_mutex_lock(&sv_socks_lock);
+  struct sv_sock *known = sv_sock_slot(inode, false);
+  struct sv_sock seen = known ? *known : (struct sv_sock){0};
+  pthread_mutex_unlock(&sv_socks_lock);
+  if (!udp && known && seen.has_peer && shim_addr_equal(&seen.peer, dest)) {
+    int r = connect(dup, &seen.relay_peer.sa, seen.relay_peer_len);
+    return r == 0 ? sv_return(call, 0) : sv_fail(call, errno);
+  }
+
+  int timeout_ms = udp ? 0 : connect_timeout_ms(dup);
+  struct connect_reply reply;
+  if (proto_connect(udp, dest, timeout_ms, &reply) < 0) {
+    shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
+    return sv_fail(call, ENETUNREACH);
+  }
+  if (reply.kind == REPLY_ERROR) return sv_fail(call, reply.err);
+  if (reply.kind == REPLY_LOCAL) {
+    if (udp && known) {
+      pthread_mutex_lock(&sv_socks_lock);
+      struct sv_sock *s = sv_sock_slot(inode, false);
+      if (s) s->has_peer = s->has_local = false;
+      pthread_mutex_unlock(&sv_socks_lock);
+    }
+    return sv_continue(call);
+  }
+
+  union shim_addr relay;
+  socklen_t relay_len;
+  if (!shim_addr_for_domain(&reply.proxy, family, &relay, &relay_len)) {
+    shim_log("connect: proxy address family does not fit an AF_INET socket");
+    return sv_fail(call, ENETUNREACH);
+  }
+  int r = connect(dup, &relay.sa, relay_len);
+  int err = errno;
+  bool underway = r == 0 || (!udp && (err == EINPROGRESS || err == EINTR));
+  if (!underway) {
+    shim_log("connect to proxy listener failed: %s", strerror(err));
+    return sv_fail(call, err);
+  }
+  if (udp) atomic_store(&sv_relayed_udp, true);
+  pthread_mutex_lock(&sv_socks_lock);
+  struct sv_sock *s = sv_sock_slot(inode, true);
+  s->udp = udp;
+  s->has_peer = true;
+  s->peer_len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  shim_addr_for_domain(dest, family, &s->peer, &s->peer_len);
+  s->relay_peer = relay;
+  s->relay_peer_len = relay_len;
+  s->has_local = reply.has_local && shim_addr_for_domain(&reply.local, family, &s->local, &s->local_len);
+  pthread_mutex_unlock(&sv_socks_lock);
+
+  if (!udp) {
+    union shim_addr me;
+    socklen_t me_len = sizeof me;
+    if (getsockname(dup, &me.sa, &me_len) < 0 || proto_attach(reply.stream, port_of(&me), inode, uid) < 0) {
+      shim_log("connect: could not attach stream %lld; failing with ENETUNREACH", (long long)reply.stream);
+      return sv_fail(call, ENETUNREACH);
+    }
+  }
+  shim_log("connect: socket %llu (tid %u) stream %lld: %s", (unsigned long long)inode, call->req->pid,
+           (long long)reply.stream, r == 0 ? "connected" : strerror(err));
+  return r == 0 ? sv_return(call, 0) : sv_fail(call, err);
+}
+
+void sv_connect(struct sv_call *call) {
+  union shim_addr dest;
+  int family;
+  if (!sv_read_inet_addr(call, call->req->data.args[1], call->req->data.args[2], &dest, &family)) return sv_continue(call);
+  /* sv_getfd checks that the notification is still valid (its thread the caller). */
+  int dup = sv_getfd(call, (int)call->req->data.args[0]);
+  if (dup < 0) return sv_continue(call); /* EBADF and the like: the kernel says it */
+  int bound = sv_incoming_bind_deferred(dup); /* its bind() was deferred (listen.c) */
+  if (bound < 0) {
+    close(dup);
+    return sv_fail(call, -bound);
+  }
+  connect_socket(call, dup, &dest, family);
+  close(dup);
+}
+
+/* ---- getpeername / getsockname ---- */
+
+/* Reads the capacity *addrlen of an (addr, addrlen) pair of the program: 0, -EFAULT or
+ * -EINVAL (negative), as the kernel checks it. */
+/* getpeername/getsockname's answer: a in their (addr, addrlen) arguments. */
+static void answer_address(struct sv_call *call, const union shim_addr *a, socklen_t alen) {
+  uint64_t addr = call->req->data.args[1], lenp = call->req->data.args[2];
+  socklen_t cap;
+  int r = sv_read_address_cap(call, lenp, &cap);
+  if (r == 0) r = sv_write_address(call, addr, lenp, cap, a, alen);
+  r < 0 ? sv_fail(call, -r) : sv_return(call, 0);
+}
+
+static void name_call(struct sv_call *call, bool peer) {
+  int dup = sv_getfd(call, (int)call->req->data.args[0]);
+  if (dup < 0) return sv_continue(call);
+  if (sv_incoming_name(call, dup, peer)) { /* relayed from the pod, or bound elsewhere (listen.c) */
+    close(dup);
+    return;
+  }
+  uint64_t inode = sv_sock_inode(dup, NULL);
+  struct sv_sock seen = {0};
+  bool known = false;
+  if (inode) {
+    pthread_mutex_lock(&sv_socks_lock);
+    struct sv_sock *s = sv_sock_slot(inode, false);
+    if (s) {
+      seen = *s;
+      known = true;
+    }
+    pthread_mutex_unlock(&sv_socks_lock);
+  }
+  if (!known || !seen.has_peer || (!peer && !seen.has_local)) {
+    close(dup);
+    return sv_continue(call);
+  }
+  /* Still connected where we put it? (An AF_UNSPEC connect dissolves a UDP association;
+   * an inode may be reused by a new socket.) Not connected yet (ENOTCONN: a non-blocking
+   * connect under way, which Go checks with getpeername) is the kernel's answer to give,
+   * and forgets nothing. */
+  union shim_addr real, real_norm, relay_norm;
+  socklen_t real_len = sizeof real, norm_len;
+  if (getpeername(dup, &real.sa, &real_len) < 0) {
+    close(dup);
+    return sv_continue(call);
+  }
+  close(dup);
+  bool same = shim_addr_from(&real.sa, real_len, &real_norm, &norm_len) &&
+              shim_addr_from(&seen.relay_peer.sa, seen.relay_peer_len, &relay_norm, &norm_len) &&
+              shim_addr_equal(&real_norm, &relay_norm);
+  if (!same) {
+    pthread_mutex_lock(&sv_socks_lock);
+    struct sv_sock *s = sv_sock_slot(inode, false);
+    if (s) s->has_peer = s->has_local = false;
+    pthread_mutex_unlock(&sv_socks_lock);
+    return sv_continue(call);
+  }
+  shim_log("%s of socket %llu answered", peer ? "getpeername" : "getsockname", (unsigned long long)inode);
+  if (peer) answer_address(call, &seen.peer, seen.peer_len);
+  else answer_address(call, &seen.local, seen.local_len);
+}
+
+void sv_getpeername(struct sv_call *call) { name_call(call, true); }
+void sv_getsockname(struct sv_call *call) { name_call(call, false); }
