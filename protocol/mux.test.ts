@@ -25,6 +25,11 @@ async function socketPair(): Promise<[net.Socket, net.Socket, net.Server]> {
   return [client, await accepted, server];
 }
 
+async function pollFor(done: () => boolean, ms = 10000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!done() && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+}
+
 const cleanup: Array<() => void> = [];
 afterEach(() => {
   for (const c of cleanup.splice(0)) c();
@@ -112,6 +117,44 @@ describe('mux', () => {
       appB.write('reply');
       expect(String(await back)).toBe('reply');
     }
+  }, 30000);
+
+  it('RelayReaders of connections that only carry small reads share one buffer (no 256 KiB each per connect); a bulk one gets its own, and no chunk is ever overwritten', async () => {
+    // Many connections, interleaved small writes: every chunk a reader delivered must stay as it was read.
+    const readers = Array.from({ length: 8 }, () => new RelayReader());
+    const buffers = new Set(readers.map((r) => r.onread.buffer()));
+    expect(buffers.size).toBe(1); // one buffer for all of them, not one allocation per connection
+    const server = net.createServer({ allowHalfOpen: true });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const apps: net.Socket[] = [];
+    server.on('connection', (s) => apps.push(s));
+    const sockets = await Promise.all(readers.map(async (reader) => {
+      const s = new net.Socket({ allowHalfOpen: true, onread: reader.onread } as net.SocketConstructorOpts);
+      await new Promise<void>((r) => s.connect((server.address() as net.AddressInfo).port, '127.0.0.1', r));
+      return s;
+    }));
+    cleanup.push(() => { for (const s of [...sockets, ...apps]) s.destroy(); server.close(); });
+    await pollFor(() => apps.length === readers.length);
+    const got = readers.map(() => [] as Buffer[]);
+    readers.forEach((reader, i) => { reader.deliver = (chunk) => { got[i]?.push(chunk); return true; }; });
+    for (const s of sockets) s.resume();
+    const sentText = apps.map(() => [] as string[]);
+    for (let round = 0; round < 20; round++) {
+      apps.forEach((app, i) => { const t = `conn ${i} round ${round};`; sentText[i]?.push(t); app.write(t); });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const expected = sentText.map((t) => t.join(''));
+    await pollFor(() => got.every((chunks, i) => Buffer.concat(chunks).toString() === expected[i]));
+    got.forEach((chunks, i) => expect(Buffer.concat(chunks).toString()).toBe(expected[i]));
+    expect(new Set(readers.map((r) => r.onread.buffer())).size).toBe(1);
+    // A bulk source: its reader gets a buffer of its own; the others keep the shared one.
+    const big = randomBytes(2 * 1024 * 1024);
+    apps[0]?.write(big);
+    const want = Buffer.concat([Buffer.from(expected[0] ?? ''), big]);
+    await pollFor(() => Buffer.concat(got[0] ?? []).byteLength >= want.byteLength);
+    expect(Buffer.concat(got[0] ?? []).equals(want)).toBe(true);
+    expect(readers[0]?.onread.buffer()).not.toBe(readers[1]?.onread.buffer());
+    expect(readers[1]?.onread.buffer()).toBe(readers[2]?.onread.buffer());
   }, 30000);
 
   it('closes the socket when the peer resets the stream, and tells the peer when its socket closes', async () => {
