@@ -157,6 +157,46 @@ describe('mux', () => {
     expect(readers[1]?.onread.buffer()).toBe(readers[2]?.onread.buffer());
   }, 30000);
 
+  it('a connection done in both directions tells the peer with one `close`, not `end` then `close`; a half-close still sends `end` (issue 13)', async () => {
+    for (const reader of [undefined, new RelayReader()]) {
+      const sent: StreamMessage[] = [];
+      const m = new Mux((msg) => sent.push(msg), () => 0);
+      const server = net.createServer({ allowHalfOpen: true });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const side = new net.Socket({ allowHalfOpen: true, ...(reader ? { onread: reader.onread } : {}) } as net.SocketConstructorOpts);
+      await new Promise<void>((r) => side.connect((server.address() as net.AddressInfo).port, '127.0.0.1', r));
+      const app = await accepted;
+      cleanup.push(() => { server.close(); app.destroy(); side.destroy(); });
+      m.open(7);
+      m.bindSocket(7, side, reader);
+      // The peer ends first (the program closed); then the app answers and closes.
+      const appEnded = new Promise<void>((r) => app.once('end', r));
+      app.resume();
+      m.handle({ type: 'end', stream: 7 });
+      await appEnded;
+      await pollFor(() => side.writableFinished);
+      const closed = new Promise<void>((r) => side.once('close', () => r()));
+      app.end('bye');
+      await closed;
+      await pollFor(() => sent.some((x) => x.type === 'close'));
+      expect(sent.map((x) => x.type)).toEqual(['data', 'close']);
+      expect(sent[1]).toEqual({ type: 'close', stream: 7 });
+
+      // The app half-closes while the peer still writes: `end`, and the stream stays open.
+      const sent2: StreamMessage[] = [];
+      const m2 = new Mux((msg) => sent2.push(msg), () => 0);
+      const [app2, side2, server2] = await socketPair();
+      cleanup.push(() => { server2.close(); app2.destroy(); side2.destroy(); });
+      m2.open(8);
+      m2.bindSocket(8, side2);
+      app2.end();
+      await pollFor(() => sent2.some((x) => x.type === 'end'));
+      expect(sent2.map((x) => x.type)).toEqual(['end']);
+      expect(m2.has(8)).toBe(true);
+    }
+  });
+
   it('closes the socket when the peer resets the stream, and tells the peer when its socket closes', async () => {
     const sent: StreamMessage[] = [];
     const m = new Mux((msg) => sent.push(msg), () => 0);

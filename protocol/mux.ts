@@ -97,6 +97,12 @@ export class RelayReader {
   }
 }
 
+/** Whether a socket whose readable side just ended is destroyed (and emits 'close') right away: its writable side has finished and it auto-destroys. */
+function closesAtEnd(socket: Socketish): boolean {
+  const state = socket as unknown as { _readableState?: { autoDestroy?: boolean }; _writableState?: { autoDestroy?: boolean } };
+  return socket.writableFinished && state._readableState?.autoDestroy === true && state._writableState?.autoDestroy === true;
+}
+
 interface Endpoint {
   id: number;
   sendWindow: number;
@@ -245,7 +251,13 @@ export class Mux {
       if (ep.sendWindow <= 0) socket.pause();
     });
     socket.on('end', () => {
-      if (this.#streams.has(id)) this.#send({ type: 'end', stream: id });
+      if (!this.#streams.has(id)) return;
+      // Its other direction is done too: the socket closes now (auto-destroy), and the
+      // `close` that follows says the end as well. A connection's end and close were two
+      // frames, two writes and two wake-ups of the peer (issue 13); the peer ends its own
+      // socket gracefully on either.
+      if (closesAtEnd(socket)) return;
+      this.#send({ type: 'end', stream: id });
     });
     socket.on('error', () => {
       /* reported through 'close' */
