@@ -55,7 +55,7 @@ let sharedReadBuffer: Buffer | undefined;
  * read that fills half of it (a bulk source). A connection that carries a few small
  * messages, or none (connect and close), never allocates one: 256 KiB per connect of
  * memory outside V8's heap made the agent run a full garbage collection every few hundred
- * connects, about a third of its CPU per connect (issue 13).
+ * connects: a fifth to a third of its busy time per connect (issue 13).
  */
 export class RelayReader {
   #buffer: Buffer = (sharedReadBuffer ??= Buffer.allocUnsafeSlow(RELAY_READ_BYTES));
@@ -97,7 +97,10 @@ export class RelayReader {
   }
 }
 
-/** Whether a socket whose readable side just ended is destroyed (and emits 'close') right away: its writable side has finished and it auto-destroys. */
+/**
+ * Whether a socket whose readable side just ended is destroyed (and emits `close`) right
+ * away: its writable side has finished and it auto-destroys.
+ */
 function closesAtEnd(socket: Socketish): boolean {
   const state = socket as unknown as { _readableState?: { autoDestroy?: boolean }; _writableState?: { autoDestroy?: boolean } };
   return socket.writableFinished && state._readableState?.autoDestroy === true && state._writableState?.autoDestroy === true;
