@@ -25,6 +25,11 @@ async function socketPair(): Promise<[net.Socket, net.Socket, net.Server]> {
   return [client, await accepted, server];
 }
 
+async function pollFor(done: () => boolean, ms = 10000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!done() && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+}
+
 const cleanup: Array<() => void> = [];
 afterEach(() => {
   for (const c of cleanup.splice(0)) c();
@@ -113,6 +118,84 @@ describe('mux', () => {
       expect(String(await back)).toBe('reply');
     }
   }, 30000);
+
+  it('RelayReaders of connections that only carry small reads share one buffer (no 256 KiB each per connect); a bulk one gets its own, and no chunk is ever overwritten', async () => {
+    // Many connections, interleaved small writes: every chunk a reader delivered must stay as it was read.
+    const readers = Array.from({ length: 8 }, () => new RelayReader());
+    const buffers = new Set(readers.map((r) => r.onread.buffer()));
+    expect(buffers.size).toBe(1); // one buffer for all of them, not one allocation per connection
+    const server = net.createServer({ allowHalfOpen: true });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const apps: net.Socket[] = [];
+    server.on('connection', (s) => apps.push(s));
+    const sockets = await Promise.all(readers.map(async (reader) => {
+      const s = new net.Socket({ allowHalfOpen: true, onread: reader.onread } as net.SocketConstructorOpts);
+      await new Promise<void>((r) => s.connect((server.address() as net.AddressInfo).port, '127.0.0.1', r));
+      return s;
+    }));
+    cleanup.push(() => { for (const s of [...sockets, ...apps]) s.destroy(); server.close(); });
+    await pollFor(() => apps.length === readers.length);
+    const got = readers.map(() => [] as Buffer[]);
+    readers.forEach((reader, i) => { reader.deliver = (chunk) => { got[i]?.push(chunk); return true; }; });
+    for (const s of sockets) s.resume();
+    const sentText = apps.map(() => [] as string[]);
+    for (let round = 0; round < 20; round++) {
+      apps.forEach((app, i) => { const t = `conn ${i} round ${round};`; sentText[i]?.push(t); app.write(t); });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const expected = sentText.map((t) => t.join(''));
+    await pollFor(() => got.every((chunks, i) => Buffer.concat(chunks).toString() === expected[i]));
+    got.forEach((chunks, i) => expect(Buffer.concat(chunks).toString()).toBe(expected[i]));
+    expect(new Set(readers.map((r) => r.onread.buffer())).size).toBe(1);
+    // A bulk source: its reader gets a buffer of its own; the others keep the shared one.
+    const big = randomBytes(2 * 1024 * 1024);
+    apps[0]?.write(big);
+    const want = Buffer.concat([Buffer.from(expected[0] ?? ''), big]);
+    await pollFor(() => Buffer.concat(got[0] ?? []).byteLength >= want.byteLength);
+    expect(Buffer.concat(got[0] ?? []).equals(want)).toBe(true);
+    expect(readers[0]?.onread.buffer()).not.toBe(readers[1]?.onread.buffer());
+    expect(readers[1]?.onread.buffer()).toBe(readers[2]?.onread.buffer());
+  }, 30000);
+
+  it('a connection done in both directions tells the peer with one `close`, not `end` then `close`; a half-close still sends `end` (issue 13)', async () => {
+    for (const reader of [undefined, new RelayReader()]) {
+      const sent: StreamMessage[] = [];
+      const m = new Mux((msg) => sent.push(msg), () => 0);
+      const server = net.createServer({ allowHalfOpen: true });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const side = new net.Socket({ allowHalfOpen: true, ...(reader ? { onread: reader.onread } : {}) } as net.SocketConstructorOpts);
+      await new Promise<void>((r) => side.connect((server.address() as net.AddressInfo).port, '127.0.0.1', r));
+      const app = await accepted;
+      cleanup.push(() => { server.close(); app.destroy(); side.destroy(); });
+      m.open(7);
+      m.bindSocket(7, side, reader);
+      // The peer ends first (the program closed); then the app answers and closes.
+      const appEnded = new Promise<void>((r) => app.once('end', r));
+      app.resume();
+      m.handle({ type: 'end', stream: 7 });
+      await appEnded;
+      await pollFor(() => side.writableFinished);
+      const closed = new Promise<void>((r) => side.once('close', () => r()));
+      app.end('bye');
+      await closed;
+      await pollFor(() => sent.some((x) => x.type === 'close'));
+      expect(sent.map((x) => x.type)).toEqual(['data', 'close']);
+      expect(sent[1]).toEqual({ type: 'close', stream: 7 });
+
+      // The app half-closes while the peer still writes: `end`, and the stream stays open.
+      const sent2: StreamMessage[] = [];
+      const m2 = new Mux((msg) => sent2.push(msg), () => 0);
+      const [app2, side2, server2] = await socketPair();
+      cleanup.push(() => { server2.close(); app2.destroy(); side2.destroy(); });
+      m2.open(8);
+      m2.bindSocket(8, side2);
+      app2.end();
+      await pollFor(() => sent2.some((x) => x.type === 'end'));
+      expect(sent2.map((x) => x.type)).toEqual(['end']);
+      expect(m2.has(8)).toBe(true);
+    }
+  });
 
   it('closes the socket when the peer resets the stream, and tells the peer when its socket closes', async () => {
     const sent: StreamMessage[] = [];

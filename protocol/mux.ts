@@ -36,15 +36,30 @@ type Socketish = Duplex & { resetAndDestroy?: () => unknown; destroySoon?: () =>
 export const RELAY_READ_BYTES = 256 * 1024;
 
 /**
+ * The buffer every RelayReader reads into until its socket proves fast (see below): one per
+ * process, made on first use. Reads are synchronous on the one JavaScript thread and each
+ * is copied out in its callback before any other read, so sharing it is safe as long as it
+ * is never handed on.
+ */
+let sharedReadBuffer: Buffer | undefined;
+
+/**
  * Reads a net.Socket for the mux through Node's `onread` (pass `onread` to the socket's
  * constructor, the reader to {@link Mux.bindSocket}): up to RELAY_READ_BYTES per read into
  * a buffer of its own, so a fast source makes a quarter as many frames (and reads, writes
  * and wake-ups on both sides) as with 64 KiB 'data' chunks. A read that fills less than
  * half of the buffer is copied out and the buffer read into again: a small chunk never pins
  * a large buffer while it is kept for a resume.
+ *
+ * A reader starts on the process's shared buffer and gets one of its own only at its first
+ * read that fills half of it (a bulk source). A connection that carries a few small
+ * messages, or none (connect and close), never allocates one: 256 KiB per connect of
+ * memory outside V8's heap made the agent run a full garbage collection every few hundred
+ * connects: a fifth to a third of its busy time per connect (issue 13).
  */
 export class RelayReader {
-  #buffer = Buffer.allocUnsafeSlow(RELAY_READ_BYTES);
+  #buffer: Buffer = (sharedReadBuffer ??= Buffer.allocUnsafeSlow(RELAY_READ_BYTES));
+  #own = false;
   /** Chunks read before the socket was bound (reading stops at the first). */
   #early: Buffer[] = [];
   /** Set by bindSocket: takes a chunk; false stops reading until {@link resume}. */
@@ -56,12 +71,17 @@ export class RelayReader {
     buffer: (): Buffer => this.#buffer,
     callback: (n: number, buf: Uint8Array): boolean => {
       let chunk: Buffer;
-      if (n * 2 >= buf.byteLength) {
+      const large = n * 2 >= buf.byteLength;
+      if (large && this.#own) {
         chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
         this.#buffer = Buffer.allocUnsafeSlow(RELAY_READ_BYTES);
       } else {
         chunk = Buffer.allocUnsafe(n);
         chunk.set(buf.subarray(0, n));
+        if (large) {
+          this.#buffer = Buffer.allocUnsafeSlow(RELAY_READ_BYTES);
+          this.#own = true;
+        }
       }
       const more = this.deliver ? this.deliver(chunk) : (this.#early.push(chunk), false);
       if (!more) this.stopped = true;
@@ -75,6 +95,15 @@ export class RelayReader {
     this.#early = [];
     return early;
   }
+}
+
+/**
+ * Whether a socket whose readable side just ended is destroyed (and emits `close`) right
+ * away: its writable side has finished and it auto-destroys.
+ */
+function closesAtEnd(socket: Socketish): boolean {
+  const state = socket as unknown as { _readableState?: { autoDestroy?: boolean }; _writableState?: { autoDestroy?: boolean } };
+  return socket.writableFinished && state._readableState?.autoDestroy === true && state._writableState?.autoDestroy === true;
 }
 
 interface Endpoint {
@@ -225,7 +254,13 @@ export class Mux {
       if (ep.sendWindow <= 0) socket.pause();
     });
     socket.on('end', () => {
-      if (this.#streams.has(id)) this.#send({ type: 'end', stream: id });
+      if (!this.#streams.has(id)) return;
+      // Its other direction is done too: the socket closes now (auto-destroy), and the
+      // `close` that follows says the end as well. A connection's end and close were two
+      // frames, two writes and two wake-ups of the peer (issue 13); the peer ends its own
+      // socket gracefully on either.
+      if (closesAtEnd(socket)) return;
+      this.#send({ type: 'end', stream: id });
     });
     socket.on('error', () => {
       /* reported through 'close' */

@@ -1,3 +1,4 @@
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { programSocketClaim } from './in-process-agent.js';
@@ -42,6 +43,25 @@ describe('whose socket is at the other end of a loopback connection', () => {
     client.resetAndDestroy();
     await new Promise((r) => setTimeout(r, 20));
     expect(lookupPeerOwner(accepted)).toBeUndefined();
+  });
+
+  it('keeps one netlink socket for its lookups, not a socket made and closed per connect (issue 13)', async () => {
+    /** The inodes of this process's NETLINK_SOCK_DIAG (protocol 4) sockets. */
+    const diagSockets = (): string[] => {
+      const diag = new Set(readFileSync('/proc/net/netlink', 'utf8').trim().split('\n').slice(1)
+        .map((line) => line.trim().split(/\s+/)).filter((f) => f[1] === '4').map((f) => f[9]));
+      return readdirSync('/proc/self/fd').map((fd) => {
+        try { return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1]; } catch { return undefined; }
+      }).filter((ino): ino is string => ino !== undefined && diag.has(ino));
+    };
+    const { accepted, client } = await connection();
+    const claim = programSocketClaim(client);
+    expect(lookupPeerOwner(accepted)).toEqual({ inode: claim.inode, uid: claim.uid });
+    const kept = diagSockets();
+    expect(kept).toHaveLength(1);
+    const second = await connection();
+    expect(lookupPeerOwner(second.accepted)).toEqual({ inode: programSocketClaim(second.client).inode, uid: claim.uid });
+    expect(diagSockets()).toEqual(kept);
   });
 
   it('pairs the claimed socket; a closed one of the same owner on its port; nothing else', () => {

@@ -375,13 +375,26 @@ bool ParseDiagAddr(const std::string& text, int family, __be32 out[4]) {
   return inet_pton(family == 6 ? AF_INET6 : AF_INET, text.c_str(), out) == 1;
 }
 
+// The netlink socket of the lookups below, kept open (one per thread that asks: the
+// JavaScript thread): the proxy asks once per connect, and a socket made and closed for
+// each lookup was two more system calls per connect (issue 13). Dropped after any
+// failure, so a reply left behind by a failed exchange is never read as the next one's.
+thread_local int t_diag_fd = -1;
+thread_local uint32_t t_diag_seq = 0;
+
+void DiagDrop() {
+  if (t_diag_fd >= 0) close(t_diag_fd);
+  t_diag_fd = -1;
+}
+
 // One sock_diag exact lookup (no dump: the kernel finds the socket by its four-tuple):
 // the socket at local (addr, port) connected to remote (addr, port). Returns 1 and fills
 // inode and uid, 0 when there is none (or only a listener there), or -errno.
 int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 remote[4], int remote_port,
                uint32_t* inode, uint32_t* uid) {
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return -errno;
+  if (t_diag_fd < 0) t_diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (t_diag_fd < 0) return -errno;
+  int fd = t_diag_fd;
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 req;
@@ -389,6 +402,7 @@ int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 r
   request.nlh.nlmsg_len = sizeof request;
   request.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
   request.nlh.nlmsg_flags = NLM_F_REQUEST;
+  request.nlh.nlmsg_seq = ++t_diag_seq;
   request.req.sdiag_family = family == 6 ? AF_INET6 : AF_INET;
   request.req.sdiag_protocol = IPPROTO_TCP;
   request.req.idiag_states = ~0u;
@@ -402,16 +416,21 @@ int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 r
   kernel.nl_family = AF_NETLINK;
   if (sendto(fd, &request, sizeof request, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
     int err = errno;
-    close(fd);
+    DiagDrop();
     return -err;
   }
   alignas(nlmsghdr) char buf[8192];
   ssize_t n = recv(fd, buf, sizeof buf, 0);
-  int err = errno;
-  close(fd);
-  if (n < 0) return -err;
+  if (n < 0) {
+    int err = errno;
+    DiagDrop();
+    return -err;
+  }
   auto* h = reinterpret_cast<nlmsghdr*>(buf);
-  if (!NLMSG_OK(h, static_cast<unsigned>(n))) return -EPROTO;
+  if (!NLMSG_OK(h, static_cast<unsigned>(n)) || h->nlmsg_seq != request.nlh.nlmsg_seq) {
+    DiagDrop();
+    return -EPROTO;
+  }
   if (h->nlmsg_type == NLMSG_ERROR) {
     auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
     return e->error == -ENOENT ? 0 : e->error;
