@@ -4,12 +4,12 @@
  * refuse what cannot be intercepted, spawn it, relay signals, and turn its end into
  * tsmirror's exit code.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { TsmError } from '../protocol/errors.js';
-import { launcherPath, supervisorPath } from '../native/index.js';
+import { launcherPath, loadAddon, supervisorPath } from '../native/index.js';
 
 /** tsmirror's own exit codes (the program's own code is passed through otherwise). */
 export const EXIT = {
@@ -246,22 +246,26 @@ export function seccompSupport(): { ok: true } | { ok: false; reason: string } {
  * seccompSupport without blocking: the CLI starts it before connecting to the agent and
  * reads it after (--intercept auto on a dynamically linked program: whether the static
  * and Go programs it runs go under the supervisor). Shares seccompSupport's answer.
+ * The probe starts with the addon's posix_spawn on a thread-pool thread: child_process
+ * would fork the CLI on its JavaScript thread (page tables of ~55 MiB copied) and wait
+ * there for the child's execve, a few ms of every `exec`'s start (more on a busy machine).
  */
 export function seccompSupportAsync(): Promise<{ ok: true } | { ok: false; reason: string }> {
   if (probed) return Promise.resolve(probed);
   let supervisor: string;
+  let addon: ReturnType<typeof loadAddon>;
   try {
     supervisor = supervisorPath();
+    addon = loadAddon();
   } catch (err) {
     return Promise.resolve(probed = { ok: false, reason: (err as Error).message });
   }
-  return new Promise((resolveProbe) => {
-    execFile(supervisor, ['--probe'], { encoding: 'utf8', timeout: 10000 }, (err, stdout) => {
-      const out = stdout.trim();
-      probed ??= !err && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${err?.message ?? 'no answer'})` };
-      resolveProbe(probed);
-    });
-  });
+  return addon.spawnCapture([supervisor, '--probe'], '', 10000).then((r) => {
+    const out = r.stdout.trim();
+    const failure = r.stderr.trim() || (r.signal ? `killed by ${r.signal}` : `exit ${r.code ?? '?'}`);
+    probed ??= r.code === 0 && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${failure})` };
+    return probed;
+  }, (err: unknown) => (probed ??= { ok: false, reason: `the probe failed (${err instanceof Error ? err.message : String(err)})` }));
 }
 
 /**

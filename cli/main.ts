@@ -21,6 +21,9 @@ import { useProjectConfig } from './commands/project-config.js';
 import { registerReplay } from './commands/replay.js';
 import { registerStatus } from './commands/status.js';
 import { registerTargets } from './commands/targets.js';
+import { mark } from './start-trace.js';
+
+mark('bundle loaded (main.js and its imports)');
 
 function buildProgram(): Command {
   const program = new Command('tsmirror')
@@ -50,7 +53,10 @@ function exitCodeFor(err: TsmError): number {
 }
 
 try {
-  await buildProgram().parseAsync(process.argv);
+  const program = buildProgram();
+  mark('commands defined');
+  await program.parseAsync(process.argv);
+  mark('command done');
 } catch (err) {
   const verbose = process.argv.includes('--verbose') || process.argv.includes('-v');
   if (err instanceof TsmError) {
