@@ -202,7 +202,9 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       env.TSMIRROR_SOCK = proxy.socketPath;
       delete env.TSMIRROR_SUPERVISOR;
       delete env.TSMIRROR_CLI_PID;
-      if ((await childSupervision)?.ok === true) {
+      const childSupervisionAnswer = await childSupervision;
+      mark('exec: seccomp probe answered');
+      if (childSupervisionAnswer?.ok === true) {
         env.TSMIRROR_SUPERVISOR = supervisorPath();
         env.TSMIRROR_CLI_PID = String(process.pid); // its signals the supervisor does not relay (main.c)
       }
