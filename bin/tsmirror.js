@@ -7,6 +7,9 @@ import nodeModule from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
+// TSM_TRACE_START (cli/start-trace.ts): when this file started running.
+if (process.env.TSM_TRACE_START) performance.mark('tsmirror: bin/tsmirror.js runs');
+
 // Node 22.1+ can keep V8's compiled code of the modules between runs (about a third of the
 // CLI's start is compiling its JavaScript). Kept in the user's own cache directory, not the
 // shared temporary one another local user could fill first. Node 20 has no such call (its

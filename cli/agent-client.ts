@@ -23,6 +23,7 @@ import {
 import { DEFAULT_PEER_OPTIONS, Peer, type PeerOptions } from '../protocol/peer.js';
 import { zeroMask } from '../protocol/ws-frames.js';
 import { readAgentKey } from '../common/local-agent-key.js';
+import { mark } from './start-trace.js';
 
 type RequestBody<K extends ClientRequest['type']> = Omit<Extract<ClientRequest, { type: K }>, 'id'>;
 
@@ -503,7 +504,9 @@ function checkVersion(m: AgentHello, peer: { close(): void }): void {
 /** Opens a session on the agent at `url`. Fails with a TsmError that says what to do. */
 export async function connectAgent(options: ConnectOptions): Promise<AgentConnection> {
   const timeoutMs = options.timeoutMs ?? 15000;
+  mark('agent: connecting');
   const ws = await openWebSocket(options, options.createConnection, timeoutMs);
+  mark('agent: WebSocket open');
   // A session that can resume gives up on a silent connection within 3 s; one that cannot
   // (env, --reconnect-grace 0) keeps the old 10 s, since giving up ends it.
   const peerOptions = options.peer ?? (options.reconnectGraceMs ? DEFAULT_PEER_OPTIONS : { ...DEFAULT_PEER_OPTIONS, heartbeatTimeoutMs: 10_000 });
@@ -536,6 +539,8 @@ export async function connectAgent(options: ConnectOptions): Promise<AgentConnec
       reject(sessionError ?? options.transportError?.() ?? err ?? new TsmError('TSM_ERR_HANDSHAKE', 'the agent closed the connection during the hello'));
     });
     peer.send(helloMessage(options));
+    mark('agent: hello sent');
   });
+  mark('agent: hello answered');
   return new AgentConnection(peer, hello, options);
 }

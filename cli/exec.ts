@@ -19,6 +19,7 @@ import { parseTarget } from './target.js';
 import { parseIgnorePatterns, runWatching } from './watch.js';
 import type { KubeSessionFlags } from './agent-pod.js';
 import { parseResolvConf } from '../common/resolv-conf.js';
+import { mark } from './start-trace.js';
 
 export interface SessionFlags extends KubeSessionFlags {
   agent?: string;
@@ -165,16 +166,17 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   fileRules({ ...fsOptions, targetless: false }); // refuse bad --fs-* options before connecting
   const incomingOptions = parseIncomingFlags({ ...flags, httpHeader: flags.httpHeader ?? [], portMap: flags.portMap ?? [] });
 
+  mark('exec: program inspected, flags checked');
   const agent = await openSession(flags, { mode: incomingOptions.mode, filtered: incomingOptions.filter !== undefined }, graceMs);
   const reporter = reportReconnects(agent, flags);
   let proxy: SessionProxy | undefined;
   // With --watch, a restarting program keeps its ports: requests wait for it (up to 10 s).
   const incoming = new IncomingManager(agent, { ...incomingOptions, relistenWaitMs: (flags.watch ?? []).length > 0 ? WATCH_RELISTEN_WAIT_MS : 0 }, (line) => progress(flags, line));
   try {
-    const { env: podEnv } = agent.hello.target.pid > 0 ? await agent.request({ type: 'env.get' }) : { env: {} };
-    const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
-    if (agent.hello.target.pid === 0) progress(flags, "targetless session: the network is the agent's own; no incoming traffic, pod files or pod environment");
-    else progress(flags, `imported ${Object.keys(importedFromPod(podEnv, envOptions(flags))).length} environment variables from the pod`);
+    // The pod's environment is asked for while the session proxy starts: one wait for the
+    // agent less before the program runs.
+    const podEnvAnswer = agent.hello.target.pid > 0 ? agent.request({ type: 'env.get' }) : Promise.resolve({ env: {} });
+    podEnvAnswer.catch(() => undefined); // awaited below; the proxy failing to start first must not leave it unhandled
     proxy = await SessionProxy.start(agent, {
       routing,
       localNameservers: localNameservers(),
@@ -183,6 +185,12 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       files: fileRules({ ...fsOptions, targetless: agent.hello.target.pid === 0 || !agent.hello.capabilities.includes('files') }),
       incoming,
     });
+    mark('exec: session proxy listening');
+    const { env: podEnv } = await podEnvAnswer;
+    mark('exec: pod environment received');
+    const env = mergeEnvironment(process.env, podEnv, envOptions(flags));
+    if (agent.hello.target.pid === 0) progress(flags, "targetless session: the network is the agent's own; no incoming traffic, pod files or pod environment");
+    else progress(flags, `imported ${Object.keys(importedFromPod(podEnv, envOptions(flags))).length} environment variables from the pod`);
     agent.on('reestablished', () => void incoming.resubscribe());
     if (supervised) {
       // The supervisor serves the program and every child it starts, dynamically linked
@@ -194,7 +202,9 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
       env.TSMIRROR_SOCK = proxy.socketPath;
       delete env.TSMIRROR_SUPERVISOR;
       delete env.TSMIRROR_CLI_PID;
-      if ((await childSupervision)?.ok === true) {
+      const childSupervisionAnswer = await childSupervision;
+      mark('exec: seccomp probe answered');
+      if (childSupervisionAnswer?.ok === true) {
         env.TSMIRROR_SUPERVISOR = supervisorPath();
         env.TSMIRROR_CLI_PID = String(process.pid); // its signals the supervisor does not relay (main.c)
       }
@@ -219,8 +229,9 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
         onStopped: () => incoming.programStopped(),
         log: (line) => progress(flags, line),
       })
-      : await launch(false).exitCode;
+      : await launchTraced(launch);
     programEnded = true;
+    mark('exec: program ended');
     if (flags.verbose) {
       const s = proxy.stats;
       process.stderr.write(`tsmirror: ${s.tcpConnects} TCP connections (${s.heldConnects} answered before the pod's connect was done) and ${s.udpFlows} UDP flows through the pod, ${s.lookups} lookups (${s.cachedLookups} answered from the session's cache), ${s.dnsFlows} DNS flows answered by the proxy (${s.udpDnsQueries} queries) and ${s.dnsMessages} DNS messages (${s.cachedDnsMessages} of those queries and messages answered from the session's cache), ${s.localPassThrough} local connections, ${s.failures} failures\n`);
@@ -236,8 +247,15 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
     reporter.stop();
     incoming.close();
     await proxy?.close();
+    mark('exec: session proxy closed');
     agent.close();
   }
+}
+
+async function launchTraced(launch: (ownGroup: boolean) => RunningProgram): Promise<number> {
+  const running = launch(false);
+  mark('exec: program spawned');
+  return running.exitCode;
 }
 
 /** One line on the session's connection: resumes, new sessions, bytes sent again, gaps (exec -v). */

@@ -4,12 +4,12 @@
  * refuse what cannot be intercepted, spawn it, relay signals, and turn its end into
  * tsmirror's exit code.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { TsmError } from '../protocol/errors.js';
-import { launcherPath, supervisorPath } from '../native/index.js';
+import { launcherPath, loadAddon, supervisorPath } from '../native/index.js';
 
 /** tsmirror's own exit codes (the program's own code is passed through otherwise). */
 export const EXIT = {
@@ -166,48 +166,60 @@ export function inspectProgram(path: string): ProgramInfo {
   if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || (head[4] !== 1 && head[4] !== 2) || (head[5] !== 1 && head[5] !== 2)) return { path, kind: 'other', setuid, go: false };
   const fd = openSync(path, 'r');
   let elf: ReturnType<typeof inspectElf>;
+  let ioUring = false;
   try {
     elf = inspectElf(fd, st.size, head);
+    if (elf.kind === 'dynamic') ioUring = usesIoUring(fd, Math.min(st.size, IO_URING_SCAN_LIMIT), head, elf.is64, elf.le);
   } finally {
     closeSync(fd);
   }
   if (elf.kind === 'other') return { path, kind: 'other', setuid, go: false };
-  const dynamic = elf.kind === 'dynamic';
-  const ioUring = dynamic && usesIoUring(readHead(path, Math.min(st.size, 64 * 1024 * 1024)), elf.is64, elf.le);
   return { path, kind: elf.kind, setuid, go: elf.go, ...(ioUring ? { ioUring } : {}), ...(elf.is64 ? {} : { elf32: true }) };
 }
 
 const SHT_DYNSYM = 11;
+/** Only what lies in a program's first 64 MiB is looked at for io_uring. */
+const IO_URING_SCAN_LIMIT = 64 * 1024 * 1024;
 
 /**
  * Whether the dynamic symbol names (the .dynsym's string table: imported functions and
  * DT_NEEDED libraries) name liburing or an io_uring_* function. Only what is linked
  * dynamically counts: a program that makes the system call itself (libuv in node) is
- * reported by the shim when it does.
+ * reported by the shim when it does. Reads the section headers and that one string
+ * table where they are (within the first `limit` bytes), not the whole file: `node` is
+ * about 100 MiB.
  */
-function usesIoUring(elf: Buffer, is64: boolean, le: boolean): boolean {
-  const u16 = (o: number): number => (le ? elf.readUInt16LE(o) : elf.readUInt16BE(o));
-  const u32 = (o: number): number => (le ? elf.readUInt32LE(o) : elf.readUInt32BE(o));
-  const word = (o: number): number => (is64 ? Number(le ? elf.readBigUInt64LE(o) : elf.readBigUInt64BE(o)) : u32(o));
+function usesIoUring(fd: number, limit: number, head: Buffer, is64: boolean, le: boolean): boolean {
+  const u16 = (b: Buffer, o: number): number => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (b: Buffer, o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const word = (b: Buffer, o: number): number => (is64 ? Number(le ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o)) : u32(b, o));
   try {
-    const shoff = word(is64 ? 40 : 32);
-    const shentsize = u16(is64 ? 58 : 46);
-    const shnum = u16(is64 ? 60 : 48);
+    const shoff = word(head, is64 ? 40 : 32);
+    const shentsize = u16(head, is64 ? 58 : 46);
+    const shnum = u16(head, is64 ? 60 : 48);
+    if (shentsize < (is64 ? 64 : 40)) return false;
+    const table = readAt(fd, limit, shoff, shnum * shentsize);
+    if (!table) return false;
     const section = (i: number): { type: number; offset: number; size: number; link: number } => {
-      const at = shoff + i * shentsize;
+      const at = i * shentsize;
       return is64
-        ? { type: u32(at + 4), offset: word(at + 24), size: word(at + 32), link: u32(at + 40) }
-        : { type: u32(at + 4), offset: u32(at + 16), size: u32(at + 20), link: u32(at + 24) };
+        ? { type: u32(table, at + 4), offset: word(table, at + 24), size: word(table, at + 32), link: u32(table, at + 40) }
+        : { type: u32(table, at + 4), offset: u32(table, at + 16), size: u32(table, at + 20), link: u32(table, at + 24) };
     };
     for (let i = 0; i < shnum; i++) {
       const s = section(i);
       if (s.type !== SHT_DYNSYM) continue;
+      if (s.link >= shnum) return false;
       const strings = section(s.link);
-      const names = elf.subarray(strings.offset, strings.offset + strings.size).toString('latin1').split('\0');
-      return names.some((n) => n.startsWith('liburing.so') || n.startsWith('io_uring_'));
+      if (strings.offset >= limit) return false;
+      const names = readAt(fd, limit, strings.offset, Math.min(strings.size, limit - strings.offset));
+      if (!names) return false;
+      // A name starting with the prefix: at the table's start or after a NUL (`node`'s table is megabytes: searched, not split).
+      const starts = (prefix: string): boolean => names.indexOf(prefix, 0, 'latin1') === 0 || names.includes(`\0${prefix}`, 0, 'latin1');
+      return starts('liburing.so') || starts('io_uring_');
     }
   } catch {
-    // a truncated or odd ELF file (beyond the 64 MiB read): say nothing
+    // a truncated or odd ELF file: say nothing
   }
   return false;
 }
@@ -246,22 +258,26 @@ export function seccompSupport(): { ok: true } | { ok: false; reason: string } {
  * seccompSupport without blocking: the CLI starts it before connecting to the agent and
  * reads it after (--intercept auto on a dynamically linked program: whether the static
  * and Go programs it runs go under the supervisor). Shares seccompSupport's answer.
+ * The probe starts with the addon's posix_spawn on a thread-pool thread: child_process
+ * would fork the CLI on its JavaScript thread (page tables of ~55 MiB copied) and wait
+ * there for the child's execve, a few ms of every `exec`'s start (more on a busy machine).
  */
 export function seccompSupportAsync(): Promise<{ ok: true } | { ok: false; reason: string }> {
   if (probed) return Promise.resolve(probed);
   let supervisor: string;
+  let addon: ReturnType<typeof loadAddon>;
   try {
     supervisor = supervisorPath();
+    addon = loadAddon();
   } catch (err) {
     return Promise.resolve(probed = { ok: false, reason: (err as Error).message });
   }
-  return new Promise((resolveProbe) => {
-    execFile(supervisor, ['--probe'], { encoding: 'utf8', timeout: 10000 }, (err, stdout) => {
-      const out = stdout.trim();
-      probed ??= !err && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${err?.message ?? 'no answer'})` };
-      resolveProbe(probed);
-    });
-  });
+  return addon.spawnCapture([supervisor, '--probe'], '', 10000).then((r) => {
+    const out = r.stdout.trim();
+    const failure = r.stderr.trim() || (r.signal ? `killed by ${r.signal}` : `exit ${r.code ?? '?'}`);
+    probed ??= r.code === 0 && out === 'ok' ? { ok: true } : { ok: false, reason: out.replace(/^unavailable: /, '') || `the probe failed (${failure})` };
+    return probed;
+  }, (err: unknown) => (probed ??= { ok: false, reason: `the probe failed (${err instanceof Error ? err.message : String(err)})` }));
 }
 
 /**

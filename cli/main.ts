@@ -3,43 +3,37 @@
  * errors caught once here: the message (and its hint) is printed, the stack only with
  * --verbose, and the exit code says what failed. Each command loads what it runs only when
  * it runs, so --help, --version and completion stay quick and `exec` loads no agent,
- * Kubernetes client or config validator it does not use.
+ * Kubernetes client or config validator it does not use, and no other command's
+ * definition.
  */
 import { Command } from 'commander';
 import { packageVersion } from '../native/index.js';
 import { TsmError } from '../protocol/errors.js';
 import { EXIT } from './launch.js';
-import { registerAgent } from './commands/agent.js';
-import { registerCompletion } from './commands/completion.js';
-import { registerConfig } from './commands/config.js';
-import { registerDoctor } from './commands/doctor.js';
-import { registerEnv } from './commands/env.js';
 import { registerExec } from './commands/exec.js';
-import { registerInstall } from './commands/install.js';
-import { registerRecord } from './commands/record.js';
 import { useProjectConfig } from './commands/project-config.js';
-import { registerReplay } from './commands/replay.js';
-import { registerStatus } from './commands/status.js';
-import { registerTargets } from './commands/targets.js';
+import { mark } from './start-trace.js';
 
-function buildProgram(): Command {
+mark('bundle loaded (main.js and its imports)');
+
+/**
+ * The program with all its commands, or, when the command line starts with `exec` (root
+ * options come before the command: positional options), with exec alone: the other
+ * commands' definitions are neither loaded nor built on exec's start. Help, errors and
+ * suggestions for anything else see every command.
+ */
+async function buildProgram(argv: string[]): Promise<Command> {
   const program = new Command('tsmirror')
     .description("Run a local program as if it were inside a Kubernetes pod: its outgoing connections, DNS lookups, files and environment come from the pod, and the pod's incoming traffic is mirrored to it or stolen by it.")
     .version(packageVersion)
     .enablePositionalOptions()
     .showHelpAfterError('(run with --help for usage)');
   const exec = registerExec(program);
-  const env = registerEnv(program);
-  for (const session of [exec, env]) useProjectConfig(session, exec);
-  registerConfig(program, exec);
-  registerCompletion(program);
-  registerAgent(program);
-  registerInstall(program); // and uninstall
-  registerStatus(program);
-  registerDoctor(program);
-  registerTargets(program);
-  registerRecord(program);
-  registerReplay(program);
+  useProjectConfig(exec, exec);
+  if (argv[2] !== 'exec') {
+    const { registerOtherCommands } = await import('./commands/other-commands.js');
+    registerOtherCommands(program, exec);
+  }
   return program;
 }
 
@@ -50,7 +44,10 @@ function exitCodeFor(err: TsmError): number {
 }
 
 try {
-  await buildProgram().parseAsync(process.argv);
+  const program = await buildProgram(process.argv);
+  mark('commands defined');
+  await program.parseAsync(process.argv);
+  mark('command done');
 } catch (err) {
   const verbose = process.argv.includes('--verbose') || process.argv.includes('-v');
   if (err instanceof TsmError) {

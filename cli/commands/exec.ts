@@ -9,6 +9,7 @@ import type { ExecFlags } from '../exec.js';
 import { EXIT } from '../launch.js';
 import { collect, sessionOptions } from './options.js';
 import { configFileOf } from './project-config.js';
+import { mark } from '../start-trace.js';
 
 let showSettingsOnly = false;
 
@@ -76,7 +77,9 @@ ${EXIT.NOT_FOUND} when it was not found.`)
         process.stdout.write(formatSettings(describeSettings(exec), configFileOf(exec)));
         return;
       }
+      mark('exec: parsed, config applied');
       const { runExec } = await import('../exec.js'); // loaded when needed: a fast start for everything else
+      mark('exec: cli/exec.js loaded');
       process.exitCode = await runExec(command, flags);
     });
   return exec;
