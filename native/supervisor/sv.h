@@ -7,7 +7,9 @@
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
  *   net.c       connect, sendto/sendmsg/sendmmsg, recvfrom, getpeername/getsockname
- *   files.c     open/stat/... of pod files
+ *   files.c     pod files: what is kept per memfd, recognising fds, path routing (files.h);
+ *               files_open.c, files_stat.c, files_dirs.c, files_change.c and
+ *               files_writeback.c answer open, stat, getdents64, changes and write mode
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
  *   lazy.c      big pod files filled as the program reads them
  *
@@ -43,7 +45,7 @@
   X(getpeername, sv_getpeername, 1)   \
   X(getsockname, sv_getsockname, 1)
 
-/* files.c; close and the calls that close descriptors are notified only in write mode
+/* files*.c; close and the calls that close descriptors are notified only in write mode
  * (sv_files_notify_writes: a write-mode pod file is written back first) */
 #define SV_FILE_SYSCALLS(X)                                   \
   X(openat, sv_openat, 1)                                     \
