@@ -200,8 +200,11 @@ static int send_frame(int fd, const uint8_t *req, size_t len) {
   return write_all(fd, req, len);
 }
 
+SHIM_HIDDEN void (*channel_wait_hook)(int fd);
+
 static int recv_frame(int fd, uint8_t **resp, size_t *resp_len) {
   uint8_t hdr[4];
+  if (channel_wait_hook) channel_wait_hook(fd);
   if (read_all(fd, hdr, 4) < 0) return -1;
   uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
   if (len == 0 || len > MAX_FRAME) {

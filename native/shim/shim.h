@@ -188,6 +188,10 @@ SHIM_HIDDEN void channel_global_init(void);
 /* Sends one framed request and reads the response body into a malloc'd buffer. */
 SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len);
+/* Called with the channel's fd after a request is sent, before its answer is read: the
+ * seccomp supervisor's worker watches for notifications meanwhile (notify.c); the shim
+ * sets none. */
+SHIM_HIDDEN extern void (*channel_wait_hook)(int fd);
 /* Whether this thread's next waits for an answer end on a signal (EINTR) instead of
  * waiting on; channel_interrupted() says whether the last one did (its channel is then
  * closed). Only for waits that can last and whose call may fail with EINTR: a blocking

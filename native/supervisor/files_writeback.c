@@ -74,7 +74,10 @@ static void drain_locked(void) {
 
 void drain_closes(void) {
   if (atomic_load(&nwatches) == 0) return;
-  pthread_mutex_lock(&watch_lock);
+  if (pthread_mutex_trylock(&watch_lock) != 0) {
+    sv_stop_receiving(); /* the watcher thread is writing back: that may take a while */
+    pthread_mutex_lock(&watch_lock);
+  }
   drain_locked();
   pthread_mutex_unlock(&watch_lock);
 }
