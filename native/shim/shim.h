@@ -71,8 +71,15 @@ struct shim_config {
   char supervisor_path[4096]; /* TSMIRROR_SUPERVISOR: static and Go programs exec'd run under it ("": never) */
   char cli_pid[16];       /* TSMIRROR_CLI_PID (with TSMIRROR_SUPERVISOR): whose signals it does not relay */
   int fd_floor;           /* the shim's own fds live at or above this */
+  pid_t fixed_pid;        /* the seccomp supervisor once it serves: its pid, which no fork
+                           * changes, in a process no program shares descriptors with (the
+                           * channel skips its fork and closed-behind-its-back checks); 0 in
+                           * the shim */
 };
+
 extern SHIM_HIDDEN struct shim_config shim_cfg;
+/* Our pid (the supervisor's, cached; the shim asks each time: a raw clone changes it). */
+static inline pid_t shim_pid(void) { return shim_cfg.fixed_pid ? shim_cfg.fixed_pid : getpid(); }
 
 /* Depth of "inside the shim" on this thread: hooks called while it is non-zero pass
  * straight through, so the shim's own libc calls never re-enter its logic. */

@@ -63,12 +63,17 @@ static int list_dir(const char *abs) {
  * not be writable) and O_APPEND; the original is closed unless `keep`. A write-mode file
  * always gets one: its last close is seen by inotify (below), which the memfd's own open
  * file does not report. Returns the fd or -errno. */
+static int own_fds = -1; /* /proc/self/fd, kept: a reopen then walks one name, not four */
+static pthread_once_t own_fds_once = PTHREAD_ONCE_INIT;
+static void open_own_fds(void) { own_fds = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC); }
+
 static int reopen_as(int memfd, int flags, bool keep) {
   int acc = flags & O_ACCMODE;
   if (acc == O_RDWR && !(flags & O_APPEND) && !keep) return memfd;
+  pthread_once(&own_fds_once, open_own_fds);
   char self[64];
-  snprintf(self, sizeof self, "/proc/self/fd/%d", memfd);
-  int fd = open(self, (acc == O_ACCMODE ? O_RDWR : acc) | (flags & O_APPEND) | O_CLOEXEC);
+  snprintf(self, sizeof self, own_fds >= 0 ? "%d" : "/proc/self/fd/%d", memfd);
+  int fd = openat(own_fds >= 0 ? own_fds : AT_FDCWD, self, (acc == O_ACCMODE ? O_RDWR : acc) | (flags & O_APPEND) | O_CLOEXEC);
   int err = errno;
   if (!keep) close(memfd);
   return fd < 0 ? -err : fd;

@@ -372,6 +372,9 @@ int sv_serve(int listener) {
   SV_FILE_SYSCALLS_LEGACY(RECEIVER_ENTRY)
 #undef RECEIVER_ENTRY
   channel_wait_hook = wait_for_answer;
+  /* The program was forked before this, and nothing forks after: the channels need not
+   * ask our pid, nor check that a program closed them (none shares our descriptors). */
+  shim_cfg.fixed_pid = getpid();
   if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -errno;
   if (sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) * 4) return -ENOTSUP;
   /* Linux 6.6+: the program's thread and the worker hand the CPU to each other directly
