@@ -9,6 +9,9 @@
  *   in a slow call hands its P to another thread, which costs wake-ups of its own);
  * - open+close of a local file (µs): what a notified call that stays local costs the Go
  *   program (the supervisor reads the path, applies the rules, answers CONTINUE).
+ * - how often the supervisor's threads went to sleep per notified call
+ *   (test/e2e/fixtures/seccomp-wakeups.c: their voluntary context switches, a count the
+ *   machine's load does not move, unlike the times above).
  * The Go program is test/e2e/fixtures/go-files, built here with Debian's Go.
  */
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,8 +53,9 @@ async function main(): Promise<void> {
     const cSource = join(repoRoot, 'test/e2e/fixtures/files-bench.c');
     const cStatic = join(work, 'files-bench-static');
     const cDynamic = join(work, 'files-bench');
-    for (const [out, extra] of [[cStatic, ['-static']], [cDynamic, []]] as const) {
-      const cc = await run('gcc', [...extra, '-O2', '-Wall', '-o', out, cSource]);
+    const wakeups = join(work, 'seccomp-wakeups');
+    for (const [out, extra, source] of [[cStatic, ['-static'], cSource], [cDynamic, [], cSource], [wakeups, ['-static'], join(repoRoot, 'test/e2e/fixtures/seccomp-wakeups.c')]] as const) {
+      const cc = await run('gcc', [...extra, '-O2', '-Wall', '-o', out, source]);
       if (cc.code !== 0) throw new Error(`gcc failed: ${cc.stderr}`);
     }
     const pod = await harness.addPod({ name: 'files', namespace: 'default', command: ['sleep', 'infinity'] });
@@ -70,6 +74,8 @@ async function main(): Promise<void> {
     const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
     const cSeccomp = figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
     const cPreload = figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
+    const sleeps = probeFigures<Record<'local_sleeps_per_call' | 'pod_sleeps_per_open', number>>('the supervisor\'s sleeps',
+      await tsmExec(agent.url, target, [wakeups, LOCAL_FILE, '/data/small.bin', '2000'], ['--intercept', 'seccomp'], opts));
 
     const row = (label: string, key: keyof Figures): string =>
       `${label.padEnd(34)} ${[goPod, goSeccomp, pyPod, pyPreload, cPod, cSeccomp, cPreload].map((f) => f[key].toFixed(1).padStart(9)).join(' ')}\n`;
@@ -79,6 +85,7 @@ async function main(): Promise<void> {
     const notified = goSeccomp.open_close_local_us - goPod.open_close_local_us;
     process.stdout.write(`a notified call that stays local costs ${notified.toFixed(1)} µs more under seccomp (open and close: only open is notified)\n`);
     const overPreload = cSeccomp.open_read_close_4k_us - cPreload.open_read_close_4k_us;
+    process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
     process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
   } finally {
     await agent.stop();

@@ -135,7 +135,7 @@ static int open_channel(struct channel *ch) {
     return -1;
   }
   ch->fd = s;
-  ch->pid = getpid();
+  ch->pid = shim_pid();
   ch->dev = st.st_dev;
   ch->ino = st.st_ino;
   return 0;
@@ -144,6 +144,7 @@ static int open_channel(struct channel *ch) {
 static struct channel *ready_channel(void) {
   struct channel *ch = this_thread();
   if (!ch) return NULL;
+  if (ch->fd >= 0 && shim_cfg.fixed_pid) return ch; /* the supervisor's own, intact */
   if (ch->fd >= 0 && ch->pid != getpid()) {
     /* Inherited through a fork that skipped the atfork handlers (clone, _Fork): the
      * connection is the parent's; drop our reference to it. */
@@ -200,17 +201,34 @@ static int send_frame(int fd, const uint8_t *req, size_t len) {
   return write_all(fd, req, len);
 }
 
+SHIM_HIDDEN void (*channel_wait_hook)(int fd);
+
+/* Reads the answer: one receive for a small one (header and body arrive in one write). The
+ * proxy answers each request once, in order, so nothing may follow it: more is a protocol
+ * error, and the channel is dropped rather than misread. */
 static int recv_frame(int fd, uint8_t **resp, size_t *resp_len) {
-  uint8_t hdr[4];
-  if (read_all(fd, hdr, 4) < 0) return -1;
-  uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-  if (len == 0 || len > MAX_FRAME) {
-    shim_log("bad frame length %u from the session proxy; dropping the channel", len);
+  uint8_t first[1024];
+  if (channel_wait_hook) channel_wait_hook(fd);
+  size_t got = 0;
+  while (got < 4) {
+    ssize_t r = recv(fd, first + got, sizeof first - got, 0);
+    if (r < 0 && errno == EINTR) {
+      if (!wait_interruptible) continue;
+      wait_interrupted = true;
+      return -1;
+    }
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  uint32_t len = (uint32_t)first[0] << 24 | (uint32_t)first[1] << 16 | (uint32_t)first[2] << 8 | first[3];
+  if (len == 0 || len > MAX_FRAME || got > 4 + (size_t)len) {
+    shim_log("bad frame (length %u, %zu bytes received) from the session proxy; dropping the channel", len, got);
     return -1;
   }
   uint8_t *body = malloc(len);
   if (!body) return -1;
-  if (read_all(fd, body, len) < 0) {
+  memcpy(body, first + 4, got - 4);
+  if (read_all(fd, body + (got - 4), len - (got - 4)) < 0) {
     free(body);
     return -1;
   }

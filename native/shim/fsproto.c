@@ -64,7 +64,7 @@ SHIM_HIDDEN int fsproto_open(const char *path, int flags, int mode, int memfd, b
   mp_write_kv_str(&w, WIRE_KEY_PATH, path);
   mp_write_kv_int(&w, WIRE_KEY_FLAGS, flags);
   mp_write_kv_int(&w, WIRE_KEY_MODE, mode);
-  mp_write_kv_int(&w, WIRE_KEY_PID, getpid());
+  mp_write_kv_int(&w, WIRE_KEY_PID, shim_pid());
   mp_write_kv_int(&w, WIRE_KEY_FD, memfd);
   mp_write_kv_bool(&w, WIRE_KEY_EAGER, eager);
   return call(&w, WIRE_OP_FS_OPEN, out);
@@ -146,7 +146,7 @@ SHIM_HIDDEN int fsproto_readdir(const char *path, int memfd, struct fs_reply *ou
   WRITER(w, 4200);
   request(&w, 4, WIRE_OP_FS_READDIR);
   mp_write_kv_str(&w, WIRE_KEY_PATH, path);
-  mp_write_kv_int(&w, WIRE_KEY_PID, getpid());
+  mp_write_kv_int(&w, WIRE_KEY_PID, shim_pid());
   mp_write_kv_int(&w, WIRE_KEY_FD, memfd);
   return call(&w, WIRE_OP_FS_READDIR, out);
 }

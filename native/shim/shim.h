@@ -71,8 +71,15 @@ struct shim_config {
   char supervisor_path[4096]; /* TSMIRROR_SUPERVISOR: static and Go programs exec'd run under it ("": never) */
   char cli_pid[16];       /* TSMIRROR_CLI_PID (with TSMIRROR_SUPERVISOR): whose signals it does not relay */
   int fd_floor;           /* the shim's own fds live at or above this */
+  pid_t fixed_pid;        /* the seccomp supervisor once it serves: its pid, which no fork
+                           * changes, in a process no program shares descriptors with (the
+                           * channel skips its fork and closed-behind-its-back checks); 0 in
+                           * the shim */
 };
+
 extern SHIM_HIDDEN struct shim_config shim_cfg;
+/* Our pid (the supervisor's, cached; the shim asks each time: a raw clone changes it). */
+static inline pid_t shim_pid(void) { return shim_cfg.fixed_pid ? shim_cfg.fixed_pid : getpid(); }
 
 /* Depth of "inside the shim" on this thread: hooks called while it is non-zero pass
  * straight through, so the shim's own libc calls never re-enter its logic. */
@@ -193,6 +200,10 @@ SHIM_HIDDEN void channel_global_init(void);
 /* Sends one framed request and reads the response body into a malloc'd buffer. */
 SHIM_HIDDEN int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 SHIM_HIDDEN int channel_notify(const uint8_t *req, size_t len);
+/* Called with the channel's fd after a request is sent, before its answer is read: the
+ * seccomp supervisor's worker watches for notifications meanwhile (notify.c); the shim
+ * sets none. */
+SHIM_HIDDEN extern void (*channel_wait_hook)(int fd);
 /* Whether this thread's next waits for an answer end on a signal (EINTR) instead of
  * waiting on; channel_interrupted() says whether the last one did (its channel is then
  * closed). Only for waits that can last and whose call may fail with EINTR: a blocking

@@ -1,9 +1,16 @@
 /*
- * Receiving and answering notifications. Worker threads each wait in NOTIF_RECV on the
- * one listener (the kernel hands each notification to one waiter); when the last idle
- * worker takes a call it starts another first, so one slow call (a blocking connect
- * waiting for the pod) never stalls the others. Each worker keeps its own channel to the
- * session proxy (the shim's channel.c is per thread).
+ * Receiving and answering notifications. One worker thread at a time, the receiver, waits
+ * in NOTIF_RECV on the one listener: the kernel (6.6+) wakes every thread waiting there
+ * for each notification, one of which takes it while the others go back to sleep, and
+ * with two or three idle workers those wasted wake-ups were most of what a notified call
+ * that stays local cost. The receiver answers the call it took and receives again. It
+ * hands the receiving over (to a standby worker, or a new one) before it may wait: before
+ * a handler of net.c or listen.c (blocking connects, accepts, receives) and a lazy fill,
+ * and, in the files' handlers (which wait for nothing but the proxy and the program's
+ * thread), as soon as another notification comes while it waits for the proxy's answer
+ * (channel_wait_hook). So one slow call (a blocking connect waiting for the pod) never
+ * stalls the others. Each worker keeps its own channel to the session proxy (the shim's
+ * channel.c is per thread).
  *
  * Every notification gets exactly one answer: handlers answer through sv_continue /
  * sv_return / sv_fail / sv_addfd_send, and the dispatcher answers CONTINUE for a handler
@@ -36,7 +43,7 @@ bool sv_have_addfd_send = true;
 
 static int listener_fd = -1;
 static struct seccomp_notif_sizes sizes;
-static atomic_int idle_workers, all_workers;
+static atomic_int all_workers;
 
 static const struct {
   int nr;
@@ -52,6 +59,9 @@ static const struct {
 static sv_handler by_nr[SV_MAX_NR];
 /* SV_LAZY_SYSCALLS: 1 + the descriptor argument's index (0: not one of them). */
 static unsigned char lazy_arg[SV_MAX_NR];
+/* SV_FILE_SYSCALLS: handlers the receiver runs itself (they wait only for the proxy, whose
+ * wait hands the receiving over when another call comes, and the program's thread). */
+static bool by_receiver[SV_MAX_NR];
 
 void sv_error(const char *fmt, ...) {
   char line[1024];
@@ -221,9 +231,63 @@ int sv_getfd(struct sv_call *call, int fd) {
   return dup < 0 ? -errno : dup;
 }
 
+static void start_worker(void);
+
+/* ---- the receiver role (above): one worker in NOTIF_RECV, the others standing by ---- */
+
+static pthread_mutex_t role_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t role_free = PTHREAD_COND_INITIALIZER;
+static bool role_taken;
+static int standby_workers;
+static __thread bool receiving; /* this worker holds the role */
+
+static void take_role(void) {
+  pthread_mutex_lock(&role_lock);
+  while (role_taken) {
+    standby_workers++;
+    pthread_cond_wait(&role_free, &role_lock);
+    standby_workers--;
+  }
+  role_taken = true;
+  pthread_mutex_unlock(&role_lock);
+  receiving = true;
+}
+
+/* Lets go of the role: a standby worker takes it, or (`replace`, none standing by) a new one. */
+static void give_up_role(bool replace) {
+  if (!receiving) return;
+  receiving = false;
+  pthread_mutex_lock(&role_lock);
+  role_taken = false;
+  bool standby = standby_workers > 0;
+  if (standby) pthread_cond_signal(&role_free);
+  pthread_mutex_unlock(&role_lock);
+  if (!standby && replace) start_worker();
+}
+
+void sv_stop_receiving(void) { give_up_role(true); }
+
+/* channel_wait_hook: the receiver waits for the proxy's answer on `fd`, or for another
+ * notification, whichever comes first; on a notification it hands the receiving over (the
+ * answer is then read by a plain blocking receive). */
+static void wait_for_answer(int fd) {
+  if (!receiving) return;
+  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = listener_fd, .events = POLLIN}};
+  for (;;) {
+    int n = poll(p, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || p[0].revents) return; /* the answer (or a failure the receive reports) */
+    if (p[1].revents) {
+      give_up_role(true);
+      return;
+    }
+  }
+}
+
 static void dispatch(struct sv_call *call) {
   int nr = call->req->data.nr;
   bool known = nr >= 0 && nr < SV_MAX_NR;
+  if (known && (lazy_arg[nr] || (by_nr[nr] && !by_receiver[nr]))) give_up_role(true);
   if (known && lazy_arg[nr]) sv_lazy_before(call, lazy_arg[nr] - 1);
   sv_handler handler = known && !call->answered ? by_nr[nr] : NULL;
   if (handler) handler(call);
@@ -244,11 +308,7 @@ static void start_worker(void) {
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 256 * 1024);
   pthread_t t;
-  atomic_fetch_add(&idle_workers, 1);
-  if (pthread_create(&t, &attr, worker, NULL) != 0) {
-    atomic_fetch_sub(&idle_workers, 1);
-    atomic_fetch_sub(&all_workers, 1);
-  }
+  if (pthread_create(&t, &attr, worker, NULL) != 0) atomic_fetch_sub(&all_workers, 1);
   pthread_attr_destroy(&attr);
 }
 
@@ -269,11 +329,11 @@ static void *worker(void *arg) {
   struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
   size_t req_size = sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req;
   if (!req) {
-    atomic_fetch_sub(&idle_workers, 1);
     atomic_fetch_sub(&all_workers, 1);
     return NULL;
   }
   for (;;) {
+    if (!receiving) take_role();
     memset(req, 0, req_size);
     if (ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
       if (errno == EINTR) continue;
@@ -287,14 +347,12 @@ static void *worker(void *arg) {
       shim_log("NOTIF_RECV failed: %s; worker ends", strerror(errno));
       break;
     }
-    /* The last idle worker took this call: start another before a slow handler runs. */
-    if (atomic_fetch_sub(&idle_workers, 1) == 1) start_worker();
     struct sv_call call = {.req = req, .listener = listener_fd, .answered = false, .pidfd = -1};
     dispatch(&call);
-    atomic_fetch_add(&idle_workers, 1);
   }
+  /* No call will come (or NOTIF_RECV is broken): the workers standing by end the same way. */
+  give_up_role(false);
   forget_cached_pidfd();
-  atomic_fetch_sub(&idle_workers, 1);
   atomic_fetch_sub(&all_workers, 1);
   free(req);
   return NULL;
@@ -308,6 +366,15 @@ int sv_serve(int listener) {
   if (__NR_##name < SV_MAX_NR) lazy_arg[__NR_##name] = (unsigned char)(fd_arg + 1);
   SV_LAZY_SYSCALLS(LAZY_ENTRY)
 #undef LAZY_ENTRY
+#define RECEIVER_ENTRY(name, handler, notified) \
+  if (__NR_##name < SV_MAX_NR) by_receiver[__NR_##name] = true;
+  SV_FILE_SYSCALLS(RECEIVER_ENTRY)
+  SV_FILE_SYSCALLS_LEGACY(RECEIVER_ENTRY)
+#undef RECEIVER_ENTRY
+  channel_wait_hook = wait_for_answer;
+  /* The program was forked before this, and nothing forks after: the channels need not
+   * ask our pid, nor check that a program closed them (none shares our descriptors). */
+  shim_cfg.fixed_pid = getpid();
   if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -errno;
   if (sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) * 4) return -ENOTSUP;
   /* Linux 6.6+: the program's thread and the worker hand the CPU to each other directly
@@ -316,7 +383,6 @@ int sv_serve(int listener) {
    * Older kernels refuse the ioctl; the wake-ups are then ordinary ones. */
   if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (uint64_t)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) < 0)
     shim_log("synchronous wake-ups unavailable (Linux 6.6+): %s", strerror(errno));
-  start_worker();
   start_worker();
   return 0;
 }

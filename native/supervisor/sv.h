@@ -11,7 +11,9 @@
  *   udp.c       sendto/sendmsg/sendmmsg of datagrams with a destination
  *   udprecv.c   recvfrom/recvmsg/recvmmsg: the sources of relayed datagrams
  *   udpwindow.c socket() of UDP: sockets at numbers the filter tests; their dups
- *   files.c     open/stat/... of pod files
+ *   files.c     pod files: what is kept per memfd, recognising fds, path routing (files.h);
+ *               files_open.c, files_stat.c, files_dirs.c, files_change.c and
+ *               files_writeback.c answer open, stat, getdents64, changes and write mode
  *   listen.c    bind/listen/accept/accept4 (incoming traffic)
  *   lazy.c      big pod files filled as the program reads them
  *
@@ -56,7 +58,7 @@
   X(dup, sv_udp_dup, 0)               \
   X(fcntl, sv_udp_dup, 0)
 
-/* files.c; close and the calls that close descriptors are notified only in write mode
+/* files*.c; close and the calls that close descriptors are notified only in write mode
  * (sv_files_notify_writes: a write-mode pod file is written back first) */
 #define SV_FILE_SYSCALLS(X)                                   \
   X(openat, sv_openat, 1)                                     \
@@ -214,6 +216,10 @@ ssize_t sv_read_string(struct sv_call *call, uint64_t addr, char *buf, size_t ca
 int sv_getfd(struct sv_call *call, int fd);
 /* The calling thread's pidfd (the worker keeps the last one for the thread's next call); -errno. */
 int sv_pidfd(struct sv_call *call);
+
+/* Before a handler run by the receiving worker (SV_FILE_SYSCALLS) waits for anything but
+ * the proxy's answer or the program's thread: another worker receives the next calls. */
+void sv_stop_receiving(void);
 
 /* Kernel features found at start (notify.c). */
 extern bool sv_have_addfd_send;
