@@ -45,6 +45,20 @@ static void podfile_stat(const struct podfile *f, const struct stat *own, struct
   }
 }
 
+/* Writes `st` (as a struct stat, or a statx of `mask`) to the program's `buf`, and answers. */
+static void answer_stat(struct sv_call *call, const struct stat *st, uint64_t buf, bool want_statx, unsigned mask) {
+  int rc;
+  if (want_statx) {
+    struct statx x;
+    statx_fill(st, mask, &x);
+    rc = sv_write(call, buf, &x, sizeof x);
+  } else {
+    rc = sv_write(call, buf, st, sizeof *st);
+  }
+  if (rc < 0) sv_fail(call, EFAULT);
+  else sv_return(call, 0);
+}
+
 /* Answers a stat of descriptor `fd` if it is ours; false: not ours (nothing answered). */
 static bool answer_fd_stat(struct sv_call *call, int fd, uint64_t buf, bool want_statx, unsigned mask) {
   struct podfile f;
@@ -55,16 +69,7 @@ static bool answer_fd_stat(struct sv_call *call, int fd, uint64_t buf, bool want
     return true;
   }
   podfile_stat(&f, &own, &st);
-  int rc;
-  if (want_statx) {
-    struct statx x;
-    statx_fill(&st, mask, &x);
-    rc = sv_write(call, buf, &x, sizeof x);
-  } else {
-    rc = sv_write(call, buf, &st, sizeof st);
-  }
-  if (rc < 0) sv_fail(call, EFAULT);
-  else sv_return(call, 0);
+  answer_stat(call, &st, buf, want_statx, mask);
   return true;
 }
 
@@ -79,16 +84,7 @@ static void answer_path_stat(struct sv_call *call, const char *abs, bool follow,
   }
   struct stat st;
   rstat_to_stat(&rep.st, &st);
-  int rc;
-  if (want_statx) {
-    struct statx x;
-    statx_fill(&st, mask, &x);
-    rc = sv_write(call, buf, &x, sizeof x);
-  } else {
-    rc = sv_write(call, buf, &st, sizeof st);
-  }
-  if (rc < 0) sv_fail(call, EFAULT);
-  else sv_return(call, 0);
+  answer_stat(call, &st, buf, want_statx, mask);
 }
 
 void sv_fstat(struct sv_call *call) {
