@@ -24,7 +24,7 @@
  * 64 KiB chunks (2 KiB per GiB). It is forgotten at the last close of the program's open
  * file, seen with inotify as for write-mode files (files.c), which also sends fs.release.
  */
-#include "sv.h"
+#include "files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -85,6 +85,8 @@ struct lazyfile {
 static pthread_mutex_t lazy_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lazyfile *files;
 static _Atomic int nfiles;
+/* Set once a pod directory's listing was placed in the window (sv_lazy_install_dir). */
+static _Atomic bool dirs_placed;
 /* One install at a time: two threads of one process must not pick the same free number. */
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -245,6 +247,40 @@ int sv_lazy_install(struct sv_call *call, int fd, bool cloexec) {
   return r;
 }
 
+int sv_lazy_install_dir(struct sv_call *call, int fd, bool cloexec) {
+  int at = sv_lazy_install(call, fd, cloexec);
+  if (at >= 0) atomic_store(&dirs_placed, true);
+  return at;
+}
+
+/* A call on a descriptor in the window that is no lazily filled file: if it is a pod
+ * directory's listing, the kernel's answer for a directory (read: EISDIR; sendfile and
+ * splice: EINVAL; copy_file_range: EISDIR; mmap: ENODEV), not the listing's bytes. */
+static void before_dir_call(struct sv_call *call, int fd) {
+  int err;
+  switch (call->req->data.nr) {
+    case __NR_read:
+    case __NR_readv:
+    case __NR_pread64:
+    case __NR_preadv:
+    case __NR_preadv2:
+    case __NR_copy_file_range:
+      err = EISDIR;
+      break;
+    case __NR_sendfile:
+    case __NR_splice:
+      err = EINVAL;
+      break;
+    case __NR_mmap:
+      err = ENODEV;
+      break;
+    default:
+      return;
+  }
+  struct podfile pf;
+  if (atomic_load(&dirs_placed) && podfile_recognise(call, fd, &pf, NULL, 0, NULL) && pf.dir) sv_fail(call, err);
+}
+
 /* Sum of the lengths of the program's iovec array, or -1 (unknown: fill to the end). */
 static int64_t iov_total(struct sv_call *call, uint64_t addr, uint64_t count) {
   if (count == 0) return 0;
@@ -278,7 +314,7 @@ static int64_t position(struct sv_call *call, int fd) {
 void sv_lazy_before(struct sv_call *call, int arg) {
   const __u64 *a = call->req->data.args;
   int fd = (int)(uint32_t)a[arg];
-  if (!in_window(fd) || atomic_load(&nfiles) == 0) return;
+  if (!in_window(fd) || (atomic_load(&nfiles) == 0 && !atomic_load(&dirs_placed))) return;
   int nr = call->req->data.nr;
   if (nr == __NR_fcntl && (int)a[1] != F_DUPFD && (int)a[1] != F_DUPFD_CLOEXEC) return;
   if (nr == __NR_mmap && ((int)a[3] & MAP_ANONYMOUS)) return;
@@ -287,7 +323,10 @@ void sv_lazy_before(struct sv_call *call, int arg) {
   struct stat st;
   if (stat(link, &st) != 0 || !S_ISREG(st.st_mode)) return;
   struct lazyfile *f = find(st.st_dev, st.st_ino);
-  if (!f) return;
+  if (!f) {
+    before_dir_call(call, fd);
+    return;
+  }
   if (atomic_load(&f->missing) == 0) {
     unref(f);
     return;

@@ -166,6 +166,9 @@ bool sv_lazy_track(int fd, int64_t handle, int64_t size);
 /* Installs `fd` in the calling process at a free number of the window (ADDFD with SETFD),
  * without answering; the number, or -errno (no window, none free, over the process's limit). */
 int sv_lazy_install(struct sv_call *call, int fd, bool cloexec);
+/* A pod directory's listing placed the same way, so that a read() of it is seen and
+ * answered EISDIR (a getdents64 is answered wherever it sits). */
+int sv_lazy_install_dir(struct sv_call *call, int fd, bool cloexec);
 /* Fills the whole of the lazily filled file `fd` (the supervisor's descriptor; `handle`
  * and `size` from the open, for one not tracked); 0 or an errno. */
 int sv_lazy_fill_all(int fd, int64_t handle, int64_t size);

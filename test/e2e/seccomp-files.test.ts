@@ -245,6 +245,20 @@ describe('seccomp files: busybox-static', () => {
     expect(r.stdout).toBe(`${CONFIG.length} 640 ${MTIME} regular file\n`);
   });
 
+  it('cat of a pod directory fails as it does in the pod (EISDIR), not with listing bytes', async () => {
+    const inPod = await harness.exec(pod, [BUSYBOX, 'cat', '/data/sub']);
+    expect(inPod.stderr).toMatch(/Is a directory/);
+    const r = await exec([BUSYBOX, 'cat', '/data/sub']);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({ code: inPod.code, stdout: '', stderr: inPod.stderr });
+    // A read of a directory opened with O_DIRECTORY by python's os module: the same errno.
+    const py = `import os\nfd = os.open('/data/sub', os.O_RDONLY | os.O_DIRECTORY)\ntry:\n  os.read(fd, 100)\nexcept OSError as e:\n  print(e.errno)\nprint(sorted(os.listdir(fd)))`;
+    const inPodPy = await harness.exec(pod, ['/usr/bin/python3', '-c', py]);
+    const viaSeccomp = await exec(['/usr/bin/python3', '-c', py]);
+    expect(viaSeccomp.stderr).toBe('');
+    expect(viaSeccomp.stdout).toBe(inPodPy.stdout);
+    expect(inPodPy.stdout).toBe("21\n['inner.txt']\n");
+  });
+
   it("a symlink escape does not reach this machine's files", async () => {
     for (const path of ['/data/escape-abs', '/data/escape-rel']) {
       const r = await exec([BUSYBOX, 'cat', path]);
