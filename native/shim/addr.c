@@ -4,6 +4,9 @@
  */
 #include "shim.h"
 
+#include <fcntl.h>
+#include <sys/time.h>
+
 #include <string.h>
 
 SHIM_HIDDEN bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out,
@@ -67,6 +70,17 @@ SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, vo
                                     socklen_t cap, socklen_t *len) {
   if (addr && cap) memcpy(addr, a, alen < cap ? alen : cap);
   if (len) *len = alen;
+}
+
+SHIM_HIDDEN int shim_connect_timeout_ms(int fd, int status_flags) {
+  if (status_flags < 0) return 0;
+  if (status_flags & O_NONBLOCK) return -1;
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
+  long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  if (ms <= 0 && tv.tv_usec > 0) ms = 1;
+  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
 SHIM_HIDDEN int shim_sock_type(int fd) {

@@ -54,18 +54,6 @@ SHIM_EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len, 
 
 /* ---- connect ---- */
 
-/* What proto_connect takes: -1 for a non-blocking socket, else SO_SNDTIMEO in ms (0: none). */
-static int connect_timeout_ms(int fd) {
-  int fl = REAL(fcntl)(fd, F_GETFL);
-  if (fl < 0) return 0;
-  if (fl & O_NONBLOCK) return -1;
-  struct timeval tv;
-  socklen_t len = sizeof tv;
-  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
-  long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-  if (ms <= 0 && tv.tv_usec > 0) ms = 1;
-  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
-}
 
 /* Returns the connect() result; errno is set for the program. */
 SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
@@ -89,7 +77,7 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
 
   struct connect_reply reply;
-  int timeout_ms = udp ? 0 : connect_timeout_ms(fd);
+  int timeout_ms = udp ? 0 : shim_connect_timeout_ms(fd, REAL(fcntl)(fd, F_GETFL));
   /* A blocking connect may wait for the pod as long as its kernel tries: a signal whose
    * handler has no SA_RESTART interrupts it, as it would the real connect. */
   channel_interruptible(!udp && timeout_ms >= 0);

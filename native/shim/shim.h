@@ -332,6 +332,10 @@ SHIM_HIDDEN bool shim_addr_for_domain(const union shim_addr *a, int domain, unio
 SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, void *addr,
                                     socklen_t cap, socklen_t *len);
 SHIM_HIDDEN int shim_sock_type(int fd);
+/* What proto_connect takes for socket `fd` whose F_GETFL flags are `status_flags` (the
+ * caller reads them: the shim through REAL(fcntl)): -1 for a non-blocking socket, else
+ * SO_SNDTIMEO in ms (0: none, or unknown). */
+SHIM_HIDDEN int shim_connect_timeout_ms(int fd, int status_flags);
 /* connect()'s logic for an inet stream/datagram socket, inside SHIM_ENTER. */
 SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t len, int type,
                                   int saved_errno);

@@ -27,18 +27,6 @@ static uint16_t port_of(const union shim_addr *a) {
 
 /* ---- connect ---- */
 
-/* What proto_connect takes: -1 for a non-blocking socket, else SO_SNDTIMEO in ms (0: none). */
-static int connect_timeout_ms(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) return 0;
-  if (fl & O_NONBLOCK) return -1;
-  struct timeval tv;
-  socklen_t len = sizeof tv;
-  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) < 0) return 0;
-  long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-  if (ms <= 0 && tv.tv_usec > 0) ms = 1;
-  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
-}
 
 
 static void connect_socket(struct sv_call *call, int dup, const union shim_addr *dest, int family) {
@@ -60,7 +48,7 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
     return r == 0 ? sv_return(call, 0) : sv_fail(call, errno);
   }
 
-  int timeout_ms = udp ? 0 : connect_timeout_ms(dup);
+  int timeout_ms = udp ? 0 : shim_connect_timeout_ms(dup, fcntl(dup, F_GETFL));
   struct connect_reply reply;
   if (proto_connect(udp, dest, timeout_ms, &reply) < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
