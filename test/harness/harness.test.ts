@@ -217,6 +217,24 @@ describe('local node harness: lifecycle and cleanup', () => {
     }
   }, 20_000);
 
+  it("a pod's mounts are in place when addPod returns (40 pods, each used at once)", async () => {
+    // addPod used to take an empty /proc/<pid>/environ, read while the init was in its
+    // execve, for the command having started: a command run in the pod at once then found
+    // no /data (3 of 40 here), and a pod whose command does not exist could resolve.
+    const h = await Harness.create({ name: 'mounts-ready' });
+    try {
+      const missing: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const pod = await h.addPod({ name: `p${i}`, command: ['sleep', 'infinity'], files: { '/data/x': 'x' } });
+        if ((await h.exec(pod, ['cat', '/data/x'])).stdout !== 'x') missing.push(i);
+        await h.removePod(pod);
+      }
+      expect(missing).toEqual([]);
+    } finally {
+      await h.destroy();
+    }
+  }, 120_000);
+
   it('reports a pod that fails to start, with its stderr, and cleans it up', async () => {
     const h = await Harness.create({ name: 'bad-pod' });
     try {

@@ -702,10 +702,15 @@ export class Harness {
       return kids ? Number(kids.split(/\s+/)[0]) : undefined;
     });
     // The command runs once the init's marker variable is gone from /proc/<pid>/environ.
+    // Read while the process is in an execve (the first: unshare's child becoming the init
+    // shell, before any mount), environ and cmdline can come back empty: the command's
+    // argv never is, and the init's names its script.
     await waitFor('the pod command to start', timeoutMs, () => {
       if (exited()) throw new Error(`pod exited (${child.exitCode ?? child.signalCode})`);
       const e = readOrUndefined(`/proc/${pid}/environ`);
-      return e !== undefined && !e.includes(`TSM_HARNESS_INIT=${marker}`) ? true : undefined;
+      const argv = readOrUndefined(`/proc/${pid}/cmdline`);
+      const started = e !== undefined && !e.includes(`TSM_HARNESS_INIT=${marker}`) && !!argv && !argv.includes(scriptPath);
+      return started ? true : undefined;
     });
     if (spec.readyPort !== undefined) {
       const port = spec.readyPort;
