@@ -6,7 +6,7 @@
  * bind(): an AF_INET/AF_INET6 stream socket is bound by the supervisor itself, on its
  * duplicate of the program's socket (pidfd_getfd), with the address it read once from the
  * program's memory. If the port is taken on this machine the bind is deferred: listen()
- * binds a free port of the same address instead, connect() (net.c) tries the asked port
+ * binds a free port of the same address instead, connect() (connect.c) tries the asked port
  * again; getsockname() keeps reporting the asked address.
  * listen(): the supervisor listens on the duplicate, then tells the proxy (op `listen`),
  * which subscribes the pod's port before the program's listen() returns; a refusal fails
@@ -21,7 +21,7 @@
  * connection accepted for a call that can no longer take it (its thread died, the
  * program is out of descriptors) is kept for the listener's next accept, never dropped.
  * Accepts on any other socket continue in the kernel untouched.
- * getpeername()/getsockname() (net.c asks sv_incoming_name first):
+ * getpeername()/getsockname() (connect.c asks sv_incoming_name first):
  * a relayed connection reports the pod client and the pod address it reached; a listener
  * bound elsewhere reports the port it asked for.
  *
@@ -534,7 +534,7 @@ static void accept_common(struct sv_call *call, int flags) {
 void sv_accept(struct sv_call *call) { accept_common(call, 0); }
 void sv_accept4(struct sv_call *call) { accept_common(call, (int)call->req->data.args[3]); }
 
-/* ---- getpeername, getsockname (asked by net.c) ---- */
+/* ---- getpeername, getsockname (asked by connect.c) ---- */
 
 /* What getpeername (peer) / getsockname report for the socket dup, if listen.c knows it. */
 static bool incoming_addr(int dup, bool peer, union shim_addr *out, socklen_t *len) {
