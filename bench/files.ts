@@ -35,6 +35,7 @@ assert len(names) == 10000, len(names)
 print(json.dumps({'open_read_close_4k_us': small_us, 'seq_1gib_mb_s': (1 << 30) / 1e6 / seq_s,
   'random_4k_ops_s': m / rand_s, 'list_10000_ms': list_ms}))
 `;
+import { runBench } from './run.js';
 
 async function main(): Promise<void> {
   const harness = await Harness.create({ name: 'benchfs' });
@@ -84,7 +85,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -11,12 +11,13 @@
  * the latencies, a figure the machine's other load hardly moves.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
-import { cliPath, cpuSeconds, repoRoot, run, startAgentProcess } from '../test/e2e/tsm.js';
+import { cliPath, cpuSeconds, repoRoot, run, startAgentProcess, stopAll } from '../test/e2e/tsm.js';
 import { goalTable, type Goal } from './goals.js';
+import { runBench } from './run.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
@@ -123,13 +124,8 @@ async function main(): Promise<void> {
         // gone
       }
     }
-    await agent.stop();
-    await harness.destroy();
-    rmSync(work, { recursive: true, force: true });
+    await stopAll({ agent, harness, dirs: [work] });
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -15,6 +15,7 @@ import { Harness } from '../test/harness/harness.js';
 import { httpServerCommand } from '../test/harness/demo-pods.js';
 import { FakeApiServer } from '../test/k8s/apiserver.js';
 import { addAgentPod, addSessionAdmission, cliPath, startAgentProcess } from '../test/e2e/tsm.js';
+import { runBench } from './run.js';
 
 const RUNS = 20;
 
@@ -75,7 +76,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -8,6 +8,7 @@ import { Harness } from '../test/harness/harness.js';
 import { run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
 import { goalTable, type Goal } from './goals.js';
 import { ECHO, NET_PROBE, PY } from './net-probe.js';
+import { runBench } from './run.js';
 
 
 async function main(): Promise<void> {
@@ -73,7 +74,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -63,6 +63,7 @@ def up():
     b.close()
 phase('up', up)
 `;
+import { runBench } from './run.js';
 
 /** CPU time (user + system, all threads, ms) of a process so far. */
 function cpuMs(pid: number): number {
@@ -128,7 +129,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness, type Pod } from '../test/harness/harness.js';
 import { cliPath, cpuSeconds, repoRoot, startAgentProcess } from '../test/e2e/tsm.js';
+import { runBench } from './run.js';
 
 const SERVER = join(repoRoot, 'test', 'e2e', 'fixtures', 'incoming-server.mjs');
 const LOAD = join(repoRoot, 'bench', 'load-client.mjs');
@@ -116,7 +117,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -13,6 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath, repoRoot } from '../test/e2e/tsm.js';
+import { runBench } from './run.js';
 
 const FIX = join(repoRoot, 'test', 'e2e', 'fixtures');
 const RUNS = 3;
@@ -118,7 +119,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -14,12 +14,12 @@
  *   machine's load does not move, unlike the times above).
  * The Go program is test/e2e/fixtures/go-files, built here with Debian's Go.
  */
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
-import { repoRoot, run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { repoRoot, run, startAgentProcess, stopAll, tsmExec } from '../test/e2e/tsm.js';
 import { probeFigures } from './net-probe.js';
 
 const PY = '/usr/bin/python3';
@@ -36,6 +36,7 @@ for _ in range(n):
     fd = os.open('${LOCAL_FILE}', os.O_RDONLY); os.close(fd)
 print(json.dumps({'open_read_close_4k_us': remote, 'open_close_local_us': (time.perf_counter() - t) / n * 1e6}))
 `;
+import { runBench } from './run.js';
 
 type Figures = Record<'open_read_close_4k_us' | 'open_close_local_us', number>;
 
@@ -88,13 +89,8 @@ async function main(): Promise<void> {
     process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
     process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
   } finally {
-    await agent.stop();
-    await harness.destroy();
-    rmSync(work, { recursive: true, force: true });
+    await stopAll({ agent, harness, dirs: [work] });
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -11,12 +11,13 @@
  * tsmirror, under seccomp before any relayed flow, and after one (a datagram to a pod);
  * and socket() + close() of a UDP socket (notified: placed in the window) and a TCP one.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
 import { udpEchoCommand } from '../test/harness/demo-pods.js';
-import { repoRoot, run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { repoRoot, run, startAgentProcess, stopAll, tsmExec } from '../test/e2e/tsm.js';
+import { runBench } from './run.js';
 
 const MUSL_GCC = '/usr/bin/musl-gcc';
 type Probe = Record<'udp_recvfrom' | 'udp_recvmsg' | 'tcp_recvfrom' | 'tcp_recvmsg' | 'udp_socket' | 'tcp_socket', { us: number; switches: number; fd: number }>;
@@ -53,13 +54,8 @@ async function main(): Promise<void> {
     const tcp = columns.slice(1).every(([, p]) => p.tcp_recvfrom.switches < 0.05 && p.tcp_recvmsg.switches < 0.05);
     process.stdout.write(`goal: a TCP receive is never notified (no context switch per call): ${tcp ? 'met' : 'NOT met'}\n`);
   } finally {
-    await agent.stop();
-    await harness.destroy();
-    rmSync(work, { recursive: true, force: true });
+    await stopAll({ agent, harness, dirs: [work] });
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -11,12 +11,13 @@
  * Goal: seccomp adds at most 30 µs per notified call over the preload; a call that is not
  * notified (the round trip's reads and writes) costs nothing measurable.
  */
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../test/harness/harness.js';
-import { repoRoot, run, startAgentProcess, tsmExec } from '../test/e2e/tsm.js';
+import { repoRoot, run, startAgentProcess, stopAll, tsmExec } from '../test/e2e/tsm.js';
 import { ECHO, NET_PROBE as PY_PROBE, PY, probeFigures } from './net-probe.js';
+import { runBench } from './run.js';
 
 type Figures = Record<'connect_median_us' | 'connect_p99_us' | 'rtt_median_us' | 'getaddrinfo_median_us' | 'gib_transfer_us', number>;
 
@@ -64,13 +65,8 @@ async function main(): Promise<void> {
       process.stdout.write(`  round trip (not notified): seccomp ${rtt >= 0 ? '+' : ''}${rtt.toFixed(1)} µs over preload\n`);
     }
   } finally {
-    await agent.stop();
-    await harness.destroy();
-    rmSync(work, { recursive: true, force: true });
+    await stopAll({ agent, harness, dirs: [work] });
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

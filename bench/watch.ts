@@ -38,6 +38,7 @@ while True:
             print(w, time.time() * 1000, flush=True); want[0] = None
     time.sleep(0.002)
 `;
+import { runBench } from './run.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
@@ -129,7 +130,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);
