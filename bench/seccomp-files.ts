@@ -11,7 +11,11 @@
  *   program (the supervisor reads the path, applies the rules, answers CONTINUE).
  * - how often the supervisor's threads went to sleep per notified call
  *   (test/e2e/fixtures/seccomp-wakeups.c: their voluntary context switches, a count the
- *   machine's load does not move, unlike the times above).
+ *   machine's load does not move, unlike the times above);
+ * - the floor of the kernel interface on this machine, with no tsmirror and no proxy
+ *   (test/e2e/fixtures/seccomp-floor.c): what a notified call answered CONTINUE costs, and
+ *   what the answer of a pod-file open costs beyond the memfd the preload creates too, so
+ *   the supervisor's own share of the difference above can be told from the kernel's.
  * The Go program is test/e2e/fixtures/go-files, built here with Debian's Go.
  */
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -55,7 +59,8 @@ async function main(): Promise<void> {
     const cStatic = join(work, 'files-bench-static');
     const cDynamic = join(work, 'files-bench');
     const wakeups = join(work, 'seccomp-wakeups');
-    for (const [out, extra, source] of [[cStatic, ['-static'], cSource], [cDynamic, [], cSource], [wakeups, ['-static'], join(repoRoot, 'test/e2e/fixtures/seccomp-wakeups.c')]] as const) {
+    const floorBin = join(work, 'seccomp-floor');
+    for (const [out, extra, source] of [[cStatic, ['-static'], cSource], [cDynamic, [], cSource], [wakeups, ['-static'], join(repoRoot, 'test/e2e/fixtures/seccomp-wakeups.c')], [floorBin, [], join(repoRoot, 'test/e2e/fixtures/seccomp-floor.c')]] as const) {
       const cc = await run('gcc', [...extra, '-O2', '-Wall', '-o', out, source]);
       if (cc.code !== 0) throw new Error(`gcc failed: ${cc.stderr}`);
     }
@@ -75,6 +80,7 @@ async function main(): Promise<void> {
     const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
     const cSeccomp = figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
     const cPreload = figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
+    const floor = probeFigures<Record<'none_us' | 'continue_us' | 'addfd_us' | 'memfd_us', number>>('the interface\'s floor', await run(floorBin, [LOCAL_FILE, '20000'], opts));
     const sleeps = probeFigures<Record<'local_sleeps_per_call' | 'pod_sleeps_per_open', number>>('the supervisor\'s sleeps',
       await tsmExec(agent.url, target, [wakeups, LOCAL_FILE, '/data/small.bin', '2000'], ['--intercept', 'seccomp'], opts));
 
@@ -88,6 +94,8 @@ async function main(): Promise<void> {
     const overPreload = cSeccomp.open_read_close_4k_us - cPreload.open_read_close_4k_us;
     process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
     process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
+    const answerFloor = floor.addfd_us - floor.memfd_us;
+    process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy): a call answered CONTINUE costs ${(floor.continue_us - floor.none_us).toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too, so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
   } finally {
     await stopAll({ agent, harness, dirs: [work] });
   }
