@@ -55,6 +55,7 @@
       "type": "executable",
       "sources": [
         "native/supervisor/main.c",
+        "native/supervisor/detached.c",
         "native/supervisor/filter.c",
         "native/supervisor/notify.c",
         "native/supervisor/compat.c",

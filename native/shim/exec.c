@@ -10,7 +10,7 @@
  * (TSMIRROR_SUPERVISOR: --intercept auto on a kernel with seccomp user notification):
  * `sh -c './server'`, make, npm scripts. The exec becomes the supervisor's, with the
  * program and its argv; that process installs the filter and execs the program itself
- * (the supervisor runs beside it: supervisor/main.c), so the program keeps the pid,
+ * (the supervisor runs beside it: supervisor/detached.c), so the program keeps the pid,
  * parent, descriptors, session, process group, signals and parent-death signal it would
  * have had, and the caller's wait sees its end. execve and the exec family, fexecve,
  * execveat (a descriptor and a path: `--at`) and syscall(SYS_execve/SYS_execveat) are

@@ -3,6 +3,8 @@
  * "Static and Go programs: seccomp"). Internal interface shared by its files:
  *
  *   main.c      launch: fork, filter, listener to the parent, exec; signals, exit status
+ *   detached.c  launch in place: the exec'd process becomes the program, the supervisor
+ *               beside it (launch.h: what it shares with main.c)
  *   filter.c    the BPF filter, generated from the tables below
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
