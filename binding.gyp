@@ -72,6 +72,8 @@
         "native/supervisor/files_writeback.c",
         "native/supervisor/lazy.c",
         "native/supervisor/listen.c",
+        "native/supervisor/accept.c",
+        "native/supervisor/listen_sweep.c",
         "native/shim/addr.c",
         "native/shim/msgpack.c",
         "native/shim/replies.c",
