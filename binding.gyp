@@ -22,6 +22,8 @@
         "native/shim/res.c",
         "native/shim/hostent.c",
         "native/shim/exec.c",
+        "native/shim/exec_env.c",
+        "native/shim/exec_supervisor.c",
         "native/shim/program.c",
         "native/shim/pathrules.c",
         "native/shim/fsproto.c",

@@ -26,20 +26,20 @@
  * (usage, or seccomp user notification unavailable: the message says which).
  *
  * CLI_PID 0: started by the shim's exec hooks in place of a static or Go program that a
- * preloaded program (`sh -c ./server`, make, npm) runs (native/shim/exec.c). This process
- * is the one the caller exec'd or spawned, and it becomes the program itself, under the
- * filter (same pid, parent, session, process group, signal mask and dispositions,
- * parent-death signal): the supervisor runs beside it, in its own session, never its
- * child, and ends when it ends (sv_start_detached, detached.c). No signal is relayed and no
- * status written: the caller's wait sees the program. If the supervisor may not reach a
- * process that is not its descendant (Yama's ptrace_scope), the program is forked as
- * above instead (then blocked signals inherited from the caller are unblocked here, the
- * program keeping the caller's mask, no parent-death signal of our own is taken, and
- * signals the CLI sent (TSMIRROR_CLI_PID) are not relayed: the CLI signals only its own
- * child or, under --watch, the whole process group, which the program is in already).
- * If the filter cannot be installed after all (another listener is in place: EBUSY),
- * the program is exec'd here, as it would have been without tsmirror, with a warning
- * that it is not intercepted.
+ * preloaded program (`sh -c ./server`, make, npm) runs (native/shim/exec_supervisor.c).
+ * This process is the one the caller exec'd or spawned, and it becomes the program
+ * itself, under the filter (same pid, parent, session, process group, signal mask and
+ * dispositions, parent-death signal): the supervisor runs beside it, in its own session,
+ * never its child, and ends when it ends (sv_start_detached, detached.c). No signal is
+ * relayed and no status written: the caller's wait sees the program. If the supervisor
+ * may not reach a process that is not its descendant (Yama's ptrace_scope), the program
+ * is forked as above instead (then blocked signals inherited from the caller are
+ * unblocked here, the program keeping the caller's mask, no parent-death signal of our
+ * own is taken, and signals the CLI sent (TSMIRROR_CLI_PID) are not relayed: the CLI
+ * signals only its own child or, under --watch, the whole process group, which the
+ * program is in already). If the filter cannot be installed after all (another listener
+ * is in place: EBUSY), the program is exec'd here, as it would have been without
+ * tsmirror, with a warning that it is not intercepted.
  *
  * --at FD FLAGS KEEP (in place only): the program is execveat(FD, PATH, ..., FLAGS), for
  * the shim's execveat and fexecve hooks; KEEP 0: FD is a copy the shim made of a
