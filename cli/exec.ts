@@ -159,7 +159,7 @@ export async function runExec(command: string[], flags: ExecFlags): Promise<numb
   const supervised = interception.how === 'seccomp' && seccompSupport().ok;
   const shim = shimPath();
   // Under the preload, the static and Go programs the program runs (`sh -c ./server`,
-  // make, npm scripts) go under the supervisor (native/shim/exec.c), unless
+  // make, npm scripts) go under the supervisor (native/shim/exec_supervisor.c), unless
   // --intercept preload; probed while the session opens.
   const childSupervision = !supervised && (flags.intercept ?? 'auto') === 'auto' ? seccompSupportAsync() : undefined;
   const fsOptions = { mode: flags.fsMode, local: flags.fsLocal ?? [], remote: flags.fsRemote ?? [], notFound: flags.fsNotFound ?? [], programPath: path, cwd: process.cwd() };

@@ -219,7 +219,7 @@ SHIM_EXPORT long syscall(long number, ...) {
     if (number == SYS_newfstatat) return fstatat((int)a1, (const char *)a2, (struct stat *)a3, (int)a4);
 #endif
     if (number == SYS_fstat) return fstat((int)a1, (struct stat *)a2);
-    /* a static or Go program goes to the seccomp supervisor, as with execve (exec.c) */
+    /* a static or Go program goes to the seccomp supervisor, as with execve (exec_supervisor.c) */
     if (number == SYS_execve || number == SYS_execveat) shim_exec_syscall(number, a1, a2, a3, a4, a5);
     unseen_syscall(number, a1, a2);
   }

@@ -3,8 +3,8 @@
  * (its interpreter decides), a dynamically linked ELF program (PT_INTERP: the shim can
  * be preloaded), a statically linked one, and whether it is a Go program (Go makes its
  * own system calls, past any preload, whether linked statically or not). The exec hooks
- * (exec.c) use it to run static and Go programs under the seccomp supervisor; the
- * supervisor's `--inspect` prints it. cli/launch.ts inspectProgram applies the same
+ * (exec_supervisor.c) use it to run static and Go programs under the seccomp supervisor;
+ * the supervisor's `--inspect` prints it. cli/launch.ts inspectProgram applies the same
  * rules to choose how the CLI's own program is intercepted; keep the two in agreement
  * (test/e2e/seccomp-child.test.ts compares them on real programs).
  *

@@ -119,7 +119,7 @@ SHIM_HIDDEN int shim_program_inspect(const char *path, struct shim_program *out)
  * and setgid programs (they would lose their privileges) and 32-bit ones. */
 SHIM_HIDDEN bool shim_program_wants_seccomp(const char *path);
 
-/* ---- exec.c ---- */
+/* ---- exec_supervisor.c ---- */
 /* syscall(SYS_execve/SYS_execveat, a1…a5) from the program: execs the seccomp supervisor
  * instead when the target is a static or Go program; returns when it did not. */
 SHIM_HIDDEN void shim_exec_syscall(long number, long a1, long a2, long a3, long a4, long a5);

@@ -135,7 +135,7 @@ static void answer_address(struct sv_call *call, const union shim_addr *a, sockl
 static void name_call(struct sv_call *call, bool peer) {
   int dup = sv_getfd(call, (int)call->req->data.args[0]);
   if (dup < 0) return sv_continue(call);
-  if (sv_incoming_name(call, dup, peer)) { /* relayed from the pod, or bound elsewhere (listen.c) */
+  if (sv_incoming_name(call, dup, peer)) { /* relayed from the pod, or bound elsewhere (accept.c) */
     close(dup);
     return;
   }

@@ -5,7 +5,7 @@
  * with two or three idle workers those wasted wake-ups were most of what a notified call
  * that stays local cost. The receiver answers the call it took and receives again. It
  * hands the receiving over (to a standby worker, or a new one) before it may wait: before
- * a handler of the socket files (connect.c, udp*.c) or listen.c (blocking connects, accepts, receives) and a lazy fill,
+ * a handler of the socket files (connect.c, udp*.c) or listen.c/accept.c (blocking connects, accepts, receives) and a lazy fill,
  * and, in the files' handlers (which wait for nothing but the proxy and the program's
  * thread), as soon as another notification comes while it waits for the proxy's answer
  * (channel_wait_hook). So one slow call (a blocking connect waiting for the pod) never

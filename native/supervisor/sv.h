@@ -3,6 +3,8 @@
  * "Static and Go programs: seccomp"). Internal interface shared by its files:
  *
  *   main.c      launch: fork, filter, listener to the parent, exec; signals, exit status
+ *   detached.c  launch in place: the exec'd process becomes the program, the supervisor
+ *               beside it (launch.h: what it shares with main.c)
  *   filter.c    the BPF filter, generated from the tables below
  *   notify.c    worker threads, dispatch, and the helpers every handler uses
  *   compat.c    what the shim's wire code (msgpack/replies/proto/fsproto/channel.c) needs
@@ -14,7 +16,9 @@
  *   files.c     pod files: what is kept per memfd, recognising fds, path routing (files.h);
  *               files_open.c, files_stat.c, files_dirs.c, files_change.c and
  *               files_writeback.c answer open, stat, getdents64, changes and write mode
- *   listen.c    bind/listen/accept/accept4 (incoming traffic)
+ *   listen.c    incoming traffic: the known sockets (listen.h), bind/listen;
+ *               accept.c (accept/accept4, getpeername/getsockname of relayed
+ *               connections) and listen_sweep.c (closed listeners) share its table
  *   lazy.c      big pod files filled as the program reads them
  *
  * It includes the shim's header so that the shim's wire code (proto_*, fsproto_*,
@@ -99,7 +103,7 @@
 #define SV_FILE_SYSCALLS_LEGACY(X)
 #endif
 
-/* listen.c */
+/* listen.c, accept.c */
 #define SV_LISTEN_SYSCALLS(X)         \
   X(bind, sv_bind, 1)                 \
   X(listen, sv_listen, 1)             \
@@ -227,16 +231,16 @@ void sv_stop_receiving(void);
 /* Kernel features found at start (notify.c). */
 extern bool sv_have_addfd_send;
 
-/* ---- incoming traffic (listen.c), for connect.c ---- */
+/* ---- incoming traffic (listen.c, accept.c), for connect.c ---- */
 
-/* getpeername (peer) / getsockname of a socket listen.c answered for: a relayed
- * connection reports the pod client / the pod address it reached, a listener bound
- * elsewhere the address it asked for. Answers the call and returns true when the socket
+/* accept.c: getpeername (peer) / getsockname of a socket listen.c or accept.c answered
+ * for: a relayed connection reports the pod client / the pod address it reached, a
+ * listener bound elsewhere the address it asked for. Answers the call and returns true when the socket
  * is one of those; else returns false and leaves the call to the caller. dup: the
  * caller's duplicate of the program's socket (args[0]), or -1 to make one. */
 bool sv_incoming_name(struct sv_call *call, int dup, bool peer);
-/* connect() on a socket whose bind was deferred (its port was taken here): binds the
- * asked port now, as the shim does. dup: the supervisor's duplicate of the program's
+/* listen.c: connect() on a socket whose bind was deferred (its port was taken here):
+ * binds the asked port now, as the shim does. dup: the supervisor's duplicate of the program's
  * socket. 0, or -errno (fail the connect with it). */
 int sv_incoming_bind_deferred(int dup);
 

@@ -1,10 +1,11 @@
 /**
  * Static and Go programs started by a preloaded (dynamically linked) program: a shell
  * (`sh -c './server'`, make, npm scripts), python's subprocess, node's child_process.
- * The shim's exec hooks run them under the seccomp supervisor (native/shim/exec.c), so
- * they go through the pod as they do when tsmirror starts them itself; before, they ran
- * silently unintercepted. Go programs are built from source in the test run
- * (test/e2e/fixtures/go-net), busybox is Debian's busybox-static.
+ * The shim's exec hooks run them under the seccomp supervisor
+ * (native/shim/exec_supervisor.c), so they go through the pod as they do when tsmirror
+ * starts them itself; before, they ran silently unintercepted. Go programs are built
+ * from source in the test run (test/e2e/fixtures/go-net), busybox is Debian's
+ * busybox-static.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -2,7 +2,7 @@
  * Incoming traffic for programs no preload reaches (issue 12): Go servers (the default
  * cgo build and CGO_ENABLED=0, built from source here with Debian's golang-go) and
  * busybox-static httpd run under `tsmirror exec`, whose seccomp supervisor answers their
- * bind/listen/accept/accept4/getpeername/getsockname (native/supervisor/listen.c). On the
+ * bind/listen/accept/accept4/getpeername/getsockname (native/supervisor/listen.c, accept.c). On the
  * local node harness: the pod `app` runs a server on 8080, a `client` pod sends requests
  * to the app's pod IP.
  */
