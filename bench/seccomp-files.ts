@@ -80,7 +80,9 @@ async function main(): Promise<void> {
     const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
     const cSeccomp = figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
     const cPreload = figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
-    const floor = probeFigures<Record<'none_us' | 'continue_us' | 'addfd_us' | 'memfd_us', number>>('the interface\'s floor', await run(floorBin, [LOCAL_FILE, '20000'], opts));
+    type Floor = Record<'none_us' | 'continue_us' | 'addfd_us' | 'memfd_us', number>;
+    const floor = probeFigures<Floor>('the interface\'s floor', await run(floorBin, [LOCAL_FILE, '20000'], opts));
+    const floorOneCpu = probeFigures<Floor>('the interface\'s floor on one CPU', await run('taskset', ['-c', '0', floorBin, LOCAL_FILE, '20000'], opts));
     const sleeps = probeFigures<Record<'local_sleeps_per_call' | 'pod_sleeps_per_open', number>>('the supervisor\'s sleeps',
       await tsmExec(agent.url, target, [wakeups, LOCAL_FILE, '/data/small.bin', '2000'], ['--intercept', 'seccomp'], opts));
 
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
     process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
     process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
     const answerFloor = floor.addfd_us - floor.memfd_us;
-    process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy): a call answered CONTINUE costs ${(floor.continue_us - floor.none_us).toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too, so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
+    process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy): a call answered CONTINUE costs ${(floor.continue_us - floor.none_us).toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too (${(floorOneCpu.addfd_us - floorOneCpu.memfd_us).toFixed(1)} µs with both on one CPU), so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
   } finally {
     await stopAll({ agent, harness, dirs: [work] });
   }
