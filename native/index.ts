@@ -93,6 +93,12 @@ export interface Addon {
    * its owner has closed it) and uid; null when there is no such socket.
    */
   loopbackPeerOwner(family: 4 | 6, localAddr: string, localPort: number, peerAddr: string, peerPort: number): { inode: number; uid: number } | null;
+  /**
+   * Whether a UDP socket on this machine would receive a datagram sent from
+   * fromAddr:fromPort to addr:port (one connected to it, or one merely bound there), by a
+   * sock_diag lookup of that four-tuple.
+   */
+  udpReceiverExists(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number): boolean;
 }
 
 let addon: Addon | undefined;

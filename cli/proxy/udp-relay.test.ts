@@ -213,3 +213,31 @@ describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
     expect(relays.stats).toEqual({ udpFlows: 3, dnsFlows: 0 });
   });
 });
+
+describe('UDP relay sweep', () => {
+  it('a relay whose program socket has closed is closed at the next sweep, with its pod stream; an open one stays', async () => {
+    relays.close();
+    relays = new UdpRelays(agent, { idleMs: 60_000, sweepMs: 50 });
+    podEchoesUpperCase();
+    const kept = await relays.open(connect, dest, '127.0.0.1') as { proxyPort: number; stream: number };
+    const gone = await relays.open(connect, dest, '127.0.0.1') as { proxyPort: number; stream: number };
+    const [p1, p2] = [await program(), await program()];
+    for (const [p, r] of [[p1, kept], [p2, gone]] as const) {
+      const answer = next(p);
+      p.connect(r.proxyPort, '127.0.0.1');
+      await new Promise((resolve) => p.once('connect', resolve));
+      p.send('q');
+      expect(await answer).toBe('Q');
+    }
+    p2.close();
+    sockets.splice(sockets.indexOf(p2), 1);
+    for (let waited = 0; relays.size > 1 && waited < 3000; waited += 25) await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setImmediate(r));
+    expect(relays.size).toBe(1);
+    expect(agent.podMux.has(gone.stream)).toBe(false);
+    expect(agent.podMux.has(kept.stream)).toBe(true);
+    // Several sweeps later the open one is still there.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(relays.size).toBe(1);
+  });
+});

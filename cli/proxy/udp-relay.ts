@@ -11,9 +11,16 @@
  * socket in the pod and no `udp.open` round trip; anything else (not DNS, another opcode, a
  * truncated query) goes the usual way, through a pod flow opened when the first such
  * datagram comes.
+ *
+ * A relay whose program socket is gone is closed, with its pod flow, at the next sweep
+ * (every `sweepMs`): a sock_diag lookup asks whether a socket still receives from the relay
+ * at the program's address. Programs whose resolver makes a socket per query (Go's, for one:
+ * 8 for a name below ndots) would otherwise leave thousands of relays, and as many sockets
+ * in the pod for other UDP, open until they idle out.
  */
 import dgram from 'node:dgram';
 import type net from 'node:net';
+import { loadAddon } from '../../native/index.js';
 import { plainQuery, type PlainQuery } from '../../common/dns-message.js';
 import type { Family } from '../../protocol/messages.js';
 import { podRefusal, type Destination } from './outgoing-policy.js';
@@ -23,6 +30,8 @@ import type { ShimReplyOf, ShimRequestOf } from '../../protocol/shim-wire.js';
 export interface UdpRelayOptions {
   /** A flow with no datagram either way for this long is closed (both ends). */
   idleMs: number;
+  /** How often the relays are checked for a program socket that is gone (0: never). */
+  sweepMs: number;
 }
 
 /** What a DNS relay needs of the session's DNS (dns.ts PodDns). */
@@ -40,6 +49,14 @@ const MAX_QUEUED = 16;
 
 type Remote = Extract<Destination, { action: 'remote' }>;
 
+/** What the sweep needs of an open relay: where it is, whom it serves, and how it ends. */
+interface OpenRelay {
+  family: Family;
+  port: number;
+  program: { address: string; port: number } | undefined;
+  close(): void;
+}
+
 /** A relay's two ends: `fromProgram` for each datagram of the program; `toProgram` sends one back. */
 interface RelayEnds {
   fromProgram(msg: Buffer): void;
@@ -52,12 +69,13 @@ export class UdpRelays {
   readonly #agent: ProxyAgent;
   readonly #dns: UdpDnsAnswerer | undefined;
   readonly #opts: UdpRelayOptions;
-  readonly #relays = new Set<dgram.Socket>();
+  readonly #relays = new Map<dgram.Socket, OpenRelay>();
+  #sweeper: NodeJS.Timeout | undefined;
 
   constructor(agent: ProxyAgent, options: Partial<UdpRelayOptions> = {}, dns?: UdpDnsAnswerer) {
     this.#agent = agent;
     this.#dns = dns;
-    this.#opts = { idleMs: 120000, ...options };
+    this.#opts = { idleMs: 120000, sweepMs: 2000, ...options };
   }
 
   /** Relays currently open. */
@@ -90,8 +108,31 @@ export class UdpRelays {
   }
 
   close(): void {
-    for (const relay of this.#relays) relay.close();
+    for (const relay of this.#relays.keys()) relay.close();
     this.#relays.clear();
+    this.#stopSweeping();
+  }
+
+  /** Closes the relays whose program socket no longer exists. */
+  #sweep(): void {
+    const lookup = loadAddon();
+    for (const r of [...this.#relays.values()]) {
+      if (!r.program) continue; // nothing sent yet: the idle timer ends it
+      let exists: boolean;
+      try {
+        exists = lookup.udpReceiverExists(r.family, r.program.address, r.program.port, r.family === 4 ? '127.0.0.1' : '::1', r.port);
+      } catch {
+        this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
+        this.#stopSweeping();
+        return;
+      }
+      if (!exists) r.close();
+    }
+  }
+
+  #stopSweeping(): void {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 
   /** `udp.open`: a connected UDP socket in the pod for stream `stream` (closed again when it fails). */
@@ -163,36 +204,39 @@ export class UdpRelays {
    */
   async #relay(family: Family, makeEnds: (toProgram: (data: Uint8Array) => void) => RelayEnds): Promise<number> {
     const relay = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
-    this.#relays.add(relay);
+    const open: OpenRelay = { family, port: 0, program: undefined, close: () => close() };
+    this.#relays.set(relay, open);
     await new Promise<void>((resolve) => relay.bind(0, family === 4 ? '127.0.0.1' : '::1', resolve));
-    let program: { address: string; port: number } | undefined;
+    open.port = (relay.address() as net.AddressInfo).port;
+    if (this.#opts.sweepMs > 0) this.#sweeper ??= setInterval(() => this.#sweep(), this.#opts.sweepMs).unref();
     // Idle timers never keep the CLI alive after the program has exited.
     let idle = setTimeout(() => close(), this.#opts.idleMs).unref();
     const touch = (): void => {
       clearTimeout(idle);
       idle = setTimeout(() => close(), this.#opts.idleMs).unref();
     };
-    let open = true;
+    let alive = true;
     const ends = makeEnds((data) => {
-      if (!open) return; // an answer that came after the relay closed
+      if (!alive) return; // an answer that came after the relay closed
       touch();
-      if (program) relay.send(data, program.port, program.address);
+      if (open.program) relay.send(data, open.program.port, open.program.address);
     });
     const close = (): void => {
       clearTimeout(idle);
       if (this.#relays.delete(relay)) relay.close();
+      if (this.#relays.size === 0) this.#stopSweeping();
       ends.close();
     };
     relay.on('message', (msg, rinfo) => {
       touch();
-      program ??= { address: rinfo.address, port: rinfo.port };
+      const program = open.program ??= { address: rinfo.address, port: rinfo.port };
       if (rinfo.port === program.port && rinfo.address === program.address) ends.fromProgram(msg);
     });
     relay.on('error', () => undefined);
     relay.once('close', () => {
-      open = false;
+      alive = false;
       clearTimeout(idle);
     });
-    return (relay.address() as net.AddressInfo).port;
+    return open.port;
   }
 }

@@ -387,10 +387,12 @@ void DiagDrop() {
   t_diag_fd = -1;
 }
 
-// One sock_diag exact lookup (no dump: the kernel finds the socket by its four-tuple):
-// the socket at local (addr, port) connected to remote (addr, port). Returns 1 and fills
-// inode and uid, 0 when there is none (or only a listener there), or -errno.
-int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 remote[4], int remote_port,
+// One sock_diag exact lookup (no dump: the kernel finds the socket by its four-tuple).
+// TCP: the socket at local (addr, port) connected to remote (addr, port). UDP: the socket
+// that would receive a datagram sent from remote to local (one connected to remote, or one
+// merely bound there). Returns 1 and fills inode and uid, 0 when there is none (for TCP,
+// or only a listener there), or -errno.
+int DiagLookup(int protocol, int family, const __be32 local[4], int local_port, const __be32 remote[4], int remote_port,
                uint32_t* inode, uint32_t* uid) {
   if (t_diag_fd < 0) t_diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (t_diag_fd < 0) return -errno;
@@ -404,12 +406,15 @@ int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 r
   request.nlh.nlmsg_flags = NLM_F_REQUEST;
   request.nlh.nlmsg_seq = ++t_diag_seq;
   request.req.sdiag_family = family == 6 ? AF_INET6 : AF_INET;
-  request.req.sdiag_protocol = IPPROTO_TCP;
+  request.req.sdiag_protocol = static_cast<__u8>(protocol);
   request.req.idiag_states = ~0u;
-  request.req.id.idiag_sport = htons(static_cast<uint16_t>(local_port));
-  request.req.id.idiag_dport = htons(static_cast<uint16_t>(remote_port));
-  std::memcpy(request.req.id.idiag_src, local, sizeof request.req.id.idiag_src);
-  std::memcpy(request.req.id.idiag_dst, remote, sizeof request.req.id.idiag_dst);
+  // The kernel's UDP lookup takes the four-tuple the other way round from its TCP lookup
+  // (a datagram's source, then its destination: "swapped for historical reasons", udp_diag.c).
+  bool udp = protocol == IPPROTO_UDP;
+  request.req.id.idiag_sport = htons(static_cast<uint16_t>(udp ? remote_port : local_port));
+  request.req.id.idiag_dport = htons(static_cast<uint16_t>(udp ? local_port : remote_port));
+  std::memcpy(request.req.id.idiag_src, udp ? remote : local, sizeof request.req.id.idiag_src);
+  std::memcpy(request.req.id.idiag_dst, udp ? local : remote, sizeof request.req.id.idiag_dst);
   request.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
   request.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
   sockaddr_nl kernel{};
@@ -437,8 +442,8 @@ int DiagLookup(int family, const __be32 local[4], int local_port, const __be32 r
   }
   if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) return -EPROTO;
   auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
-  // With no connection there, the kernel's lookup falls back to a listener on that port.
-  if (m->idiag_state == TCP_LISTEN) return 0;
+  // With no connection there, the kernel's TCP lookup falls back to a listener on that port.
+  if (!udp && m->idiag_state == TCP_LISTEN) return 0;
   *inode = m->idiag_inode;
   *uid = m->idiag_uid;
   return 1;
@@ -461,13 +466,34 @@ Napi::Value LoopbackPeerOwner(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, usage);
   uint32_t inode = 0, uid = 0;
   // The peer's socket: its local end is our peer, its remote end is us.
-  int r = DiagLookup(family, peer, peer_port, local, local_port, &inode, &uid);
+  int r = DiagLookup(IPPROTO_TCP, family, peer, peer_port, local, local_port, &inode, &uid);
   if (r < 0) throw ErrnoError(env, "sock_diag", -r);
   if (r == 0) return env.Null();
   Napi::Object out = Napi::Object::New(env);
   out.Set("inode", Napi::Number::New(env, inode));
   out.Set("uid", Napi::Number::New(env, uid));
   return out;
+}
+
+Napi::Value UdpReceiverExists(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage =
+      "usage: udpReceiverExists(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number) -> boolean";
+  if (info.Length() != 5 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsString() ||
+      !info[4].IsNumber())
+    throw Napi::TypeError::New(env, usage);
+  int family = FamilyArg(info, 0, usage);
+  int port = info[2].As<Napi::Number>().Int32Value();
+  int from_port = info[4].As<Napi::Number>().Int32Value();
+  __be32 addr[4], from[4];
+  if (port <= 0 || port > 65535 || from_port <= 0 || from_port > 65535 ||
+      !ParseDiagAddr(info[1].As<Napi::String>().Utf8Value(), family, addr) ||
+      !ParseDiagAddr(info[3].As<Napi::String>().Utf8Value(), family, from))
+    throw Napi::TypeError::New(env, usage);
+  uint32_t inode = 0, uid = 0;
+  int r = DiagLookup(IPPROTO_UDP, family, addr, port, from, from_port, &inode, &uid);
+  if (r < 0) throw ErrnoError(env, "sock_diag", -r);
+  return Napi::Boolean::New(env, r == 1);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -482,6 +508,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("holdRelease", Napi::Function::New(env, HoldRelease, "holdRelease"));
   exports.Set("spawnCapture", Napi::Function::New(env, tsm::SpawnCapture, "spawnCapture"));
   exports.Set("loopbackPeerOwner", Napi::Function::New(env, LoopbackPeerOwner, "loopbackPeerOwner"));
+  exports.Set("udpReceiverExists", Napi::Function::New(env, UdpReceiverExists, "udpReceiverExists"));
   return exports;
 }
 

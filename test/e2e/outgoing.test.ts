@@ -142,6 +142,48 @@ describe('UDP', () => {
     expect(r.stdout.trim()).toBe('echo:ping0@9999 echo:ping1@9999 echo:ping2@9999');
   });
 
+  // A socket per exchange, as Go's resolver makes one per query: each gets a relay in the
+  // CLI (and, for the echo server, a socket in the pod). The program counts the CLI's and the
+  // agent's descriptors before, at the peak, and until they are back (30 s at most).
+  const SOCKET_PER_EXCHANGE = String.raw`
+import socket, os, time, json, struct
+def ancestor():  # the tsmirror CLI: the nearest ancestor running bin/tsmirror.js
+    pid = os.getppid()
+    while pid > 1:
+        if open('/proc/%d/cmdline' % pid, 'rb').read().split(b'\0')[1].endswith(b'/bin/tsmirror.js'): return pid
+        pid = int(next(l.split()[1] for l in open('/proc/%d/status' % pid) if l.startswith('PPid:')))
+    raise SystemExit('no tsmirror ancestor')
+cli, agent = ancestor(), int(os.environ['AGENT_PID'])
+fds = lambda pid: len(os.listdir('/proc/%d/fd' % pid))
+ns = next(l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver'))
+echo = socket.gethostbyname('udp')
+q = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\x02db\x07default\x03svc\x07cluster\x05local\x00' + struct.pack('>HH', 1, 1)
+before = {'cli': fds(cli), 'agent': fds(agent)}
+for i in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.connect((ns, 53)); s.send(q); assert s.recv(512)[:2] == q[:2]; s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.sendto(b'x', (echo, 9999)); u.recvfrom(100); u.close()
+peak = {'cli': fds(cli), 'agent': fds(agent)}
+deadline = time.time() + 30
+while (fds(cli) > before['cli'] + 4 or fds(agent) > before['agent'] + 4) and time.time() < deadline: time.sleep(0.2)
+print(json.dumps({'before': before, 'peak': peak, 'after': {'cli': fds(cli), 'agent': fds(agent)}}))
+`;
+
+  for (const [how, flags] of [['the preload', []], ['seccomp', ['--intercept', 'seccomp']]] as const) {
+    it(`under ${how}, a UDP socket's relay and its socket in the pod close soon after the program closes the socket`, async () => {
+      const r = await exec([PY, '-c', SOCKET_PER_EXCHANGE], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
+      expect(r.stderr).toBe('');
+      const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
+      // 80 relays were made (40 DNS, 40 to the echo server, which also had 40 sockets in the pod)...
+      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 70);
+      expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
+      // ...and went with the program's sockets, long before they would have idled out (120 s).
+      expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
+      expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
+    }, 90_000);
+  }
+
   it("node's dns.promises.resolve4 (c-ares, its own UDP) resolves a cluster name", async () => {
     const r = await exec(['node', '-e', "require('dns').promises.resolve4('db.default.svc.cluster.local').then(a=>console.log(a.join(',')))"]);
     expect(r.stdout.trim()).toBe(db.ip);
