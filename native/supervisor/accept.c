@@ -144,6 +144,7 @@ void listen_drop_stashed_locked(uint64_t listener_ino) {
 /* A connection from the listener for a blocking accept: waits in this worker, -errno when
  * the call is gone or accept fails. */
 static int accept_blocking(struct sv_call *call, int dup, int flags_cloexec) {
+  sv_stop_receiving(); /* another worker receives the next calls */
   for (;;) {
     struct pollfd p = {dup, POLLIN, 0};
     int n = poll(&p, 1, ACCEPT_POLL_MS);

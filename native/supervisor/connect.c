@@ -71,6 +71,12 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
     shim_log("connect: proxy address family does not fit an AF_INET socket");
     return sv_fail(call, ENETUNREACH);
   }
+  /* The proxy answers a blocking connect once the pod's is made (the wait above hands the
+   * receiving over if another call comes meanwhile), so this connect to its listener is
+   * done at once, unless the listener's accept queue is full: then the kernel retries the
+   * SYN for seconds. Another worker receives the next calls while a blocking one waits. */
+  int fl = udp ? O_NONBLOCK : fcntl(dup, F_GETFL);
+  if (fl < 0 || !(fl & O_NONBLOCK)) sv_stop_receiving();
   int r = connect(dup, &relay.sa, relay_len);
   int err = errno;
   bool underway = r == 0 || (!udp && (err == EINPROGRESS || err == EINTR));

@@ -4,13 +4,16 @@
  * for each notification, one of which takes it while the others go back to sleep, and
  * with two or three idle workers those wasted wake-ups were most of what a notified call
  * that stays local cost. The receiver answers the call it took and receives again. It
- * hands the receiving over (to a standby worker, or a new one) before it may wait: before
- * a handler of the socket files (connect.c, udp*.c) or listen.c/accept.c (blocking connects, accepts, receives) and a lazy fill,
- * and, in the files' handlers (which wait for nothing but the proxy and the program's
- * thread), as soon as another notification comes while it waits for the proxy's answer
- * (channel_wait_hook). So one slow call (a blocking connect waiting for the pod) never
- * stalls the others. Each worker keeps its own channel to the session proxy (the shim's
- * channel.c is per thread).
+ * hands the receiving over (to a standby worker, or a new one) before it may wait for
+ * anything but the proxy and the program's thread: before a lazy fill, and in the
+ * handlers themselves (sv_stop_receiving) before a receive or an accept that blocks
+ * (udprecv.c, accept.c), a blocking connect (connect.c) or a write-back (files_writeback.c);
+ * and, in every handler, as soon as another notification comes while it waits for the
+ * proxy's answer (channel_wait_hook). So one slow call never stalls the others, and a
+ * call that does not wait (a socket(), a non-blocking receive, a UDP connect, a bind, a
+ * pod-file open) costs no hand-over: waking a standby worker and taking the role back
+ * were a dozen futex calls and a wake-up of the other CPU per call. Each worker keeps its
+ * own channel to the session proxy (the shim's channel.c is per thread).
  *
  * Every notification gets exactly one answer: handlers answer through sv_continue /
  * sv_return / sv_fail / sv_addfd_send, and the dispatcher answers CONTINUE for a handler
@@ -59,9 +62,6 @@ static const struct {
 static sv_handler by_nr[SV_MAX_NR];
 /* SV_LAZY_SYSCALLS: 1 + the descriptor argument's index (0: not one of them). */
 static unsigned char lazy_arg[SV_MAX_NR];
-/* SV_FILE_SYSCALLS: handlers the receiver runs itself (they wait only for the proxy, whose
- * wait hands the receiving over when another call comes, and the program's thread). */
-static bool by_receiver[SV_MAX_NR];
 
 void sv_error(const char *fmt, ...) {
   char line[1024];
@@ -287,7 +287,11 @@ static void wait_for_answer(int fd) {
 static void dispatch(struct sv_call *call) {
   int nr = call->req->data.nr;
   bool known = nr >= 0 && nr < SV_MAX_NR;
-  if (known && (lazy_arg[nr] || (by_nr[nr] && !by_receiver[nr]))) give_up_role(true);
+  /* Every handler runs in the receiver: it waits only for the proxy (a wait that hands the
+   * receiving over when another call comes) and the program's thread, or hands the
+   * receiving over itself before it may wait for anything else (sv_stop_receiving). A lazy
+   * fill may read much from the pod: handed over first. */
+  if (known && lazy_arg[nr]) give_up_role(true);
   if (known && lazy_arg[nr]) sv_lazy_before(call, lazy_arg[nr] - 1);
   sv_handler handler = known && !call->answered ? by_nr[nr] : NULL;
   if (handler) handler(call);
@@ -366,11 +370,6 @@ int sv_serve(int listener) {
   if (__NR_##name < SV_MAX_NR) lazy_arg[__NR_##name] = (unsigned char)(fd_arg + 1);
   SV_LAZY_SYSCALLS(LAZY_ENTRY)
 #undef LAZY_ENTRY
-#define RECEIVER_ENTRY(name, handler, notified) \
-  if (__NR_##name < SV_MAX_NR) by_receiver[__NR_##name] = true;
-  SV_FILE_SYSCALLS(RECEIVER_ENTRY)
-  SV_FILE_SYSCALLS_LEGACY(RECEIVER_ENTRY)
-#undef RECEIVER_ENTRY
   channel_wait_hook = wait_for_answer;
   /* The program was forked before this, and nothing forks after: the channels need not
    * ask our pid, nor check that a program closed them (none shares our descriptors). */

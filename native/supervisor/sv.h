@@ -224,8 +224,8 @@ int sv_getfd(struct sv_call *call, int fd);
 /* The calling thread's pidfd (the worker keeps the last one for the thread's next call); -errno. */
 int sv_pidfd(struct sv_call *call);
 
-/* Before a handler run by the receiving worker (SV_FILE_SYSCALLS) waits for anything but
- * the proxy's answer or the program's thread: another worker receives the next calls. */
+/* Before a handler (all run by the receiving worker: notify.c) waits for anything but the
+ * proxy's answer or the program's thread: another worker receives the next calls. */
 void sv_stop_receiving(void);
 
 /* Kernel features found at start (notify.c). */

@@ -8,10 +8,11 @@
  * makes the receive itself, on its duplicate of the socket (the same open file:
  * O_NONBLOCK, SO_RCVTIMEO, the flags as given), and writes the data, the ancillary data
  * and the source into the program's memory, a relay's address replaced by the
- * destination it stands for. A blocking receive waits on this worker thread (notify.c
- * starts another for the other calls), polling the socket with a short slice so that it
- * notices the caller's death and a signal for it: the call is then continued, so that the
- * kernel interrupts it as it would have (EINTR, or a restart under SA_RESTART). A call
+ * destination it stands for. A receive that has to wait waits on this worker thread,
+ * which first hands the receiving of the other calls over (sv_stop_receiving), polling the
+ * socket with a short slice so that it notices the caller's death and a signal for it:
+ * the call is then continued, so that the kernel interrupts it as it would have (EINTR,
+ * or a restart under SA_RESTART). A call
  * on a socket with nothing relayed, or without a source buffer, is continued.
  *
  * The filter notifies these calls only on descriptors of the UDP window, where
@@ -120,6 +121,7 @@ static enum receipt receive_for(struct sv_call *call, int dup, struct msghdr *m,
       }
       if (left < slice) slice = (int)left;
     }
+    sv_stop_receiving(); /* it waits: another worker receives the next calls */
     struct pollfd p = {.fd = dup, .events = POLLIN};
     (void)poll(&p, 1, slice);
     if (!sv_valid(call)) return RECEIVE_ABANDONED;

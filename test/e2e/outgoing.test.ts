@@ -247,6 +247,28 @@ describe('non-blocking connects to slow and silent hosts', () => {
     expect(node.stdout, node.stderr).toBe('event loop alive\n');
   }, 60000);
 
+  it("under seccomp, a blocking connect waiting for a silent host does not hold up the program's other calls", async () => {
+    filterSlowPort('drop');
+    // One thread's blocking connect waits (the supervisor's connect of its copy waits for
+    // the proxy, which holds it while the pod's SYNs go unanswered); the other's GET must
+    // not wait behind it.
+    const r = await exec([PY, '-c', [
+      'import socket, threading, time, urllib.request',
+      'def slow():',
+      '  s = socket.socket()',
+      '  try:',
+      `    s.connect(('${slow.ip}', 9100))`,
+      '  except OSError:',
+      '    pass',
+      'threading.Thread(target=slow, daemon=True).start()',
+      'time.sleep(1)',
+      'body = urllib.request.urlopen("http://db:8080/", timeout=20).read().decode().strip()',
+      'print(body, threading.active_count())',
+    ].join('\n')], ['--intercept', 'seccomp']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hello from db 2\n'); // and the slow thread still waiting
+  }, 60000);
+
   it('a connect the pod completes late completes in the program too', async () => {
     filterSlowPort('drop');
     const pending = exec(['curl', '-sS', '--connect-timeout', '20', url()], ['--verbose']);
