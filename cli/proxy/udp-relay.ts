@@ -52,6 +52,8 @@ type Remote = Extract<Destination, { action: 'remote' }>;
 /** What the sweep needs of an open relay: where it is, whom it serves, and how it ends. */
 interface OpenRelay {
   family: Family;
+  /** The relay's own loopback address and port. */
+  address: string;
   port: number;
   program: { address: string; port: number } | undefined;
   close(): void;
@@ -120,7 +122,7 @@ export class UdpRelays {
       if (!r.program) continue; // nothing sent yet: the idle timer ends it
       let exists: boolean;
       try {
-        exists = lookup.udpReceiverExists(r.family, r.program.address, r.program.port, r.family === 4 ? '127.0.0.1' : '::1', r.port);
+        exists = lookup.udpReceiverExists(r.family, r.program.address, r.program.port, r.address, r.port);
       } catch {
         this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
         this.#stopSweeping();
@@ -204,9 +206,9 @@ export class UdpRelays {
    */
   async #relay(family: Family, makeEnds: (toProgram: (data: Uint8Array) => void) => RelayEnds): Promise<number> {
     const relay = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
-    const open: OpenRelay = { family, port: 0, program: undefined, close: () => close() };
+    const open: OpenRelay = { family, address: family === 4 ? '127.0.0.1' : '::1', port: 0, program: undefined, close: () => close() };
     this.#relays.set(relay, open);
-    await new Promise<void>((resolve) => relay.bind(0, family === 4 ? '127.0.0.1' : '::1', resolve));
+    await new Promise<void>((resolve) => relay.bind(0, open.address, resolve));
     open.port = (relay.address() as net.AddressInfo).port;
     if (this.#opts.sweepMs > 0) this.#sweeper ??= setInterval(() => this.#sweep(), this.#opts.sweepMs).unref();
     // Idle timers never keep the CLI alive after the program has exited.

@@ -48,7 +48,8 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
     return r == 0 ? sv_return(call, 0) : sv_fail(call, errno);
   }
 
-  int timeout_ms = udp ? 0 : shim_connect_timeout_ms(dup, fcntl(dup, F_GETFL));
+  int fl = udp ? O_NONBLOCK : fcntl(dup, F_GETFL); /* a UDP connect never waits */
+  int timeout_ms = udp ? 0 : shim_connect_timeout_ms(dup, fl);
   struct connect_reply reply;
   if (proto_connect(udp, dest, timeout_ms, &reply) < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
@@ -75,7 +76,6 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
    * receiving over if another call comes meanwhile), so this connect to its listener is
    * done at once, unless the listener's accept queue is full: then the kernel retries the
    * SYN for seconds. Another worker receives the next calls while a blocking one waits. */
-  int fl = udp ? O_NONBLOCK : fcntl(dup, F_GETFL);
   if (fl < 0 || !(fl & O_NONBLOCK)) sv_stop_receiving();
   int r = connect(dup, &relay.sa, relay_len);
   int err = errno;
