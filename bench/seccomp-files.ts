@@ -28,6 +28,8 @@ import { probeFigures } from './net-probe.js';
 
 const PY = '/usr/bin/python3';
 const LOCAL_FILE = '/etc/passwd';
+const C_ROUNDS = 6;
+const FLOOR_RUNS = 3;
 const PY_PROBE = `
 import os, time, json
 n = 2000
@@ -78,11 +80,46 @@ async function main(): Promise<void> {
     const pyPreload = figures('python under the preload', await tsmExec(agent.url, target, [PY, '-c', PY_PROBE], [], opts));
     const cArgs = ['/data/small.bin', LOCAL_FILE];
     const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
-    const cSeccomp = figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
-    const cPreload = figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
+    // The same C program both ways, in paired rounds after one warm-up pair (the agent's and
+    // each proxy's JIT are cold at first: the first pair alone is 100-400 µs apart), the order
+    // swapped each round so neither way always runs on the other's heels; medians.
+    const cSeccompRun = async (): Promise<Figures> => figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
+    const cPreloadRun = async (): Promise<Figures> => figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
+    await cSeccompRun();
+    await cPreloadRun();
+    const pairs: Array<[Figures, Figures]> = [];
+    for (let round = 0; round < C_ROUNDS; round++) {
+      if (round % 2 === 0) {
+        const sec = await cSeccompRun();
+        pairs.push([sec, await cPreloadRun()]);
+      } else {
+        const pre = await cPreloadRun();
+        pairs.push([await cSeccompRun(), pre]);
+      }
+    }
+    const medianOf = (xs: number[]): number => {
+      const sorted = [...xs].sort((a, b) => a - b);
+      const mid = Math.floor(sorted.length / 2);
+      return sorted.length % 2 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+    };
+    const medianFigures = (which: 0 | 1): Figures => ({
+      open_read_close_4k_us: medianOf(pairs.map((p) => p[which].open_read_close_4k_us)),
+      open_close_local_us: medianOf(pairs.map((p) => p[which].open_close_local_us)),
+    });
+    const cSeccomp = medianFigures(0);
+    const cPreload = medianFigures(1);
+    const overPreloadRounds = pairs.map(([sec, pre]) => sec.open_read_close_4k_us - pre.open_read_close_4k_us);
     type Floor = Record<'none_us' | 'continue_us' | 'addfd_us' | 'memfd_us', number>;
-    const floor = probeFigures<Floor>('the interface\'s floor', await run(floorBin, [LOCAL_FILE, '20000'], opts));
-    const floorOneCpu = probeFigures<Floor>('the interface\'s floor on one CPU', await run('taskset', ['-c', '0', floorBin, LOCAL_FILE, '20000'], opts));
+    const floorRuns = async (cmd: string, args: string[], what: string): Promise<Floor[]> => {
+      const runs: Floor[] = [];
+      for (let i = 0; i < FLOOR_RUNS; i++) runs.push(probeFigures<Floor>(what, await run(cmd, args, opts)));
+      return runs;
+    };
+    const floorAll = await floorRuns(floorBin, [LOCAL_FILE, '20000'], 'the interface\'s floor');
+    const floorOneCpuAll = await floorRuns('taskset', ['-c', '0', floorBin, LOCAL_FILE, '20000'], 'the interface\'s floor on one CPU');
+    const continueCost = medianOf(floorAll.map((f) => f.continue_us - f.none_us));
+    const answerFloorRuns = floorAll.map((f) => f.addfd_us - f.memfd_us);
+    const answerFloorOneCpu = medianOf(floorOneCpuAll.map((f) => f.addfd_us - f.memfd_us));
     const sleeps = probeFigures<Record<'local_sleeps_per_call' | 'pod_sleeps_per_open', number>>('the supervisor\'s sleeps',
       await tsmExec(agent.url, target, [wakeups, LOCAL_FILE, '/data/small.bin', '2000'], ['--intercept', 'seccomp'], opts));
 
@@ -93,11 +130,12 @@ async function main(): Promise<void> {
     process.stdout.write(row('open+close local file', 'open_close_local_us'));
     const notified = goSeccomp.open_close_local_us - goPod.open_close_local_us;
     process.stdout.write(`a notified call that stays local costs ${notified.toFixed(1)} µs more under seccomp (open and close: only open is notified)\n`);
-    const overPreload = cSeccomp.open_read_close_4k_us - cPreload.open_read_close_4k_us;
+    const overPreload = medianOf(overPreloadRounds);
     process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
-    process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload (goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
-    const answerFloor = floor.addfd_us - floor.memfd_us;
-    process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy): a call answered CONTINUE costs ${(floor.continue_us - floor.none_us).toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too (${(floorOneCpu.addfd_us - floorOneCpu.memfd_us).toFixed(1)} µs with both on one CPU), so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
+    const spread = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(', ');
+    process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload, median of ${C_ROUNDS} paired rounds after a warm-up pair (rounds: ${spread(overPreloadRounds)}; goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
+    const answerFloor = medianOf(answerFloorRuns);
+    process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy; median of ${FLOOR_RUNS} runs): a call answered CONTINUE costs ${continueCost.toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too (runs: ${spread(answerFloorRuns)}; ${answerFloorOneCpu.toFixed(1)} µs with both on one CPU), so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
   } finally {
     await stopAll({ agent, harness, dirs: [work] });
   }
