@@ -94,11 +94,11 @@ export interface Addon {
    */
   loopbackPeerOwner(family: 4 | 6, localAddr: string, localPort: number, peerAddr: string, peerPort: number): { inode: number; uid: number } | null;
   /**
-   * Whether a UDP socket on this machine would receive a datagram sent from
+   * The UDP socket on this machine that would receive a datagram sent from
    * fromAddr:fromPort to addr:port (one connected to it, or one merely bound there), by a
-   * sock_diag lookup of that four-tuple.
+   * sock_diag lookup of that four-tuple: its inode and owner's uid; null when there is none.
    */
-  udpReceiverExists(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number): boolean;
+  udpReceiverOwner(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number): { inode: number; uid: number } | null;
 }
 
 let addon: Addon | undefined;

@@ -79,6 +79,7 @@ export const SHIM_OPS = {
         stream: { kind: 'uint', max: 0xffffffff, doc: 'the remote stream, named by the attach that follows (TCP)', example: 7 },
         localAddr: { ...ADDR, optional: true, doc: "the remote connection's address in the pod (getsockname)", example: '10.244.1.5' },
         localPort: { ...PORT, optional: true, example: 40312 },
+        sharedUid: { kind: 'uint', max: 0xffffffff, optional: true, doc: "UDP: the relay serves every socket of the session owned by this uid (its owner is checked per datagram), so a later connect of such a socket to the same destination may use it without asking", example: 1000 },
       },
     },
     fails: 'errno',

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
 import dnsPacket from 'dns-packet';
@@ -135,7 +136,7 @@ describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
   it('answers a query through dns.query, with no UDP flow in the pod; a repeated query comes from the session\'s cache', async () => {
     nameserver();
     const reply = await openDns();
-    expect(reply).toEqual({ ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: reply.proxyPort, stream: 0 });
+    expect(reply).toEqual({ ok: true, action: 'proxy', proxyAddr: '127.0.0.1', proxyPort: reply.proxyPort, stream: 0, sharedUid: process.getuid?.() });
     const p = await program();
     const got = nextBytes(p);
     p.send(query(0x1111), reply.proxyPort, '127.0.0.1');
@@ -153,6 +154,76 @@ describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
     expect(agent.requests.map((r) => r.type)).toEqual(['dns.query']);
     expect(relays.stats).toEqual({ udpFlows: 0, dnsFlows: 2 });
     expect(dns.stats).toMatchObject({ udpQueries: 2, cachedMessages: 1 });
+  });
+
+  it('one relay per nameserver serves every socket of the session: a later connect gets the same one, so the shim and the supervisor need not ask again', async () => {
+    nameserver();
+    const first = await openDns();
+    const [second, third] = await Promise.all([openDns(), openDns()]);
+    expect([second.proxyPort, third.proxyPort]).toEqual([first.proxyPort, first.proxyPort]);
+    expect((await openDns('fd00::10')).proxyPort).not.toBe(first.proxyPort);
+    // Three sockets of the program, each answered (the per-socket count is what --verbose shows).
+    for (const id of [1, 2, 3]) {
+      const p = await program();
+      const got = nextBytes(p);
+      p.send(query(id, `n${id}.default.svc.cluster.local`), first.proxyPort, '127.0.0.1');
+      expect(dnsPacket.decode((await got)!).id).toBe(id);
+    }
+    expect(relays.stats).toEqual({ udpFlows: 0, dnsFlows: 3 });
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('another local user\'s socket gets no answer from the shared relay, nor a flow in the pod', async () => {
+    nameserver();
+    podEchoesUpperCase();
+    const { proxyPort } = await openDns();
+    // As nobody: a query, then a datagram that is not DNS (it would open a pod flow), each to the relay.
+    const script = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+for msg in [bytes.fromhex(sys.argv[2]), b'not dns']:
+    s.sendto(msg, ('127.0.0.1', int(sys.argv[1])))
+try:
+    s.recvfrom(2048); print('answered')
+except socket.timeout:
+    print('nothing')
+`;
+    const squatter = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '/usr/bin/python3', '-c', script, String(proxyPort), query(9).toString('hex')]);
+    let out = '';
+    squatter.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((r) => squatter.once('close', r));
+    expect(out.trim()).toBe('nothing');
+    expect(agent.requests.filter((r) => r.type === 'udp.open' || r.type === 'dns.query')).toHaveLength(0);
+    // The session's own socket is served, as before.
+    const p = await program();
+    const got = nextBytes(p);
+    p.send(query(10), proxyPort, '127.0.0.1');
+    expect(dnsPacket.decode((await got)!).id).toBe(10);
+    expect(relays.stats.dnsFlows).toBe(1);
+  });
+
+  it('a sender\'s pod flow (what is not a plain query) is closed at the next sweep once its socket is gone; the shared relay stays', async () => {
+    relays.close();
+    relays = new UdpRelays(agent, { idleMs: 60_000, sweepMs: 50 }, dns);
+    nameserver();
+    podEchoesUpperCase();
+    const { proxyPort } = await openDns();
+    const [kept, gone] = [await program(), await program()];
+    for (const p of [kept, gone]) {
+      const echoed = nextBytes(p);
+      p.send('hello', proxyPort, '127.0.0.1');
+      expect((await echoed)?.toString()).toBe('HELLO');
+    }
+    const streams = () => agent.requests.filter((r) => r.type === 'udp.open').map((r) => (r as { stream: number }).stream);
+    expect(streams()).toHaveLength(2);
+    const [keptStream, goneStream] = streams() as [number, number];
+    gone.close();
+    sockets.splice(sockets.indexOf(gone), 1);
+    for (let waited = 0; agent.podMux.has(goneStream) && waited < 3000; waited += 25) await new Promise((r) => setTimeout(r, 25));
+    expect(agent.podMux.has(goneStream)).toBe(false);
+    expect(agent.podMux.has(keptStream)).toBe(true);
+    const got = nextBytes(kept);
+    kept.send(query(3), proxyPort, '127.0.0.1');
+    expect(dnsPacket.decode((await got)!).id).toBe(3);
   });
 
   it('an answer larger than the program takes over UDP is truncated (TC), so it asks again over TCP', async () => {

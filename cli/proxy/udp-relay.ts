@@ -5,12 +5,19 @@
  * receives comes back from it. Only the first sender (the program's socket) is relayed.
  * Idle flows close.
  *
- * A flow to one of the pod's nameservers on port 53 gets a DNS relay instead (when the
+ * A flow to one of the pod's nameservers on port 53 goes to a DNS relay instead (when the
  * agent sends DNS messages): each datagram that is a plain query is answered through the
  * session's DNS (dns.ts: the packet cache, else the agent's `dns.query`), with no UDP
  * socket in the pod and no `udp.open` round trip; anything else (not DNS, another opcode, a
- * truncated query) goes the usual way, through a pod flow opened when the first such
- * datagram comes.
+ * truncated query) goes the usual way, through a pod flow opened for its sender when the
+ * first such datagram comes.
+ *
+ * There is one DNS relay per nameserver and family, shared by every socket of the session
+ * (the reply's `sharedUid`), so the shim and the supervisor ask for it once and then connect
+ * each new socket to it themselves: Go's resolver makes a socket per query, and the question
+ * was a round trip to the proxy each time. Since any local process can send to a loopback
+ * port, the relay serves only sockets of the session's owner: a sock_diag lookup of each
+ * datagram's sender (its socket's uid), where a relay of one flow serves its first sender.
  *
  * A relay whose program socket is gone is closed, with its pod flow, at the next sweep
  * (every `sweepMs`): a sock_diag lookup asks whether a socket still receives from the relay
@@ -42,8 +49,10 @@ export interface UdpDnsAnswerer {
   answerUdp(query: Uint8Array, q: PlainQuery): Promise<Uint8Array | undefined>;
 }
 
-/** Queries of one DNS relay waiting for their answers at once; more are dropped, as a busy nameserver's socket would. */
+/** Queries of one program socket waiting for their answers at once; more are dropped, as a busy nameserver's socket would. */
 const MAX_DNS_IN_FLIGHT = 64;
+/** Program sockets a shared DNS relay keeps state for (a pod flow, queries in flight); past it, the oldest is let go. */
+const MAX_DNS_SENDERS = 1024;
 /** Datagrams kept for a DNS relay's pod flow while it opens. */
 const MAX_QUEUED = 16;
 
@@ -59,6 +68,15 @@ interface OpenRelay {
   close(): void;
 }
 
+/** A shared DNS relay: its port, and the program sockets it has served (by "address|port"), oldest first. */
+interface SharedDnsRelay {
+  family: Family;
+  address: string;
+  port: number;
+  socket: dgram.Socket;
+  senders: Map<string, { address: string; port: number; ends: RelayEnds }>;
+}
+
 /** A relay's two ends: `fromProgram` for each datagram of the program; `toProgram` sends one back. */
 interface RelayEnds {
   fromProgram(msg: Buffer): void;
@@ -72,6 +90,10 @@ export class UdpRelays {
   readonly #dns: UdpDnsAnswerer | undefined;
   readonly #opts: UdpRelayOptions;
   readonly #relays = new Map<dgram.Socket, OpenRelay>();
+  /** Shared DNS relays by "family|nameserver|port" (a promise while the first one binds). */
+  readonly #sharedDns = new Map<string, Promise<SharedDnsRelay | undefined>>();
+  /** Whose sockets the shared DNS relays serve: the session's (the proxy's own uid). */
+  readonly #uid = process.getuid?.();
   #sweeper: NodeJS.Timeout | undefined;
 
   constructor(agent: ProxyAgent, options: Partial<UdpRelayOptions> = {}, dns?: UdpDnsAnswerer) {
@@ -92,9 +114,11 @@ export class UdpRelays {
   async open(req: ShimRequestOf<'connect'>, dest: Remote, proxyAddr: string): Promise<ShimReplyOf['connect']> {
     const family: Family = proxyAddr === '::1' ? 6 : 4;
     if (this.#dns?.answersUdpFlow(dest.address, req.port)) {
+      // No socket in the pod: getsockname reports the program's own (loopback) address.
+      const shared = await this.#sharedDnsRelay(family, req, dest);
+      if (shared && this.#uid !== undefined) return { ok: true, action: 'proxy', proxyAddr, proxyPort: shared.port, stream: 0, sharedUid: this.#uid };
       this.stats.dnsFlows++;
       const relayPort = await this.#relay(family, (toProgram) => this.#dnsEnds(req, dest, toProgram));
-      // No socket in the pod: getsockname reports the program's own (loopback) address.
       return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream: 0 };
     }
     const stream = this.#agent.allocateStream();
@@ -112,23 +136,110 @@ export class UdpRelays {
   close(): void {
     for (const relay of this.#relays.keys()) relay.close();
     this.#relays.clear();
+    for (const pending of this.#sharedDns.values()) {
+      void pending.then((shared) => {
+        if (!shared) return;
+        shared.socket.close();
+        for (const s of shared.senders.values()) s.ends.close();
+        shared.senders.clear();
+      });
+    }
+    this.#sharedDns.clear();
     this.#stopSweeping();
   }
 
-  /** Closes the relays whose program socket no longer exists. */
+  /**
+   * The shared DNS relay for `dest`, opened the first time; undefined where its senders'
+   * owners cannot be looked up (no sock_diag for UDP): each flow then gets a relay of its own.
+   */
+  #sharedDnsRelay(family: Family, req: ShimRequestOf<'connect'>, dest: Remote): Promise<SharedDnsRelay | undefined> {
+    const key = `${family}|${dest.address}|${req.port}`;
+    let pending = this.#sharedDns.get(key);
+    if (!pending) {
+      pending = this.#openSharedDns(family, req, dest);
+      this.#sharedDns.set(key, pending);
+    }
+    return pending;
+  }
+
+  async #openSharedDns(family: Family, req: ShimRequestOf<'connect'>, dest: Remote): Promise<SharedDnsRelay | undefined> {
+    if (this.#uid === undefined) return undefined;
+    const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    const address = family === 4 ? '127.0.0.1' : '::1';
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.bind(0, address, resolve));
+    const port = (socket.address() as net.AddressInfo).port;
+    const shared: SharedDnsRelay = { family, address, port, socket, senders: new Map() };
+    // Our own socket, "sending" to itself: a lookup that must find it, or this kernel has no
+    // UDP sock_diag and no sender could be checked.
+    if (this.#ownerUid(shared, address, port) !== this.#uid) {
+      socket.close();
+      return undefined;
+    }
+    socket.on('message', (msg, rinfo) => {
+      // Every datagram's sender is checked: its port may have been given up and taken again.
+      if (this.#ownerUid(shared, rinfo.address, rinfo.port) !== this.#uid) return;
+      const key = `${rinfo.address}|${rinfo.port}`;
+      let sender = shared.senders.get(key);
+      if (!sender) {
+        if (shared.senders.size >= MAX_DNS_SENDERS) this.#letGoOldest(shared);
+        const to = { address: rinfo.address, port: rinfo.port };
+        sender = { ...to, ends: this.#dnsEnds(req, dest, (data) => socket.send(data, to.port, to.address)) };
+        shared.senders.set(key, sender);
+        this.stats.dnsFlows++;
+      }
+      sender.ends.fromProgram(msg);
+    });
+    if (this.#opts.sweepMs > 0) this.#sweeper ??= setInterval(() => this.#sweep(), this.#opts.sweepMs).unref();
+    return shared;
+  }
+
+  #letGoOldest(shared: SharedDnsRelay): void {
+    const [key, oldest] = shared.senders.entries().next().value ?? [];
+    if (key === undefined || !oldest) return;
+    oldest.ends.close();
+    shared.senders.delete(key);
+  }
+
+  /** The uid owning the socket that receives from the relay at `address`:`port`; undefined for none (or no lookup). */
+  #ownerUid(relay: { family: Family; address: string; port: number }, address: string, port: number): number | undefined {
+    try {
+      return loadAddon().udpReceiverOwner(relay.family, address, port, relay.address, relay.port)?.uid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Closes the relays, and lets go of the shared DNS relays' senders, whose program socket no longer exists. */
   #sweep(): void {
     const lookup = loadAddon();
-    for (const r of [...this.#relays.values()]) {
-      if (!r.program) continue; // nothing sent yet: the idle timer ends it
-      let exists: boolean;
+    const gone = (family: Family, program: { address: string; port: number }, relay: { address: string; port: number }): boolean | undefined => {
       try {
-        exists = lookup.udpReceiverExists(r.family, r.program.address, r.program.port, r.address, r.port);
+        return !lookup.udpReceiverOwner(family, program.address, program.port, relay.address, relay.port);
       } catch {
         this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
         this.#stopSweeping();
-        return;
+        return undefined;
       }
-      if (!exists) r.close();
+    };
+    for (const r of [...this.#relays.values()]) {
+      if (!r.program) continue; // nothing sent yet: the idle timer ends it
+      const g = gone(r.family, r.program, r);
+      if (g === undefined) return;
+      if (g) r.close();
+    }
+    for (const pending of this.#sharedDns.values()) {
+      void pending.then((shared) => {
+        if (!shared || this.#opts.sweepMs === 0) return;
+        for (const [key, s] of [...shared.senders]) {
+          const g = gone(shared.family, s, shared);
+          if (g === undefined) return;
+          if (g) {
+            s.ends.close();
+            shared.senders.delete(key);
+          }
+        }
+      });
     }
   }
 
@@ -226,7 +337,7 @@ export class UdpRelays {
     const close = (): void => {
       clearTimeout(idle);
       if (this.#relays.delete(relay)) relay.close();
-      if (this.#relays.size === 0) this.#stopSweeping();
+      if (this.#relays.size === 0 && this.#sharedDns.size === 0) this.#stopSweeping();
       ends.close();
     };
     relay.on('message', (msg, rinfo) => {

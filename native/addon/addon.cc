@@ -475,10 +475,10 @@ Napi::Value LoopbackPeerOwner(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value UdpReceiverExists(const Napi::CallbackInfo& info) {
+Napi::Value UdpReceiverOwner(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* usage =
-      "usage: udpReceiverExists(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number) -> boolean";
+      "usage: udpReceiverOwner(family: 4 | 6, addr: string, port: number, fromAddr: string, fromPort: number) -> { inode, uid } | null";
   if (info.Length() != 5 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsString() ||
       !info[4].IsNumber())
     throw Napi::TypeError::New(env, usage);
@@ -493,7 +493,11 @@ Napi::Value UdpReceiverExists(const Napi::CallbackInfo& info) {
   uint32_t inode = 0, uid = 0;
   int r = DiagLookup(IPPROTO_UDP, family, addr, port, from, from_port, &inode, &uid);
   if (r < 0) throw ErrnoError(env, "sock_diag", -r);
-  return Napi::Boolean::New(env, r == 1);
+  if (r == 0) return env.Null();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("inode", Napi::Number::New(env, inode));
+  out.Set("uid", Napi::Number::New(env, uid));
+  return out;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -508,7 +512,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("holdRelease", Napi::Function::New(env, HoldRelease, "holdRelease"));
   exports.Set("spawnCapture", Napi::Function::New(env, tsm::SpawnCapture, "spawnCapture"));
   exports.Set("loopbackPeerOwner", Napi::Function::New(env, LoopbackPeerOwner, "loopbackPeerOwner"));
-  exports.Set("udpReceiverExists", Napi::Function::New(env, UdpReceiverExists, "udpReceiverExists"));
+  exports.Set("udpReceiverOwner", Napi::Function::New(env, UdpReceiverOwner, "udpReceiverOwner"));
   return exports;
 }
 

@@ -5,7 +5,10 @@
 #include "shim.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <string.h>
 
@@ -81,6 +84,13 @@ SHIM_HIDDEN int shim_connect_timeout_ms(int fd, int status_flags) {
   long long ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
   if (ms <= 0 && tv.tv_usec > 0) ms = 1;
   return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+/* The socket's owner (its inode's uid), or -1. A system call of its own: the shim hooks fstat. */
+SHIM_HIDDEN int64_t shim_sock_uid(int fd) {
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return -1;
+  return st.st_uid;
 }
 
 SHIM_HIDDEN int shim_sock_type(int fd) {

@@ -81,7 +81,7 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   /* A blocking connect may wait for the pod as long as its kernel tries: a signal whose
    * handler has no SA_RESTART interrupts it, as it would the real connect. */
   channel_interruptible(!udp && timeout_ms >= 0);
-  int asked = proto_connect(udp, &dest, timeout_ms, &reply);
+  int asked = proto_connect(udp, &dest, timeout_ms, udp ? shim_sock_uid(fd) : -1, &reply);
   bool interrupted = channel_interrupted();
   channel_interruptible(false);
   if (asked < 0 && interrupted) {

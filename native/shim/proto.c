@@ -7,6 +7,7 @@
 #include "replies.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,8 +79,52 @@ static bool classify(const struct reply_common *c, uint64_t seen, const char *re
 
 #define FIELDS(t) t, sizeof t / sizeof t[0]
 
-SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
+/* UDP destinations whose relay the proxy shares among the session's sockets of one owner
+ * (its DNS relay for a nameserver: sharedUid in the reply). A later connect of a socket of
+ * that owner to the same destination is given the relay without asking: Go's resolver, for
+ * one, makes a socket per query, and the question cost a round trip to the proxy each time.
+ * Written once and only added to, so readers take no lock (a fork may copy it at any time);
+ * two threads that learn the same destination at once may both add it, which is harmless. */
+#define SHARED_RELAYS 8
+static struct shared_relay {
+  _Atomic bool ready;
+  union shim_addr dest, proxy;
+  uint32_t uid;
+} shared_relays[SHARED_RELAYS];
+static _Atomic unsigned shared_relays_used;
+
+static bool shared_relay_lookup(const union shim_addr *dest, uint32_t uid, union shim_addr *proxy) {
+  unsigned n = atomic_load_explicit(&shared_relays_used, memory_order_acquire);
+  for (unsigned i = 0; i < n && i < SHARED_RELAYS; i++) {
+    struct shared_relay *r = &shared_relays[i];
+    if (!atomic_load_explicit(&r->ready, memory_order_acquire)) continue;
+    if (r->uid == uid && shim_addr_equal(&r->dest, dest)) {
+      *proxy = r->proxy;
+      return true;
+    }
+  }
+  return false;
+}
+
+static void shared_relay_add(const union shim_addr *dest, uint32_t uid, const union shim_addr *proxy) {
+  unsigned at = atomic_fetch_add_explicit(&shared_relays_used, 1, memory_order_acq_rel);
+  if (at >= SHARED_RELAYS) return; /* full: later connects ask, as before */
+  struct shared_relay *r = &shared_relays[at];
+  r->dest = *dest;
+  r->proxy = *proxy;
+  r->uid = uid;
+  atomic_store_explicit(&r->ready, true, memory_order_release);
+}
+
+SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms, int64_t sock_uid,
                               struct connect_reply *out) {
+  if (udp && sock_uid >= 0) {
+    memset(out, 0, sizeof *out);
+    if (shared_relay_lookup(dest, (uint32_t)sock_uid, &out->proxy)) {
+      out->kind = REPLY_REMOTE;
+      return 0;
+    }
+  }
   uint8_t buf[512];
   struct mp_writer w = {buf, sizeof buf, 0, false};
   int family, port;
@@ -97,7 +142,7 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
 
   struct reply_common c = {0};
   char proxy_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "", local_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "";
-  int64_t proxy_port = -1, local_port = -1, stream = -1;
+  int64_t proxy_port = -1, local_port = -1, stream = -1, shared_uid = -1;
   const struct reply_field fields[] = {
     REPLY_COMMON_FIELDS(&c),
     {WIRE_KEY_PROXY_ADDR, RF_STR, proxy_addr, sizeof proxy_addr, NULL, NULL},
@@ -105,6 +150,7 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
     {WIRE_KEY_PROXY_PORT, RF_INT, &proxy_port, 0, NULL, NULL},
     {WIRE_KEY_LOCAL_PORT, RF_INT, &local_port, 0, NULL, NULL},
     {WIRE_KEY_STREAM, RF_INT, &stream, 0, NULL, NULL},
+    {WIRE_KEY_SHARED_UID, RF_INT, &shared_uid, 0, NULL, NULL},
   };
   uint64_t seen;
   memset(out, 0, sizeof *out);
@@ -131,8 +177,10 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   out->stream = stream;
   if (local_addr[0] && local_port >= 0 && local_port <= 65535)
     out->has_local = parse_ip(local_addr, (int)local_port, &out->local);
-  shim_log("connect %s %s:%d -> proxy %s:%d stream %lld", udp ? "udp" : "tcp", text, port,
-           proxy_addr, (int)proxy_port, (long long)stream);
+  /* Remembered only for the socket's own owner, whom the proxy said it serves. */
+  if (udp && sock_uid >= 0 && shared_uid == sock_uid) shared_relay_add(dest, (uint32_t)sock_uid, &out->proxy);
+  shim_log("connect %s %s:%d -> proxy %s:%d stream %lld%s", udp ? "udp" : "tcp", text, port,
+           proxy_addr, (int)proxy_port, (long long)stream, shared_uid >= 0 ? " (shared)" : "");
   return 0;
 }
 

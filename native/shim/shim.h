@@ -256,7 +256,9 @@ struct reverse_reply {
  * could not be used (connect -> ENETUNREACH, resolve -> EAI_AGAIN). proto_connect's
  * timeout_ms: the pod-side limit of a blocking connect (0: none), or -1 for a
  * non-blocking socket (the proxy may then answer before the pod's connect is done). */
-SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms,
+/* sock_uid: the UDP socket's owner (fstat st_uid), or -1; a destination whose relay the
+ * proxy shares with that owner's sockets is answered from memory after the first time. */
+SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms, int64_t sock_uid,
                               struct connect_reply *out);
 SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
@@ -332,6 +334,7 @@ SHIM_HIDDEN bool shim_addr_for_domain(const union shim_addr *a, int domain, unio
 SHIM_HIDDEN void shim_addr_copy_out(const union shim_addr *a, socklen_t alen, void *addr,
                                     socklen_t cap, socklen_t *len);
 SHIM_HIDDEN int shim_sock_type(int fd);
+SHIM_HIDDEN int64_t shim_sock_uid(int fd);
 /* What proto_connect takes for socket `fd` whose F_GETFL flags are `status_flags` (the
  * caller reads them: the shim through REAL(fcntl)): -1 for a non-blocking socket, else
  * SO_SNDTIMEO in ms (0: none, or unknown). */

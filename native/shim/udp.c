@@ -34,7 +34,7 @@ static enum route route_datagram(int fd, const struct sockaddr *addr, socklen_t 
   if (type != SOCK_DGRAM) return ROUTE_PASS; /* TCP ignores the address; others aren't ours */
 
   struct connect_reply reply;
-  if (proto_connect(true, &dest, 0, &reply) < 0) {
+  if (proto_connect(true, &dest, 0, shim_sock_uid(fd), &reply) < 0) {
     shim_log("sendto: session proxy unreachable; failing with ENETUNREACH");
     errno = ENETUNREACH;
     return ROUTE_FAIL;

@@ -90,6 +90,7 @@
 #define WIRE_KEY_RDEV "rdev"
 #define WIRE_KEY_REMOTE "remote"
 #define WIRE_KEY_SEARCH "search"
+#define WIRE_KEY_SHARED_UID "sharedUid"
 #define WIRE_KEY_SIZE "size"
 #define WIRE_KEY_STREAM "stream"
 #define WIRE_KEY_TARGET "target"

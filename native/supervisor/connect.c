@@ -51,7 +51,7 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
   int fl = udp ? O_NONBLOCK : fcntl(dup, F_GETFL); /* a UDP connect never waits */
   int timeout_ms = udp ? 0 : shim_connect_timeout_ms(dup, fl);
   struct connect_reply reply;
-  if (proto_connect(udp, dest, timeout_ms, &reply) < 0) {
+  if (proto_connect(udp, dest, timeout_ms, udp ? (int64_t)uid : -1, &reply) < 0) {
     shim_log("connect: session proxy unreachable; failing with ENETUNREACH");
     return sv_fail(call, ENETUNREACH);
   }

@@ -18,7 +18,8 @@ enum route { ROUTE_PASS, ROUTE_RELAY, ROUTE_FAIL };
 static enum route route_datagram(int dup, const union shim_addr *dest, int family, union shim_addr *relay,
                                  socklen_t *relay_len, int *err) {
   if (shim_sock_type(dup) != SOCK_DGRAM) return ROUTE_PASS; /* TCP ignores the address */
-  uint64_t inode = sv_sock_inode(dup, NULL);
+  uint32_t uid = 0;
+  uint64_t inode = sv_sock_inode(dup, &uid);
   if (!inode) return ROUTE_PASS;
   pthread_mutex_lock(&sv_socks_lock);
   struct sv_sock *s = sv_sock_slot(inode, false);
@@ -35,7 +36,7 @@ static enum route route_datagram(int dup, const union shim_addr *dest, int famil
   pthread_mutex_unlock(&sv_socks_lock);
 
   struct connect_reply reply;
-  if (proto_connect(true, dest, 0, &reply) < 0) {
+  if (proto_connect(true, dest, 0, uid, &reply) < 0) {
     *err = ENETUNREACH;
     return ROUTE_FAIL;
   }

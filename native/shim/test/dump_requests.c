@@ -60,10 +60,10 @@ int main(int argc, char **argv) {
   struct listen_reply lr;
   struct peer_reply pr;
   struct fs_reply *fr = malloc(sizeof *fr);
-  proto_connect(false, &v4, 0, &cr);
-  proto_connect(false, &v6, 1500, &cr);
-  proto_connect(false, &v4, -1, &cr); /* non-blocking */
-  proto_connect(true, &v4, 0, &cr);
+  proto_connect(false, &v4, 0, -1, &cr);
+  proto_connect(false, &v6, 1500, -1, &cr);
+  proto_connect(false, &v4, -1, -1, &cr); /* non-blocking */
+  proto_connect(true, &v4, 0, -1, &cr);
   proto_attach(7, 40312, 995270, 1000);
   proto_resolve("db.default.svc.cluster.local", AF_UNSPEC, rr);
   proto_resolve("db", AF_INET6, rr);

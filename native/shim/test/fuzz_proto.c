@@ -84,7 +84,7 @@ static int replay(const struct seed *s) {
   enum reply_kind got = REPLY_ERROR;
   if (starts_with(s->name, "connect.")) {
     struct connect_reply r;
-    rc = proto_connect(false, &dest, 0, &r);
+    rc = proto_connect(false, &dest, 0, -1, &r);
     got = r.kind;
   } else if (starts_with(s->name, "resolve.")) {
     struct resolve_reply *r = malloc(sizeof *r);
@@ -159,7 +159,7 @@ int main(int argc, char **argv) {
       }
       mutate(input, &input_len);
     }
-    parsed += proto_connect(false, &dest, 0, &cr) == 0;
+    parsed += proto_connect(false, &dest, 0, -1, &cr) == 0;
     parsed += proto_resolve("x", AF_UNSPEC, rr) == 0;
     parsed += proto_reverse(AF_INET, a4, vr) == 0;
     struct peer_reply pr;
