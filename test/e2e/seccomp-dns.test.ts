@@ -7,7 +7,7 @@
  * reached it; the assertions bound what a cache may do in the time that actually passed,
  * never how fast anything is.
  */
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +135,35 @@ describe.skipIf(process.getuid?.() !== 0 || !haveTools)("a program's own DNS que
   it('an answer is never served past its TTL, and another session does not get it', async () => {
     await expectNeverServedPastTtl(harness, TTL, () => exec([gonet, 'watchname', 'mover', 'flag']), () => exec([gonet, 'lookup', 'mover']));
   }, 240_000);
+
+  // A socket per query to the pod's nameserver, as Go's resolver makes: python under the
+  // preload, Go under seccomp.
+  const SOCKET_PER_QUERY = String.raw`
+import socket, struct
+ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+for i in range(10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.connect((ns, 53))
+    s.send(struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + b'\x02db\x07default\x03svc\x07cluster\x05local\x00' + struct.pack('>HH', 1, 1))
+    assert s.recv(4096)[:2] == struct.pack('>H', i)
+    s.close()
+print('ok')
+`;
+  for (const [intercept, command] of [['preload', [PY, '-c', SOCKET_PER_QUERY]], ['seccomp', () => [gonet, 'lookups', 'db', '10']]] as const) {
+    it(`a socket per query (--intercept ${intercept}): the relay for the nameserver is asked for once, not for every socket, and each socket is answered`, async () => {
+      const log = join(work, `shim-${intercept}.log`);
+      const argv = typeof command === 'function' ? command() : [...command];
+      const r = await tsmExec(agent.url, `pid/${client.pid}`, argv, ['--verbose', '--intercept', intercept], { timeoutMs: 120_000, env: { ...process.env, TSMIRROR_SHIM_LOG: log } });
+      expect(r.code, r.stderr).toBe(0);
+      const c = counts(r);
+      expect(c.dnsFlows).toBeGreaterThanOrEqual(10); // sockets the proxy answered
+      expect(c.udpFlows).toBe(0);
+      // Each time the shim or the supervisor asked: the first socket (Go's A and AAAA may race), then none.
+      const asked = readFileSync(log, 'utf8').split('\n').filter((l) => /connect udp \S+:53 -> proxy/.test(l));
+      expect(asked.length).toBeGreaterThanOrEqual(1);
+      expect(asked.length).toBeLessThanOrEqual(2);
+      expect(asked[0]).toContain('(shared)');
+    }, 120_000);
+  }
 
   for (const intercept of ['seccomp', 'preload'] as const) {
     it(`raw UDP queries (--intercept ${intercept}): answered under the query's id with its question as sent, TTLs aged from the cache; hostile datagrams crash nothing`, async () => {
