@@ -42,7 +42,7 @@ for _ in range(n):
     fd = os.open('${LOCAL_FILE}', os.O_RDONLY); os.close(fd)
 print(json.dumps({'open_read_close_4k_us': remote, 'open_close_local_us': (time.perf_counter() - t) / n * 1e6}))
 `;
-import { runBench } from './run.js';
+import { median, pairedRounds, runBench } from './run.js';
 
 type Figures = Record<'open_read_close_4k_us' | 'open_close_local_us', number>;
 
@@ -80,31 +80,14 @@ async function main(): Promise<void> {
     const pyPreload = figures('python under the preload', await tsmExec(agent.url, target, [PY, '-c', PY_PROBE], [], opts));
     const cArgs = ['/data/small.bin', LOCAL_FILE];
     const cPod = figures('C in the pod', await harness.exec(pod, ['/data/files-bench', ...cArgs], opts));
-    // The same C program both ways, in paired rounds after one warm-up pair (the agent's and
-    // each proxy's JIT are cold at first: the first pair alone is 100-400 µs apart), the order
-    // swapped each round so neither way always runs on the other's heels; medians.
-    const cSeccompRun = async (): Promise<Figures> => figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts));
-    const cPreloadRun = async (): Promise<Figures> => figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts));
-    await cSeccompRun();
-    await cPreloadRun();
-    const pairs: Array<[Figures, Figures]> = [];
-    for (let round = 0; round < C_ROUNDS; round++) {
-      if (round % 2 === 0) {
-        const sec = await cSeccompRun();
-        pairs.push([sec, await cPreloadRun()]);
-      } else {
-        const pre = await cPreloadRun();
-        pairs.push([await cSeccompRun(), pre]);
-      }
-    }
-    const medianOf = (xs: number[]): number => {
-      const sorted = [...xs].sort((a, b) => a - b);
-      const mid = Math.floor(sorted.length / 2);
-      return sorted.length % 2 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-    };
+    // The same C program both ways, in paired rounds (the first pair alone reads 100-400 µs
+    // apart); medians.
+    const pairs = await pairedRounds(C_ROUNDS,
+      async () => figures('C (static) under seccomp', await tsmExec(agent.url, target, [cStatic, ...cArgs], ['--intercept', 'seccomp'], opts)),
+      async () => figures('C (dynamic) under the preload', await tsmExec(agent.url, target, [cDynamic, ...cArgs], [], opts)));
     const medianFigures = (which: 0 | 1): Figures => ({
-      open_read_close_4k_us: medianOf(pairs.map((p) => p[which].open_read_close_4k_us)),
-      open_close_local_us: medianOf(pairs.map((p) => p[which].open_close_local_us)),
+      open_read_close_4k_us: median(pairs.map((p) => p[which].open_read_close_4k_us)),
+      open_close_local_us: median(pairs.map((p) => p[which].open_close_local_us)),
     });
     const cSeccomp = medianFigures(0);
     const cPreload = medianFigures(1);
@@ -117,9 +100,9 @@ async function main(): Promise<void> {
     };
     const floorAll = await floorRuns(floorBin, [LOCAL_FILE, '20000'], 'the interface\'s floor');
     const floorOneCpuAll = await floorRuns('taskset', ['-c', '0', floorBin, LOCAL_FILE, '20000'], 'the interface\'s floor on one CPU');
-    const continueCost = medianOf(floorAll.map((f) => f.continue_us - f.none_us));
+    const continueCost = median(floorAll.map((f) => f.continue_us - f.none_us));
     const answerFloorRuns = floorAll.map((f) => f.addfd_us - f.memfd_us);
-    const answerFloorOneCpu = medianOf(floorOneCpuAll.map((f) => f.addfd_us - f.memfd_us));
+    const answerFloorOneCpu = median(floorOneCpuAll.map((f) => f.addfd_us - f.memfd_us));
     const sleeps = probeFigures<Record<'local_sleeps_per_call' | 'pod_sleeps_per_open', number>>('the supervisor\'s sleeps',
       await tsmExec(agent.url, target, [wakeups, LOCAL_FILE, '/data/small.bin', '2000'], ['--intercept', 'seccomp'], opts));
 
@@ -130,11 +113,11 @@ async function main(): Promise<void> {
     process.stdout.write(row('open+close local file', 'open_close_local_us'));
     const notified = goSeccomp.open_close_local_us - goPod.open_close_local_us;
     process.stdout.write(`a notified call that stays local costs ${notified.toFixed(1)} µs more under seccomp (open and close: only open is notified)\n`);
-    const overPreload = medianOf(overPreloadRounds);
+    const overPreload = median(overPreloadRounds);
     process.stdout.write(`the supervisor's threads sleep ${sleeps.local_sleeps_per_call.toFixed(2)} times per local open and ${sleeps.pod_sleeps_per_open.toFixed(2)} per pod-file open (voluntary context switches; 1 and 3 are the least: waiting for the call, the proxy, the program's thread)\n`);
     const spread = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(', ');
     process.stdout.write(`the same C program: seccomp adds ${overPreload.toFixed(1)} µs per pod-file open over the preload, median of ${C_ROUNDS} paired rounds after a warm-up pair (rounds: ${spread(overPreloadRounds)}; goal: at most 30 µs; wall clock, so a loaded machine moves it)\n`);
-    const answerFloor = medianOf(answerFloorRuns);
+    const answerFloor = median(answerFloorRuns);
     process.stdout.write(`the kernel interface alone here (seccomp-floor.c, no tsmirror, no proxy; median of ${FLOOR_RUNS} runs): a call answered CONTINUE costs ${continueCost.toFixed(1)} µs; the answer of a pod-file open (path read, ID_VALID, read-only reopen of a memfd, ADDFD|SEND) costs ${answerFloor.toFixed(1)} µs beyond the memfd the preload creates too (runs: ${spread(answerFloorRuns)}; ${answerFloorOneCpu.toFixed(1)} µs with both on one CPU), so no supervisor can add less here; the other ${(overPreload - answerFloor).toFixed(1)} µs are the supervisor's own work and where the scheduler runs the extra wake-ups (docs/ARCHITECTURE.md, "Pod files under seccomp")\n`);
   } finally {
     await stopAll({ agent, harness, dirs: [work] });

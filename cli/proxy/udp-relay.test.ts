@@ -213,7 +213,7 @@ except socket.timeout:
       p.send('hello', proxyPort, '127.0.0.1');
       expect((await echoed)?.toString()).toBe('HELLO');
     }
-    const streams = () => agent.requests.filter((r) => r.type === 'udp.open').map((r) => (r as { stream: number }).stream);
+    const streams = (): number[] => agent.requests.flatMap((r) => (r.type === 'udp.open' ? [(r as unknown as { stream: number }).stream] : []));
     expect(streams()).toHaveLength(2);
     const [keptStream, goneStream] = streams() as [number, number];
     gone.close();
