@@ -175,8 +175,9 @@ print(json.dumps({'before': before, 'peak': peak, 'after': {'cli': fds(cli), 'ag
       const r = await exec([PY, '-c', SOCKET_PER_EXCHANGE], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
       expect(r.stderr).toBe('');
       const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
-      // 80 relays were made (40 DNS, 40 to the echo server, which also had 40 sockets in the pod)...
-      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 70);
+      // 40 relays were made to the echo server, which also had 40 sockets in the pod (the 40
+      // DNS sockets share the nameserver's one relay)...
+      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
       expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
       // ...and went with the program's sockets, long before they would have idled out (120 s).
       expect(after.cli).toBeLessThanOrEqual(before.cli + 4);

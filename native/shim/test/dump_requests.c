@@ -39,13 +39,6 @@ int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_le
 struct shim_config shim_cfg; /* fsproto.c reads fixed_pid (0: getpid, as in the shim) */
 int channel_notify(const uint8_t *req, size_t len) { return dump(req, len); }
 void shim_log(const char *fmt, ...) { (void)fmt; }
-bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out, socklen_t *out_len) {
-  memset(out, 0, sizeof *out);
-  if (len > sizeof *out) len = sizeof *out;
-  memcpy(out, sa, len);
-  *out_len = len;
-  return true;
-}
 static void field(const char *key, const char *value, void *arg) { (void)key, (void)value, (void)arg; }
 
 int main(int argc, char **argv) {

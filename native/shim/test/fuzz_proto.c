@@ -25,13 +25,6 @@ int channel_call(const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_le
 }
 int channel_notify(const uint8_t *req, size_t len) { (void)req, (void)len; return 0; }
 void shim_log(const char *fmt, ...) { (void)fmt; }
-bool shim_addr_from(const struct sockaddr *sa, socklen_t len, union shim_addr *out, socklen_t *out_len) {
-  memset(out, 0, sizeof *out);
-  if (len > sizeof *out) len = sizeof *out;
-  memcpy(out, sa, len);
-  *out_len = len;
-  return true;
-}
 
 static void seed(int which) {
   struct mp_writer w = {input, sizeof input, 0, false};

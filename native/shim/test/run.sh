@@ -47,7 +47,7 @@ finished() { # name, status
 # (protocol/shim-wire.ts): the fuzzers check the shim accepts each, then mutate them.
 node "$root/dist/protocol/shim-wire-gen.js" seeds "$work/seeds" || { echo "cannot write the seeds (build dist/ with: npx tsc -p tsconfig.json)"; exit 2; }
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
+  -o "$work/fuzz_proto" "$here/fuzz_proto.c" "$here/../proto.c" "$here/../addr.c" "$here/../replies.c" "$here/../msgpack.c" -lpthread || exit 2
 "$work/fuzz_proto" 200000 "$work/seeds"; status=$?
 report $((status == 0)) "fuzz / response parsers accept every reply shape from TypeScript and survive random and mutated frames" "exit status $status"
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
@@ -56,7 +56,7 @@ gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wa
 report $((status == 0)) "fuzz / file response parsers accept every reply shape from TypeScript and survive random and mutated frames" "exit status $status"
 
 gcc -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror \
-  -o "$work/dump_requests" "$here/dump_requests.c" "$here/../proto.c" "$here/../fsproto.c" "$here/../replies.c" \
+  -o "$work/dump_requests" "$here/dump_requests.c" "$here/../proto.c" "$here/../addr.c" "$here/../fsproto.c" "$here/../replies.c" \
   "$here/../msgpack.c" -lpthread || exit 2
 mkdir -p "$work/requests"
 out=$("$work/dump_requests" "$work/requests" 2>&1 >/dev/null && node "$here/check-requests.mjs" "$root" "$work/requests" 2>&1); status=$?
