@@ -70,6 +70,7 @@ export const SHIM_OPS = {
       port: PORT,
       timeoutMs: { kind: 'uint', max: 0xffffffff, optional: true, doc: 'SO_SNDTIMEO of a blocking socket, 0: none', example: 0 },
       nonblock: { kind: 'bool', optional: true, doc: 'present (true) for a non-blocking socket', example: true },
+      uid: { kind: 'uint', max: 0xffffffff, optional: true, doc: "UDP: the socket's owner (fstat st_uid); a socket of the proxy's own uid may be given a shared relay (sharedUid)", example: 1000 },
     },
     replies: {
       local: {},

@@ -128,8 +128,8 @@ describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
     relays = new UdpRelays(agent, { idleMs: 1000 }, dns);
   });
 
-  const openDns = async (address = NS, port = 53) => {
-    const reply = await relays.open({ ...connect, addr: address, port }, { action: 'remote', address, family: address.includes(':') ? 6 : 4 }, '127.0.0.1');
+  const openDns = async (address = NS, port = 53, uid = process.getuid?.() ?? 0) => {
+    const reply = await relays.open({ ...connect, addr: address, port, uid }, { action: 'remote', address, family: address.includes(':') ? 6 : 4 }, '127.0.0.1');
     return reply as { ok: true; proxyPort: number } & Record<string, unknown>;
   };
 
@@ -170,6 +170,21 @@ describe('DNS relay: UDP queries to the pod\'s nameserver', () => {
       expect(dnsPacket.decode((await got)!).id).toBe(id);
     }
     expect(relays.stats).toEqual({ udpFlows: 0, dnsFlows: 3 });
+  });
+
+  it('a socket of another owner (a program that dropped its privileges) gets a DNS relay of its own, which serves its first sender', async () => {
+    nameserver();
+    const shared = await openDns();
+    const own = await openDns(NS, 53, (process.getuid?.() ?? 0) + 1);
+    expect(own).not.toHaveProperty('sharedUid');
+    expect(own.proxyPort).not.toBe(shared.proxyPort);
+    const [p, other] = [await program(), await program()];
+    const got = nextBytes(p);
+    p.send(query(4), own.proxyPort, '127.0.0.1');
+    expect(dnsPacket.decode((await got)!).id).toBe(4);
+    const notOther = nextBytes(other, 200);
+    other.send(query(5), own.proxyPort, '127.0.0.1');
+    expect(await notOther).toBeUndefined();
   });
 
   it.skipIf(process.getuid?.() !== 0)('another local user\'s socket gets no answer from the shared relay, nor a flow in the pod', async () => {

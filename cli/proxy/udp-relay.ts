@@ -114,8 +114,10 @@ export class UdpRelays {
   async open(req: ShimRequestOf<'connect'>, dest: Remote, proxyAddr: string): Promise<ShimReplyOf['connect']> {
     const family: Family = proxyAddr === '::1' ? 6 : 4;
     if (this.#dns?.answersUdpFlow(dest.address, req.port)) {
-      // No socket in the pod: getsockname reports the program's own (loopback) address.
-      const shared = await this.#sharedDnsRelay(family, req, dest);
+      // No socket in the pod: getsockname reports the program's own (loopback) address. A
+      // socket of another owner (a program that dropped its privileges) gets a relay of its
+      // own, which serves its first sender: the shared one serves the session's uid only.
+      const shared = req.uid !== undefined && req.uid === this.#uid ? await this.#sharedDnsRelay(family, req, dest) : undefined;
       if (shared && this.#uid !== undefined) return { ok: true, action: 'proxy', proxyAddr, proxyPort: shared.port, stream: 0, sharedUid: this.#uid };
       this.stats.dnsFlows++;
       const relayPort = await this.#relay(family, (toProgram) => this.#dnsEnds(req, dest, toProgram));
@@ -166,8 +168,15 @@ export class UdpRelays {
     if (this.#uid === undefined) return undefined;
     const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
     const address = family === 4 ? '127.0.0.1' : '::1';
+    const bound = await new Promise<boolean>((resolve) => {
+      socket.once('error', () => resolve(false));
+      socket.bind(0, address, () => resolve(true));
+    });
     socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.bind(0, address, resolve));
+    if (!bound) {
+      socket.close();
+      return undefined; // no loopback port for it: each flow gets a relay of its own
+    }
     const port = (socket.address() as net.AddressInfo).port;
     const shared: SharedDnsRelay = { family, address, port, socket, senders: new Map() };
     // Our own socket, "sending" to itself: a lookup that must find it, or this kernel has no

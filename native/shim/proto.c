@@ -130,8 +130,8 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   int family, port;
   char text[INET6_ADDRSTRLEN];
   addr_text(dest, &family, text, &port);
-  bool nonblock = timeout_ms < 0;
-  mp_write_map(&w, nonblock ? 7 : 6);
+  bool nonblock = timeout_ms < 0, owned = udp && sock_uid >= 0;
+  mp_write_map(&w, 6 + nonblock + owned);
   mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_CONNECT);
   mp_write_kv_str(&w, WIRE_KEY_PROTO, udp ? WIRE_PROTO_UDP : WIRE_PROTO_TCP);
   mp_write_kv_int(&w, WIRE_KEY_FAMILY, family);
@@ -139,6 +139,7 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   mp_write_kv_int(&w, WIRE_KEY_PORT, port);
   mp_write_kv_int(&w, WIRE_KEY_TIMEOUT_MS, nonblock ? 0 : timeout_ms);
   if (nonblock) mp_write_kv_bool(&w, WIRE_KEY_NONBLOCK, true);
+  if (owned) mp_write_kv_int(&w, WIRE_KEY_UID, sock_uid);
 
   struct reply_common c = {0};
   char proxy_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "", local_addr[WIRE_MAX_ADDRESS_TEXT + 1] = "";

@@ -165,6 +165,29 @@ print('ok')
     }, 120_000);
   }
 
+  // As root, then as nobody (a server dropping its privileges): its sockets are not the
+  // session's uid, so they get DNS relays of their own rather than the shared one.
+  const DROPS_PRIVILEGES = String.raw`
+import os, socket, struct
+socket.gethostbyname('db')  # the shim's channel is open before the drop
+ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+for i in range(3):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.connect((ns, 53))
+    s.send(struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + b'\x02db\x07default\x03svc\x07cluster\x05local\x00' + struct.pack('>HH', 1, 1))
+    assert s.recv(4096)[:2] == struct.pack('>H', i)
+    s.close()
+print('ok', os.getuid())
+`;
+  for (const intercept of ['seccomp', 'preload'] as const) {
+    it(`a program that dropped its privileges still gets its own DNS queries answered (--intercept ${intercept})`, async () => {
+      const r = await exec([PY, '-c', DROPS_PRIVILEGES], ['--intercept', intercept]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toBe('ok 65534');
+      expect(counts(r).udpFlows).toBe(0);
+    }, 60_000);
+  }
+
   for (const intercept of ['seccomp', 'preload'] as const) {
     it(`raw UDP queries (--intercept ${intercept}): answered under the query's id with its question as sent, TTLs aged from the cache; hostile datagrams crash nothing`, async () => {
       const r = await exec([PY, '-c', RAW], ['--intercept', intercept]);
