@@ -72,6 +72,8 @@ async function main(): Promise<void> {
     process.stdout.write(`goal: seccomp adds at most 30 µs per notified call over preload; non-notified calls cost nothing (python, median of ${PAIRED_ROUNDS} paired rounds after a warm-up pair)\n`);
     process.stdout.write(`  connect (notified): seccomp ${sign(connect.median)} µs over preload ${connect.median <= 30 ? '(met)' : '(NOT met)'} (rounds: ${connect.rounds})\n`);
     process.stdout.write(`  round trip (not notified): seccomp ${sign(rtt.median)} µs over preload (rounds: ${rtt.rounds})\n`);
+    const gib = pairs.map(([sec, pre]) => mbps(sec.gib_transfer_us) / mbps(pre.gib_transfer_us));
+    process.stdout.write(`  1 GiB (not notified): seccomp at ${(median(gib) * 100).toFixed(0)}% of the preload's MB/s (rounds: ${gib.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')})\n`);
   } finally {
     await stopAll({ agent, harness, dirs: [work] });
   }

@@ -180,8 +180,14 @@ int sv_install_filter(bool *killable) {
    * signal interrupts the program's wait. Without it, any signal (Go preempts goroutines
    * with SIGURG every few ms) interrupts a call the supervisor is working on, and the
    * kernel restarts it: a slow connect could be asked again and again. */
-  int fd = seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &fprog);
+  /* SPEC_ALLOW (4.17+): the filter is not a sandbox, so it leaves the program's speculation
+   * mitigations as they would be without tsmirror. Without it, kernels before 5.16 (and any
+   * booted with spec_store_bypass_disable=seccomp or spectre_v2_user=seccomp) turn on SSBD
+   * and STIBP for every filtered process, which slows all of its code, not only its
+   * system calls. */
+  const unsigned long flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+  int fd = seccomp(SECCOMP_SET_MODE_FILTER, flags | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &fprog);
   *killable = fd >= 0;
-  if (fd < 0 && errno == EINVAL) fd = seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
+  if (fd < 0 && errno == EINVAL) fd = seccomp(SECCOMP_SET_MODE_FILTER, flags, &fprog);
   return fd < 0 ? -errno : fd;
 }

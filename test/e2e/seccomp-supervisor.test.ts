@@ -55,6 +55,18 @@ describe.skipIf(!existsSync(busybox))('tsmirror-supervise', () => {
     expect(r.status).toBe('exit 3\n');
   });
 
+  it("leaves the program's speculation mitigations as they are without it (SECCOMP_FILTER_FLAG_SPEC_ALLOW)", async () => {
+    // Where the kernel forces SSBD/STIBP on filtered processes (before 5.16, or booted with
+    // spec_store_bypass_disable=seccomp), the lines would differ without the flag; on a
+    // kernel that does not, they match either way.
+    const lines = (status: string): string[] => status.split('\n').filter((l) => l.startsWith('Speculation'));
+    const plain = spawnSync(busybox, ['cat', '/proc/self/status'], { encoding: 'utf8' });
+    const filtered = await run([busybox, 'busybox', 'cat', '/proc/self/status']);
+    expect(filtered.code, filtered.stderr).toBe(0);
+    expect(lines(filtered.stdout)).toEqual(lines(plain.stdout));
+    expect(lines(plain.stdout).length).toBeGreaterThanOrEqual(1);
+  });
+
   it('answers notified calls: with no session proxy to ask, a connect fails with ENETUNREACH (as under the shim)', async () => {
     const r = await run([busybox, 'busybox', 'wget', '-q', '-O', '-', `http://127.0.0.1:${port}/`]);
     expect(r.stderr).toMatch(/Network is unreachable/);
