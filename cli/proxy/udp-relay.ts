@@ -65,6 +65,8 @@ interface OpenRelay {
   address: string;
   port: number;
   program: { address: string; port: number } | undefined;
+  /** The program socket's inode, when it was named by an `attach`. */
+  programInode?: number;
   close(): void;
 }
 
@@ -90,6 +92,8 @@ export class UdpRelays {
   readonly #dns: UdpDnsAnswerer | undefined;
   readonly #opts: UdpRelayOptions;
   readonly #relays = new Map<dgram.Socket, OpenRelay>();
+  /** The relays of flows through the pod, by their stream (what an `attach` names). */
+  readonly #byStream = new Map<number, OpenRelay>();
   /** Shared DNS relays by "family|nameserver|port" (a promise while the first one binds). */
   readonly #sharedDns = new Map<string, Promise<SharedDnsRelay | undefined>>();
   /** Whose sockets the shared DNS relays serve: the session's (the proxy's own uid). */
@@ -126,7 +130,7 @@ export class UdpRelays {
     const stream = this.#agent.allocateStream();
     try {
       const r = await this.#openInPod(stream, req, dest);
-      const relayPort = await this.#relay(family, (toProgram) => this.#podEnds(stream, toProgram));
+      const relayPort = await this.#relay(family, (toProgram) => this.#podEnds(stream, toProgram), stream);
       return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream, localAddr: r.localAddress, localPort: r.localPort };
     } catch (err) {
       const refusal = podRefusal(err);
@@ -135,9 +139,26 @@ export class UdpRelays {
     }
   }
 
+  /**
+   * `attach` after the program's socket was connected to the relay of flow `stream` (it
+   * comes on the session's own channel): from then on the relay serves that socket, and the
+   * sweep ends the flow once no socket with that inode is there, even if it never sent (it
+   * may be closed before this arrives). False if `stream` is no UDP flow's (a TCP one, then).
+   */
+  attach(n: ShimRequestOf<'attach'>): boolean {
+    const r = this.#byStream.get(n.stream);
+    if (!r) return false;
+    if (!r.program) {
+      r.program = { address: r.address, port: n.port };
+      r.programInode = n.inode;
+    }
+    return true;
+  }
+
   close(): void {
     for (const relay of this.#relays.keys()) relay.close();
     this.#relays.clear();
+    this.#byStream.clear();
     for (const pending of this.#sharedDns.values()) {
       void pending.then((shared) => {
         if (!shared) return;
@@ -222,9 +243,10 @@ export class UdpRelays {
   /** Closes the relays, and lets go of the shared DNS relays' senders, whose program socket no longer exists. */
   #sweep(): void {
     const lookup = loadAddon();
-    const gone = (family: Family, program: { address: string; port: number }, relay: { address: string; port: number }): boolean | undefined => {
+    const gone = (family: Family, program: { address: string; port: number }, relay: { address: string; port: number }, inode?: number): boolean | undefined => {
       try {
-        return !lookup.udpReceiverOwner(family, program.address, program.port, relay.address, relay.port);
+        const owner = lookup.udpReceiverOwner(family, program.address, program.port, relay.address, relay.port);
+        return !owner || (inode !== undefined && owner.inode !== inode);
       } catch {
         this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
         this.#stopSweeping();
@@ -232,8 +254,8 @@ export class UdpRelays {
       }
     };
     for (const r of [...this.#relays.values()]) {
-      if (!r.program) continue; // nothing sent yet: the idle timer ends it
-      const g = gone(r.family, r.program, r);
+      if (!r.program) continue; // nothing sent nor attached yet: the idle timer ends it
+      const g = gone(r.family, r.program, r, r.programInode);
       if (g === undefined) return;
       if (g) r.close();
     }
@@ -324,10 +346,11 @@ export class UdpRelays {
    * A relay socket on loopback for one flow: the first sender is the program, whose
    * datagrams go to `ends`; what `ends` sends back goes to it. Closed when idle.
    */
-  async #relay(family: Family, makeEnds: (toProgram: (data: Uint8Array) => void) => RelayEnds): Promise<number> {
+  async #relay(family: Family, makeEnds: (toProgram: (data: Uint8Array) => void) => RelayEnds, stream?: number): Promise<number> {
     const relay = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
     const open: OpenRelay = { family, address: family === 4 ? '127.0.0.1' : '::1', port: 0, program: undefined, close: () => close() };
     this.#relays.set(relay, open);
+    if (stream !== undefined) this.#byStream.set(stream, open);
     await new Promise<void>((resolve) => relay.bind(0, open.address, resolve));
     open.port = (relay.address() as net.AddressInfo).port;
     if (this.#opts.sweepMs > 0) this.#sweeper ??= setInterval(() => this.#sweep(), this.#opts.sweepMs).unref();
@@ -346,6 +369,7 @@ export class UdpRelays {
     const close = (): void => {
       clearTimeout(idle);
       if (this.#relays.delete(relay)) relay.close();
+      if (stream !== undefined && this.#byStream.get(stream) === open) this.#byStream.delete(stream);
       if (this.#relays.size === 0 && this.#sharedDns.size === 0) this.#stopSweeping();
       ends.close();
     };

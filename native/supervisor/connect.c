@@ -136,10 +136,14 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
   s->has_local = reply.has_local && shim_addr_for_domain(&reply.local, family, &s->local, &s->local_len);
   pthread_mutex_unlock(&sv_socks_lock);
 
-  if (!udp) {
+  /* The program's socket named to the proxy: a TCP connection is paired by it; a UDP flow
+   * through the pod learns which socket it serves, so it ends with the socket even if that
+   * never sends (Go's dial to learn its local address). */
+  if (!udp || reply.stream > 0) {
     union shim_addr me;
     socklen_t me_len = sizeof me;
-    if (getsockname(dup, &me.sa, &me_len) < 0 || proto_attach(reply.stream, port_of(&me), inode, uid) < 0) {
+    bool attached = getsockname(dup, &me.sa, &me_len) == 0 && proto_attach(reply.stream, port_of(&me), inode, uid) == 0;
+    if (!attached && !udp) {
       shim_log("connect: could not attach stream %lld; failing with ENETUNREACH", (long long)reply.stream);
       return sv_fail(call, ENETUNREACH);
     }

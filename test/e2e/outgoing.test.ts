@@ -145,7 +145,9 @@ describe('UDP', () => {
   // A socket per exchange, as Go's resolver makes one per query: each gets a relay in the
   // CLI (and, for the echo server, a socket in the pod). The program counts the CLI's and the
   // agent's descriptors before, at the peak, and until they are back (30 s at most).
-  const SOCKET_PER_EXCHANGE = String.raw`
+  // Finds the tsmirror CLI (the nearest ancestor running bin/tsmirror.js) and counts its and
+  // the agent's descriptors before BODY, at its end, and once they are back (30 s at most).
+  const measured = (body: string): string => String.raw`
 import socket, os, time, json, struct
 def ancestor():  # the tsmirror CLI: the nearest ancestor running bin/tsmirror.js
     pid = os.getppid()
@@ -157,18 +159,24 @@ cli, agent = ancestor(), int(os.environ['AGENT_PID'])
 fds = lambda pid: len(os.listdir('/proc/%d/fd' % pid))
 ns = next(l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver'))
 echo = socket.gethostbyname('udp')
-q = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\x02db\x07default\x03svc\x07cluster\x05local\x00' + struct.pack('>HH', 1, 1)
 before = {'cli': fds(cli), 'agent': fds(agent)}
-for i in range(40):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-    s.connect((ns, 53)); s.send(q); assert s.recv(512)[:2] == q[:2]; s.close()
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
-    u.sendto(b'x', (echo, 9999)); u.recvfrom(100); u.close()
+` + body + String.raw`
 peak = {'cli': fds(cli), 'agent': fds(agent)}
 deadline = time.time() + 30
 while (fds(cli) > before['cli'] + 4 or fds(agent) > before['agent'] + 4) and time.time() < deadline: time.sleep(0.2)
 print(json.dumps({'before': before, 'peak': peak, 'after': {'cli': fds(cli), 'agent': fds(agent)}}))
 `;
+  const SOCKET_PER_EXCHANGE = measured(String.raw`
+q = struct.pack('>HHHHHH', 7, 0x100, 1, 0, 0, 0) + b'\x02db\x07default\x03svc\x07cluster\x05local\x00' + struct.pack('>HH', 1, 1)
+for i in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.connect((ns, 53)); s.send(q); assert s.recv(512)[:2] == q[:2]; s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.sendto(b'x', (echo, 9999)); u.recvfrom(100); u.close()`);
+  // Go's way to learn its outgoing address: a UDP connect, getsockname, close, never a send.
+  const CONNECT_ONLY = measured(String.raw`
+for i in range(40):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect((echo, 9999)); u.getsockname(); u.close()`);
 
   for (const [how, flags] of [['the preload', []], ['seccomp', ['--intercept', 'seccomp']]] as const) {
     it(`under ${how}, a UDP socket's relay and its socket in the pod close soon after the program closes the socket`, async () => {
@@ -180,6 +188,19 @@ print(json.dumps({'before': before, 'peak': peak, 'after': {'cli': fds(cli), 'ag
       expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
       expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
       // ...and went with the program's sockets, long before they would have idled out (120 s).
+      expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
+      expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
+    }, 90_000);
+
+    it(`under ${how}, a UDP flow through the pod whose socket never sends closes soon after the socket does`, async () => {
+      const r = await exec([PY, '-c', CONNECT_ONLY], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
+      expect(r.stderr).toBe('');
+      const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
+      // 40 relays and 40 sockets in the pod were made (the connect opens the pod's socket)...
+      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
+      expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
+      // ...and went with the program's sockets, though none sent a datagram: the relay was
+      // told which socket it serves (attach), so the sweep could look it up.
       expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
       expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
     }, 90_000);
