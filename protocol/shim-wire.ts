@@ -86,7 +86,7 @@ export const SHIM_OPS = {
     fails: 'errno',
   },
   attach: {
-    doc: "the program's socket is connected to proxyAddr:proxyPort from local port `port`: pair it with `stream`",
+    doc: "the program's socket is connected to proxyAddr:proxyPort from local port `port`: pair it with `stream` (TCP), or let the UDP flow `stream` serve it and end with it",
     request: {
       stream: { kind: 'uint', max: 0xffffffff, example: 7 },
       port: { ...PORT, example: 40312 },
