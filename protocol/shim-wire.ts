@@ -92,6 +92,7 @@ export const SHIM_OPS = {
       port: { ...PORT, example: 40312 },
       inode: { kind: 'uint', max: 0xffffffff, doc: "the program socket's inode (fstat st_ino): the proxy pairs only the connection whose peer is this socket", example: 995270 },
       uid: { kind: 'uint', max: 0xffffffff, doc: "the program socket's owner (fstat st_uid): a peer the program already closed is matched by it", example: 1000 },
+      proto: { kind: 'enum', values: ['tcp', 'udp'], optional: true, doc: 'the stream\'s protocol (absent: tcp)', example: 'udp' },
     },
     notification: true,
   },

@@ -119,9 +119,7 @@ export class SessionProxy implements ShimEndpoint {
     const localListen = { ok: true, action: 'local' } as const;
     this.#handlers = {
       connect: (r) => this.#connect(r),
-      attach: (n) => {
-        if (!this.#udp.attach(n)) this.#tcp.attach(n);
-      },
+      attach: (n) => (n.proto === 'udp' ? this.#udp.attach(n) : this.#tcp.attach(n)),
       resolve: (r) => this.#dns.resolve(r),
       reverse: (r) => this.#dns.reverse(r),
       'res.config': () => this.#dns.resConfig(),

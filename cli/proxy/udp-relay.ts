@@ -143,16 +143,13 @@ export class UdpRelays {
    * `attach` after the program's socket was connected to the relay of flow `stream` (it
    * comes on the session's own channel): from then on the relay serves that socket, and the
    * sweep ends the flow once no socket with that inode is there, even if it never sent (it
-   * may be closed before this arrives). False if `stream` is no UDP flow's (a TCP one, then).
+   * may be closed before this arrives). One for a flow already closed is dropped.
    */
-  attach(n: ShimRequestOf<'attach'>): boolean {
+  attach(n: ShimRequestOf<'attach'>): void {
     const r = this.#byStream.get(n.stream);
-    if (!r) return false;
-    if (!r.program) {
-      r.program = { address: r.address, port: n.port };
-      r.programInode = n.inode;
-    }
-    return true;
+    if (!r || r.program) return;
+    r.program = { address: r.address, port: n.port };
+    r.programInode = n.inode;
   }
 
   close(): void {

@@ -59,12 +59,12 @@ SHIM_EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len, 
 /* Tells the proxy which socket is at the program's end of `stream`: its local port, and its
  * inode, which names it (another local user can connect or send to the proxy's loopback
  * port from the same port on another loopback address, never from this socket). */
-static int attach_socket(int fd, int64_t stream) {
+static int attach_socket(int fd, bool udp, int64_t stream) {
   union shim_addr me;
   socklen_t me_len = sizeof me;
   struct stat sock_stat;
   if (REAL(getsockname)(fd, &me.sa, &me_len) < 0 || REAL(fstat)(fd, &sock_stat) < 0) return -1;
-  return proto_attach(stream, ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port : me.in6.sin6_port),
+  return proto_attach(udp, stream, ntohs(me.sa.sa_family == AF_INET ? me.in.sin_port : me.in6.sin6_port),
                       (uint64_t)sock_stat.st_ino, (uint32_t)sock_stat.st_uid);
 }
 
@@ -148,7 +148,7 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
   fdtable_set_sock(fd, &st);
 
-  if (!udp && attach_socket(fd, reply.stream) < 0) {
+  if (!udp && attach_socket(fd, false, reply.stream) < 0) {
     shim_log("connect: could not attach stream %lld; failing with ENETUNREACH", (long long)reply.stream);
     fdtable_clear(fd);
     errno = ENETUNREACH;
@@ -156,7 +156,7 @@ SHIM_HIDDEN int shim_connect_inet(int fd, const struct sockaddr *addr, socklen_t
   }
   /* A UDP flow through the pod: its relay learns which socket it serves, so the flow ends
    * with the socket even if it never sends (Go's dial to learn its local address). */
-  if (udp && reply.stream > 0) (void)attach_socket(fd, reply.stream);
+  if (udp && reply.stream > 0) (void)attach_socket(fd, true, reply.stream);
   errno = r == 0 ? saved_errno : err;
   return r;
 }

@@ -185,15 +185,16 @@ SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout
   return 0;
 }
 
-SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid) {
+SHIM_HIDDEN int proto_attach(bool udp, int64_t stream, int port, uint64_t inode, uint32_t uid) {
   uint8_t buf[128];
   struct mp_writer w = {buf, sizeof buf, 0, false};
-  mp_write_map(&w, 5);
+  mp_write_map(&w, udp ? 6 : 5);
   mp_write_kv_str(&w, WIRE_KEY_OP, WIRE_OP_ATTACH);
   mp_write_kv_int(&w, WIRE_KEY_STREAM, stream);
   mp_write_kv_int(&w, WIRE_KEY_PORT, port);
   mp_write_kv_int(&w, WIRE_KEY_INODE, (int64_t)inode);
   mp_write_kv_int(&w, WIRE_KEY_UID, (int64_t)uid);
+  if (udp) mp_write_kv_str(&w, WIRE_KEY_PROTO, WIRE_PROTO_UDP);
   if (w.overflow) return -1;
   return channel_notify(w.buf, w.len);
 }

@@ -260,7 +260,7 @@ struct reverse_reply {
  * proxy shares with that owner's sockets is answered from memory after the first time. */
 SHIM_HIDDEN int proto_connect(bool udp, const union shim_addr *dest, int timeout_ms, int64_t sock_uid,
                               struct connect_reply *out);
-SHIM_HIDDEN int proto_attach(int64_t stream, int port, uint64_t inode, uint32_t uid);
+SHIM_HIDDEN int proto_attach(bool udp, int64_t stream, int port, uint64_t inode, uint32_t uid);
 SHIM_HIDDEN int proto_resolve(const char *name, int family, struct resolve_reply *out);
 SHIM_HIDDEN int proto_reverse(int family, const void *addr, struct reverse_reply *out);
 

@@ -142,7 +142,7 @@ static void connect_socket(struct sv_call *call, int dup, const union shim_addr 
   if (!udp || reply.stream > 0) {
     union shim_addr me;
     socklen_t me_len = sizeof me;
-    bool attached = getsockname(dup, &me.sa, &me_len) == 0 && proto_attach(reply.stream, port_of(&me), inode, uid) == 0;
+    bool attached = getsockname(dup, &me.sa, &me_len) == 0 && proto_attach(udp, reply.stream, port_of(&me), inode, uid) == 0;
     if (!attached && !udp) {
       shim_log("connect: could not attach stream %lld; failing with ENETUNREACH", (long long)reply.stream);
       return sv_fail(call, ENETUNREACH);

@@ -58,7 +58,8 @@ int main(int argc, char **argv) {
   proto_connect(false, &v4, -1, -1, &cr); /* non-blocking */
   proto_connect(true, &v4, 0, -1, &cr);
   proto_connect(true, &v4, 0, 1000, &cr); /* a UDP socket of uid 1000 */
-  proto_attach(7, 40312, 995270, 1000);
+  proto_attach(false, 7, 40312, 995270, 1000);
+  proto_attach(true, 8, 40313, 995271, 1000);
   proto_resolve("db.default.svc.cluster.local", AF_UNSPEC, rr);
   proto_resolve("db", AF_INET6, rr);
   proto_reverse(AF_INET, a4, vr);
