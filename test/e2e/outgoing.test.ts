@@ -179,31 +179,26 @@ for i in range(40):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect((echo, 9999)); u.getsockname(); u.close()`);
 
   for (const [how, flags] of [['the preload', []], ['seccomp', ['--intercept', 'seccomp']]] as const) {
-    it(`under ${how}, a UDP socket's relay and its socket in the pod close soon after the program closes the socket`, async () => {
-      const r = await exec([PY, '-c', SOCKET_PER_EXCHANGE], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
-      expect(r.stderr).toBe('');
-      const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
-      // 40 relays were made to the echo server, which also had 40 sockets in the pod (the 40
-      // DNS sockets share the nameserver's one relay)...
-      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
-      expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
-      // ...and went with the program's sockets, long before they would have idled out (120 s).
-      expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
-      expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
-    }, 90_000);
-
-    it(`under ${how}, a UDP flow through the pod whose socket never sends closes soon after the socket does`, async () => {
-      const r = await exec([PY, '-c', CONNECT_ONLY], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
-      expect(r.stderr).toBe('');
-      const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
-      // 40 relays and 40 sockets in the pod were made (the connect opens the pod's socket)...
-      expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
-      expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
-      // ...and went with the program's sockets, though none sent a datagram: the relay was
-      // told which socket it serves (attach), so the sweep could look it up.
-      expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
-      expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
-    }, 90_000);
+    const cases = [
+      // 40 relays to the echo server, which also had 40 sockets in the pod (the 40 DNS
+      // sockets share the nameserver's one relay), gone with the program's sockets, long
+      // before they would have idled out (120 s)...
+      ["a UDP socket's relay and its socket in the pod close soon after the program closes the socket", SOCKET_PER_EXCHANGE],
+      // ...and so are flows whose socket never sent: the relay was told which socket it
+      // serves (attach), so the sweep could look it up.
+      ['a UDP flow through the pod whose socket never sends closes soon after the socket does', CONNECT_ONLY],
+    ] as const;
+    for (const [what, script] of cases) {
+      it(`under ${how}, ${what}`, async () => {
+        const r = await exec([PY, '-c', script], [...flags, '--env', `AGENT_PID=${agent.child.pid}`]);
+        expect(r.stderr).toBe('');
+        const { before, peak, after } = JSON.parse(r.stdout) as Record<'before' | 'peak' | 'after', { cli: number; agent: number }>;
+        expect(peak.cli).toBeGreaterThanOrEqual(before.cli + 35);
+        expect(peak.agent).toBeGreaterThanOrEqual(before.agent + 35);
+        expect(after.cli).toBeLessThanOrEqual(before.cli + 4);
+        expect(after.agent).toBeLessThanOrEqual(before.agent + 4);
+      }, 90_000);
+    }
   }
 
   it("node's dns.promises.resolve4 (c-ares, its own UDP) resolves a cluster name", async () => {
