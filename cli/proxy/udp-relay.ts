@@ -96,6 +96,8 @@ export class UdpRelays {
   readonly #byStream = new Map<number, OpenRelay>();
   /** Shared DNS relays by "family|nameserver|port" (a promise while the first one binds). */
   readonly #sharedDns = new Map<string, Promise<SharedDnsRelay | undefined>>();
+  /** The shared DNS relays that are open (what the sweep and close() go through). */
+  readonly #sharedOpen: SharedDnsRelay[] = [];
   /** Whose sockets the shared DNS relays serve: the session's (the proxy's own uid). */
   readonly #uid = process.getuid?.();
   #sweeper: NodeJS.Timeout | undefined;
@@ -122,7 +124,7 @@ export class UdpRelays {
       // socket of another owner (a program that dropped its privileges) gets a relay of its
       // own, which serves its first sender: the shared one serves the session's uid only.
       const shared = req.uid !== undefined && req.uid === this.#uid ? await this.#sharedDnsRelay(family, req, dest) : undefined;
-      if (shared && this.#uid !== undefined) return { ok: true, action: 'proxy', proxyAddr, proxyPort: shared.port, stream: 0, sharedUid: this.#uid };
+      if (shared && req.uid !== undefined) return { ok: true, action: 'proxy', proxyAddr, proxyPort: shared.port, stream: 0, sharedUid: req.uid };
       this.stats.dnsFlows++;
       const relayPort = await this.#relay(family, (toProgram) => this.#dnsEnds(req, dest, toProgram));
       return { ok: true, action: 'proxy', proxyAddr, proxyPort: relayPort, stream: 0 };
@@ -156,14 +158,12 @@ export class UdpRelays {
     for (const relay of this.#relays.keys()) relay.close();
     this.#relays.clear();
     this.#byStream.clear();
-    for (const pending of this.#sharedDns.values()) {
-      void pending.then((shared) => {
-        if (!shared) return;
-        shared.socket.close();
-        for (const s of shared.senders.values()) s.ends.close();
-        shared.senders.clear();
-      });
+    for (const shared of this.#sharedOpen) {
+      shared.socket.close();
+      for (const s of shared.senders.values()) s.ends.close();
+      shared.senders.clear();
     }
+    this.#sharedOpen.length = 0;
     this.#sharedDns.clear();
     this.#stopSweeping();
   }
@@ -199,13 +199,13 @@ export class UdpRelays {
     const shared: SharedDnsRelay = { family, address, port, socket, senders: new Map() };
     // Our own socket, "sending" to itself: a lookup that must find it, or this kernel has no
     // UDP sock_diag and no sender could be checked.
-    if (this.#ownerUid(shared, address, port) !== this.#uid) {
+    if (this.#owner(shared, address, port)?.uid !== this.#uid) {
       socket.close();
       return undefined;
     }
     socket.on('message', (msg, rinfo) => {
       // Every datagram's sender is checked: its port may have been given up and taken again.
-      if (this.#ownerUid(shared, rinfo.address, rinfo.port) !== this.#uid) return;
+      if (this.#owner(shared, rinfo.address, rinfo.port)?.uid !== this.#uid) return;
       const key = `${rinfo.address}|${rinfo.port}`;
       let sender = shared.senders.get(key);
       if (!sender) {
@@ -217,6 +217,7 @@ export class UdpRelays {
       }
       sender.ends.fromProgram(msg);
     });
+    this.#sharedOpen.push(shared);
     if (this.#opts.sweepMs > 0) this.#sweeper ??= setInterval(() => this.#sweep(), this.#opts.sweepMs).unref();
     return shared;
   }
@@ -228,10 +229,13 @@ export class UdpRelays {
     shared.senders.delete(key);
   }
 
-  /** The uid owning the socket that receives from the relay at `address`:`port`; undefined for none (or no lookup). */
-  #ownerUid(relay: { family: Family; address: string; port: number }, address: string, port: number): number | undefined {
+  /**
+   * The socket that receives from `relay` at `address`:`port` (its inode and uid), null for
+   * none, undefined where sock_diag cannot look UDP up.
+   */
+  #owner(relay: { family: Family; address: string; port: number }, address: string, port: number): { inode: number; uid: number } | null | undefined {
     try {
-      return loadAddon().udpReceiverOwner(relay.family, address, port, relay.address, relay.port)?.uid;
+      return loadAddon().udpReceiverOwner(relay.family, address, port, relay.address, relay.port);
     } catch {
       return undefined;
     }
@@ -239,35 +243,30 @@ export class UdpRelays {
 
   /** Closes the relays, and lets go of the shared DNS relays' senders, whose program socket no longer exists. */
   #sweep(): void {
-    const lookup = loadAddon();
-    const gone = (family: Family, program: { address: string; port: number }, relay: { address: string; port: number }, inode?: number): boolean | undefined => {
-      try {
-        const owner = lookup.udpReceiverOwner(family, program.address, program.port, relay.address, relay.port);
-        return !owner || (inode !== undefined && owner.inode !== inode);
-      } catch {
-        this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
-        this.#stopSweeping();
-        return undefined;
-      }
+    // True when the program's socket (with `inode`, if known) is gone; undefined: no lookup here.
+    const gone = (relay: { family: Family; address: string; port: number }, program: { address: string; port: number }, inode?: number): boolean | undefined => {
+      const owner = this.#owner(relay, program.address, program.port);
+      return owner === undefined ? undefined : !owner || (inode !== undefined && owner.inode !== inode);
+    };
+    const stop = (): void => {
+      this.#opts.sweepMs = 0; // no sock_diag for UDP here: the idle timers alone end relays
+      this.#stopSweeping();
     };
     for (const r of [...this.#relays.values()]) {
       if (!r.program) continue; // nothing sent nor attached yet: the idle timer ends it
-      const g = gone(r.family, r.program, r, r.programInode);
-      if (g === undefined) return;
+      const g = gone(r, r.program, r.programInode);
+      if (g === undefined) return stop();
       if (g) r.close();
     }
-    for (const pending of this.#sharedDns.values()) {
-      void pending.then((shared) => {
-        if (!shared || this.#opts.sweepMs === 0) return;
-        for (const [key, s] of [...shared.senders]) {
-          const g = gone(shared.family, s, shared);
-          if (g === undefined) return;
-          if (g) {
-            s.ends.close();
-            shared.senders.delete(key);
-          }
+    for (const shared of this.#sharedOpen) {
+      for (const [key, s] of [...shared.senders]) {
+        const g = gone(shared, s);
+        if (g === undefined) return stop();
+        if (g) {
+          s.ends.close();
+          shared.senders.delete(key);
         }
-      });
+      }
     }
   }
 
@@ -367,7 +366,7 @@ export class UdpRelays {
       clearTimeout(idle);
       if (this.#relays.delete(relay)) relay.close();
       if (stream !== undefined && this.#byStream.get(stream) === open) this.#byStream.delete(stream);
-      if (this.#relays.size === 0 && this.#sharedDns.size === 0) this.#stopSweeping();
+      if (this.#relays.size === 0 && this.#sharedOpen.length === 0) this.#stopSweeping();
       ends.close();
     };
     relay.on('message', (msg, rinfo) => {

@@ -42,11 +42,10 @@ static uint16_t port_of(const union shim_addr *a) {
  * EINPROGRESS and writable at once: five system calls, where handing over before every
  * blocking connect woke another worker each time. */
 static int connect_blocking(int dup, const union shim_addr *relay, socklen_t relay_len, int fl, int timeout_ms) {
-  if (fl < 0) {
+  if (fl < 0 || fcntl(dup, F_SETFL, fl | O_NONBLOCK) < 0) { /* flags unknown: wait as it would */
     sv_stop_receiving();
     return connect(dup, &relay->sa, relay_len) == 0 ? 0 : -errno;
   }
-  if (fcntl(dup, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
   int r = connect(dup, &relay->sa, relay_len);
   int err = errno;
   fcntl(dup, F_SETFL, fl);
