@@ -240,12 +240,17 @@ export async function launchPod(
   // The command runs once the init's marker variable is gone from /proc/<pid>/environ.
   // Read while the process is in an execve (the first: unshare's child becoming the init
   // shell, before any mount), environ and cmdline can come back empty: the command's
-  // argv never is, and the init's names its script.
+  // argv never is, and the init's names its script. The wrappers the init execs on the way
+  // (setpriv, env -i) do not count: inside their execve the kernel sets argv before
+  // environ, so for a moment env's environ reads empty, and a command that then fails to
+  // start was taken for started.
+  const wrappers = new Set(['env', 'setpriv']);
   await waitFor('the pod command to start', timeoutMs, () => {
     if (exited()) throw new Error(`pod exited (${child.exitCode ?? child.signalCode})`);
     const e = readOrUndefined(`/proc/${pid}/environ`);
     const argv = readOrUndefined(`/proc/${pid}/cmdline`);
-    const started = e !== undefined && !e.includes(`TSM_HARNESS_INIT=${marker}`) && !!argv && !argv.includes(scriptPath);
+    const started = e !== undefined && !e.includes(`TSM_HARNESS_INIT=${marker}`) && !!argv && !argv.includes(scriptPath) &&
+      !wrappers.has(argv.split('\0')[0] ?? '');
     return started ? true : undefined;
   });
   if (spec.readyPort !== undefined) {
